@@ -1,0 +1,1 @@
+"""lunabase ground segment: ingest, archive, alarms, commanding and the client interface."""

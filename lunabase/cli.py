@@ -1,0 +1,75 @@
+"""The `lunabase` command: one entry point, subcommands contributed by each part.
+
+Each provider module below defines ``register(subparsers)`` and keeps its top-level
+imports light (heavy imports go inside the handler), so `lunabase --help` stays fast.
+A handler is stored as ``func`` on its parser and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+PROVIDERS = (
+    "lunabase.demo",  # demo
+    "ground.cli",  # ground, console, command, broker-config, replay, export
+    "sim.cli",  # sim run / list, environment
+    "hil.cli",  # board, flash, gateway
+    "lunabase.bench",  # bench parse / ingest / sim
+    "wire.cli",  # dict show / codegen
+)
+
+EPILOG = """\
+first steps:
+  lunabase demo                 simulated lunar base + ground + console, all on this machine
+  lunabase sim list             the shipped scenarios
+  lunabase bench parse          how fast the parser is here, next to a naive baseline
+  lunabase dict show            the telemetry dictionary (packets, fields, limits, commands)
+
+every subcommand has its own --help with examples.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="lunabase",
+        description="Telemetry stack for lunar surface stations.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    for name in PROVIDERS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue  # that part of lunabase is not installed in this checkout
+            raise
+        mod.register(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        ap.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

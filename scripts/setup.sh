@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Prepare this checkout: a .venv with every Python dependency, the Cython parser built in
+# place, the MicroPython stubs for pyright, and Debian's mosquitto broker.
+# Idempotent and quick when nothing changed.  Used by scripts/test.sh and scripts/demo.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || die "python3 (3.11 or newer) is not installed: apt-get install python3 python3-venv"
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "lunabase needs Python 3.11 or newer; $("$PY" --version) found. Set PYTHON=/path/to/python3.11"
+
+# --- system packages: mosquitto (the real broker every MQTT test and the demo start) ---
+find_mosquitto() { command -v mosquitto 2>/dev/null || { [ -x /usr/sbin/mosquitto ] && echo /usr/sbin/mosquitto; } || true; }
+if [ -z "$(find_mosquitto)" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's mosquitto (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
+  else
+    die "Debian's mosquitto broker is missing: run 'sudo apt-get install mosquitto' (or install mosquitto >= 2.0 and put it on PATH), then try again"
+  fi
+fi
+[ -n "$(find_mosquitto)" ] || die "mosquitto is still not found after installing it"
+
+# --- the virtual environment ---
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv 2>/dev/null || die "could not create a virtual environment: apt-get install python3-venv"
+fi
+VPY=.venv/bin/python
+stamp=.venv/.lunabase-installed
+want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing Python dependencies into .venv (first run takes a minute)"
+  "$VPY" -m pip install -q --upgrade pip setuptools wheel cython numpy
+  "$VPY" -m pip install -q -e '.[dev]' --no-build-isolation
+  # MicroPython stubs for pyright: one folder per port, they would clash in site-packages
+  "$VPY" -m pip install -q --upgrade --target .venv/stubs/esp32 micropython-esp32-stubs
+  "$VPY" -m pip install -q --upgrade --target .venv/stubs/rp2 micropython-rp2-stubs
+  echo "$want" > "$stamp"
+fi
+
+# --- the Cython parser, built in place (fast when up to date) ---
+"$VPY" setup.py -q build_ext --inplace -j 2 >/dev/null 2>.venv/build.log \
+  || { cat .venv/build.log >&2; die "building the Cython parser failed (log above)"; }
+"$VPY" -c 'import ground.parse as p; assert p.IMPLEMENTATION == "cython" or p.CParser is None' \
+  || die "the Cython parser did not import"
+say "ready: $("$VPY" -c 'import ground.parse as p; print("parser", p.IMPLEMENTATION)'), $("$(find_mosquitto)" -h 2>/dev/null | head -1)"
