@@ -1,0 +1,140 @@
+"""The base inventory: which nodes a site has, their broker credentials and telecommand keys.
+
+A TOML file shared by the ground (signing commands, broker ACLs), the simulator (which
+nodes to start) and the flashing tool (what to write into a node's config)::
+
+    site = "shackleton"
+    [[node]]
+    id = "n01"
+    board = "esp32"              # esp32 | rp2 | sim
+    key = "<64 hex chars>"       # HMAC-SHA256 key for telecommands
+    password = "<broker password>"
+    hk_period_s = 1              # expected housekeeping period (staleness)
+
+Keys and passwords are secrets: the file is written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+SITE_ID = NODE_ID
+BOARDS = ("esp32", "rp2", "sim")
+
+
+class InventoryError(ValueError):
+    """The inventory is malformed; the message names the node and the field."""
+
+
+@dataclass
+class Node:
+    id: str
+    key: bytes
+    password: str
+    board: str = "sim"
+    hk_period_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not NODE_ID.match(self.id):
+            raise InventoryError(f"node id {self.id!r}: use 1-32 of a-z 0-9 _ - (starting with a letter or digit)")
+        if self.board not in BOARDS:
+            raise InventoryError(f"node {self.id}: board {self.board!r} is not one of {BOARDS}")
+        if len(self.key) < 16:
+            raise InventoryError(f"node {self.id}: key must be at least 16 bytes")
+
+
+@dataclass
+class Inventory:
+    site: str
+    nodes: list[Node] = field(default_factory=list)
+    ground_user: str = "ground"
+    ground_password: str = ""
+
+    def __post_init__(self) -> None:
+        if not SITE_ID.match(self.site):
+            raise InventoryError(f"site {self.site!r}: use 1-32 of a-z 0-9 _ -")
+        ids = [n.id for n in self.nodes]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise InventoryError(f"node ids appear twice: {sorted(dup)}")
+        if self.ground_user in ids:
+            raise InventoryError(f"node id {self.ground_user!r} is reserved for the ground account")
+
+    def node(self, node_id: str) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(f"no node {node_id!r} at site {self.site} (known: {', '.join(n.id for n in self.nodes)})")
+
+    @classmethod
+    def generate(cls, site: str, node_ids: list[str], board: str = "sim", hk_period_s: float = 1.0) -> "Inventory":
+        """A new inventory with fresh random keys and passwords."""
+        return cls(
+            site=site,
+            nodes=[Node(i, secrets.token_bytes(32), secrets.token_urlsafe(18), board, hk_period_s) for i in node_ids],
+            ground_password=secrets.token_urlsafe(18),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Inventory":
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise InventoryError(f"{path}: no such inventory file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InventoryError(f"{path}: {e}") from None
+        try:
+            nodes = [
+                Node(
+                    id=n["id"],
+                    key=bytes.fromhex(n["key"]),
+                    password=n["password"],
+                    board=n.get("board", "sim"),
+                    hk_period_s=float(n.get("hk_period_s", 1.0)),
+                )
+                for n in raw.get("node", [])
+            ]
+            return cls(
+                site=raw["site"],
+                nodes=nodes,
+                ground_user=raw.get("ground_user", "ground"),
+                ground_password=raw.get("ground_password", ""),
+            )
+        except KeyError as e:
+            raise InventoryError(f"{path}: missing field {e}") from None
+        except ValueError as e:
+            raise InventoryError(f"{path}: {e}") from None
+
+    def dumps(self) -> str:
+        out = [
+            "# lunabase base inventory (secrets: keep this file private)",
+            f'site = "{self.site}"',
+            f'ground_user = "{self.ground_user}"',
+            f'ground_password = "{self.ground_password}"',
+        ]
+        for n in self.nodes:
+            out += [
+                "",
+                "[[node]]",
+                f'id = "{n.id}"',
+                f'board = "{n.board}"',
+                f'key = "{n.key.hex()}"',
+                f'password = "{n.password}"',
+                f"hk_period_s = {n.hk_period_s}",
+            ]
+        return "\n".join(out) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.dumps())
+        return path
