@@ -1,0 +1,215 @@
+"""Alarms per (node, parameter) with a Yamcs-like lifecycle, and the operator event log.
+
+Lifecycle of one alarm (see docs/ground-ops.md)::
+
+    raised ──ack──> acknowledged ──value back in limits──> cleared
+      │  value back in limits: stays raised, ``returned`` = True, until acknowledged
+      └─ escalation yellow→red re-raises an acknowledged alarm (needs a new ack)
+
+Shelving hides an open alarm from the active list until a time (or ``unshelve``); its
+condition is still tracked and it still clears.  A new violation after ``cleared`` opens
+a new alarm (new id).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ground.alarms.limits import LEVEL_NAMES, OK, PENDING, PacketLimits, condition, limits_for
+from ground.alarms.store import OpsStore, Row
+from ground.parse import Table
+from wire.dictionary import Dictionary, load
+
+_EVENT_SEV = {1: "WARNING", 2: "CRITICAL"}
+
+
+class AlarmError(KeyError):
+    """No such alarm, or the operation does not apply to its state."""
+
+
+@dataclass
+class _Track:
+    viol: int = 0  # consecutive violating samples so far
+    red: int = 0  # consecutive red samples so far
+    cond: int = OK  # current alarm condition
+    level: int = OK  # raw limit level of the latest sample
+
+
+class AlarmManager:
+    """Checks tables against limits, keeps alarm state in the ops store, logs transitions.
+
+    ``listeners`` get every alarm row after it changes (the API pushes them).
+    """
+
+    def __init__(self, store: OpsStore, dictionary: Dictionary | None = None) -> None:
+        self.store = store
+        self.dictionary = dictionary or load()
+        self.limits: dict[int, PacketLimits] = limits_for(self.dictionary)
+        self._tracks: dict[tuple[str, str, int, int], _Track] = {}
+        self._open: dict[tuple[str, str, str, str], Row] = {}
+        self.listeners: list[Callable[[Row], None]] = []
+        for a in store.alarms(open_only=True):  # resume open alarms after a restart
+            self._open[(a["site"], a["node"], a["packet"], a["field"])] = a
+
+    # -- checking ----------------------------------------------------------------------
+
+    def check(self, site: str, node: str, table: Table, times: np.ndarray | None = None) -> np.ndarray | None:
+        """Run one Table (one APID, one node) through the limits.
+
+        ``times`` (unix s per row, optional) date the transitions; returns the raw level
+        matrix (n, limited fields) or None when the packet has no limits.
+        """
+        pl = self.limits.get(table.apid)
+        if pl is None or len(table) == 0:
+            return None
+        lv = pl.levels(table.values)
+        active = (lv > 0).any(axis=0)
+        for j, f in enumerate(pl.fields):
+            key = (site, node, table.apid, j)
+            tr = self._tracks.get(key)
+            if tr is None:
+                tr = self._tracks[key] = _Track()
+            tr.level = int(lv[-1, j])
+            if not active[j] and tr.viol == 0 and tr.cond == OK:
+                continue  # the common case: all nominal, nothing carried
+            cond, tr.viol, tr.red = condition(lv[:, j], int(pl.persistence[j]), tr.viol, tr.red)
+            known = cond[cond != PENDING]
+            if len(known) == 0:
+                continue
+            idx = np.flatnonzero(cond != PENDING)
+            # transitions only: where the condition differs from the one before it
+            prev = np.concatenate(([tr.cond], known[:-1]))
+            for k in np.flatnonzero(known != prev):
+                row = int(idx[k])
+                t = float(times[row]) if times is not None else time.time()
+                self._transition(site, node, pl.packet.name, f, int(known[k]), float(table.values[row, pl.cols[j]]), t)
+            tr.cond = int(known[-1])
+        return lv
+
+    def level(self, site: str, node: str, apid: int, field: str) -> str:
+        """Limit state ("ok"/"yellow"/"red") of a field's latest sample, or "ok"."""
+        pl = self.limits.get(apid)
+        if pl is None:
+            return "ok"
+        for j, f in enumerate(pl.fields):
+            if f.name == field:
+                tr = self._tracks.get((site, node, apid, j))
+                return LEVEL_NAMES[tr.level] if tr else "ok"
+        return "ok"
+
+    def _transition(self, site: str, node: str, packet: str, f: Any, cond: int, value: float, t: float) -> None:
+        key = (site, node, packet, f.name)
+        a = self._open.get(key)
+        name = f"{node} {packet}.{f.name}"
+        val = f"{value:g} {f.unit}".strip()
+        if cond > OK:
+            sev = LEVEL_NAMES[cond]
+            if a is None:
+                a = {"site": site, "node": node, "packet": packet, "field": f.name, "state": "raised",
+                     "severity": sev, "max_severity": sev, "value": value, "unit": f.unit, "returned": 0,
+                     "raised_at": t, "updated_at": t, "acked_by": None, "acked_at": None,
+                     "cleared_at": None, "shelved_until": None, "shelved_by": None}
+                a["id"] = self.store.insert_alarm(a)
+                self._open[key] = a
+                self._log(a, f"{name} {sev.upper()} alarm raised: {val}", t)
+            else:
+                old = a["severity"]
+                a.update(severity=sev, value=value, returned=0, updated_at=t)
+                if cond > LEVEL_NAMES.index(old):
+                    a["max_severity"] = LEVEL_NAMES[max(cond, LEVEL_NAMES.index(a["max_severity"]))]
+                    if a["state"] == "acknowledged":
+                        a["state"] = "raised"  # escalation needs a fresh acknowledgement
+                    msg = f"{name} escalated {old}→{sev}: {val}"
+                else:
+                    msg = f"{name} now {sev}: {val}"
+                self.store.update_alarm(a)
+                self._log(a, msg, t)
+        elif a is not None:
+            a.update(value=value, updated_at=t)
+            if a["state"] == "acknowledged":
+                self._clear(a, t, f"{name} back in limits: {val}; alarm cleared")
+            else:
+                a["returned"] = 1
+                self.store.update_alarm(a)
+                self._log(a, f"{name} back in limits: {val} (alarm awaits acknowledgement)", t, "INFO")
+
+    def _clear(self, a: Row, t: float, msg: str) -> None:
+        a.update(state="cleared", cleared_at=t, updated_at=t)
+        self.store.update_alarm(a)
+        self._open.pop((a["site"], a["node"], a["packet"], a["field"]), None)
+        self._log(a, msg, t, "INFO")
+
+    def _log(self, a: Row, msg: str, t: float, severity: str | None = None) -> None:
+        sev = severity or ("CRITICAL" if a["severity"] == "red" else "WARNING")
+        self.store.event("alarm", msg, site=a["site"], node=a["node"], severity=sev,
+                         data={"alarm": a["id"], "state": a["state"], "severity": a["severity"],
+                               "param": f"{a['packet']}.{a['field']}"}, t=t)
+        for fn in list(self.listeners):
+            fn(dict(a))
+
+    # -- operator actions --------------------------------------------------------------
+
+    def _get(self, alarm_id: int) -> Row:
+        for a in self._open.values():
+            if a["id"] == alarm_id:
+                return a
+        raise AlarmError(f"no open alarm {alarm_id}")
+
+    def acknowledge(self, alarm_id: int, user: str = "operator", now: float | None = None) -> Row:
+        """Acknowledge an open alarm; one whose value is already back in limits clears."""
+        now = time.time() if now is None else now
+        a = self._get(alarm_id)
+        a.update(acked_by=user, acked_at=now, updated_at=now)
+        name = f"{a['node']} {a['packet']}.{a['field']}"
+        if a["returned"]:
+            a["state"] = "acknowledged"
+            self._clear(a, now, f"{name} acknowledged by {user}; alarm cleared")
+        else:
+            a["state"] = "acknowledged"
+            self.store.update_alarm(a)
+            self._log(a, f"{name} alarm acknowledged by {user}", now, "INFO")
+        return dict(a)
+
+    def shelve(self, alarm_id: int, minutes: float, user: str = "operator", now: float | None = None) -> Row:
+        """Hide an open alarm from the active list for ``minutes``."""
+        now = time.time() if now is None else now
+        a = self._get(alarm_id)
+        a.update(shelved_until=now + minutes * 60.0, shelved_by=user, updated_at=now)
+        self.store.update_alarm(a)
+        self._log(a, f"{a['node']} {a['packet']}.{a['field']} alarm shelved by {user} for {minutes:g} min", now, "INFO")
+        return dict(a)
+
+    def unshelve(self, alarm_id: int, user: str = "operator", now: float | None = None) -> Row:
+        now = time.time() if now is None else now
+        a = self._get(alarm_id)
+        a.update(shelved_until=None, shelved_by=None, updated_at=now)
+        self.store.update_alarm(a)
+        self._log(a, f"{a['node']} {a['packet']}.{a['field']} alarm unshelved by {user}", now, "INFO")
+        return dict(a)
+
+    def expire_shelves(self, now: float | None = None) -> None:
+        """Unshelve alarms whose shelving time is over (call periodically)."""
+        now = time.time() if now is None else now
+        for a in list(self._open.values()):
+            if a["shelved_until"] is not None and a["shelved_until"] <= now:
+                a.update(shelved_until=None, shelved_by=None, updated_at=now)
+                self.store.update_alarm(a)
+                self._log(a, f"{a['node']} {a['packet']}.{a['field']} alarm shelving expired", now, "INFO")
+
+    def active(self, include_shelved: bool = False, now: float | None = None) -> list[Row]:
+        """Open alarms (raised or acknowledged), red first, newest first."""
+        now = time.time() if now is None else now
+        out = [dict(a, shelved=bool(a["shelved_until"] and a["shelved_until"] > now)) for a in self._open.values()]
+        if not include_shelved:
+            out = [a for a in out if not a["shelved"]]
+        out.sort(key=lambda a: (a["severity"] != "red", a["state"] != "raised", -a["id"]))
+        return out
+
+
+def event_severity(level: int) -> str:
+    return _EVENT_SEV.get(level, "INFO")

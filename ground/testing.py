@@ -1,0 +1,227 @@
+"""Test doubles and an F Prime GDS-style test API for the ground operations layer.
+
+Importable without a running ground or console::
+
+    from ground.testing import GroundTestAPI, FakeNode, make_packet, parse_packets
+
+- ``make_packet`` / ``parse_packets``: TM packets built with ``wire.ccsds.PacketBuffer``
+  from engineering values, and the ParseResult ingest would produce for them.
+- ``FakeNode``: a small MQTT node that checks every TC with ``wire.ccsds.open_tc`` and
+  answers ACK packets (ACCEPTED then EXECUTED, or REJECTED with the reason).
+- ``GroundTestAPI``: ``send_and_assert_command``, ``await_telemetry``, ``await_event``,
+  ``assert_no_alarm`` over an in-process ``Operations``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ground.nodes import EPOCH_2000
+from ground.parse import ParseResult, Parser
+from wire import ccsds, topics
+from wire.dictionary import Dictionary, load
+
+_seqs: dict[tuple[str, int], int] = {}
+
+
+def make_packet(packet: str | int, seq: int | None = None, t: float | None = None, *,
+                node: str = "n01", dictionary: Dictionary | None = None, samples: np.ndarray | None = None,
+                **values: Any) -> bytes:
+    """One TM packet from *engineering* values by field name (others 0); ``t`` = unix time.
+
+    ``seq`` defaults to a per-(node, APID) counter; bytes fields take str or bytes.
+    """
+    d = dictionary or load()
+    p = d.packet(packet)
+    pb = ccsds.PacketBuffer(p.apid, p.length)
+    if seq is None:
+        seq = _seqs.get((node, p.apid), 0)
+        _seqs[(node, p.apid)] = (seq + 1) & ccsds.SEQ_MASK
+    pb.seq = seq
+    for f in p.fields:
+        v = values.get(f.name, 0 if f.is_numeric else b"")
+        if not f.is_numeric:
+            v = v.encode() if isinstance(v, str) else v
+        elif f.enum is not None and isinstance(v, str):
+            v = {n: k for k, n in f.enum.items()}[v]
+        elif f.type != "f32":
+            v = f.to_raw(v)
+        struct.pack_into(">" + f.struct_code, pb.buf, f.offset, v)
+    if p.samples is not None and samples is not None:
+        raw = np.round(np.asarray(samples) / p.samples.scale).astype(">i2")
+        pb.buf[p.samples.offset:p.samples.offset + p.samples.size] = raw.tobytes()
+    node_t = (time.time() if t is None else t) - EPOCH_2000
+    return bytes(pb.finish(int(node_t), int((node_t % 1.0) * 65536) & 0xFFFF))
+
+
+def parse_packets(*packets: bytes) -> tuple[ParseResult, bytes]:
+    """(ParseResult, payload) for packets sent back to back in one message."""
+    payload = b"".join(packets)
+    return Parser().parse(payload), payload
+
+
+class FakeNode:
+    """A Python stand-in for a node on a real broker: verifies TCs, answers ACKs.
+
+    ``behaviour``: "ack" (ACCEPTED then EXECUTED), "reject" (REJECTED with the open_tc
+    reason or BAD_OPCODE), "fail" (ACCEPTED then FAILED), "silent" (never answers),
+    "accept_only" (ACCEPTED, never EXECUTED).  ``received`` lists (status, opcode,
+    counter, args) of every TC; ``last_counter`` persists like the node's NVS would.
+    """
+
+    def __init__(self, host: str, port: int, site: str, node: str, key: bytes, *,
+                 behaviour: str = "ack", light_time: float = 0.0, username: str | None = None,
+                 password: str | None = None) -> None:
+        self.host, self.port, self.site, self.node, self.key = host, port, site, node, key
+        self.behaviour = behaviour
+        self.light_time = light_time
+        self.username, self.password = username, password
+        self.received: list[tuple[int, int, int, bytes]] = []
+        self.last_counter = 0
+        self._task: asyncio.Task[None] | None = None
+        self._client: Any = None
+        self._ack = ccsds.PacketBuffer(7, load().packet("ACK").length)
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> "FakeNode":
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    async def publish_tm(self, *packets: bytes) -> None:
+        await self._client.publish(topics.topic(self.site, self.node, topics.TM), b"".join(packets), qos=1)
+
+    async def publish_status(self, state: str, **kw: Any) -> None:
+        st = {"state": state, "mode": kw.pop("mode", "DAY"), "boot": kw.pop("boot", 1),
+              "next_contact": kw.pop("next_contact", 0), "hk_period": kw.pop("hk_period", 1), **kw}
+        await self._client.publish(topics.topic(self.site, self.node, topics.STATUS), json.dumps(st), qos=1, retain=True)
+
+    def _ack_packet(self, counter: int, opcode: int, stage: int, reason: int, seq: int) -> bytes:
+        struct.pack_into(">IBBBBH", self._ack.buf, 12, counter, opcode, stage, reason, 0, seq)
+        t = time.time() - EPOCH_2000
+        return bytes(self._ack.finish(int(t), int((t % 1.0) * 65536) & 0xFFFF))
+
+    async def _run(self) -> None:
+        import aiomqtt
+
+        async with aiomqtt.Client(self.host, self.port, identifier=f"fake-{self.node}",
+                                  username=self.username, password=self.password) as c:
+            self._client = c
+            await c.subscribe(topics.topic(self.site, self.node, topics.CMD), qos=1)
+            self._ready.set()
+            async for msg in c.messages:
+                buf = bytes(msg.payload)  # type: ignore[arg-type]
+                st, opcode, counter, a0, a1, seq = ccsds.open_tc(self.key, buf, self.last_counter)
+                self.received.append((st, opcode, counter, buf[a0:a1]))
+                if self.behaviour == "silent":
+                    continue
+                if self.light_time:
+                    await asyncio.sleep(self.light_time * 2)
+                if st != ccsds.TC_OK:
+                    await self.publish_tm(self._ack_packet(counter, opcode, 1, min(st, 7), seq))
+                    continue
+                self.last_counter = counter
+                if self.behaviour == "reject":
+                    await self.publish_tm(self._ack_packet(counter, opcode, 1, 3, seq))
+                    continue
+                await self.publish_tm(self._ack_packet(counter, opcode, 0, 0, seq))
+                if self.behaviour == "ack":
+                    await self.publish_tm(self._ack_packet(counter, opcode, 2, 0, seq))
+                elif self.behaviour == "fail":
+                    await self.publish_tm(self._ack_packet(counter, opcode, 3, 6, seq))
+
+
+class AssertionTimeout(AssertionError):
+    """An await_* helper did not see what it waited for; the message says what it saw."""
+
+
+class GroundTestAPI:
+    """F Prime GDS-style helpers over an in-process ``ground.api.operations.Operations``."""
+
+    def __init__(self, ops: Any) -> None:
+        self.ops = ops
+
+    async def send_and_assert_command(self, node: str, name: str, args: dict[str, Any] | None = None,
+                                      timeout: float = 10.0, *, expect: str = "EXECUTED",
+                                      confirm: bool = False, user: str = "test") -> dict[str, Any]:
+        """Send a command and assert it reaches ``expect`` (default EXECUTED) in ``timeout``."""
+        row = await self.ops.commander.submit(node, name, args or {}, user=user, confirm=confirm)
+        try:
+            done = await self.ops.commander.wait(row["id"], timeout)
+        except asyncio.TimeoutError:
+            now = self.ops.commander.get(row["id"])
+            raise AssertionTimeout(f"{name} #{row['id']} on {node}: still {now['stage']} after {timeout} s "
+                                   f"(history {now['history']})") from None
+        if done["stage"] != expect:
+            raise AssertionError(f"{name} #{row['id']} on {node}: {done['stage']} ({done['reason']}), expected {expect}")
+        return done
+
+    async def await_telemetry(self, predicate: Callable[[str, str, dict[str, float]], bool],
+                              timeout: float = 10.0) -> tuple[str, str, dict[str, float]]:
+        """The first (node, packet, values) from now on for which ``predicate`` is true."""
+        fut: asyncio.Future[tuple[str, str, dict[str, float]]] = asyncio.get_running_loop().create_future()
+        seen = [0]
+
+        def fn(node: str, packet: str, values: dict[str, float], t: float) -> None:
+            seen[0] += 1
+            if not fut.done() and predicate(node, packet, values):
+                fut.set_result((node, packet, values))
+
+        self.ops.telemetry_listeners.append(fn)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise AssertionTimeout(f"no matching telemetry in {timeout} s ({seen[0]} samples seen)") from None
+        finally:
+            self.ops.telemetry_listeners.remove(fn)
+
+    async def await_event(self, predicate: Callable[[dict[str, Any]], bool] | None = None, *,
+                          kind: str | None = None, node: str | None = None, contains: str | None = None,
+                          timeout: float = 10.0) -> dict[str, Any]:
+        """The first new event matching kind/node/text and ``predicate``."""
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        def fn(e: dict[str, Any]) -> None:
+            if fut.done() or (kind and e["kind"] != kind) or (node and e["node"] != node):
+                return
+            if contains and contains not in e["message"]:
+                return
+            if predicate is None or predicate(e):
+                fut.set_result(e)
+
+        self.ops.store.listeners.append(fn)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            recent = [e["message"] for e in self.ops.store.events(limit=5)]
+            raise AssertionTimeout(f"no matching event in {timeout} s; latest: {recent}") from None
+        finally:
+            self.ops.store.listeners.remove(fn)
+
+    def assert_no_alarm(self, node: str | None = None, param: str | None = None,
+                        severity: str | None = None) -> None:
+        """Fail if an open alarm matches (``param`` = "PACKET.field" or "field")."""
+        for a in self.ops.alarms.active(include_shelved=True):
+            if node and a["node"] != node:
+                continue
+            if param and param not in (a["field"], f"{a['packet']}.{a['field']}"):
+                continue
+            if severity and a["severity"] != severity:
+                continue
+            raise AssertionError(f"open alarm #{a['id']}: {a['node']} {a['packet']}.{a['field']} "
+                                 f"{a['severity']} {a['state']} value {a['value']}")
