@@ -1,0 +1,64 @@
+"""The telemetry archive: raw packet log (the truth), decoded tables, status history.
+
+    >>> from ground.archive import open_archive
+    >>> a = open_archive("sqlite:///var/lunabase/archive.db")   # or "postgresql://..."
+    >>> with a.transaction() as tx:
+    ...     fresh = tx.append_packets(site, node, parse_result, payload, received)
+    >>> a.parameter("HK.free_heap", node="n01", t0=..., t1=...)  # {"node","time","value"}
+    >>> a.table("SEISMIC", node="n01")["samples"]                  # int16 (n, 100, 3)
+
+Exceptions: ArchiveError (cannot open/use the archive).  See ground/archive/_base.py
+for the schema.
+"""
+
+from __future__ import annotations
+
+from ground.archive._base import (
+    EPOCH_UNIX,
+    Archive,
+    ArchiveError,
+    DecodedSpec,
+    RawPacket,
+    Transaction,
+    ticks_to_unix,
+    unix_to_ticks,
+)
+from wire.dictionary import Dictionary
+
+__all__ = [
+    "EPOCH_UNIX",
+    "Archive",
+    "ArchiveError",
+    "DecodedSpec",
+    "RawPacket",
+    "Transaction",
+    "open_archive",
+    "ticks_to_unix",
+    "unix_to_ticks",
+]
+
+
+def open_archive(url: str, dictionary: Dictionary | None = None, **kw: object) -> Archive:
+    """Open (creating if needed) the archive at ``sqlite:///path`` or ``postgresql://...``.
+
+    A bare path is taken as a SQLite file.  For PostgreSQL, ``schema=`` selects a schema.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        from ground.archive.postgres import PostgresArchive
+
+        return PostgresArchive(url, dictionary, **kw)  # type: ignore[arg-type]
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+        if path.startswith("/") and not path.startswith("//"):
+            path = path[1:]  # sqlite:///rel/path -> rel/path ; sqlite:////abs -> /abs
+        elif path.startswith("//"):
+            path = path[1:]
+        if not path:
+            raise ArchiveError(f"{url}: no file path (write sqlite:///archive.db)")
+    elif "://" in url:
+        raise ArchiveError(f"{url}: unknown archive scheme (use sqlite:///path or postgresql://...)")
+    else:
+        path = url
+    from ground.archive.sqlite import SQLiteArchive
+
+    return SQLiteArchive(path, dictionary, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,410 @@
+"""The archive interface shared by the SQLite and PostgreSQL backends.
+
+Schema (both backends; SQL types differ slightly)::
+
+    nodes(id, site, node)                         one row per (site, node), ids are small ints
+    raw(node_id, apid, ticks, seq, received, data)  every accepted packet, PRIMARY KEY
+                                                  (node_id, apid, ticks, seq): the de-duplication
+                                                  key and the time index at once
+    tm_<packet>(node_id, ticks, seq, received, <one column per field>)
+                                                  decoded engineering values, one table per APID;
+                                                  SEISMIC keeps its sample block as an int16 blob
+    status(node_id, received, state, body)        every status message (birth, sleep, last will)
+
+``ticks`` is the packet time tag in 2^-16 s since 2000-01-01T00:00:00Z (coarse << 16 | fine);
+``received`` is ground Unix time.  The raw table is the truth: ``rebuild()`` recreates every
+decoded table from it.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ground.parse import ParseResult, Parser
+from wire import ccsds
+from wire.dictionary import Dictionary, PacketDef, load
+
+#: Unix time of the wire epoch (2000-01-01T00:00:00Z)
+EPOCH_UNIX = 946684800.0
+TICKS_PER_S = ccsds.FINE_PER_S
+
+
+class ArchiveError(RuntimeError):
+    """The archive cannot be opened or used; the message names the URL and the cause."""
+
+
+def unix_to_ticks(t: float) -> int:
+    """Unix time -> time-tag ticks (2^-16 s since 2000)."""
+    return int(round((t - EPOCH_UNIX) * TICKS_PER_S))
+
+
+def ticks_to_unix(ticks: int | np.ndarray) -> Any:
+    """Time-tag ticks -> Unix time (float or float64 array)."""
+    return ticks / TICKS_PER_S + EPOCH_UNIX
+
+
+@dataclass(frozen=True)
+class RawPacket:
+    """One archived packet as it arrived."""
+
+    site: str
+    node: str
+    apid: int
+    seq: int
+    ticks: int
+    received: float
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DecodedSpec:
+    """How one APID is laid out in its decoded table."""
+
+    apid: int
+    name: str
+    table: str
+    numeric: tuple[str, ...]  # REAL columns, in ParseResult Table.columns order
+    texts: tuple[str, ...]  # TEXT columns (bytes fields, NULs stripped)
+    samples: bool  # has an int16 sample block stored as BLOB column "samples"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("node_id", "ticks", "seq", "received") + self.numeric + self.texts + (("samples",) if self.samples else ())
+
+
+def decoded_specs(d: Dictionary | None = None) -> dict[int, DecodedSpec]:
+    d = d or load()
+    out = {}
+    for p in d.packets:
+        out[p.apid] = _spec(p)
+    return out
+
+
+def _spec(p: PacketDef) -> DecodedSpec:
+    return DecodedSpec(
+        apid=p.apid,
+        name=p.name,
+        table="tm_" + p.name.lower(),
+        numeric=tuple(f.name for f in p.fields if f.is_numeric),
+        texts=tuple(f.name for f in p.fields if not f.is_numeric),
+        samples=p.samples is not None,
+    )
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Transaction(abc.ABC):
+    """One archive transaction (see Archive.transaction); everything commits at once."""
+
+    @abc.abstractmethod
+    def append_packets(self, site: str, node: str, result: ParseResult, payload: bytes, received: float,
+                       known_fresh: np.ndarray | None = None) -> np.ndarray:
+        """Append the accepted packets of one container; returns the mask of fresh ones.
+
+        A packet whose key (node, APID, ticks, seq) is already archived is a duplicate: it
+        is not stored again and its mask entry is False.  ``known_fresh`` lets the caller
+        pre-filter packets it already knows are duplicates (False entries are skipped).
+        """
+
+    @abc.abstractmethod
+    def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
+        """Append one status message (birth, sleep announcement, last will)."""
+
+
+class Archive(abc.ABC):
+    """Raw packet log + decoded parameter tables + status history.
+
+    Use ``with archive.transaction() as tx: tx.append_packets(...)``; the commit happens
+    when the block exits.  Queries take time ranges as Unix seconds on the packet time
+    tag (``t0 <= t < t1``); None means unbounded.
+    """
+
+    url: str
+
+    def __init__(self, dictionary: Dictionary | None = None) -> None:
+        self.dictionary = dictionary or load()
+        self.specs = decoded_specs(self.dictionary)
+        self._node_ids: dict[tuple[str, str], int] = {}
+        self._node_names: dict[int, tuple[str, str]] = {}
+
+    # -- writing -------------------------------------------------------------------
+    @abc.abstractmethod
+    def transaction(self) -> Any:
+        """A context manager yielding a Transaction; commits on success, rolls back on error."""
+
+    # -- reading -------------------------------------------------------------------
+    @abc.abstractmethod
+    def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run a read query (backend placeholders already substituted)."""
+
+    @property
+    @abc.abstractmethod
+    def _ph(self) -> str:
+        """The parameter placeholder of the backend ('?' or '%s')."""
+
+    def nodes(self) -> list[tuple[str, str]]:
+        """Every (site, node) seen so far."""
+        return [(s, n) for _i, s, n in self._select("SELECT id, site, node FROM nodes ORDER BY id", ())]
+
+    def _node_filter(self, site: str | None, node: str | None, where: list[str], params: list[Any]) -> bool:
+        if node is None and site is None:
+            return True
+        ids = [i for i, s, n in self._select("SELECT id, site, node FROM nodes", ())
+               if (node is None or n == node) and (site is None or s == site)]
+        if not ids:
+            return False
+        where.append("node_id IN (" + ",".join(str(int(i)) for i in ids) + ")")
+        return True
+
+    def _time_filter(self, t0: float | None, t1: float | None, where: list[str], params: list[Any]) -> None:
+        if t0 is not None:
+            where.append(f"ticks >= {self._ph}")
+            params.append(unix_to_ticks(t0))
+        if t1 is not None:
+            where.append(f"ticks < {self._ph}")
+            params.append(unix_to_ticks(t1))
+
+    def _names(self) -> dict[int, tuple[str, str]]:
+        if not self._node_names or True:
+            self._node_names = {i: (s, n) for i, s, n in self._select("SELECT id, site, node FROM nodes", ())}
+        return self._node_names
+
+    def raw_packets(self, node: str | None = None, apid: int | None = None, t0: float | None = None,
+                    t1: float | None = None, site: str | None = None, by_received: bool = False,
+                    limit: int | None = None) -> list[RawPacket]:
+        """Archived packets, ordered by time tag (or by reception time when by_received).
+
+        With by_received the time range applies to the reception time (Unix seconds).
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if not self._node_filter(site, node, where, params):
+            return []
+        if apid is not None:
+            where.append(f"apid = {self._ph}")
+            params.append(int(apid))
+        if by_received:
+            if t0 is not None:
+                where.append(f"received >= {self._ph}")
+                params.append(float(t0))
+            if t1 is not None:
+                where.append(f"received < {self._ph}")
+                params.append(float(t1))
+        else:
+            self._time_filter(t0, t1, where, params)
+        sql = "SELECT node_id, apid, seq, ticks, received, data FROM raw"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received, node_id, apid, ticks, seq" if by_received else " ORDER BY ticks, node_id, apid, seq"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        names = self._names()
+        return [RawPacket(*names[r[0]], int(r[1]), int(r[2]), int(r[3]), float(r[4]), bytes(r[5]))
+                for r in self._select(sql, params)]
+
+    def count_raw(self, node: str | None = None, apid: int | None = None, site: str | None = None) -> int:
+        where: list[str] = []
+        params: list[Any] = []
+        if not self._node_filter(site, node, where, params):
+            return 0
+        if apid is not None:
+            where.append(f"apid = {self._ph}")
+            params.append(int(apid))
+        sql = "SELECT COUNT(*) FROM raw" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self._select(sql, params)[0][0])
+
+    def spec(self, packet: int | str) -> DecodedSpec:
+        p = self.dictionary.packet(packet)
+        return self.specs[p.apid]
+
+    def table(self, packet: int | str, node: str | None = None, t0: float | None = None,
+              t1: float | None = None, site: str | None = None,
+              columns: Sequence[str] | None = None) -> dict[str, Any]:
+        """Decoded rows of one packet type as columns.
+
+        Returns {"site": [...], "node": [...], "time": float64 Unix s, "ticks", "seq",
+        "received", <field>: float64 array ..., <text field>: list[str],
+        "samples": int16 (n, count, axes) raw counts for sample packets}.
+        """
+        spec = self.spec(packet)
+        want = list(columns) if columns is not None else list(spec.numeric + spec.texts) + (
+            ["samples"] if spec.samples else [])
+        for c in want:
+            if c not in spec.columns:
+                raise KeyError(f"packet {spec.name} has no column {c!r} (has {', '.join(spec.columns[4:])})")
+        where: list[str] = []
+        params: list[Any] = []
+        cols = ["node_id", "ticks", "seq", "received"] + want
+        empty = {c: [] for c in cols}
+        if self._node_filter(site, node, where, params):
+            self._time_filter(t0, t1, where, params)
+            sql = f"SELECT {', '.join(_q(c) for c in cols)} FROM {spec.table}"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY ticks, node_id, seq"
+            rows = self._select(sql, params)
+        else:
+            rows = []
+        colvals = list(zip(*rows)) if rows else [[] for _ in cols]
+        names = self._names()
+        out: dict[str, Any] = {}
+        ids = colvals[0]
+        out["site"] = [names[i][0] for i in ids]
+        out["node"] = [names[i][1] for i in ids]
+        out["ticks"] = np.array(colvals[1], dtype=np.int64)
+        out["time"] = ticks_to_unix(out["ticks"]).astype(np.float64)
+        out["seq"] = np.array(colvals[2], dtype=np.int64)
+        out["received"] = np.array(colvals[3], dtype=np.float64)
+        p = self.dictionary.packet(spec.apid)
+        for k, c in enumerate(want):
+            vals = colvals[4 + k]
+            if c == "samples":
+                s = p.samples
+                assert s is not None
+                out[c] = (np.frombuffer(b"".join(bytes(v) for v in vals), dtype="<i2")
+                          .reshape(len(vals), s.count, len(s.axes)).astype(np.int16))
+            elif c in spec.texts:
+                out[c] = list(vals)
+            else:
+                out[c] = np.array(vals, dtype=np.float64)
+        del empty
+        return out
+
+    def parameter(self, name: str, node: str | None = None, t0: float | None = None,
+                  t1: float | None = None, site: str | None = None) -> dict[str, Any]:
+        """One parameter over time: name is "PACKET.field" (e.g. "HK.free_heap") or a field
+        name unique in the dictionary.  Returns {"node", "time", "value"}."""
+        packet, field = self.resolve(name)
+        t = self.table(packet, node, t0, t1, site, columns=[field])
+        return {"site": t["site"], "node": t["node"], "time": t["time"], "value": t[field]}
+
+    def resolve(self, name: str) -> tuple[str, str]:
+        """("PACKET", "field") for "PACKET.field" or a field name unique in the dictionary."""
+        if "." in name:
+            pk, f = name.split(".", 1)
+            spec = self.spec(pk.upper())
+            if f not in spec.columns[4:]:
+                raise KeyError(f"packet {spec.name} has no field {f!r}")
+            return spec.name, f
+        hits = [s.name for s in self.specs.values() if name in s.columns[4:]]
+        if len(hits) != 1:
+            raise KeyError(f"parameter {name!r} is in {hits or 'no packet'}: write PACKET.{name}")
+        return hits[0], name
+
+    def status_history(self, node: str | None = None, t0: float | None = None, t1: float | None = None,
+                       site: str | None = None) -> list[dict[str, Any]]:
+        """Status messages by reception time (Unix s): [{"site","node","received","state", **body}]."""
+        where: list[str] = []
+        params: list[Any] = []
+        if not self._node_filter(site, node, where, params):
+            return []
+        if t0 is not None:
+            where.append(f"received >= {self._ph}")
+            params.append(float(t0))
+        if t1 is not None:
+            where.append(f"received < {self._ph}")
+            params.append(float(t1))
+        sql = "SELECT node_id, received, state, body FROM status"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received"
+        names = self._names()
+        out = []
+        for nid, rec, state, body in self._select(sql, params):
+            d: dict[str, Any] = {}
+            try:
+                d.update(json.loads(body))
+            except ValueError:
+                d["body"] = body
+            d.update(site=names[nid][0], node=names[nid][1], received=float(rec), state=state)
+            out.append(d)
+        return out
+
+    # -- maintenance ---------------------------------------------------------------
+    @abc.abstractmethod
+    def retention(self, days: float, now: float | None = None) -> int:
+        """Delete packets and status received more than ``days`` ago; returns raw rows deleted."""
+
+    def rebuild(self, batch: int = 5000) -> int:
+        """Recreate every decoded table from the raw log; returns packets decoded."""
+        self._truncate_decoded()
+        parser = Parser(self.dictionary)
+        n = 0
+        last: tuple[Any, ...] | None = None
+        while True:
+            rows = self._raw_after(last, batch)
+            if not rows:
+                return n
+            with self.transaction() as tx:
+                for nid, apid, ticks, seq, received, data in rows:
+                    res = parser.parse(bytes(data))
+                    if res.count:
+                        site, node = self._names()[nid]
+                        tx._decoded(nid, res, np.ones(res.count, bool), bytes(data), received)
+                        n += res.count
+            r = rows[-1]
+            last = (r[0], r[1], r[2], r[3])
+
+    def _raw_after(self, key: tuple[Any, ...] | None, limit: int) -> list[tuple[Any, ...]]:
+        p = self._ph
+        sql = "SELECT node_id, apid, ticks, seq, received, data FROM raw"
+        params: list[Any] = []
+        if key is not None:
+            sql += f" WHERE (node_id, apid, ticks, seq) > ({p}, {p}, {p}, {p})"
+            params = list(key)
+        sql += f" ORDER BY node_id, apid, ticks, seq LIMIT {int(limit)}"
+        return self._select(sql, params)
+
+    @abc.abstractmethod
+    def _truncate_decoded(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Archive":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def now() -> float:
+    return time.time()
+
+
+def decoded_rows(spec: DecodedSpec, node_id: int, result: ParseResult, fresh: np.ndarray, payload: bytes,
+                 received: float, sample_blob: bool = True) -> list[tuple[Any, ...]]:
+    """Rows for spec.table from one ParseResult, only for packets where fresh is True."""
+    tab = result.tables.get(spec.apid)
+    if tab is None or not len(tab):
+        return []
+    keep = fresh[tab.rows]
+    if not keep.any():
+        return []
+    idx = np.nonzero(keep)[0]
+    rows_i = tab.rows[idx]
+    ticks = result.ticks[rows_i].tolist()
+    seq = result.seq[rows_i].tolist()
+    vals = tab.values[idx].tolist()
+    texts = [[t.decode("ascii", "replace") for t in tab.texts[name]] for name in spec.texts]
+    out = []
+    samples = None
+    if spec.samples and tab.raw_samples is not None:
+        samples = tab.raw_samples[idx].astype("<i2")
+    for k in range(len(idx)):
+        row: tuple[Any, ...] = (node_id, ticks[k], seq[k], received, *vals[k])
+        if texts:
+            row += tuple(t[idx[k]] for t in texts)
+        if samples is not None:
+            row += (samples[k].tobytes(),)
+        out.append(row)
+    return out

@@ -1,0 +1,165 @@
+"""SQLite archive (the embedded default): WAL journal, one writer, many readers.
+
+``synchronous=NORMAL`` in WAL mode: a committed transaction survives a crash of the
+process (SIGKILL) because it is in the WAL file; ``durable=True`` selects
+``synchronous=FULL``, which also survives power loss at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_rows, now
+from ground.parse import ParseResult
+from wire.dictionary import Dictionary
+
+
+def _create_sql(spec: DecodedSpec) -> str:
+    cols = ["node_id INTEGER NOT NULL", "ticks INTEGER NOT NULL", "seq INTEGER NOT NULL", "received REAL NOT NULL"]
+    cols += [f'"{c}" REAL' for c in spec.numeric]
+    cols += [f'"{c}" TEXT' for c in spec.texts]
+    if spec.samples:
+        cols.append("samples BLOB")
+    return (f"CREATE TABLE IF NOT EXISTS {spec.table} ({', '.join(cols)}, "
+            f"PRIMARY KEY (node_id, ticks, seq)) WITHOUT ROWID")
+
+
+class SQLiteArchive(Archive):
+    """The archive in one SQLite file (``sqlite:///path/to/archive.db``)."""
+
+    def __init__(self, path: str | Path, dictionary: Dictionary | None = None, durable: bool = False) -> None:
+        super().__init__(dictionary)
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as e:
+            raise ArchiveError(f"{self.url}: {e}") from None
+        self._lock = threading.RLock()
+        db = self.db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA cache_size=-65536")
+        db.execute("BEGIN")
+        db.execute("CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, site TEXT NOT NULL, node TEXT NOT NULL,"
+                   " UNIQUE (site, node))")
+        db.execute("CREATE TABLE IF NOT EXISTS raw (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
+                   " ticks INTEGER NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL, data BLOB NOT NULL,"
+                   " PRIMARY KEY (node_id, apid, ticks, seq)) WITHOUT ROWID")
+        db.execute("CREATE INDEX IF NOT EXISTS raw_received ON raw (received)")
+        db.execute("CREATE TABLE IF NOT EXISTS status (node_id INTEGER NOT NULL, received REAL NOT NULL,"
+                   " state TEXT, body TEXT NOT NULL)")
+        db.execute("CREATE INDEX IF NOT EXISTS status_node ON status (node_id, received)")
+        for spec in self.specs.values():
+            db.execute(_create_sql(spec))
+            db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_received ON {spec.table} (received)")
+        db.execute("COMMIT")
+        self._insert_sql = {
+            spec.apid: f"INSERT OR IGNORE INTO {spec.table} VALUES ({','.join('?' * len(spec.columns))})"
+            for spec in self.specs.values()
+        }
+
+    @property
+    def _ph(self) -> str:
+        return "?"
+
+    def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self.db.execute(sql, tuple(params)).fetchall()
+
+    def node_id(self, site: str, node: str) -> int:
+        key = (site, node)
+        nid = self._node_ids.get(key)
+        if nid is None:
+            self.db.execute("INSERT OR IGNORE INTO nodes (site, node) VALUES (?, ?)", key)
+            nid = self.db.execute("SELECT id FROM nodes WHERE site = ? AND node = ?", key).fetchone()[0]
+            self._node_ids[key] = nid
+        return nid
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["_SQLiteTx"]:
+        with self._lock:
+            self.db.execute("BEGIN")
+            try:
+                yield _SQLiteTx(self)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                self._node_ids.clear()  # ids created in the rolled-back transaction are gone
+                raise
+            self.db.execute("COMMIT")
+
+    def retention(self, days: float, now_: float | None = None) -> int:
+        cutoff = (now_ if now_ is not None else now()) - days * 86400.0
+        with self.transaction():
+            n = self.db.execute("DELETE FROM raw WHERE received < ?", (cutoff,)).rowcount
+            for spec in self.specs.values():
+                self.db.execute(f"DELETE FROM {spec.table} WHERE received < ?", (cutoff,))
+            self.db.execute("DELETE FROM status WHERE received < ?", (cutoff,))
+        return int(n)
+
+    def _truncate_decoded(self) -> None:
+        with self.transaction():
+            for spec in self.specs.values():
+                self.db.execute(f"DELETE FROM {spec.table}")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+
+
+class _SQLiteTx(Transaction):
+    def __init__(self, archive: SQLiteArchive) -> None:
+        self.a = archive
+        self.db = archive.db
+
+    def append_packets(self, site: str, node: str, result: ParseResult, payload: bytes, received: float,
+                       known_fresh: np.ndarray | None = None) -> np.ndarray:
+        n = result.count
+        fresh = np.ones(n, dtype=bool) if known_fresh is None else known_fresh.copy()
+        if n == 0 or not fresh.any():
+            return fresh
+        nid = self.a.node_id(site, node)
+        idx = np.nonzero(fresh)[0]
+        offs = result.offset[idx].tolist()
+        lens = result.length[idx].tolist()
+        apid = result.apid[idx].tolist()
+        ticks = result.ticks[idx].tolist()
+        seq = result.seq[idx].tolist()
+        mv = memoryview(payload)
+        rows = [(nid, apid[k], ticks[k], seq[k], received, mv[offs[k]:offs[k] + lens[k]])
+                for k in range(len(idx))]
+        sql = "INSERT OR IGNORE INTO raw VALUES (?,?,?,?,?,?)"
+        db = self.db
+        db.execute("SAVEPOINT pk")
+        cur = db.executemany(sql, rows)
+        if cur.rowcount != len(rows):
+            # some keys are already archived (redelivery after a restart): find which, one by one
+            db.execute("ROLLBACK TO pk")
+            for k, row in enumerate(rows):
+                if db.execute(sql, row).rowcount == 0:
+                    fresh[idx[k]] = False
+        db.execute("RELEASE pk")
+        self._decoded(nid, result, fresh, payload, received)
+        return fresh
+
+    def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, payload: bytes, received: float) -> None:
+        for apid_, spec in self.a.specs.items():
+            if apid_ in result.tables:
+                rows = decoded_rows(spec, nid, result, fresh, payload, received)
+                if rows:
+                    self.db.executemany(self.a._insert_sql[apid_], rows)
+
+    def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
+        nid = self.a.node_id(site, node)
+        self.db.execute("INSERT INTO status VALUES (?,?,?,?)",
+                        (nid, received, str(status.get("state", "")), json.dumps(status, sort_keys=True)))

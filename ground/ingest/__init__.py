@@ -1,0 +1,32 @@
+"""Ingest: MQTT -> parse -> de-duplicate -> archive -> counters -> sinks.
+
+    >>> from ground.archive import open_archive
+    >>> from ground.ingest import IngestWorker
+    >>> w = IngestWorker(open_archive("sqlite:///archive.db"), "127.0.0.1", port,
+    ...                  username="ground", password=pw, sinks=[my_sink], share="ingest")
+    >>> await w.run()            # until w.stop();  w.stats() -> plain dict of counters
+
+``IngestSink`` is the interface the ops layer implements (on_packets / on_status /
+on_rejected, called after the archive commit); ``Pipeline`` is the MQTT-independent
+core used by replay and tests.
+"""
+
+from __future__ import annotations
+
+from ground.ingest._pipeline import BAD_STATUS, BAD_TOPIC, EMPTY, OVERSIZED, IngestSink, Pipeline
+from ground.ingest._stats import Gap, LinkStats, SeqTracker
+from ground.ingest._worker import IngestWorker, subscriptions
+
+__all__ = [
+    "BAD_STATUS",
+    "BAD_TOPIC",
+    "EMPTY",
+    "OVERSIZED",
+    "Gap",
+    "IngestSink",
+    "IngestWorker",
+    "LinkStats",
+    "Pipeline",
+    "SeqTracker",
+    "subscriptions",
+]

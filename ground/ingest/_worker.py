@@ -1,0 +1,175 @@
+"""The MQTT side of ingest: an aiomqtt subscriber that acknowledges after the commit.
+
+Crash safety: the worker connects with MQTT 5 ``clean_start=False`` and a session expiry
+interval, so the broker keeps its subscriptions and queues QoS 1 messages while it is
+away.  paho's manual-ack mode is switched on (aiomqtt exposes no switch; we call
+``manual_ack_set`` on its paho client before connecting), so a PUBACK leaves only after
+the archive transaction holding that message committed.  A SIGKILL therefore loses at
+most messages the broker still considers unacknowledged; it redelivers them to the
+restarted worker (same client id), and the archive's unique key drops the copies that
+had committed.  Acks are sent in arrival order (MQTT 5 §4.6) and only on the
+connection the message arrived on: after a reconnect, packet ids are reused, so a stale
+ack could acknowledge a different, uncommitted message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ground.archive import Archive
+from ground.ingest._pipeline import IngestSink, Pipeline
+from wire import topics
+
+log = logging.getLogger("lunabase.ingest")
+
+TM_FILTER = f"{topics.PREFIX}/+/+/{topics.TM}"
+STATUS_FILTER = f"{topics.PREFIX}/+/+/{topics.STATUS}"
+
+
+def subscriptions(share: str | None = None) -> list[str]:
+    """The topic filters ingest subscribes to, under ``$share/<group>/`` when sharing."""
+    subs = [TM_FILTER, STATUS_FILTER]
+    if share:
+        subs = [f"$share/{share}/{s}" for s in subs]
+    return subs
+
+
+class IngestWorker:
+    """Subscribes to every node's tm/status topics and feeds a Pipeline, forever.
+
+    Reconnects with back-off when the broker goes away.  ``share`` joins an MQTT 5
+    shared subscription group so several workers split the load (give each a distinct
+    ``client_id``).  ``stats()`` returns the pipeline's counter snapshot.
+    """
+
+    def __init__(
+        self,
+        archive: Archive,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str = "lunabase-ingest",
+        share: str | None = None,
+        sinks: Iterable[IngestSink] = (),
+        tls: ssl.SSLContext | None = None,
+        max_batch: int = 4000,
+        session_expiry_s: int = 7 * 86400,
+        pipeline: Pipeline | None = None,
+        parser: Any = None,
+    ) -> None:
+        self.archive = archive
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.client_id = client_id
+        self.share = share
+        self.tls = tls
+        self.max_batch = max_batch
+        self.session_expiry_s = session_expiry_s
+        self.pipeline = pipeline or Pipeline(archive, sinks, parser=parser)
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self.acked = 0
+        self._stop = asyncio.Event()
+
+    def stats(self) -> dict[str, Any]:
+        snap = self.pipeline.snapshot()
+        snap["worker"] = {"client_id": self.client_id, "broker": f"{self.host}:{self.port}", "share": self.share,
+                          "connected": self.connected.is_set(), "connections": self.connections, "acked": self.acked}
+        return snap
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then disconnect (unacked messages stay at the broker)."""
+        self._stop.set()
+
+    def _client(self) -> aiomqtt.Client:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.username,
+            password=self.password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            tls_context=self.tls,
+            keepalive=30,
+        )
+        # acknowledge after commit: paho must not PUBACK on delivery (aiomqtt has no option)
+        client._client.manual_ack_set(True)  # noqa: SLF001
+        return client
+
+    async def run(self) -> None:
+        """Connect, ingest, reconnect on failure, until stop()."""
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                await self._session()
+                delay = 0.2
+            except aiomqtt.MqttError as e:
+                self.connected.clear()
+                if self._stop.is_set():
+                    break
+                log.warning("broker %s:%d: %s; reconnecting in %.1f s", self.host, self.port, e, delay)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, 5.0)
+        self.connected.clear()
+
+    async def _session(self) -> None:
+        client = self._client()
+        async with client:
+            self.connections += 1
+            opts = SubscribeOptions(qos=1)
+            for f in subscriptions(self.share):
+                await client.subscribe(f, options=opts)
+            log.info("ingest %s connected to %s:%d%s as %s, subscribed to %s", self.client_id, self.host, self.port,
+                     " (TLS)" if self.tls else "", self.username or "anonymous",
+                     ", ".join(subscriptions(self.share)))
+            self.connected.set()
+            await self._consume(client)
+
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        queue: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001 (batch drain)
+        it = client.messages.__aiter__()
+        paho = client._client  # noqa: SLF001
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            while True:
+                nxt = asyncio.ensure_future(it.__anext__())
+                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    return
+                batch = [nxt.result()]
+                while len(batch) < self.max_batch:
+                    try:
+                        batch.append(queue.get_nowait())
+                    except asyncio.QueueEmpty:
+                        break
+                received = time.time()
+                self.pipeline.process([(m.topic.value, m.payload, received) for m in batch])  # type: ignore[misc]
+                for m in batch:
+                    if m.qos:
+                        paho.ack(m.mid, m.qos)
+                self.acked += len(batch)
+                if self._stop.is_set():
+                    return
+                await asyncio.sleep(0)  # let paho write the acks and read more
+        finally:
+            stop.cancel()

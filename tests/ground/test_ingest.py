@@ -1,0 +1,128 @@
+"""Ingest end to end against a real mosquitto, and the pipeline's counters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import aiomqtt
+import numpy as np
+import pytest
+
+from ground.archive import open_archive, unix_to_ticks
+from ground.ingest import IngestWorker, Pipeline
+from ground.ingest.testing import hk, packet
+from lunabase.mosquitto import Mosquitto
+from wire import topics
+
+T0 = 1_780_000_000.0
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.packets: list[tuple[str, int, int]] = []
+        self.status: list[dict] = []
+        self.rejected: list[str] = []
+
+    def on_packets(self, site, node, result, fresh, received):  # noqa: ANN001
+        self.packets += [(node, int(s), bool(f)) for s, f in zip(result.seq, fresh)]
+
+    def on_status(self, site, node, status, received):  # noqa: ANN001
+        self.status.append(status)
+
+    def on_rejected(self, site, node, rejected, payload):  # noqa: ANN001
+        self.rejected += [r.reason for r in rejected]
+
+
+async def wait_for(pred, timeout: float = 30.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.05)
+
+
+async def test_ingest_end_to_end(broker: Mosquitto, tmp_path) -> None:
+    archive = open_archive(f"sqlite:///{tmp_path}/a.db")
+    sink = RecordingSink()
+    w = IngestWorker(archive, broker.host, broker.port, client_id="ing-e2e", sinks=[sink])
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.connected.wait(), 10)
+    async with aiomqtt.Client(broker.host, broker.port, identifier="pub-e2e") as pub:
+        await pub.publish(topics.topic("moon", "n01", "status"), json.dumps({"state": "online", "boot": 1}), qos=1)
+        for m in range(20):
+            pl = b"".join(hk(m * 5 + i, unix_to_ticks(T0 + m * 5 + i), uptime=m) for i in range(5))
+            await pub.publish(topics.topic("moon", "n01", "tm"), pl, qos=1)
+        # a gap: seq 100..101 missing; then 102
+        await pub.publish(topics.topic("moon", "n01", "tm"), hk(102, unix_to_ticks(T0 + 102)), qos=1)
+        # a redelivered copy
+        await pub.publish(topics.topic("moon", "n01", "tm"), hk(3, unix_to_ticks(T0 + 3)), qos=1)
+        await pub.publish(topics.topic("moon", "n02", "tm"), b"\x00garbage" * 10, qos=1)
+    await wait_for(lambda: w.stats()["totals"]["messages"] >= 24)
+    w.stop()
+    await asyncio.wait_for(task, 10)
+    assert archive.count_raw(node="n01") == 101
+    s = w.stats()
+    n01 = s["links"]["moon/n01"]
+    assert n01["duplicates"] == 1 and n01["fresh"] == 101
+    assert n01["gaps"] == 1 and n01["missing"] == 2
+    assert n01["status_messages"] == 1 and sink.status[0]["state"] == "online"
+    assert s["links"]["moon/n02"]["rejected_bytes"] == 80
+    assert sink.rejected and len([p for p in sink.packets if p[2]]) == 101
+    assert archive.status_history(node="n01")[0]["boot"] == 1
+    archive.close()
+
+
+def test_pipeline_counts_bad_payloads(tmp_path, caplog) -> None:
+    archive = open_archive(f"sqlite:///{tmp_path}/a.db")
+    p = Pipeline(archive, max_payload=4096)
+    good = hk(0, unix_to_ticks(T0))
+    unknown = bytearray(packet(1, 1, unix_to_ticks(T0)))
+    unknown[1] = 0x33  # APID 0x133: not in the dictionary (resealed below)
+    from wire import ccsds
+
+    ccsds.seal(unknown, 0, len(unknown))
+    batch = [
+        ("lunabase/moon/n01/tm", b"\xff" * 50, T0),  # garbage
+        ("lunabase/moon/n01/tm", good[:30], T0),  # truncated
+        ("lunabase/moon/n01/tm", b"\x00" * 5000, T0),  # oversized
+        ("lunabase/moon/n01/tm", bytes(unknown), T0),  # unknown APID
+        ("lunabase/moon/n01/tm", b"", T0),
+        ("lunabase/moon/n01/status", b"{not json", T0),
+        ("elsewhere/x", b"abc", T0),
+        ("lunabase/moon/n01/tm", good, T0),
+    ]
+    with caplog.at_level(logging.WARNING, logger="lunabase.ingest"):
+        p.process(batch)
+    s = p.snapshot()
+    err = s["links"]["moon/n01"]["errors"]
+    assert err["bad_version"]["bytes"] == 50
+    assert err["truncated"]["bytes"] == 30
+    assert err["oversized"]["bytes"] == 5000
+    assert err["unknown_apid"]["bytes"] == len(unknown)
+    assert err["bad_status"]["count"] == 1 and err["empty"]["count"] == 1
+    assert s["totals"]["errors"]["bad_topic"]["count"] == 1
+    assert s["links"]["moon/n01"]["fresh"] == 1 and archive.count_raw() == 1
+    assert "rejected" in caplog.text
+
+
+def test_gap_filled_by_replay(tmp_path) -> None:
+    archive = open_archive(f"sqlite:///{tmp_path}/a.db")
+    p = Pipeline(archive)
+    t = lambda i: unix_to_ticks(T0 + i)  # noqa: E731
+    p.process([("lunabase/moon/n01/tm", b"".join(hk(i, t(i)) for i in (0, 1, 2, 6, 7)), T0)])
+    s = p.snapshot()["links"]["moon/n01"]
+    assert s["gaps"] == 1 and s["missing"] == 3
+    p.process([("lunabase/moon/n01/tm", b"".join(hk(i, t(i)) for i in (3, 4)), T0)])
+    s = p.snapshot()["links"]["moon/n01"]
+    assert s["missing"] == 1 and s["filled"] == 2
+    # sequence wrap-around is not a gap
+    p.process([("lunabase/moon/n02/tm", b"".join(hk(i % 16384, t(i)) for i in range(16380, 16390)), T0)])
+    assert p.snapshot()["links"]["moon/n02"]["gaps"] == 0
+    # a node reboot (counter back to 0, newer time tag) is not a gap either
+    p.process([("lunabase/moon/n02/tm", hk(0, t(20000)), T0)])
+    s2 = p.snapshot()["links"]["moon/n02"]
+    assert s2["gaps"] == 0 and s2["seq_resets"] == 1
+    assert np.isclose(p.snapshot()["totals"]["fresh"], 18)
