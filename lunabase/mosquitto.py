@@ -84,6 +84,10 @@ class Mosquitto:
             "log_type information",
             "connection_messages true",
         ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # as root mosquitto drops to user "mosquitto", which cannot read or write this
+            # private 0700 directory (log, persistence, password/ACL files): stay root
+            lines.append("user root")
         if persistence:
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
         self.config_path.write_text("\n".join(lines) + "\n" + extra_config + "\n")
