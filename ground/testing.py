@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ground.nodes import EPOCH_2000
-from ground.parse import ParseResult, Parser
+from ground.parse import ParseResult, PyParser
 from wire import ccsds, topics
 from wire.dictionary import Dictionary, load
 
@@ -64,7 +64,7 @@ def make_packet(packet: str | int, seq: int | None = None, t: float | None = Non
 def parse_packets(*packets: bytes) -> tuple[ParseResult, bytes]:
     """(ParseResult, payload) for packets sent back to back in one message."""
     payload = b"".join(packets)
-    return Parser().parse(payload), payload
+    return PyParser().parse(payload), payload
 
 
 class FakeNode:

@@ -1,0 +1,405 @@
+"""The operations layer in one object: the sink ingest calls, and the state the API serves.
+
+``Operations`` receives what ingest committed (``on_packets``, ``on_status``,
+``on_rejected``), runs limits/alarms, liveness and command verification, keeps the latest
+values, raw packets, seismic waveform and link counters per node, and publishes live
+messages on its ``hub`` (parameters decimated to ``param_hz`` per node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ground.alarms import AlarmManager, OpsStore
+from ground.alarms.limits import LEVEL_NAMES
+from ground.api.hub import Hub
+from ground.commanding import Commander
+from ground.nodes import ONLINE, TICKS_PER_S, NodeInfo, NodeTracker, node_to_unix
+from ground.parse import ParseResult, Parser
+from wire import ccsds
+from wire.dictionary import Dictionary, load
+from wire.inventory import Inventory
+
+log = logging.getLogger("ground.ops")
+
+APID_EVENT, APID_ACK, APID_SEISMIC = 6, 7, 5
+HistoryFn = Callable[[str, str, str, float | None, float | None, int], dict[str, Any]]
+
+
+class LinkStats:
+    """Per-link counters kept by the ops layer (used when ingest provides none)."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.messages = 0
+        self.errors: dict[str, int] = {}
+        self.rejected_bytes = 0
+        self.gaps = 0
+        self.duplicates = 0
+        self.packets_per_s = 0.0
+        self.bytes_per_s = 0.0
+        self._last = (time.time(), 0, 0)
+        self._seq: dict[int, int] = {}
+
+    def rates(self, now: float) -> None:
+        t0, p0, b0 = self._last
+        dt = now - t0
+        if dt >= 0.5:
+            self.packets_per_s = (self.packets - p0) / dt
+            self.bytes_per_s = (self.bytes - b0) / dt
+            self._last = (now, self.packets, self.bytes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"packets": self.packets, "bytes": self.bytes, "messages": self.messages,
+                "packets_per_s": round(self.packets_per_s, 2), "bytes_per_s": round(self.bytes_per_s, 1),
+                "errors": dict(self.errors), "rejected_bytes": self.rejected_bytes,
+                "gaps": self.gaps, "duplicates": self.duplicates}
+
+
+class Operations:
+    """Ops state for one site; construct inside the event loop that will run it."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        store: OpsStore | None = None,
+        *,
+        dictionary: Dictionary | None = None,
+        publish: Callable[[str, bytes], Any] | None = None,
+        light_time: float = 1.28,
+        ack_timeout: float = 5.0,
+        exec_timeout: float = 15.0,
+        stale_factor: float = 3.0,
+        lost_factor: float = 30.0,
+        grace: float = 30.0,
+        param_hz: float = 5.0,
+        history: HistoryFn | None = None,
+        links: Callable[[], dict[str, dict[str, Any]]] | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.site = inventory.site
+        self.dictionary = dictionary or load()
+        self.store = store or OpsStore()
+        self.hub = Hub()
+        self.alarms = AlarmManager(self.store, self.dictionary)
+        self.nodes = NodeTracker(self.site, {n.id: n.hk_period_s for n in inventory.nodes},
+                                 stale_factor=stale_factor, lost_factor=lost_factor, grace=grace,
+                                 log=self.store.event)
+        self.commander = Commander(inventory, self.store, publish, dictionary=self.dictionary,
+                                   reachable=self.nodes.reachable, light_time=light_time,
+                                   ack_timeout=ack_timeout, exec_timeout=exec_timeout)
+        self.param_period = 1.0 / param_hz
+        self.history_fn = history
+        self.links_fn = links
+        self.link: dict[str, LinkStats] = collections.defaultdict(LinkStats)
+        self.latest: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
+        self.raw: dict[str, collections.deque[tuple[float, int, int, int, bytes]]] = \
+            collections.defaultdict(lambda: collections.deque(maxlen=64))
+        self.seismic: dict[str, collections.deque[tuple[float, float, np.ndarray]]] = \
+            collections.defaultdict(lambda: collections.deque(maxlen=1200))
+        self.recent: dict[tuple[str, str], collections.deque[tuple[float, np.ndarray]]] = \
+            collections.defaultdict(lambda: collections.deque(maxlen=600))
+        self.telemetry_listeners: list[Callable[[str, str, dict[str, float], float], None]] = []
+        self._dirty: set[str] = set()
+        self._reject_logged: dict[tuple[str, str], float] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._parser: Parser | None = None
+        self.store.listeners.append(lambda e: self.hub.publish({"type": "event", **e}))
+        self.alarms.listeners.append(lambda a: self.hub.publish({"type": "alarm", **a}))
+        self.commander.listeners.append(lambda c: self.hub.publish({"type": "command", **c}))
+        self.nodes.listeners.append(self._node_changed)
+
+    # -- sink interface (called by ingest after each archive commit) -----------------------
+
+    def on_packets(self, site: str, node: str, result: ParseResult, fresh: np.ndarray | None,
+                   received: float, payload: bytes | None = None) -> None:
+        """Fresh packets of one MQTT message, just committed to the archive."""
+        if result.count == 0:
+            return
+        fresh = np.ones(result.count, dtype=bool) if fresh is None else np.asarray(fresh, dtype=bool)
+        ls = self.link[node]
+        ls.messages += 1
+        nfresh = int(fresh.sum())
+        ls.packets += nfresh
+        ls.bytes += int(result.length[fresh].sum())
+        ls.duplicates += result.count - nfresh
+        if nfresh == 0:
+            return
+        last_ticks = int(result.ticks[fresh].max())
+        hk = None
+        for apid, table in result.tables.items():
+            m = fresh[table.rows]
+            if not m.any():
+                continue
+            values = table.values[m] if not m.all() else table.values
+            rows = table.rows[m]
+            self._gaps(ls, apid, result.seq[rows])
+            sub = _subtable(table, m)
+            pname = table.name
+            lv = self.alarms.check(site, node, sub, None)
+            last = values[-1]
+            entry = {"t": received, "ticks": int(result.ticks[rows[-1]]),
+                     "values": dict(zip(table.columns, last.tolist()))}
+            if table.texts:
+                entry["texts"] = {k: (v[-1].decode("ascii", "replace") if v else "")
+                                  for k, v in ((k, [x for x, keep in zip(vs, m) if keep]) for k, vs in table.texts.items())}
+            if lv is not None:
+                entry["levels"] = {f.name: LEVEL_NAMES[int(x)] for f, x in zip(self.alarms.limits[apid].fields, lv[-1])}
+            self.latest[node][pname] = entry
+            self.recent[(node, pname)].append((received, last.copy()))
+            if apid == 1:
+                hk = entry["values"]
+            elif apid == APID_EVENT:
+                self._node_events(site, node, sub, result, rows, received)
+            elif apid == APID_ACK:
+                self.commander.on_ack(node, sub)
+            elif apid == APID_SEISMIC and sub.raw_samples is not None:
+                rate_col = table.columns.index("rate")
+                for k, r in enumerate(rows):
+                    t0 = node_to_unix(int(result.ticks[r]) / TICKS_PER_S)
+                    self.seismic[node].append((t0, float(values[k, rate_col]), sub.raw_samples[k] * sub.sample_scale))
+            if self.telemetry_listeners:
+                for k in range(len(values)):
+                    d = dict(zip(table.columns, values[k].tolist()))
+                    for fn in list(self.telemetry_listeners):
+                        fn(node, pname, d, received)
+        if payload is not None:
+            ring = self.raw[node]
+            for i in np.flatnonzero(fresh)[-ring.maxlen:]:  # type: ignore[index]
+                o, n = int(result.offset[i]), int(result.length[i])
+                ring.append((received, int(result.apid[i]), int(result.seq[i]), int(result.ticks[i]), payload[o:o + n]))
+        info = self.nodes.on_packets(node, last_ticks, received, hk)
+        if hk is not None:
+            info.mode = self.dictionary.enums["mode"].get(int(hk.get("mode", 0)), info.mode)
+        self._dirty.add(node)
+
+    def on_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
+        """A status message (birth, sleep announcement, last will)."""
+        self.nodes.on_status(node, status, received)
+        self._dirty.add(node)
+        self.hub.publish({"type": "node", **self.node_view(self.nodes.get(node))})
+
+    def on_rejected(self, site: str, node: str, rejected: list[Any], payload: bytes | None = None) -> None:
+        """Bytes ingest could not accept: counted per reason, logged at most every 10 s."""
+        ls = self.link[node]
+        for r in rejected:
+            ls.errors[r.reason] = ls.errors.get(r.reason, 0) + 1
+            ls.rejected_bytes += r.end - r.start
+            now = time.time()
+            if now - self._reject_logged.get((node, r.reason), 0.0) > 10.0:
+                self._reject_logged[(node, r.reason)] = now
+                self.store.event("link", f"{node}: rejected {r.end - r.start} B ({r.reason})", site=site, node=node,
+                                 severity="WARNING", data={"reason": r.reason, "bytes": r.end - r.start})
+
+    # -- internals --------------------------------------------------------------------------
+
+    @staticmethod
+    def _gaps(ls: LinkStats, apid: int, seqs: np.ndarray) -> None:
+        s = seqs.astype(np.int64)
+        prev = ls._seq.get(apid)
+        if prev is not None:
+            s = np.concatenate(([prev], s))
+        if len(s) > 1:
+            d = (np.diff(s) - 1) & ccsds.SEQ_MASK
+            ls.gaps += int(d[d < 8192].sum())  # larger jumps are resets/reorders, not gaps
+        ls._seq[apid] = int(s[-1])
+
+    def _node_events(self, site: str, node: str, table: Any, result: ParseResult, rows: np.ndarray, received: float) -> None:
+        codes = self.dictionary.enums["event"]
+        sevs = self.dictionary.enums["severity"]
+        c = table.columns
+        texts = table.texts.get("text", [])
+        for k in range(len(table)):
+            v = table.values[k]
+            code = codes.get(int(v[c.index("code")]), f"EVENT_{int(v[c.index('code')])}")
+            sev = sevs.get(int(v[c.index("severity")]), "INFO")
+            text = texts[k].decode("ascii", "replace") if k < len(texts) else ""
+            a0, a1 = int(v[c.index("arg0")]), int(v[c.index("arg1")])
+            self.store.event("node_event", f"{node} {code}" + (f": {text}" if text else "") + f" ({a0}, {a1})",
+                             site=site, node=node, severity=sev, t=received,
+                             data={"code": code, "arg0": a0, "arg1": a1, "text": text,
+                                   "ticks": int(result.ticks[rows[k]])})
+
+    def _node_changed(self, info: NodeInfo, old: str) -> None:
+        self.hub.publish({"type": "node", **self.node_view(info)})
+        if info.state == ONLINE:
+            try:
+                asyncio.get_running_loop().create_task(self.commander.pump())
+            except RuntimeError:
+                pass
+
+    # -- views ------------------------------------------------------------------------------
+
+    def node_view(self, info: NodeInfo) -> dict[str, Any]:
+        d = info.as_dict()
+        lat = self.latest.get(info.node, {})
+        pw = lat.get("POWER", {}).get("values", {})
+        th = lat.get("THERMAL", {}).get("values", {})
+        hk = lat.get("HK", {}).get("values", {})
+        d["soc"] = pw.get("battery_soc")
+        d["battery_voltage"] = pw.get("battery_voltage")
+        d["battery_temp"] = pw.get("battery_temp")
+        d["electronics_temp"] = th.get("electronics_temp")
+        d["surface_temp"] = th.get("surface_temp")
+        d["cpu_temp"] = hk.get("cpu_temp")
+        d["link"] = self.links().get(info.node, LinkStats().as_dict())
+        levels: list[str] = []
+        for e in lat.values():
+            levels += list(e.get("levels", {}).values())
+        d["limit_state"] = "red" if "red" in levels else "yellow" if "yellow" in levels else "ok"
+        d["alarms"] = sum(1 for a in self.alarms.active() if a["node"] == info.node)
+        return d
+
+    def nodes_view(self) -> list[dict[str, Any]]:
+        return [self.node_view(i) for i in sorted(self.nodes.nodes.values(), key=lambda i: i.node)]
+
+    def links(self) -> dict[str, dict[str, Any]]:
+        """Per-link counters: from ingest when it provides them, else the ops layer's own."""
+        if self.links_fn is not None:
+            try:
+                return self.links_fn()
+            except Exception:  # noqa: BLE001 - a counter snapshot must never break a view
+                log.exception("link counters from ingest failed")
+        return {n: ls.as_dict() for n, ls in self.link.items()}
+
+    def latest_view(self, node: str) -> dict[str, Any]:
+        """Latest engineering values per packet/field with unit, enum name and limit state."""
+        out: dict[str, Any] = {}
+        for pname, e in self.latest.get(node, {}).items():
+            p = self.dictionary.packet(pname)
+            fields = {}
+            for f in p.fields:
+                if f.is_numeric:
+                    v = e["values"].get(f.name)
+                    fd = {"value": v, "unit": f.unit, "state": e.get("levels", {}).get(f.name, "ok")}
+                    if f.enum is not None and v is not None:
+                        fd["text"] = f.enum.get(int(v), str(int(v)))
+                else:
+                    fd = {"value": e.get("texts", {}).get(f.name, ""), "unit": "", "state": "ok"}
+                fields[f.name] = fd
+            out[pname] = {"t": e["t"], "ticks": e["ticks"], "fields": fields}
+        return out
+
+    def params_view(self, node: str, packet: str, field: str, since: float | None, until: float | None,
+                    limit: int) -> dict[str, Any]:
+        """History of one parameter: from the archive when wired, else the recent memory."""
+        if self.history_fn is not None:
+            return self.history_fn(node, packet, field, since, until, limit)
+        p = self.dictionary.packet(packet)
+        col = [f.name for f in p.numeric_fields].index(field)
+        pts = [(t, float(v[col])) for t, v in self.recent.get((node, p.name), ())
+               if (since is None or t >= since) and (until is None or t < until)]
+        pts = pts[-limit:]
+        return {"node": node, "packet": p.name, "field": field, "source": "memory",
+                "time": [t for t, _ in pts], "value": [v for _, v in pts]}
+
+    def packets_view(self, node: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The node's latest raw packets (hex) with their decoded fields."""
+        if self._parser is None:
+            from ground.parse import PyParser
+
+            self._parser = PyParser(self.dictionary)
+        out = []
+        for received, apid, seq, ticks, data in list(self.raw.get(node, ()))[-limit:][::-1]:
+            res = self._parser.parse(data)
+            fields: dict[str, Any] = {}
+            for t in res.tables.values():
+                fields = dict(zip(t.columns, t.values[0].tolist()))
+                fields.update({k: v[0].decode("ascii", "replace") for k, v in t.texts.items() if v})
+            name = self.dictionary.packet(apid).name if self.dictionary.has_apid(apid) else f"APID {apid}"
+            out.append({"received": received, "apid": apid, "packet": name, "seq": seq, "ticks": ticks,
+                        "length": len(data), "hex": data.hex(), "fields": fields})
+        return out
+
+    def seismic_view(self, node: str, seconds: float = 60.0, max_points: int = 2000) -> dict[str, Any]:
+        """The latest waveform, decimated (block means) to at most ``max_points`` samples."""
+        batches = list(self.seismic.get(node, ()))
+        if not batches:
+            return {"node": node, "t0": None, "dt": None, "rate": None, "x": [], "y": [], "z": []}
+        tend = batches[-1][0] + len(batches[-1][2]) / max(batches[-1][1], 1e-9)
+        batches = [b for b in batches if b[0] >= tend - seconds]
+        data = np.concatenate([b[2] for b in batches]) if batches else np.empty((0, 3))
+        rate = batches[-1][1] if batches else 0.0
+        step = max(1, int(np.ceil(len(data) / max_points)))
+        n = len(data) // step * step
+        dec = data[len(data) - n:].reshape(-1, step, data.shape[1]).mean(axis=1) if n else data
+        axes = self.dictionary.packet("SEISMIC").samples.axes  # type: ignore[union-attr]
+        out: dict[str, Any] = {"node": node, "t0": batches[0][0] if batches else None,
+                               "dt": step / rate if rate else None, "rate": rate, "decimation": step}
+        for i, a in enumerate(axes):
+            out[a] = [round(x, 3) for x in dec[:, i].tolist()]
+        return out
+
+    def dictionary_view(self) -> dict[str, Any]:
+        d = self.dictionary
+
+        def fld(f: Any) -> dict[str, Any]:
+            return {"name": f.name, "type": f.type, "unit": f.unit, "description": f.description,
+                    "yellow": f.yellow, "red": f.red, "persistence": f.persistence,
+                    "enum": {str(k): v for k, v in f.enum.items()} if f.enum else None,
+                    "min": f.min, "max": f.max}
+
+        return {
+            "version": d.meta.get("version"),
+            "packets": [{"apid": p.apid, "name": p.name, "description": p.description,
+                         "fields": [fld(f) for f in p.fields],
+                         "samples": {"count": p.samples.count, "axes": list(p.samples.axes), "unit": p.samples.unit}
+                         if p.samples else None} for p in d.packets],
+            "commands": [{"opcode": c.opcode, "name": c.name, "description": c.description,
+                          "hazardous": c.hazardous, "args": [fld(a) for a in c.args]} for c in d.commands],
+            "enums": {k: {str(i): n for i, n in v.items()} for k, v in d.enums.items()},
+        }
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def flush_params(self) -> None:
+        """Publish the latest values of nodes that changed since the last flush."""
+        dirty, self._dirty = self._dirty, set()
+        for node in dirty:
+            lat = self.latest.get(node, {})
+            self.hub.publish({"type": "param", "node": node, "site": self.site,
+                              "packets": {p: {"t": e["t"], "values": e["values"], "levels": e.get("levels", {})}
+                                          for p, e in lat.items()}})
+
+    async def tick(self, now: float | None = None) -> None:
+        """Once a second: liveness rules, shelving expiry, command queue, link rates."""
+        now = time.time() if now is None else now
+        self.nodes.tick(now)
+        self.alarms.expire_shelves(now)
+        await self.commander.pump(now)
+        for ls in self.link.values():
+            ls.rates(now)
+        self.hub.publish({"type": "link", "links": self.links()})
+
+    async def run(self) -> None:
+        """The timers (param flush at ``param_hz``, ``tick`` every second) until cancelled."""
+        last_tick = 0.0
+        while True:
+            await asyncio.sleep(self.param_period)
+            self.flush_params()
+            if time.monotonic() - last_tick >= 1.0:
+                last_tick = time.monotonic()
+                try:
+                    await self.tick()
+                except Exception:  # noqa: BLE001 - timers must survive a bad tick
+                    log.exception("ops tick failed")
+
+
+def _subtable(table: Any, m: np.ndarray) -> Any:
+    """The Table restricted to rows where m is True (the same object when all are)."""
+    if m.all():
+        return table
+    from ground.parse import Table
+
+    return Table(apid=table.apid, name=table.name, columns=table.columns, rows=table.rows[m],
+                 values=table.values[m], raw_samples=None if table.raw_samples is None else table.raw_samples[m],
+                 sample_scale=table.sample_scale,
+                 texts={k: [x for x, keep in zip(v, m) if keep] for k, v in table.texts.items()})

@@ -1,0 +1,280 @@
+"""HTTP JSON + WebSocket server of the ground's client interface (docs/ground-api.md).
+
+Binds 127.0.0.1 by default; ``port=0`` picks a free port (read ``server.port`` after
+``start()``).  Any number of clients; a slow WebSocket client is resynced, never waited on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import math
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ground.alarms import AlarmError
+from ground.api.operations import Operations
+from ground.commanding import FINAL, CommandError
+
+log = logging.getLogger("ground.api")
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def dumps(o: Any) -> str:
+    """Strict JSON (NaN/inf become null)."""
+    try:
+        return json.dumps(o, allow_nan=False)
+    except ValueError:
+        return json.dumps(_clean(o))
+
+
+def _json(o: Any, status: int = 200) -> web.Response:
+    return web.Response(text=dumps(o), status=status, content_type="application/json")
+
+
+def _err(status: int, msg: str) -> web.Response:
+    return _json({"error": msg}, status)
+
+
+def _float(q: Any, name: str) -> float | None:
+    v = q.get(name)
+    return None if v in (None, "") else float(v)
+
+
+def _handler(fn: Any) -> Any:
+    @functools.wraps(fn)
+    async def wrapped(self: "ApiServer", req: web.Request) -> web.StreamResponse:
+        try:
+            return await fn(self, req)
+        except (CommandError, ValueError, json.JSONDecodeError) as e:
+            return _err(400, str(e))
+        except (AlarmError, KeyError) as e:
+            return _err(404, str(e.args[0]) if e.args else "not found")
+
+    return wrapped
+
+
+class ApiServer:
+    """Serves one ``Operations`` object over HTTP and WebSocket."""
+
+    def __init__(self, ops: Operations, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.ops = ops
+        self.host, self.port = host, port
+        self.app = web.Application()
+        self.runner: web.AppRunner | None = None
+        self.clients = 0
+        r = self.app.router
+        r.add_get("/api/nodes", self.nodes)
+        r.add_get("/api/latest", self.latest)
+        r.add_get("/api/params", self.params)
+        r.add_get("/api/alarms", self.alarms)
+        r.add_post("/api/alarms/{id}/ack", self.ack)
+        r.add_post("/api/alarms/{id}/shelve", self.shelve)
+        r.add_post("/api/alarms/{id}/unshelve", self.unshelve)
+        r.add_get("/api/events", self.events)
+        r.add_get("/api/dictionary", self.dictionary)
+        r.add_post("/api/commands", self.post_command)
+        r.add_get("/api/commands", self.commands)
+        r.add_get("/api/commands/{id}", self.command)
+        r.add_post("/api/commands/{id}/cancel", self.cancel_command)
+        r.add_get("/api/packets", self.packets)
+        r.add_get("/api/links", self.links)
+        r.add_get("/api/seismic", self.seismic)
+        r.add_get("/api/health", self.health)
+        r.add_get("/api/ws", self.ws)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> "ApiServer":
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("client interface on %s (HTTP /api/..., WebSocket /api/ws)", self.url)
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    @_handler
+    async def health(self, req: web.Request) -> web.Response:
+        return _json({"ok": True, "site": self.ops.site, "time": time.time(), "clients": self.clients})
+
+    @_handler
+    async def nodes(self, req: web.Request) -> web.Response:
+        return _json(self.ops.nodes_view())
+
+    @_handler
+    async def latest(self, req: web.Request) -> web.Response:
+        node = req.query.get("node")
+        if not node:
+            return _err(400, "node= is required")
+        return _json({"node": node, "packets": self.ops.latest_view(node)})
+
+    @_handler
+    async def params(self, req: web.Request) -> web.Response:
+        q = req.query
+        node, packet, field = q.get("node"), q.get("packet"), q.get("field")
+        if q.get("param") and "." in q["param"]:
+            packet, field = q["param"].split(".", 1)
+        if not (node and packet and field):
+            return _err(400, "node=, packet= and field= (or param=PACKET.field) are required")
+        limit = int(q.get("limit", 1000))
+        res = await asyncio.get_running_loop().run_in_executor(
+            None, self.ops.params_view, node, packet, field, _float(q, "since"), _float(q, "until"), limit)
+        return _json(res)
+
+    @_handler
+    async def alarms(self, req: web.Request) -> web.Response:
+        q = req.query
+        if q.get("all") in ("1", "true"):
+            return _json(self.ops.store.alarms(open_only=False, limit=int(q.get("limit", 500))))
+        return _json(self.ops.alarms.active(include_shelved=q.get("shelved", "1") in ("1", "true")))
+
+    async def _body(self, req: web.Request) -> dict[str, Any]:
+        if not req.can_read_body:
+            return {}
+        b = await req.json()
+        if not isinstance(b, dict):
+            raise ValueError("the request body must be a JSON object")
+        return b
+
+    @_handler
+    async def ack(self, req: web.Request) -> web.Response:
+        b = await self._body(req)
+        return _json(self.ops.alarms.acknowledge(int(req.match_info["id"]), b.get("user", "operator")))
+
+    @_handler
+    async def shelve(self, req: web.Request) -> web.Response:
+        b = await self._body(req)
+        return _json(self.ops.alarms.shelve(int(req.match_info["id"]), float(b.get("minutes", 60)),
+                                            b.get("user", "operator")))
+
+    @_handler
+    async def unshelve(self, req: web.Request) -> web.Response:
+        b = await self._body(req)
+        return _json(self.ops.alarms.unshelve(int(req.match_info["id"]), b.get("user", "operator")))
+
+    @_handler
+    async def events(self, req: web.Request) -> web.Response:
+        q = req.query
+        after = q.get("after_id")
+        return _json(self.ops.store.events(since=_float(q, "since"), limit=int(q.get("limit", 200)),
+                                           node=q.get("node"), kind=q.get("kind"),
+                                           after_id=int(after) if after else None))
+
+    @_handler
+    async def dictionary(self, req: web.Request) -> web.Response:
+        return _json(self.ops.dictionary_view())
+
+    @_handler
+    async def post_command(self, req: web.Request) -> web.Response:
+        b = await self._body(req)
+        if "node" not in b or "command" not in b:
+            return _err(400, "node and command are required")
+        row = await self.ops.commander.submit(
+            b["node"], b["command"], b.get("args") or {}, user=str(b.get("user", "operator")),
+            confirm=bool(b.get("confirm", False)),
+            not_before=b.get("not_before"), not_after=b.get("not_after"))
+        return _json(row, 201)
+
+    @_handler
+    async def commands(self, req: web.Request) -> web.Response:
+        return _json(self.ops.commander.list(int(req.query.get("limit", 200))))
+
+    @_handler
+    async def command(self, req: web.Request) -> web.Response:
+        cid = int(req.match_info["id"])
+        row = self.ops.commander.get(cid)
+        if row is None:
+            return _err(404, f"no command {cid}")
+        wait = _float(req.query, "wait")
+        if wait and row["stage"] not in FINAL:
+            try:
+                row = await self.ops.commander.wait(cid, min(wait, 300.0))
+            except asyncio.TimeoutError:
+                row = self.ops.commander.get(cid)
+        return _json(row)
+
+    @_handler
+    async def cancel_command(self, req: web.Request) -> web.Response:
+        b = await self._body(req)
+        return _json(self.ops.commander.cancel(int(req.match_info["id"]), b.get("user", "operator")))
+
+    @_handler
+    async def packets(self, req: web.Request) -> web.Response:
+        node = req.query.get("node")
+        if not node:
+            return _err(400, "node= is required")
+        return _json(self.ops.packets_view(node, int(req.query.get("limit", 20))))
+
+    @_handler
+    async def links(self, req: web.Request) -> web.Response:
+        return _json(self.ops.links())
+
+    @_handler
+    async def seismic(self, req: web.Request) -> web.Response:
+        node = req.query.get("node")
+        if not node:
+            return _err(400, "node= is required")
+        return _json(self.ops.seismic_view(node, float(req.query.get("seconds", 60)),
+                                           int(req.query.get("max_points", 2000))))
+
+    # -- WebSocket ------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"type": "snapshot", "site": self.ops.site, "time": time.time(), "nodes": self.ops.nodes_view(),
+                "alarms": self.ops.alarms.active(include_shelved=True), "links": self.ops.links()}
+
+    async def ws(self, req: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20.0)
+        await ws.prepare(req)
+        sub = self.ops.hub.subscribe()
+        self.clients += 1
+        log.info("WebSocket client %s connected (%d now)", req.remote, self.clients)
+
+        async def sender() -> None:
+            await ws.send_str(dumps(self.snapshot()))
+            while True:
+                msg = await sub.get()
+                if msg.get("type") == "resync":
+                    await ws.send_str(dumps(msg))
+                    msg = self.snapshot()
+                await ws.send_str(dumps(msg))
+
+        task = asyncio.create_task(sender())
+        try:
+            async for m in ws:
+                if m.type == WSMsgType.TEXT and m.data == "ping":
+                    await ws.send_str(dumps({"type": "pong", "time": time.time()}))
+                elif m.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+        finally:
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - client went away
+                pass
+            self.ops.hub.unsubscribe(sub)
+            self.clients -= 1
+        return ws

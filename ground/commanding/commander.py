@@ -1,0 +1,271 @@
+"""Verified commanding: dictionary commands, signed, queued for contact, followed by ACKs.
+
+Stages of one command (docs/ground-ops.md)::
+
+    QUEUED ──release──> SENT ──ACK ACCEPTED──> ACCEPTED ──ACK EXECUTED──> EXECUTED
+      │                   │                       └─ACK FAILED──> FAILED
+      │                   └─ACK REJECTED──> REJECTED       (any open stage) ──> TIMED_OUT
+      └─ not_after passed before release ──> EXPIRED
+
+A command is released when its node is reachable (ONLINE) and ``not_before`` has passed.
+Its counter is allocated at release (strictly increasing per node, committed to the ops
+database first, floored at the node-epoch second so a lost database cannot replay).
+ACK timeouts include the round trip light time (2 × ``light_time``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from ground.alarms.store import OpsStore, Row
+from ground.nodes import EPOCH_2000
+from ground.parse import Table
+from wire import ccsds, topics
+from wire.dictionary import CommandDef, Dictionary, load
+from wire.inventory import Inventory
+
+log = logging.getLogger("ground.commanding")
+
+QUEUED, SENT, ACCEPTED, EXECUTED = "QUEUED", "SENT", "ACCEPTED", "EXECUTED"
+REJECTED, FAILED, TIMED_OUT, EXPIRED, CANCELLED = "REJECTED", "FAILED", "TIMED_OUT", "EXPIRED", "CANCELLED"
+OPEN = (QUEUED, SENT, ACCEPTED)
+FINAL = (EXECUTED, REJECTED, FAILED, TIMED_OUT, EXPIRED, CANCELLED)
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+class CommandError(ValueError):
+    """A command was refused before queueing (unknown node/command, bad args, no confirm)."""
+
+
+class Commander:
+    """Builds, queues, releases and verifies telecommands for one site.
+
+    ``publish(topic, payload)`` sends one TC (QoS 1); ``reachable(node)`` says whether a
+    node is in contact now.  ``listeners`` get every command row after it changes.
+    """
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        store: OpsStore,
+        publish: Publish | None = None,
+        *,
+        dictionary: Dictionary | None = None,
+        reachable: Callable[[str], bool] | None = None,
+        light_time: float = 1.28,
+        ack_timeout: float = 5.0,
+        exec_timeout: float = 15.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.inventory = inventory
+        self.site = inventory.site
+        self.store = store
+        self.publish = publish
+        self.dictionary = dictionary or load()
+        self.reachable = reachable or (lambda node: True)
+        self.light_time = light_time
+        self.ack_timeout = ack_timeout
+        self.exec_timeout = exec_timeout
+        self.clock = clock
+        self.listeners: list[Callable[[Row], None]] = []
+        self._cmds: dict[int, Row] = {}
+        self._by_counter: dict[tuple[str, int], int] = {}
+        self._finished: dict[int, Row] = {}
+        self._waiters: dict[int, list[asyncio.Future[Row]]] = {}
+        self._lock: asyncio.Lock | None = None
+        for c in reversed(store.commands(limit=10000, open_only=True)):  # resume after restart
+            self._cmds[c["id"]] = c
+            if c["counter"] is not None:
+                self._by_counter[(c["node"], c["counter"])] = c["id"]
+
+    # -- submission ----------------------------------------------------------------------
+
+    def validate(self, node: str, command: str, args: dict[str, Any], confirm: bool) -> CommandDef:
+        """The CommandDef, after checking node, arguments and confirmation; CommandError if not."""
+        try:
+            self.inventory.node(node)
+        except KeyError as e:
+            raise CommandError(str(e.args[0])) from None
+        try:
+            cd = self.dictionary.command(command)
+        except KeyError as e:
+            raise CommandError(str(e.args[0])) from None
+        a = dict(args)
+        if cd.name == "TIME_SYNC" and not a:
+            a = {"coarse": 0, "fine": 0}  # filled at release: ground time + one-way light time
+        try:
+            cd.pack_args(**a)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        if cd.hazardous and not confirm:
+            raise CommandError(f"{cd.name} is hazardous: resend with confirm=true")
+        return cd
+
+    async def submit(
+        self,
+        node: str,
+        command: str,
+        args: dict[str, Any] | None = None,
+        *,
+        user: str = "operator",
+        confirm: bool = False,
+        not_before: float | None = None,
+        not_after: float | None = None,
+    ) -> Row:
+        """Queue a command (released at once when the node is in contact); returns its row."""
+        args = dict(args or {})
+        cd = self.validate(node, command, args, confirm)
+        now = self.clock()
+        if not_after is not None and not_before is not None and not_after < not_before:
+            raise CommandError("not_after is before not_before")
+        c: Row = {"site": self.site, "node": node, "command": cd.name, "opcode": cd.opcode, "args": args,
+                  "user": user, "submitted": now, "not_before": not_before, "not_after": not_after,
+                  "counter": None, "stage": QUEUED, "reason": "", "updated": now,
+                  "history": [[QUEUED, now, ""]], "hazardous": cd.hazardous, "confirmed": bool(confirm)}
+        c["id"] = self.store.insert_command(c)
+        self._cmds[c["id"]] = c
+        self.store.event("command", f"{node} {cd.name} #{c['id']} QUEUED by {user} {_fmt_args(args)}".rstrip(),
+                         site=self.site, node=node, data={"command": c["id"], "stage": QUEUED, "user": user})
+        self._notify(c)
+        await self.pump()
+        return dict(c)
+
+    def cancel(self, cid: int, user: str = "operator") -> Row:
+        c = self._cmds.get(cid)
+        if c is None or c["stage"] != QUEUED:
+            raise CommandError(f"command {cid} is not queued")
+        self._stage(c, CANCELLED, f"cancelled by {user}")
+        return dict(c)
+
+    # -- release, expiry, timeouts --------------------------------------------------------
+
+    async def pump(self, now: float | None = None) -> None:
+        """Release due commands, expire stale queued ones, time out silent ones."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            now = self.clock() if now is None else now
+            for c in sorted(self._cmds.values(), key=lambda c: c["id"]):
+                st = c["stage"]
+                if st == QUEUED:
+                    if c["not_after"] is not None and now > c["not_after"]:
+                        self._stage(c, EXPIRED, "validity window closed before the node was reachable")
+                    elif (c["not_before"] is None or now >= c["not_before"]) and self.reachable(c["node"]):
+                        await self._release(c, now)
+                elif st in (SENT, ACCEPTED):
+                    sent = c.get("sent_at") or c["updated"]
+                    rt = 2.0 * self.light_time
+                    if st == SENT and now > sent + rt + self.ack_timeout:
+                        self._stage(c, TIMED_OUT, f"no ACCEPTED ack within {self.ack_timeout:g} s + {rt:g} s light time")
+                    elif st == ACCEPTED and now > sent + rt + self.exec_timeout:
+                        self._stage(c, TIMED_OUT, f"no EXECUTED ack within {self.exec_timeout:g} s + {rt:g} s light time")
+
+    async def _release(self, c: Row, now: float) -> None:
+        if self.publish is None:
+            return
+        cd = self.dictionary.command(c["command"])
+        args = dict(c["args"])
+        if cd.name == "TIME_SYNC" and not args:
+            t = now + self.light_time - EPOCH_2000
+            args = {"coarse": int(t), "fine": int((t % 1.0) * 65536) & 0xFFFF}
+            c["args"] = args
+        key = self.inventory.node(c["node"]).key
+        node_now = int(now - EPOCH_2000)
+        counter = self.store.next_counter(self.site, c["node"], floor=node_now)
+        t = now - EPOCH_2000
+        tc = ccsds.build_tc(key, self.dictionary.tc_apid, counter & ccsds.SEQ_MASK, cd.opcode, counter,
+                            cd.pack_args(**args), int(t), int((t % 1.0) * 65536) & 0xFFFF)
+        c["counter"] = counter
+        self._by_counter[(c["node"], counter)] = c["id"]
+        try:
+            await self.publish(topics.topic(self.site, c["node"], topics.CMD), tc)
+        except Exception as e:  # broker down: stay queued, retry on the next pump
+            log.warning("publishing %s #%d to %s failed: %s", cd.name, c["id"], c["node"], e)
+            c["reason"] = f"publish failed: {e}"
+            return
+        c["sent_at"] = self.clock()
+        self._stage(c, SENT, f"counter {counter}, {len(tc)} B")
+
+    def _stage(self, c: Row, stage: str, reason: str) -> None:
+        now = self.clock()
+        c["stage"], c["reason"], c["updated"] = stage, reason, now
+        c["history"] = list(c["history"]) + [[stage, now, reason]]
+        self.store.update_command({k: v for k, v in c.items() if k != "sent_at"})
+        sev = {REJECTED: "ERROR", FAILED: "ERROR", TIMED_OUT: "WARNING", EXPIRED: "WARNING"}.get(stage, "INFO")
+        self.store.event("command", f"{c['node']} {c['command']} #{c['id']} {stage}" + (f": {reason}" if reason else ""),
+                         site=self.site, node=c["node"], severity=sev,
+                         data={"command": c["id"], "stage": stage, "reason": reason, "counter": c["counter"]})
+        if stage in FINAL:
+            self._cmds.pop(c["id"], None)
+            self._by_counter.pop((c["node"], c["counter"]), None)
+            self._finished[c["id"]] = c
+            while len(self._finished) > 1000:
+                self._finished.pop(next(iter(self._finished)))
+        self._notify(c)
+
+    def _notify(self, c: Row) -> None:
+        row = {k: v for k, v in c.items() if k != "sent_at"}
+        for fn in list(self.listeners):
+            fn(row)
+        for fut in self._waiters.pop(c["id"], []) if c["stage"] in FINAL else []:
+            if not fut.done():
+                fut.set_result(row)
+
+    # -- ACKs ------------------------------------------------------------------------------
+
+    def on_ack(self, node: str, table: Table) -> None:
+        """Apply a node's ACK packets (the APID 7 Table of one parse) to open commands."""
+        cols = table.columns
+        ctr = table.values[:, cols.index("tc_counter")].astype(np.int64)
+        stage = table.values[:, cols.index("stage")].astype(np.int64)
+        reason = table.values[:, cols.index("reason")].astype(np.int64)
+        stages = self.dictionary.enums["ack_stage"]
+        reasons = self.dictionary.enums["ack_reason"]
+        for k in range(len(ctr)):
+            cid = self._by_counter.get((node, int(ctr[k])))
+            c = self._cmds.get(cid) if cid is not None else None
+            if c is None:
+                log.info("%s: ACK %s for unknown counter %d", node, stages.get(int(stage[k])), ctr[k])
+                continue
+            s = stages.get(int(stage[k]), str(stage[k]))
+            r = reasons.get(int(reason[k]), str(reason[k]))
+            if s == "ACCEPTED" and c["stage"] == SENT:
+                self._stage(c, ACCEPTED, "")
+            elif s in ("EXECUTED", "REJECTED", "FAILED"):
+                self._stage(c, s, "" if r == "OK" else r)
+
+    # -- queries and waiting ---------------------------------------------------------------
+
+    def get(self, cid: int) -> Row | None:
+        c = self._cmds.get(cid) or self._finished.get(cid)
+        if c is not None:
+            return {k: v for k, v in c.items() if k != "sent_at"}
+        for r in self.store.commands(limit=100000):
+            if r["id"] == cid:
+                return r
+        return None
+
+    def list(self, limit: int = 200) -> list[Row]:
+        return self.store.commands(limit=limit)
+
+    async def wait(self, cid: int, timeout: float | None = None) -> Row:
+        """The command's row once it reaches a final stage (asyncio.TimeoutError after timeout)."""
+        c = self.get(cid)
+        if c is None:
+            raise CommandError(f"no command {cid}")
+        if c["stage"] in FINAL:
+            return c
+        fut: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(cid, []).append(fut)
+        return await asyncio.wait_for(fut, timeout)
+
+
+def _fmt_args(args: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in args.items())
