@@ -1,0 +1,287 @@
+"""The console's view of the base: a plain in-memory store fed by the ground's client interface.
+
+The ``Feed`` (feed.py) writes into a ``BaseModel``; screens read it on a timer.  Each
+topic ("nodes", "alarms", ...) has a version number that is bumped on every change, so a
+screen redraws only when something it shows changed, and at most a few times per second
+however fast the ground pushes: updates are coalesced here, never queued per message.
+
+Field names follow docs/ground-api.md; lookups are tolerant (``.get`` with fallbacks) so a
+renamed or missing field shows as "—" instead of breaking the console.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+TOPICS = ("nodes", "latest", "alarms", "events", "commands", "links", "dictionary", "connection", "series")
+SERIES_LEN = 600  # samples kept per plotted parameter
+
+
+def node_key(d: dict[str, Any]) -> str:
+    """The node id of a node / param / alarm record (its ``node`` field, else ``id``)."""
+    return str(d.get("node") or d.get("id") or d.get("name") or "?")
+
+
+@dataclass
+class Connection:
+    """Where the console stands with the ground."""
+
+    url: str
+    state: str = "connecting"  # connecting | live | reconnecting
+    since: float = field(default_factory=time.time)
+    last_message: float = 0.0
+    messages: int = 0
+    attempts: int = 0
+    error: str = ""
+
+
+class BaseModel:
+    """Everything the console knows, keyed for direct lookup; see module docstring."""
+
+    def __init__(self, url: str = "") -> None:
+        self.conn = Connection(url)
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.latest: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
+        self.alarms: dict[str, dict[str, Any]] = {}
+        self.events: deque[dict[str, Any]] = deque(maxlen=500)
+        self.commands: dict[str, dict[str, Any]] = {}
+        self.links: dict[str, dict[str, Any]] = {}
+        self.dictionary: dict[str, Any] = {}
+        self.series: dict[tuple[str, str, str], deque[tuple[float, float]]] = {}
+        self.versions: dict[str, int] = {t: 0 for t in TOPICS}
+        self._event_keys: set[Any] = set()
+
+    # -- versions -------------------------------------------------------------------
+    def bump(self, topic: str) -> None:
+        self.versions[topic] = self.versions.get(topic, 0) + 1
+
+    def version(self, *topics: str) -> tuple[int, ...]:
+        """A value that changes whenever any of ``topics`` changed."""
+        return tuple(self.versions.get(t, 0) for t in topics)
+
+    # -- connection -----------------------------------------------------------------
+    def set_connection(self, state: str, error: str = "") -> None:
+        if state != self.conn.state or error != self.conn.error:
+            self.conn.state = state
+            self.conn.error = error
+            self.conn.since = time.time()
+            if state == "reconnecting":
+                self.conn.attempts += 1
+            elif state == "live":
+                self.conn.attempts = 0
+            self.bump("connection")
+
+    # -- snapshots (GET) ------------------------------------------------------------
+    def set_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        self.nodes = {node_key(n): n for n in nodes}
+        self.bump("nodes")
+
+    def set_latest(self, node: str, latest: Any) -> None:
+        table: dict[tuple[str, str], dict[str, Any]] = {}
+        for rec in _param_records(latest):
+            table[(str(rec.get("packet", "")), str(rec.get("field", "")))] = rec
+        self.latest[node] = table
+        self.bump("latest")
+
+    def set_alarms(self, alarms: list[dict[str, Any]]) -> None:
+        self.alarms = {str(a.get("id")): a for a in alarms}
+        self.bump("alarms")
+
+    def add_events(self, events: list[dict[str, Any]]) -> None:
+        changed = False
+        for e in events:
+            k = e.get("id") or (e.get("time") or e.get("t"), e.get("node"), e.get("text") or e.get("message"), e.get("code"))
+            if k in self._event_keys:
+                continue
+            self._event_keys.add(k)
+            self.events.append(e)
+            changed = True
+        if len(self._event_keys) > 4 * (self.events.maxlen or 500):
+            self._event_keys = {e.get("id") or (e.get("time") or e.get("t"), e.get("node"), e.get("text") or e.get("message"), e.get("code")) for e in self.events}
+        if changed:
+            self.bump("events")
+
+    def set_commands(self, commands: list[dict[str, Any]]) -> None:
+        for c in commands:
+            self.commands[str(c.get("id"))] = c
+        self.bump("commands")
+
+    def set_links(self, links: Any) -> None:
+        if isinstance(links, dict):
+            items = [dict(v, link=k) if isinstance(v, dict) else {"link": k, "value": v} for k, v in links.items()]
+        else:
+            items = list(links)
+        self.links = {str(l.get("link") or l.get("name") or l.get("node") or i): l for i, l in enumerate(items)}
+        self.bump("links")
+
+    def set_dictionary(self, d: dict[str, Any]) -> None:
+        self.dictionary = d
+        self.bump("dictionary")
+
+    def seed_series(self, node: str, packet: str, fld: str, rows: list[dict[str, Any]]) -> None:
+        """History from GET /api/params for a plotted parameter."""
+        s = self.series.setdefault((node, packet, fld), deque(maxlen=SERIES_LEN))
+        pts = [(float(_time(r)), float(v)) for r in rows if isinstance(v := _value(r), (int, float))]
+        last = s[-1][0] if s else float("-inf")
+        merged = sorted(set(list(s) + [p for p in pts if p[0] <= last] + [p for p in pts if p[0] > last]))
+        s.clear()
+        s.extend(merged[-SERIES_LEN:])
+        self.bump("series")
+
+    # -- live pushes (WS) -----------------------------------------------------------
+    def apply(self, msg: dict[str, Any]) -> None:
+        """Fold one pushed message ({"type": ..., ...}) into the model."""
+        self.conn.messages += 1
+        self.conn.last_message = time.time()
+        kind = msg.get("type")
+        data = msg.get("data", msg)
+        items = data if isinstance(data, list) else [data]
+        if kind == "node":
+            for n in items:
+                k = node_key(n)
+                self.nodes[k] = {**self.nodes.get(k, {}), **{a: b for a, b in n.items() if a != "type"}}
+            self.bump("nodes")
+        elif kind == "param":
+            for rec in items:
+                for r in _param_records(rec):
+                    self._apply_param(r)
+            self.bump("latest")
+        elif kind == "alarm":
+            for a in items:
+                aid = str(a.get("id"))
+                st = str(a.get("state", "")).upper()
+                if st in ("CLEARED", "CLOSED", "RESOLVED") or a.get("cleared") is True:
+                    self.alarms.pop(aid, None)
+                else:
+                    self.alarms[aid] = {**self.alarms.get(aid, {}), **{x: y for x, y in a.items() if x != "type"}}
+            self.bump("alarms")
+        elif kind == "event":
+            self.add_events([{x: y for x, y in e.items() if x != "type"} for e in items])
+        elif kind == "command":
+            for c in items:
+                cid = str(c.get("id"))
+                self.commands[cid] = {**self.commands.get(cid, {}), **{x: y for x, y in c.items() if x != "type"}}
+            self.bump("commands")
+        elif kind == "link":
+            for l in items:
+                k = str(l.get("link") or l.get("name") or l.get("node") or "?")
+                self.links[k] = {**self.links.get(k, {}), **{x: y for x, y in l.items() if x != "type"}}
+            self.bump("links")
+
+    def _apply_param(self, r: dict[str, Any]) -> None:
+        node = node_key(r)
+        key = (str(r.get("packet", "")), str(r.get("field", "")))
+        self.latest[node][key] = {**self.latest[node].get(key, {}), **r}
+        s = self.series.get((node, key[0], key[1]))
+        v = _value(r)
+        if s is not None and isinstance(v, (int, float)):
+            t = float(_time(r))
+            if not s or t > s[-1][0]:
+                s.append((t, float(v)))
+                self.bump("series")
+
+    # -- queries --------------------------------------------------------------------
+    def node_ids(self) -> list[str]:
+        return sorted(self.nodes)
+
+    def active_alarms(self) -> list[dict[str, Any]]:
+        """Alarms worst first (severity, then unacknowledged, then newest)."""
+        from ground.console.render import SEVERITY_RANK
+
+        def key(a: dict[str, Any]) -> tuple[int, int, float]:
+            sev = SEVERITY_RANK.get(str(a.get("severity", "")).upper(), 9)
+            acked = 1 if _is_acked(a) else 0
+            return (sev, acked, -_num(a.get("time") or a.get("raised") or a.get("t")))
+
+        return sorted(self.alarms.values(), key=key)
+
+    def unacked_count(self) -> int:
+        return sum(1 for a in self.alarms.values() if not _is_acked(a) and not _is_shelved(a))
+
+    def commands_list(self) -> list[dict[str, Any]]:
+        return sorted(self.commands.values(), key=lambda c: -_num(c.get("created") or c.get("time") or c.get("id")))
+
+    def dict_commands(self) -> list[dict[str, Any]]:
+        cmds = self.dictionary.get("commands", [])
+        return list(cmds.values()) if isinstance(cmds, dict) else list(cmds)
+
+    def dict_fields(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """(packet, field) → field definition (unit, limits) from the dictionary."""
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        pkts = self.dictionary.get("packets", [])
+        for p in pkts.values() if isinstance(pkts, dict) else pkts:
+            for f in p.get("fields", []):
+                out[(str(p.get("name")), str(f.get("name")))] = f
+        return out
+
+
+def _is_acked(a: dict[str, Any]) -> bool:
+    st = str(a.get("state", "")).upper()
+    return bool(a.get("acked") or a.get("acknowledged") or st.startswith("ACK"))
+
+
+def _is_shelved(a: dict[str, Any]) -> bool:
+    st = str(a.get("state", "")).upper()
+    return bool(a.get("shelved") or a.get("shelved_until") or st == "SHELVED")
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        from ground.console.render import _epoch
+
+        return _epoch(v) or 0.0
+
+
+def _value(r: dict[str, Any]) -> Any:
+    for k in ("value", "eng", "v"):
+        if k in r:
+            return r[k]
+    return None
+
+
+def _time(r: dict[str, Any]) -> float:
+    for k in ("time", "t", "ts", "timestamp", "received"):
+        if k in r and r[k] is not None:
+            return _num(r[k])
+    return time.time()
+
+
+def _param_records(data: Any) -> list[dict[str, Any]]:
+    """Flatten the shapes /api/latest or a "param" push may take into records with
+    ``node, packet, field, value, unit, limit``."""
+    if isinstance(data, list):
+        out: list[dict[str, Any]] = []
+        for d in data:
+            out.extend(_param_records(d))
+        return out
+    if not isinstance(data, dict):
+        return []
+    if "field" in data and ("value" in data or "eng" in data or "v" in data):
+        return [data]
+    # {"node": n, "packet": p, "time": t, "fields"|"values": {field: value | {value, unit, limit}}}
+    inner = data.get("fields") or data.get("values")
+    if isinstance(inner, dict) and "packet" in data:
+        base = {k: v for k, v in data.items() if k not in ("fields", "values", "type")}
+        out = []
+        for f, v in inner.items():
+            rec = dict(base, field=f)
+            rec.update(v if isinstance(v, dict) else {"value": v})
+            out.append(rec)
+        return out
+    # {"packets": {packet: {field: {...}}}} or {packet: {field: {...}}}
+    pk = data.get("packets") if isinstance(data.get("packets"), dict) else data
+    out = []
+    node = data.get("node")
+    for p, fields in pk.items():
+        if isinstance(fields, dict) and all(isinstance(v, dict) for v in fields.values()) and fields:
+            for f, v in fields.items():
+                rec = {"packet": p, "field": f, **v}
+                if node is not None:
+                    rec.setdefault("node", node)
+                out.append(rec)
+    return out
