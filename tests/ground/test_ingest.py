@@ -80,7 +80,7 @@ def test_pipeline_counts_bad_payloads(tmp_path, caplog) -> None:
     p = Pipeline(archive, max_payload=4096)
     good = hk(0, unix_to_ticks(T0))
     unknown = bytearray(packet(1, 1, unix_to_ticks(T0)))
-    unknown[1] = 0x33  # APID 0x133: not in the dictionary (resealed below)
+    unknown[1] = 0x33  # APID 0x033: not in the dictionary (resealed below)
     from wire import ccsds
 
     ccsds.seal(unknown, 0, len(unknown))

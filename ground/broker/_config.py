@@ -1,0 +1,177 @@
+"""Generation of mosquitto 2 configuration, password file and ACL file from an Inventory."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from wire import topics
+from wire.inventory import Inventory
+
+PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 writes ($7$101$...)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS listener: CA certificate, server certificate and its key."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+
+@dataclass(frozen=True)
+class BrokerFiles:
+    """What write_broker_config produced."""
+
+    config: Path
+    password_file: Path
+    acl_file: Path
+    tls: TlsFiles | None = None
+
+
+def hash_password(password: str, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+    """A mosquitto 2 password hash: ``$7$<iterations>$<b64 salt>$<b64 PBKDF2-SHA512>``."""
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    dk = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
+
+
+def _accounts(inv: Inventory) -> list[tuple[str, str]]:
+    if not inv.ground_password:
+        raise ValueError(f"inventory of site {inv.site}: ground_password is empty; the ground account needs one")
+    return [(inv.ground_user, inv.ground_password)] + [(n.id, n.password) for n in inv.nodes]
+
+
+def password_file_text(inv: Inventory) -> str:
+    """The password file (one ``user:hash`` line per account), hashed in Python."""
+    return "".join(f"{u}:{hash_password(p)}\n" for u, p in _accounts(inv))
+
+
+def write_password_file(inv: Inventory, path: str | Path, use_mosquitto_passwd: bool | None = None) -> Path:
+    """Write the password file (mode 0600).
+
+    With ``mosquitto_passwd`` installed (Debian package ``mosquitto``) and
+    use_mosquitto_passwd not False, the hashes come from it; otherwise from
+    hash_password (the same PBKDF2-SHA512 format).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tool = shutil.which("mosquitto_passwd") if use_mosquitto_passwd is not False else None
+    if use_mosquitto_passwd and not tool:
+        raise FileNotFoundError("mosquitto_passwd is not installed (Debian: apt-get install mosquitto)")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    if tool:
+        for user, pw in _accounts(inv):
+            subprocess.run([tool, "-b", str(path), user, pw], check=True, capture_output=True)
+    else:
+        path.write_text(password_file_text(inv))
+    os.chmod(path, 0o600)
+    return path
+
+
+def acl_text(inv: Inventory) -> str:
+    """mosquitto ACL rules: each node only its own topics, the ground everything + cmd writes."""
+    p = topics.PREFIX
+    out = [
+        f"# lunabase ACLs for site {inv.site} (generated from the inventory; do not edit by hand)",
+        "",
+        f"user {inv.ground_user}",
+        f"topic read {p}/#",
+        f"topic write {p}/+/+/{topics.CMD}",
+    ]
+    for n in inv.nodes:
+        out += [
+            "",
+            f"user {n.id}",
+            f"topic write {topics.topic(inv.site, n.id, topics.TM)}",
+            f"topic write {topics.topic(inv.site, n.id, topics.STATUS)}",
+            f"topic read {topics.topic(inv.site, n.id, topics.CMD)}",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def security_config(password_file: Path, acl_file: Path) -> str:
+    """Lines to append to a mosquitto config (e.g. lunabase.mosquitto.Mosquitto extra_config)."""
+    return "\n".join([
+        "allow_anonymous false",
+        f"password_file {password_file}",
+        f"acl_file {acl_file}",
+        "max_queued_messages 0",
+    ]) + "\n"
+
+
+def tls_listener(port: int, tls: TlsFiles, bind: str = "127.0.0.1") -> str:
+    return "\n".join([
+        f"listener {port} {bind}",
+        f"cafile {tls.cafile}",
+        f"certfile {tls.certfile}",
+        f"keyfile {tls.keyfile}",
+        "tls_version tlsv1.2",
+    ]) + "\n"
+
+
+def make_self_signed(out_dir: str | Path, hostname: str = "localhost", days: int = 825) -> TlsFiles:
+    """A throw-away CA and a server certificate for ``hostname`` and 127.0.0.1 (needs openssl)."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise FileNotFoundError("openssl is not installed (Debian: apt-get install openssl)")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", str(days),
+        "-subj", "/CN=lunabase test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", f"/CN={hostname}")
+    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{hostname},IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", str(days), "-extfile", "ext.cnf")
+    for k in ("ca.key", "server.key"):
+        os.chmod(d / k, 0o600)
+    return TlsFiles(d / "ca.crt", d / "server.crt", d / "server.key")
+
+
+def write_broker_config(inv: Inventory, out_dir: str | Path, port: int = 1883, bind: str = "127.0.0.1",
+                        tls_port: int | None = None, tls: TlsFiles | None = None,
+                        use_mosquitto_passwd: bool | None = None) -> BrokerFiles:
+    """Write mosquitto.conf, passwd and acl into out_dir; with tls_port, a TLS listener too
+    (self-signed certificates are generated into out_dir/tls when ``tls`` is not given)."""
+    d = Path(out_dir).resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    pw = write_password_file(inv, d / "passwd", use_mosquitto_passwd)
+    acl = d / "acl"
+    acl.write_text(acl_text(inv))
+    if tls_port and tls is None:
+        tls = make_self_signed(d / "tls")
+    lines = [
+        f"# mosquitto configuration for lunabase site {inv.site} (generated by `lunabase broker-config`)",
+        "per_listener_settings false",
+        security_config(pw, acl).rstrip(),
+        "max_inflight_messages 0",
+        "persistence true",
+        f"persistence_location {d}/data/",
+        "autosave_interval 10",
+        "persistent_client_expiration 14d",
+        "connection_messages true",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        f"listener {port} {bind}",
+    ]
+    (d / "data").mkdir(exist_ok=True)
+    conf = "\n".join(lines) + "\n"
+    if tls_port and tls:
+        conf += tls_listener(tls_port, tls, bind)
+    cfg = d / "mosquitto.conf"
+    cfg.write_text(conf)
+    return BrokerFiles(cfg, pw, acl, tls if tls_port else None)
