@@ -99,6 +99,8 @@ class Operations:
         self.param_period = 1.0 / param_hz
         self.history_fn = history
         self.links_fn = links
+        # latest raw packets of a node when ingest does not pass payloads: (node, limit) -> rows
+        self.raw_fn: Callable[[str, int], list[tuple[float, int, int, int, bytes]]] | None = None
         self.link: dict[str, LinkStats] = collections.defaultdict(LinkStats)
         self.latest: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
         self.raw: dict[str, collections.deque[tuple[float, int, int, int, bytes]]] = \
@@ -308,7 +310,10 @@ class Operations:
 
             self._parser = PyParser(self.dictionary)
         out = []
-        for received, apid, seq, ticks, data in list(self.raw.get(node, ()))[-limit:][::-1]:
+        rows = list(self.raw.get(node, ()))[-limit:]
+        if not rows and self.raw_fn is not None:
+            rows = self.raw_fn(node, limit)
+        for received, apid, seq, ticks, data in rows[::-1]:
             res = self._parser.parse(data)
             fields: dict[str, Any] = {}
             for t in res.tables.values():

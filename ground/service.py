@@ -1,0 +1,222 @@
+"""``lunabase ground``: ingest + operations layer + client interface in one asyncio process.
+
+    async with GroundService(broker="mqtt://127.0.0.1:1884", inventory=inv,
+                             archive="sqlite:///archive.db", api_port=0) as g:
+        ... g.api.url, g.ops ...
+
+Ingest is ground-data's ``IngestWorker`` (archive commit, then our ``Operations`` as its
+sink); telecommands go out on a separate MQTT connection with the ground's account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from ground.alarms import OpsStore
+from ground.api import ApiServer, Operations
+from wire.inventory import Inventory
+
+log = logging.getLogger("ground.service")
+
+
+class BrokerUrl:
+    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://...`` (TLS)."""
+
+    def __init__(self, url: str) -> None:
+        u = urlparse(url if "://" in url else "mqtt://" + url)
+        if u.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"{url}: broker URL must start with mqtt:// or mqtts://")
+        self.tls = u.scheme == "mqtts"
+        self.host = u.hostname or "127.0.0.1"
+        self.port = u.port or (8883 if self.tls else 1883)
+        self.username = unquote(u.username) if u.username else None
+        self.password = unquote(u.password) if u.password else None
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+class CommandLink:
+    """The ground's own MQTT connection for publishing telecommands (QoS 1), reconnecting."""
+
+    def __init__(self, broker: BrokerUrl, username: str | None, password: str | None,
+                 tls: ssl.SSLContext | None = None, client_id: str = "lunabase-ground-cmd") -> None:
+        self.broker, self.username, self.password, self.tls = broker, username, password, tls
+        self.client_id = client_id
+        self.client: Any = None
+        self.connected = asyncio.Event()
+        self.on_connect: list[Any] = []
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        if self.client is None or not self.connected.is_set():
+            raise ConnectionError(f"not connected to {self.broker}")
+        await self.client.publish(topic, payload, qos=1)
+
+    async def run(self) -> None:
+        import aiomqtt
+
+        delay = 0.2
+        while True:
+            try:
+                async with aiomqtt.Client(self.broker.host, self.broker.port, identifier=self.client_id,
+                                          username=self.username, password=self.password,
+                                          tls_context=self.tls, keepalive=30) as c:
+                    self.client = c
+                    self.connected.set()
+                    delay = 0.2
+                    log.info("command link connected to %s as %s", self.broker, self.username or "anonymous")
+                    for fn in self.on_connect:
+                        fn()
+                    async for _ in c.messages:  # keeps the connection serviced
+                        pass
+            except aiomqtt.MqttError as e:
+                log.warning("command link to %s: %s; retrying in %.1f s", self.broker, e, delay)
+            finally:
+                self.connected.clear()
+                self.client = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class GroundService:
+    """Everything ``lunabase ground`` runs; ``start()``/``stop()`` or ``async with``."""
+
+    def __init__(
+        self,
+        broker: str,
+        inventory: Inventory | str | Path,
+        archive: str = "sqlite:///lunabase-archive.db",
+        *,
+        ops_db: str | Path | None = None,
+        api_host: str = "127.0.0.1",
+        api_port: int = 8700,
+        light_time: float = 1.28,
+        ack_timeout: float = 5.0,
+        exec_timeout: float = 15.0,
+        grace: float = 30.0,
+        client_id: str = "lunabase-ground",
+        share: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.broker = BrokerUrl(broker)
+        self.inventory = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
+        self.archive_url = archive
+        self.ops_db = str(ops_db) if ops_db else _default_ops_db(archive)
+        username = self.broker.username or self.inventory.ground_user
+        password = self.broker.password or (self.inventory.ground_password or None)
+        if not password:
+            username = self.broker.username  # anonymous broker (tests, demo)
+        self.username, self.password = username, password
+        self.tls = tls if tls is not None else (ssl.create_default_context() if self.broker.tls else None)
+        self.client_id, self.share = client_id, share
+        self.api_host, self.api_port = api_host, api_port
+        self._opts = dict(light_time=light_time, ack_timeout=ack_timeout, exec_timeout=exec_timeout, grace=grace)
+        self.archive: Any = None
+        self.ingest: Any = None
+        self.ops: Operations | None = None
+        self.api: ApiServer | None = None
+        self.cmdlink: CommandLink | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> "GroundService":
+        from ground.archive import open_archive
+        from ground.ingest import IngestWorker
+
+        self.archive = open_archive(self.archive_url)
+        log.info("archive %s; ops database %s", self.archive_url, self.ops_db)
+        self.cmdlink = CommandLink(self.broker, self.username, self.password, self.tls, self.client_id + "-cmd")
+        store = OpsStore(self.ops_db)
+        self.ops = Operations(self.inventory, store, publish=self.cmdlink.publish, history=self._history,
+                              **self._opts)  # type: ignore[arg-type]
+        self.ops.raw_fn = self._raw_packets  # type: ignore[attr-defined]
+        self.ingest = IngestWorker(self.archive, self.broker.host, self.broker.port, username=self.username,
+                                   password=self.password, client_id=self.client_id, share=self.share,
+                                   sinks=[self.ops], tls=self.tls)
+        self.ops.links_fn = self._links
+        self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(self.ops.commander.pump()))  # type: ignore[union-attr]
+        self.api = await ApiServer(self.ops, self.api_host, self.api_port).start()
+        log.info("site %s: %d nodes in the inventory; broker %s as %s; client interface %s",
+                 self.inventory.site, len(self.inventory.nodes), self.broker, self.username or "anonymous",
+                 self.api.url)
+        store.event("ground", f"ground started: broker {self.broker}, API {self.api.url}", site=self.inventory.site)
+        self._tasks = [asyncio.create_task(self.ingest.run(), name="ingest"),
+                       asyncio.create_task(self.cmdlink.run(), name="cmdlink"),
+                       asyncio.create_task(self.ops.run(), name="ops-timers")]
+        return self
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        """Until ingest and the command link are both connected to the broker."""
+        await asyncio.wait_for(asyncio.gather(self.ingest.connected.wait(), self.cmdlink.connected.wait()), timeout)  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self.ingest is not None:
+            self.ingest.stop()
+        for t in self._tasks[1:]:
+            t.cancel()
+        if self._tasks:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._tasks[0], 5)
+            self._tasks[0].cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.api is not None:
+            await self.api.stop()
+        if self.ops is not None:
+            self.ops.store.close()
+        if self.archive is not None:
+            self.archive.close()
+
+    async def __aenter__(self) -> "GroundService":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    # -- adapters to ground-data's archive and counters ------------------------------------
+
+    def _history(self, node: str, packet: str, field: str, since: float | None, until: float | None,
+                  limit: int) -> dict[str, Any]:
+        r = self.archive.parameter(f"{packet}.{field}", node=node, t0=since, t1=until)
+        t, v = list(r["time"])[-limit:], list(r["value"])[-limit:]
+        return {"node": node, "packet": packet, "field": field, "source": "archive",
+                "time": [float(x) for x in t], "value": [float(x) for x in v]}
+
+    def _raw_packets(self, node: str, limit: int) -> list[tuple[float, int, int, int, bytes]]:
+        rows = self.archive.raw_packets(node=node, t0=time.time() - 600, by_received=True)
+        return [(r.received, r.apid, r.seq, r.ticks, r.data) for r in rows[-limit:]]
+
+    def _links(self) -> dict[str, dict[str, Any]]:
+        snap = self.ingest.pipeline.snapshot()["links"]
+        out = {}
+        for d in snap.values():
+            if d["site"] != self.inventory.site:
+                continue
+            out[d["node"]] = {"packets": d["fresh"], "messages": d["messages"], "bytes": d["bytes"],
+                              "packets_per_s": round(d["packets_per_s"], 2), "bytes_per_s": round(d["bytes_per_s"], 1),
+                              "errors": {r: e["count"] for r, e in d["errors"].items()},
+                              "rejected_bytes": d["rejected_bytes"], "gaps": d["gaps"],
+                              "missing": d.get("missing", 0), "duplicates": d["duplicates"],
+                              "last_contact": d.get("last_contact")}
+        return out
+
+
+def _default_ops_db(archive: str) -> str:
+    if archive.startswith("sqlite://") or "://" not in archive:
+        path = archive[len("sqlite:///"):] if archive.startswith("sqlite:///") else archive
+        p = Path(path)
+        return str(p.with_name(p.stem + "-ops.db"))
+    return "lunabase-ops.db"

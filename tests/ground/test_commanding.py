@@ -1,0 +1,189 @@
+"""Commanding without a broker: signing, counters across restart, windows, timeouts, ACK stages."""
+
+from __future__ import annotations
+
+import pytest
+
+from ground.alarms import OpsStore
+from ground.commanding import CommandError, Commander
+from ground.nodes import EPOCH_2000
+from ground.testing import make_packet, parse_packets
+from wire import ccsds
+from wire.dictionary import load
+from wire.inventory import Inventory
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def inv():
+    return Inventory.generate("moon", ["n01", "n02"])
+
+
+def make(inv, store, clock, reach=None, **kw):
+    sent: list[tuple[str, bytes]] = []
+
+    async def publish(topic, payload):
+        sent.append((topic, payload))
+
+    reach = reach if reach is not None else {"n01": True, "n02": True}
+    c = Commander(inv, store, publish, reachable=lambda n: reach[n], clock=clock, **kw)
+    return c, sent
+
+
+def acks(*rows):
+    """An ACK Table: rows of (counter, stage, reason)."""
+    res, _ = parse_packets(*(make_packet("ACK", tc_counter=c, stage=s, reason=r) for c, s, r in rows))
+    return res.tables[7]
+
+
+async def test_signed_with_node_key_and_counters_increase(inv, tmp_path):
+    store = OpsStore(tmp_path / "ops.db")
+    cmd, sent = make(inv, store, Clock())
+    a = await cmd.submit("n01", "SET_RATE", {"sensor": "SEISMIC", "period_ms": 10}, user="alice")
+    b = await cmd.submit("n01", "PING")
+    assert a["stage"] == b["stage"] == "SENT"
+    assert [t for t, _ in sent] == ["lunabase/moon/n01/cmd"] * 2
+    key = inv.node("n01").key
+    st, op, ctr, a0, a1, seq = ccsds.open_tc(key, sent[0][1], 0)
+    assert st == ccsds.TC_OK and op == 2 and ctr == a["counter"]
+    assert load().command("SET_RATE").unpack_args(sent[0][1][a0:a1]) == {"sensor": 5, "period_ms": 10}
+    assert ccsds.open_tc(key, sent[1][1], ctr)[0] == ccsds.TC_OK  # strictly increasing
+    assert ccsds.open_tc(inv.node("n02").key, sent[0][1], 0)[0] == ccsds.TC_BAD_MAC
+    assert b["counter"] > a["counter"] >= int(T0 - EPOCH_2000)
+    row = cmd.get(a["id"])
+    assert row["user"] == "alice" and [h[0] for h in row["history"]] == ["QUEUED", "SENT"]
+
+
+async def test_counter_monotonic_across_restart_even_if_clock_goes_back(inv, tmp_path):
+    store = OpsStore(tmp_path / "ops.db")
+    cmd, _ = make(inv, store, Clock())
+    counters = [(await cmd.submit("n01", "PING"))["counter"] for _ in range(5)]
+    store.close()
+    store2 = OpsStore(tmp_path / "ops.db")
+    cmd2, sent = make(inv, store2, Clock(T0 - 86400))  # ground clock set back a day
+    c = await cmd2.submit("n01", "PING")
+    assert c["counter"] > max(counters) and counters == sorted(set(counters))
+    assert ccsds.open_tc(inv.node("n01").key, sent[0][1], max(counters))[0] == ccsds.TC_OK
+
+
+async def test_refusals(inv):
+    cmd, sent = make(inv, OpsStore(), Clock())
+    with pytest.raises(CommandError, match="hazardous"):
+        await cmd.submit("n01", "SET_MODE", {"mode": "SAFE", "duration_s": 0})
+    with pytest.raises(CommandError, match="not one of"):
+        await cmd.submit("n01", "SET_MODE", {"mode": "PARTY", "duration_s": 0}, confirm=True)
+    with pytest.raises(CommandError, match="missing"):
+        await cmd.submit("n01", "SET_RATE", {"sensor": "HK"})
+    with pytest.raises(CommandError, match="no node"):
+        await cmd.submit("n99", "PING")
+    with pytest.raises(CommandError, match="unknown command"):
+        await cmd.submit("n01", "SELF_DESTRUCT")
+    assert sent == []
+    ok = await cmd.submit("n01", "SET_MODE", {"mode": "SAFE", "duration_s": 0}, confirm=True)
+    assert ok["confirmed"] and ok["hazardous"]
+
+
+async def test_queue_until_contact_then_release(inv):
+    clock, reach = Clock(), {"n01": False, "n02": True}
+    cmd, sent = make(inv, OpsStore(), clock, reach)
+    c = await cmd.submit("n01", "PING", not_after=T0 + 600)
+    assert c["stage"] == "QUEUED"
+    clock.t += 300
+    await cmd.pump()
+    assert cmd.get(c["id"])["stage"] == "QUEUED" and sent == []
+    reach["n01"] = True  # node came back (status online or fresh packets)
+    await cmd.pump()
+    assert cmd.get(c["id"])["stage"] == "SENT" and len(sent) == 1
+
+
+async def test_not_before_and_expiry(inv):
+    clock, reach = Clock(), {"n01": True, "n02": False}
+    cmd, sent = make(inv, OpsStore(), clock, reach)
+    early = await cmd.submit("n01", "PING", not_before=T0 + 60)
+    late = await cmd.submit("n02", "PING", not_before=T0 + 10, not_after=T0 + 120)
+    assert early["stage"] == late["stage"] == "QUEUED"
+    clock.t = T0 + 61
+    await cmd.pump()
+    assert cmd.get(early["id"])["stage"] == "SENT"
+    clock.t = T0 + 121
+    await cmd.pump()
+    gone = cmd.get(late["id"])
+    assert gone["stage"] == "EXPIRED" and "validity window" in gone["reason"]
+    assert len(sent) == 1
+    ev = cmd.store.events(kind="command")[0]
+    assert "EXPIRED" in ev["message"] and ev["severity"] == "WARNING"
+    with pytest.raises(CommandError):
+        await cmd.submit("n01", "PING", not_before=T0 + 10, not_after=T0)
+
+
+async def test_timeouts_include_round_trip_light_time(inv):
+    clock = Clock()
+    cmd, _ = make(inv, OpsStore(), clock, light_time=1.28, ack_timeout=1.0, exec_timeout=4.0)
+    a = await cmd.submit("n01", "PING")
+    clock.t = T0 + 3.5  # < 1.0 + 2.56
+    await cmd.pump()
+    assert cmd.get(a["id"])["stage"] == "SENT"
+    clock.t = T0 + 3.6
+    await cmd.pump()
+    r = cmd.get(a["id"])
+    assert r["stage"] == "TIMED_OUT" and "light time" in r["reason"]
+    # accepted, but no EXECUTED within exec_timeout + round trip
+    clock.t = T0 + 10
+    b = await cmd.submit("n01", "PING")
+    cmd.on_ack("n01", acks((b["counter"], 0, 0)))
+    assert cmd.get(b["id"])["stage"] == "ACCEPTED"
+    clock.t = T0 + 10 + 6.5
+    await cmd.pump()
+    assert cmd.get(b["id"])["stage"] == "ACCEPTED"
+    clock.t = T0 + 10 + 6.6
+    await cmd.pump()
+    assert cmd.get(b["id"])["stage"] == "TIMED_OUT"
+
+
+async def test_ack_stages(inv):
+    cmd, _ = make(inv, OpsStore(), Clock(), light_time=0)
+    a = await cmd.submit("n01", "PING")
+    b = await cmd.submit("n01", "REBOOT", {"delay_s": 5}, confirm=True)
+    c = await cmd.submit("n01", "PING")
+    cmd.on_ack("n01", acks((a["counter"], 0, 0), (b["counter"], 1, 4), (a["counter"], 2, 0),
+                           (c["counter"], 0, 0), (c["counter"], 3, 6), (12345, 2, 0)))
+    assert [h[0] for h in cmd.get(a["id"])["history"]] == ["QUEUED", "SENT", "ACCEPTED", "EXECUTED"]
+    rb = cmd.get(b["id"])
+    assert (rb["stage"], rb["reason"]) == ("REJECTED", "BAD_ARGS")
+    assert (cmd.get(c["id"])["stage"], cmd.get(c["id"])["reason"]) == ("FAILED", "EXEC_ERROR")
+    done = await cmd.wait(a["id"], 1)
+    assert done["stage"] == "EXECUTED"
+    # ACKs from another node never match this node's counters
+    d = await cmd.submit("n01", "PING")
+    cmd.on_ack("n02", acks((d["counter"], 2, 0)))
+    assert cmd.get(d["id"])["stage"] == "SENT"
+
+
+async def test_time_sync_filled_at_release_with_light_time(inv):
+    clock = Clock()
+    cmd, sent = make(inv, OpsStore(), clock, light_time=1.28)
+    c = await cmd.submit("n01", "TIME_SYNC")
+    _, _, _, a0, a1, _ = ccsds.open_tc(inv.node("n01").key, sent[0][1], 0)
+    args = load().command("TIME_SYNC").unpack_args(sent[0][1][a0:a1])
+    assert args["coarse"] + args["fine"] / 65536 == pytest.approx(T0 + 1.28 - EPOCH_2000, abs=1e-3)
+    assert cmd.get(c["id"])["args"]["coarse"] == args["coarse"]
+
+
+async def test_audit_log_persists(inv, tmp_path):
+    store = OpsStore(tmp_path / "ops.db")
+    cmd, _ = make(inv, store, Clock(), {"n01": False, "n02": False})
+    q = await cmd.submit("n01", "PING", user="dave")
+    store.close()
+    cmd2, sent = make(inv, OpsStore(tmp_path / "ops.db"), Clock(), {"n01": True, "n02": True})
+    await cmd2.pump()  # a queued command survives a ground restart and is released
+    row = cmd2.get(q["id"])
+    assert row["stage"] == "SENT" and row["user"] == "dave" and len(sent) == 1
