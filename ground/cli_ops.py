@@ -1,0 +1,152 @@
+"""``lunabase ground`` (run the ground segment) and ``lunabase command`` (send a telecommand)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+DEFAULT_API = os.environ.get("LUNABASE_API", "http://127.0.0.1:8700")
+
+GROUND_EPILOG = """\
+examples:
+  lunabase ground --broker mqtt://127.0.0.1:1884 --inventory base.toml --archive sqlite:///base.db
+  lunabase ground --broker mqtts://ground:PW@broker:8883 --inventory base.toml \\
+                  --archive postgresql://lunabase@127.0.0.1/lunabase --api-port 8700
+  lunabase ground ... --light-time 0            # loopback tests: no Earth-Moon delay
+
+It runs ingest (broker -> archive), limits/alarms, node liveness, verified commanding and
+the client interface (HTTP + WebSocket, docs/ground-api.md) in one process, and logs what
+it connects to and every payload it rejects.  The ops database (alarms, events, command
+audit, TC counters) defaults to <archive>-ops.db next to a SQLite archive.
+"""
+
+COMMAND_EPILOG = """\
+examples:
+  lunabase command n01 PING --wait
+  lunabase command n01 SET_RATE sensor=SEISMIC period_ms=10
+  lunabase command n01 SET_MODE mode=SAFE duration_s=0 --confirm --wait
+  lunabase command n03 REPLAY apid=1 from_seq=100 count=50 --not-after 3600   # queue for 1 h
+
+Arguments are NAME=VALUE (integers or enum names); hazardous commands need --confirm.
+The command goes through a running ground's API (--api, or $LUNABASE_API); a node that is
+asleep or out of contact gets it queued until it is back (within --not-before/--not-after).
+Exit status: 0 executed (or queued/sent without --wait), 1 refused/rejected/failed/timed out.
+"""
+
+
+def register(sub: Any) -> None:
+    g = sub.add_parser("ground", help="run the ground segment (ingest, alarms, commanding, client API)",
+                       description="Run the lunabase ground segment.", epilog=GROUND_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://[user:pass@]host:port or mqtts://")
+    g.add_argument("--inventory", required=True, help="base inventory TOML (nodes, keys, ground account)")
+    g.add_argument("--archive", default="sqlite:///lunabase-archive.db", help="sqlite:///path.db or postgresql://...")
+    g.add_argument("--ops-db", default=None, help="ops SQLite file (default: <archive>-ops.db)")
+    g.add_argument("--api-host", default="127.0.0.1")
+    g.add_argument("--api-port", type=int, default=8700, help="0 = pick a free port (printed)")
+    g.add_argument("--light-time", type=float, default=1.28, help="one-way light time, s (default 1.28)")
+    g.add_argument("--ack-timeout", type=float, default=5.0, help="s to ACCEPTED, plus the round trip")
+    g.add_argument("--exec-timeout", type=float, default=15.0, help="s to EXECUTED, plus the round trip")
+    g.add_argument("--grace", type=float, default=30.0, help="s past an announced contact before LOST")
+    g.add_argument("--client-id", default="lunabase-ground")
+    g.add_argument("--share", default=None, help="MQTT 5 shared-subscription group for several workers")
+    g.set_defaults(func=run_ground)
+
+    c = sub.add_parser("command", help="send a telecommand through a running ground",
+                       description="Send a telecommand to a node through the ground's API.",
+                       epilog=COMMAND_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("node")
+    c.add_argument("name", metavar="COMMAND", help="dictionary command name (lunabase dict show)")
+    c.add_argument("args", nargs="*", metavar="NAME=VALUE")
+    c.add_argument("--confirm", action="store_true", help="required for hazardous commands")
+    c.add_argument("--wait", action="store_true", help="follow the stages until a final one")
+    c.add_argument("--timeout", type=float, default=60.0, help="with --wait, s to wait (default 60)")
+    c.add_argument("--not-before", type=float, default=None, metavar="S", help="release no earlier than S s from now")
+    c.add_argument("--not-after", type=float, default=None, metavar="S", help="expire if not released within S s")
+    c.add_argument("--user", default=os.environ.get("USER", "operator"))
+    c.add_argument("--api", default=DEFAULT_API, help=f"ground API URL (default {DEFAULT_API})")
+    c.add_argument("--json", action="store_true", help="print the final command row as JSON")
+    c.set_defaults(func=run_command)
+
+
+def run_ground(a: argparse.Namespace) -> int:
+    from ground.service import GroundService
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    svc = GroundService(a.broker, a.inventory, a.archive, ops_db=a.ops_db, api_host=a.api_host,
+                        api_port=a.api_port, light_time=a.light_time, ack_timeout=a.ack_timeout,
+                        exec_timeout=a.exec_timeout, grace=a.grace, client_id=a.client_id, share=a.share)
+
+    async def main() -> None:
+        await svc.start()
+        print(f"lunabase ground: site {svc.inventory.site}, API {svc.api.url}", flush=True)  # type: ignore[union-attr]
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await svc.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def parse_args(items: list[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs: integers stay integers, anything else is an enum name."""
+    out: dict[str, Any] = {}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"argument {it!r}: write NAME=VALUE")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = int(v, 0)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def run_command(a: argparse.Namespace) -> int:
+    import time
+
+    from ground.client import GroundClient, GroundError
+
+    try:
+        args = parse_args(a.args)
+    except ValueError as e:
+        print(f"lunabase command: {e}", file=sys.stderr)
+        return 2
+    now = time.time()
+
+    async def main() -> int:
+        async with GroundClient(a.api, user=a.user) as g:
+            row = await g.send_command(a.node, a.name, args, confirm=a.confirm,
+                                       not_before=now + a.not_before if a.not_before is not None else None,
+                                       not_after=now + a.not_after if a.not_after is not None else None)
+            print(f"#{row['id']} {a.node} {row['command']}: {row['stage']}", flush=True)
+            if a.wait:
+                deadline = time.monotonic() + a.timeout
+                seen = len(row["history"])
+                while row["stage"] not in ("EXECUTED", "REJECTED", "FAILED", "TIMED_OUT", "EXPIRED", "CANCELLED"):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        print(f"#{row['id']}: still {row['stage']} after {a.timeout:g} s", file=sys.stderr)
+                        return 1
+                    row = await g.command(row["id"], wait=min(left, 2.0))
+                    for st, _t, why in row["history"][seen:]:
+                        print(f"#{row['id']} {st}" + (f": {why}" if why else ""), flush=True)
+                    seen = len(row["history"])
+            if a.json:
+                print(json.dumps(row, indent=2))
+            return 0 if row["stage"] in ("EXECUTED", "QUEUED", "SENT", "ACCEPTED") else 1
+
+    try:
+        return asyncio.run(main())
+    except GroundError as e:
+        print(f"lunabase command: {e.message if e.status else e}", file=sys.stderr)
+        return 1
