@@ -96,7 +96,10 @@ class Feed:
         links = await self.call("links")
         if links is not None:
             m.set_links(links)
-        events = await self.call("events", limit=200)
+        if m.max_event_id is not None and not full:
+            events = await self.call("events", limit=200, after_id=m.max_event_id)
+        else:
+            events = await self.call("events", limit=200)
         if events is not None:
             m.add_events(events)
         if full:
@@ -126,7 +129,10 @@ class Feed:
             try:
                 async for msg in self.client.live():
                     if isinstance(msg, dict):
-                        if msg.get("type") in ("connected", "hello"):
+                        if msg.get("type") == "resync":  # the ground dropped pushes for us: re-read
+                            await self._refresh(full=True)
+                            continue
+                        if msg.get("type") in ("connected", "hello", "pong"):
                             m.set_connection("live")
                             continue
                         if msg.get("type") in ("disconnected", "reconnecting"):

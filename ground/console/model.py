@@ -53,6 +53,9 @@ class BaseModel:
         self.series: dict[tuple[str, str, str], deque[tuple[float, float]]] = {}
         self.versions: dict[str, int] = {t: 0 for t in TOPICS}
         self._event_keys: set[Any] = set()
+        self.max_event_id: int | None = None
+        self._enum_cache: dict[tuple[str, str], dict[str, str]] = {}
+        self._enum_cache_v = -1
 
     # -- versions -------------------------------------------------------------------
     def bump(self, topic: str) -> None:
@@ -102,6 +105,12 @@ class BaseModel:
         if len(self._event_keys) > 4 * (self.events.maxlen or 500):
             self._event_keys = {e.get("id") or (e.get("time") or e.get("t"), e.get("node"), e.get("text") or e.get("message"), e.get("code")) for e in self.events}
         if changed:
+            ordered = sorted(self.events, key=lambda e: (_num(e.get("t") or e.get("time")), _num(e.get("id"))))
+            self.events.clear()
+            self.events.extend(ordered)
+            ids = [e["id"] for e in ordered if isinstance(e.get("id"), int)]
+            if ids:
+                self.max_event_id = max(self.max_event_id or 0, max(ids))
             self.bump("events")
 
     def set_commands(self, commands: list[dict[str, Any]]) -> None:
@@ -121,9 +130,12 @@ class BaseModel:
         self.dictionary = d
         self.bump("dictionary")
 
-    def seed_series(self, node: str, packet: str, fld: str, rows: list[dict[str, Any]]) -> None:
+    def seed_series(self, node: str, packet: str, fld: str, rows: Any) -> None:
         """History from GET /api/params for a plotted parameter."""
         s = self.series.setdefault((node, packet, fld), deque(maxlen=SERIES_LEN))
+        if isinstance(rows, dict):  # columnar: {"time": [...], "value": [...]}
+            rows = [{"time": t, "value": v} for t, v in zip(rows.get("time") or rows.get("t") or [],
+                                                            rows.get("value") or rows.get("values") or [])]
         pts = [(float(_time(r)), float(v)) for r in rows if isinstance(v := _value(r), (int, float))]
         last = s[-1][0] if s else float("-inf")
         merged = sorted(set(list(s) + [p for p in pts if p[0] <= last] + [p for p in pts if p[0] > last]))
@@ -139,7 +151,14 @@ class BaseModel:
         kind = msg.get("type")
         data = msg.get("data", msg)
         items = data if isinstance(data, list) else [data]
-        if kind == "node":
+        if kind == "snapshot":
+            if isinstance(msg.get("nodes"), list):
+                self.set_nodes(msg["nodes"])
+            if isinstance(msg.get("alarms"), list):
+                self.set_alarms(msg["alarms"])
+            if msg.get("links") is not None:
+                self.set_links(msg["links"])
+        elif kind == "node":
             for n in items:
                 k = node_key(n)
                 self.nodes[k] = {**self.nodes.get(k, {}), **{a: b for a, b in n.items() if a != "type"}}
@@ -165,6 +184,8 @@ class BaseModel:
                 cid = str(c.get("id"))
                 self.commands[cid] = {**self.commands.get(cid, {}), **{x: y for x, y in c.items() if x != "type"}}
             self.bump("commands")
+        elif kind == "link" and isinstance(msg.get("links"), (dict, list)):
+            self.set_links(msg["links"])
         elif kind == "link":
             for l in items:
                 k = str(l.get("link") or l.get("name") or l.get("node") or "?")
@@ -174,7 +195,11 @@ class BaseModel:
     def _apply_param(self, r: dict[str, Any]) -> None:
         node = node_key(r)
         key = (str(r.get("packet", "")), str(r.get("field", "")))
-        self.latest[node][key] = {**self.latest[node].get(key, {}), **r}
+        rec = {**self.latest[node].get(key, {}), **r}
+        enum = self._enums().get(key)
+        if enum is not None and isinstance(r.get("value"), (int, float)):
+            rec["text"] = enum.get(str(int(r["value"])), str(int(r["value"])))
+        self.latest[node][key] = rec
         s = self.series.get((node, key[0], key[1]))
         v = _value(r)
         if s is not None and isinstance(v, (int, float)):
@@ -182,6 +207,12 @@ class BaseModel:
             if not s or t > s[-1][0]:
                 s.append((t, float(v)))
                 self.bump("series")
+
+    def _enums(self) -> dict[tuple[str, str], dict[str, str]]:
+        if self._enum_cache_v != self.versions["dictionary"]:
+            self._enum_cache = {k: f["enum"] for k, f in self.dict_fields().items() if f.get("enum")}
+            self._enum_cache_v = self.versions["dictionary"]
+        return self._enum_cache
 
     # -- queries --------------------------------------------------------------------
     def node_ids(self) -> list[str]:
@@ -194,7 +225,7 @@ class BaseModel:
         def key(a: dict[str, Any]) -> tuple[int, int, float]:
             sev = SEVERITY_RANK.get(str(a.get("severity", "")).upper(), 9)
             acked = 1 if _is_acked(a) else 0
-            return (sev, acked, -_num(a.get("time") or a.get("raised") or a.get("t")))
+            return (sev, acked, -_num(a.get("raised_at") or a.get("time") or a.get("t")))
 
         return sorted(self.alarms.values(), key=key)
 
@@ -202,7 +233,7 @@ class BaseModel:
         return sum(1 for a in self.alarms.values() if not _is_acked(a) and not _is_shelved(a))
 
     def commands_list(self) -> list[dict[str, Any]]:
-        return sorted(self.commands.values(), key=lambda c: -_num(c.get("created") or c.get("time") or c.get("id")))
+        return sorted(self.commands.values(), key=lambda c: -_num(c.get("id")))
 
     def dict_commands(self) -> list[dict[str, Any]]:
         cmds = self.dictionary.get("commands", [])
@@ -225,7 +256,8 @@ def _is_acked(a: dict[str, Any]) -> bool:
 
 def _is_shelved(a: dict[str, Any]) -> bool:
     st = str(a.get("state", "")).upper()
-    return bool(a.get("shelved") or a.get("shelved_until") or st == "SHELVED")
+    until = a.get("shelved_until")
+    return bool(a.get("shelved") or (until and _num(until) > time.time()) or st == "SHELVED")
 
 
 def _num(v: Any) -> float:
@@ -252,8 +284,14 @@ def _time(r: dict[str, Any]) -> float:
 
 
 def _param_records(data: Any) -> list[dict[str, Any]]:
-    """Flatten the shapes /api/latest or a "param" push may take into records with
-    ``node, packet, field, value, unit, limit``."""
+    """Flatten the shapes /api/latest or a "param" push take into records with
+    ``node, packet, field, value, unit, limit, time`` (and ``text`` for enum names).
+
+    Shapes (docs/ground-api.md): a flat record with ``field``; ``{"node", "packets":
+    {packet: {"t", "fields": {field: {value, unit, state, text}}}}}`` (GET /api/latest);
+    ``{"node", "packets": {packet: {"t", "values": {field: v}, "levels": {field: lvl}}}}``
+    (the "param" push).
+    """
     if isinstance(data, list):
         out: list[dict[str, Any]] = []
         for d in data:
@@ -262,26 +300,32 @@ def _param_records(data: Any) -> list[dict[str, Any]]:
     if not isinstance(data, dict):
         return []
     if "field" in data and ("value" in data or "eng" in data or "v" in data):
-        return [data]
-    # {"node": n, "packet": p, "time": t, "fields"|"values": {field: value | {value, unit, limit}}}
-    inner = data.get("fields") or data.get("values")
-    if isinstance(inner, dict) and "packet" in data:
-        base = {k: v for k, v in data.items() if k not in ("fields", "values", "type")}
-        out = []
-        for f, v in inner.items():
-            rec = dict(base, field=f)
-            rec.update(v if isinstance(v, dict) else {"value": v})
-            out.append(rec)
-        return out
-    # {"packets": {packet: {field: {...}}}} or {packet: {field: {...}}}
-    pk = data.get("packets") if isinstance(data.get("packets"), dict) else data
-    out = []
+        rec = dict(data)
+        if "limit" not in rec and "state" in rec:
+            rec["limit"] = rec["state"]
+        return [rec]
     node = data.get("node")
-    for p, fields in pk.items():
-        if isinstance(fields, dict) and all(isinstance(v, dict) for v in fields.values()) and fields:
-            for f, v in fields.items():
-                rec = {"packet": p, "field": f, **v}
-                if node is not None:
-                    rec.setdefault("node", node)
+    packets = data.get("packets")
+    if not isinstance(packets, dict):
+        return []
+    out = []
+    for p, e in packets.items():
+        if not isinstance(e, dict):
+            continue
+        t = e.get("t", e.get("time"))
+        if isinstance(e.get("fields"), dict):
+            for f, fd in e["fields"].items():
+                fd = fd if isinstance(fd, dict) else {"value": fd}
+                rec = {"node": node, "packet": p, "field": f, "time": t, "value": fd.get("value"),
+                       "unit": fd.get("unit", ""), "limit": fd.get("state", fd.get("limit", "ok"))}
+                if "text" in fd:
+                    rec["text"] = fd["text"]
+                out.append(rec)
+        elif isinstance(e.get("values"), dict):
+            levels = e.get("levels") or {}
+            for f, v in e["values"].items():
+                rec = {"node": node, "packet": p, "field": f, "time": t, "value": v}
+                if f in levels:
+                    rec["limit"] = levels[f]
                 out.append(rec)
     return out

@@ -299,10 +299,10 @@ def packet_view(packet: dict[str, Any]) -> Table:
     dec.add_column(style="bold", no_wrap=True)
     dec.add_column()
     head = packet.get("header") or {}
-    for k in ("apid", "seq", "length", "time"):
+    for k in ("apid", "seq", "length", "received"):
         v = head.get(k, packet.get(k))
         if v is not None:
-            dec.add_row(Text(k, style="dim"), Text(fmt_clock(v) if k == "time" else str(v), style="dim"))
+            dec.add_row(Text(k, style="dim"), Text(fmt_clock(v) if k == "received" else str(v), style="dim"))
     if isinstance(fields, dict):
         items = list(fields.items())
     else:

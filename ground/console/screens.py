@@ -209,7 +209,8 @@ class NodeScreen(BaseScreen):
             lim = str(rec.get("limit") or "ok")
             rows.append((f"{pk}.{f}", [
                 Text(pk, style="dim"), Text(f),
-                render.limit_cell(rec.get("value"), lim, str(rec.get("unit") or "")),
+                (Text(str(rec["text"]), style=render.LIMIT_STYLES.get(lim, "")) if rec.get("text") is not None
+                 else render.limit_cell(rec.get("value"), lim, str(rec.get("unit") or ""))),
                 Text(lim, style=render.LIMIT_STYLES.get(lim, "")),
                 Text("◆" if (pk, f) in chosen else "", style="cyan"),
                 Text(render.fmt_clock(rec.get("time") or rec.get("t")), style="dim"),
@@ -331,18 +332,30 @@ class AlarmsScreen(BaseScreen):
         m = self.capp.model
         rows = []
         for a in m.active_alarms():
-            st = str(a.get("state") or ("ACKED" if a.get("acked") else "ACTIVE")).upper()
-            if a.get("shelved_until"):
-                st = f"SHELVED→{render.fmt_clock(a['shelved_until'])}"
+            st = str(a.get("state") or "raised").upper()
+            if a.get("shelved") or (a.get("shelved_until") and float(a["shelved_until"]) > time.time()):
+                st = f"SHELVED→{render.fmt_clock(a['shelved_until'])[:5]}" if a.get("shelved_until") else "SHELVED"
+            elif st == "ACKNOWLEDGED":
+                st = "ACKED"
             param = a.get("parameter") or ".".join(str(a[k]) for k in ("packet", "field") if a.get(k)) or str(a.get("name", ""))
+            sev = str(a.get("severity") or "").upper()
+            note = []
+            if a.get("returned"):
+                note.append("back in limits")
+            if a.get("acked_by"):
+                note.append(f"ack {a['acked_by']}")
+            if a.get("max_severity") and a.get("max_severity") != a.get("severity"):
+                note.append(f"max {a['max_severity']}")
+            if a.get("message"):
+                note.append(str(a["message"]))
             rows.append((str(a.get("id")), [
-                render.severity_cell(a.get("severity")),
+                render.severity_cell(sev),
                 Text(str(a.get("node", ""))),
                 Text(param),
-                render.limit_cell(a.get("value"), a.get("limit") or ("red" if str(a.get("severity")).upper() in ("CRITICAL", "RED") else "yellow"), str(a.get("unit") or "")),
-                Text(st, style="bold" if st in ("ACTIVE", "UNACKED", "RAISED") else "dim"),
-                Text(render.fmt_age(a.get("time") or a.get("raised") or a.get("t"))),
-                Text(str(a.get("message") or a.get("text") or ""), style="dim"),
+                render.limit_cell(a.get("value"), a.get("limit") or ("red" if sev in ("CRITICAL", "RED") else "yellow"), str(a.get("unit") or "")),
+                Text(st, style="bold" if st in ("RAISED", "ACTIVE", "UNACKED") else "dim"),
+                Text(render.fmt_age(a.get("raised_at") or a.get("time") or a.get("t")).replace(" ago", "")),
+                Text(", ".join(note), style="dim"),
             ]))
         self.query_one("#alarms", LiveTable).sync(rows)
         evs = list(m.events)[-200:][::-1]
@@ -353,8 +366,8 @@ class AlarmsScreen(BaseScreen):
                 Text(render.fmt_clock(e.get("time") or e.get("t")), style="dim"),
                 Text(str(e.get("node") or "")),
                 render.severity_cell(e.get("severity")),
-                Text(str(e.get("event") or e.get("code") or e.get("kind") or "")),
-                Text(str(e.get("text") or e.get("message") or e.get("detail") or "")),
+                Text(str(e.get("event") or (e.get("data") or {}).get("code") or e.get("kind") or "")),
+                Text(str(e.get("message") or e.get("text") or e.get("detail") or "")),
             ]))
         # the event log only grows; rebuild it only when its keys changed
         self.query_one("#events", LiveTable).sync(erows)
@@ -386,7 +399,7 @@ class AlarmsScreen(BaseScreen):
     @work(group="alarm-action")
     async def _act(self, what: str, aid: str, *args: Any) -> None:
         feed = self.capp.feed
-        res = await feed.call(what, aid, *args)
+        res = await feed.call(what, int(aid) if aid.isdigit() else aid, *args)
         if res is None:
             self.notify(f"{what} {aid}: the ground did not answer", severity="error")
             return
@@ -525,7 +538,7 @@ class CommandScreen(BaseScreen):
                 Text(" ".join(f"{k}={v}" for k, v in args.items()) if isinstance(args, dict) else str(args), style="dim"),
                 render.stage_cell(c.get("stage")),
                 Text(str(c.get("reason") or c.get("detail") or c.get("error") or ""), style="dim"),
-                Text(render.fmt_clock(c.get("updated") or c.get("created") or c.get("time")), style="dim"),
+                Text(render.fmt_clock(c.get("updated") or c.get("submitted") or c.get("created")), style="dim"),
             ]))
         self.query_one("#history", LiveTable).sync(rows)
 
@@ -681,9 +694,9 @@ class PacketsScreen(BaseScreen):
         rows = []
         for i, p in enumerate(pkts):
             h = p.get("header") or {}
-            key = f"{p.get('packet') or p.get('name')}-{h.get('seq', p.get('seq'))}-{p.get('time') or p.get('received') or i}"
+            key = f"{p.get('packet') or p.get('name')}-{h.get('seq', p.get('seq'))}-{p.get('received') or p.get('time') or i}"
             rows.append((key, [
-                Text(render.fmt_clock(p.get("time") or p.get("received")), style="dim"),
+                Text(render.fmt_clock(p.get("received") or p.get("time")), style="dim"),
                 Text(str(p.get("packet") or p.get("name") or "?"), style="bold"),
                 Text(str(h.get("apid", p.get("apid", "")))),
                 Text(str(h.get("seq", p.get("seq", "")))),

@@ -133,7 +133,7 @@ class FakeGround:
                 return dict(a)
         raise KeyError(alarm_id)
 
-    async def events(self, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def events(self, since: float | None = None, limit: int = 100, **kw: Any) -> list[dict[str, Any]]:
         self._check()
         return [{"id": f"e{i}", "time": self.t0 - 10 * i, "node": self.node_ids[i % len(self.node_ids)],
                  "severity": ["INFO", "WARNING"][i % 2], "event": ["BOOT", "LINK_UP", "MODE_CHANGE"][i % 3],

@@ -144,6 +144,8 @@ class PlotPanel(Static):
                                      height=max(1, per - 1), limit=rec.get("limit")))
         if seismic is not None:
             axes = seismic.get("axes") or {k: seismic[k] for k in ("x", "y", "z") if k in seismic}
-            parts.append(render.Waveform(axes or {}, unit=str(seismic.get("unit", "")),
+            unit = seismic.get("unit") or next((str((p.get("samples") or {}).get("unit", "")) for p in
+                                                  model.dictionary.get("packets", []) if p.get("name") == "SEISMIC"), "")
+            parts.append(render.Waveform(axes or {}, unit=str(unit),
                                          rate=seismic.get("rate"), height=max(1, (per - 1) // 3 or 1)))
         self.update(Group(*parts))
