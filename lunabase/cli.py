@@ -15,6 +15,7 @@ import sys
 PROVIDERS = (
     "lunabase.demo",  # demo
     "ground.cli",  # ground, console, command, broker-config, replay, export
+    "ground.console.cli",  # console
     "sim.cli",  # sim run / list, environment
     "hil.cli",  # board, flash, gateway
     "lunabase.bench",  # bench parse / ingest / sim
