@@ -1,0 +1,250 @@
+# The `sim` board: sensors come from the simulator's sensor bus (docs/sim-protocol.md:
+# TCP, JSON lines) when config has "sim": {"host", "port"}; otherwise a quiet synthetic
+# environment is generated here, so the firmware runs anywhere (HIL virtual board).
+# Runs on the MicroPython unix port: no network/machine.WDT; reset() exits the process
+# with code 75 so the simulator / virtual board starts it again.
+import asyncio
+import json
+import math
+import random
+import struct
+import sys
+import time
+from micropython import const
+from wire import defs
+from lunanode import store
+
+EXIT_RESET = const(75)  # "restart me": sys.exit code of a commanded reset
+
+_MODES = ("DAY", "NIGHT", "EMERGENCY", "SAFE")
+_POWER = ("solar_voltage", "solar_current", "battery_voltage", "battery_current", "battery_soc", "battery_temp")
+_THERMAL = ("surface_temp", "electronics_temp", "radiator_temp", "sensor_head_temp", "enclosure_temp")
+_QUIET = {
+    "solar_voltage": 5.0,
+    "solar_current": 0.4,
+    "battery_voltage": 3.95,
+    "battery_current": 0.1,
+    "battery_soc": 80.0,
+    "battery_temp": 20.0,
+    "surface_temp": 60.0,
+    "electronics_temp": 22.0,
+    "radiator_temp": 35.0,
+    "sensor_head_temp": 40.0,
+    "enclosure_temp": 21.0,
+    "cpu_temp": 30.0,
+    "dose_rate": 57.0,
+    "count_rate": 3.0,
+}
+
+
+class Board:
+    name = "sim"
+    wdt_armed = False
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.node = cfg["node"]
+        self.bus = cfg.get("sim")
+        self.v = dict(_QUIET)
+        self.faults = {}
+        self.noise = 0.05  # um/s2
+        self.quakes = []
+        self.mode = defs.MODE_DAY
+        self.load_mw = 500
+        self.heater = 0
+        self.connected = False
+        self.sim_time = 0.0
+        self._w = None
+        self._rad_frac = 0.0
+        self._rad_t = time.ticks_ms()
+        self._seis_t = time.ticks_ms()
+        self._seis_frac = 0
+        self.app = None
+        self.sensors_on = True
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self, app):
+        self.app = app
+        if self.bus:
+            asyncio.create_task(self._bus())
+
+    async def net_up(self):
+        return True
+
+    def reset_cause(self):
+        # no hardware register on the unix port: a leftover "run" marker means the last
+        # run ended without a clean exit (killed / power cut)
+        return defs.RESET_CAUSE_HARD if store.exists("run") else defs.RESET_CAUSE_POWER_ON
+
+    def reset(self):
+        sys.exit(EXIT_RESET)
+
+    def wdt_start(self, ms):
+        pass  # the simulator watches the process instead
+
+    def wdt_feed(self):
+        pass
+
+    # -- sensor bus ---------------------------------------------------------------------
+    async def _bus(self):
+        while True:
+            w = None
+            try:
+                r, w = await asyncio.open_connection(self.bus["host"], self.bus["port"])
+                self._w = w
+                await self._send({"hello": self.node, "boot": self.app.health.boots if self.app else 0})
+                self.connected = True
+                await self._send_mode()
+                t = asyncio.create_task(self._mode_beacon())
+                try:
+                    while True:
+                        line = await r.readline()
+                        if not line:
+                            break
+                        self._apply(line)
+                finally:
+                    t.cancel()
+            except (OSError, ValueError) as e:
+                pass
+            self.connected = False
+            self._w = None
+            if w:
+                try:
+                    w.close()
+                except OSError:
+                    pass
+            await asyncio.sleep_ms(1000)
+
+    async def _mode_beacon(self):
+        while True:
+            await asyncio.sleep_ms(10000)
+            await self._send_mode()
+
+    async def _send(self, obj):
+        if self._w:
+            await self._w.awrite((json.dumps(obj) + "\n").encode())
+
+    async def _send_mode(self):
+        await self._send({"mode": _MODES[self.mode], "load_w": self.load_mw / 1000, "heater": self.heater})
+
+    def _apply(self, line):
+        try:
+            m = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(m, dict):
+            return
+        s = m.get("sensors")
+        if isinstance(s, dict):
+            for k, val in s.items():
+                if isinstance(val, (int, float)):
+                    if self.faults.get(k) == "stuck":
+                        continue
+                    self.v[k] = val
+        q = m.get("seismic")
+        if isinstance(q, dict):
+            self.noise = float(q.get("noise", self.noise))
+            self.quakes = [x for x in q.get("quakes", []) if isinstance(x, list) and len(x) == 4]
+        f = m.get("faults")
+        if isinstance(f, dict):
+            self.faults = f
+        if "sim_time" in m:
+            self.sim_time = m["sim_time"]
+        j = m.get("clock_jump")
+        if j and self.app:
+            self.app.clock.jump(j)
+
+    # -- sensors --------------------------------------------------------------------------
+    def _get(self, k, scale):
+        v = self.v.get(k, 0.0)
+        f = self.faults.get(k)
+        if f == "noisy":
+            v = v * (0.9 + 0.2 * random.random())
+        return int(v * scale)
+
+    def _ok(self, names):
+        for k in names:
+            if self.faults.get(k) == "dead":
+                return False
+        return True
+
+    def power(self, raw):
+        ok = self._ok(_POWER)
+        if ok:
+            raw[0] = self._get("solar_voltage", 1000)
+            raw[1] = self._get("solar_current", 1000)
+            raw[2] = self._get("battery_voltage", 1000)
+            raw[3] = self._get("battery_current", 1000)
+            raw[4] = self._get("battery_soc", 100)
+            raw[5] = self._get("battery_temp", 100)
+        raw[6] = self.load_mw
+        raw[7] = 1000 if self.heater else 0
+        return ok
+
+    def thermal(self, raw):
+        ok = self._ok(_THERMAL)
+        if ok:
+            for i in range(5):
+                raw[i] = self._get(_THERMAL[i], 100)
+        raw[5] = self.heater
+        return ok
+
+    def radiation(self, raw):
+        # raw[0] dose rate (0.01 uGy/h), raw[1] counts since the last call
+        now = time.ticks_ms()
+        dt = time.ticks_diff(now, self._rad_t) / 1000
+        self._rad_t = now
+        ok = self._ok(("dose_rate", "count_rate"))
+        if ok:
+            raw[0] = self._get("dose_rate", 100)
+            c = self.v.get("count_rate", 0.0) * dt + self._rad_frac
+            raw[1] = int(c)
+            self._rad_frac = c - raw[1]
+        return ok
+
+    def cpu_temp(self):
+        return self._get("cpu_temp", 100)
+
+    def seismic(self, buf, off, n, rate):
+        # samples due since the last call (at most n), synthesised on the time grid
+        now = time.ticks_ms()
+        due = time.ticks_diff(now, self._seis_t) * rate + self._seis_frac
+        k = due // 1000
+        if k > n:
+            k = n
+            self._seis_t = now
+            self._seis_frac = 0
+        else:
+            self._seis_frac = due - k * 1000
+            self._seis_t = now
+        if not self.sensors_on or self.faults.get("seismic") == "dead":
+            return 0
+        nraw = int(self.noise * 100) if self.noise < 300 else 30000
+        rb = random.getrandbits
+        quakes = self.quakes
+        t0 = 0.0
+        if quakes and self.app:
+            c = self.app.clock
+            c.update()
+            t0 = c.sec + c.ms / 1000 - k / rate
+        for i in range(k):
+            # ~gaussian noise from four uniform bytes (sd 148)
+            g = rb(8) + rb(8) + rb(8) + rb(8) - 510
+            x = nraw * g // 148
+            if quakes:
+                t = t0 + i / rate
+                for q in quakes:
+                    dt = t - q[0]
+                    if dt >= 0:
+                        x += int(100 * q[1] * math.exp(-dt / q[3]) * math.sin(2 * math.pi * q[2] * dt))
+            x = max(-32768, min(32767, x))
+            struct.pack_into(">hhh", buf, off + 6 * i, x, x * 4 // 5, x * 3 // 5)
+        return k
+
+    def set_mode(self, mode, load_mw, heater):
+        self.mode = mode
+        self.load_mw = load_mw
+        self.heater = heater
+        self.sensors_on = mode in (defs.MODE_DAY, defs.MODE_SAFE)
+        if self._w:
+            asyncio.create_task(self._send_mode())

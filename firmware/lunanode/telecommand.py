@@ -1,0 +1,131 @@
+# Telecommands from the cmd topic: authenticated with wire.ccsds.open_tc (HMAC-SHA256,
+# per-node key, strictly increasing counter persisted in data/tc before execution, so a
+# reset never re-opens a window for replays).  Every command gets ACK packets on the tm
+# topic: ACCEPTED or REJECTED, then EXECUTED or FAILED.  Rejections are TC_REJECTED
+# events.  A QoS 1 redelivery (DUP) of the last accepted command is ignored silently.
+import asyncio
+import struct
+from wire import ccsds, defs
+from lunanode import store
+
+_REASON = {
+    ccsds.TC_BAD_MAC: defs.ACK_REASON_BAD_MAC,
+    ccsds.TC_REPLAY: defs.ACK_REASON_REPLAY,
+    ccsds.TC_BAD_LENGTH: defs.ACK_REASON_BAD_LENGTH,
+    ccsds.TC_BAD_CRC: defs.ACK_REASON_BAD_LENGTH,
+    ccsds.TC_NOT_TC: defs.ACK_REASON_BAD_LENGTH,
+}
+_ARGS_LEN = {
+    defs.OP_PING: defs.ARGS_PING_LEN,
+    defs.OP_SET_RATE: defs.ARGS_SET_RATE_LEN,
+    defs.OP_SET_MODE: defs.ARGS_SET_MODE_LEN,
+    defs.OP_TIME_SYNC: defs.ARGS_TIME_SYNC_LEN,
+    defs.OP_REBOOT: defs.ARGS_REBOOT_LEN,
+    defs.OP_REPLAY: defs.ARGS_REPLAY_LEN,
+    defs.OP_CLEAR_SAFE: defs.ARGS_CLEAR_SAFE_LEN,
+}
+
+
+class Telecommands:
+    def __init__(self, app):
+        self.app = app
+        self.key = app.cfg["key"]
+        self.last = store.read_int("tc", 0)
+        self.accepted = 0
+        self.rejected = 0
+        self.pb = ccsds.PacketBuffer(defs.APID_ACK, defs.ACK_LEN)
+
+    def ack(self, counter, opcode, stage, reason, seq):
+        struct.pack_into(defs.ACK_FMT, self.pb.buf, ccsds.HEADER_LEN, counter & 0xFFFFFFFF, opcode, stage, reason, 0, seq)
+        c = self.app.clock
+        c.stamp()
+        self.app.journal.append(self.pb.finish(c.coarse, c.fine), defs.ACK_LEN)
+
+    def on_message(self, topic, payload, dup):
+        # MQTT callback for the cmd topic: payload is one TC or several back to back
+        n = len(payload)
+        o = 0
+        while o < n:
+            t = n - o
+            if t >= 6:
+                t = ((payload[o + 4] << 8) | payload[o + 5]) + 7
+                if t > n - o or t < ccsds.TC_OVERHEAD:
+                    t = n - o
+            self.handle(payload[o : o + t], dup)
+            o += t
+        self.app.link.kick.set()
+
+    def reject(self, status, opcode, counter, seq):
+        self.rejected += 1
+        reason = _REASON.get(status, defs.ACK_REASON_BAD_ARGS)
+        self.ack(counter, opcode, defs.ACK_STAGE_REJECTED, reason, seq)
+        self.app.events.emit(defs.EVENT_TC_REJECTED, defs.SEVERITY_WARNING, reason, counter, "tc op %d" % opcode)
+
+    def handle(self, pkt, dup=False):
+        st, op, counter, a, b, seq = ccsds.open_tc(self.key, pkt, self.last)
+        if st != ccsds.TC_OK:
+            if st == ccsds.TC_REPLAY and dup and counter == self.last:
+                return  # broker redelivered what we already executed
+            self.reject(st, op, counter, seq)
+            return
+        if op not in _ARGS_LEN:
+            self._persist(counter)
+            self.rejected += 1
+            self.ack(counter, op, defs.ACK_STAGE_REJECTED, defs.ACK_REASON_BAD_OPCODE, seq)
+            self.app.events.emit(defs.EVENT_TC_REJECTED, defs.SEVERITY_WARNING, defs.ACK_REASON_BAD_OPCODE, counter, "bad opcode %d" % op)
+            return
+        if b - a != _ARGS_LEN[op]:
+            self._persist(counter)
+            self.rejected += 1
+            self.ack(counter, op, defs.ACK_STAGE_REJECTED, defs.ACK_REASON_BAD_ARGS, seq)
+            self.app.events.emit(defs.EVENT_TC_REJECTED, defs.SEVERITY_WARNING, defs.ACK_REASON_BAD_ARGS, counter, "bad args op %d" % op)
+            return
+        self._persist(counter)
+        self.accepted += 1
+        self.ack(counter, op, defs.ACK_STAGE_ACCEPTED, defs.ACK_REASON_OK, seq)
+        try:
+            ok = self.execute(op, pkt, a, counter, seq)
+        except Exception as e:  # a bug must not take the node down
+            ok = False
+        if ok is None:
+            return  # acknowledges itself later (REBOOT)
+        self.ack(counter, op, defs.ACK_STAGE_EXECUTED if ok else defs.ACK_STAGE_FAILED,
+                 defs.ACK_REASON_OK if ok else defs.ACK_REASON_EXEC_ERROR, seq)
+        if ok:
+            self.app.events.emit(defs.EVENT_TC_EXECUTED, defs.SEVERITY_INFO, op, counter, "")
+
+    def _persist(self, counter):
+        self.last = counter
+        store.write_int("tc", counter)
+
+    def execute(self, op, pkt, a, counter, seq):
+        app = self.app
+        if op == defs.OP_PING:
+            return True
+        if op == defs.OP_SET_RATE:
+            sensor, period = struct.unpack_from(defs.ARGS_SET_RATE, pkt, a)
+            return app.sched.set_rate(sensor, period)
+        if op == defs.OP_SET_MODE:
+            mode, dur = struct.unpack_from(defs.ARGS_SET_MODE, pkt, a)
+            return app.power.force(mode, dur)
+        if op == defs.OP_TIME_SYNC:
+            coarse, fine = struct.unpack_from(defs.ARGS_TIME_SYNC, pkt, a)
+            off = app.clock.set(coarse, fine)
+            app.events.emit(defs.EVENT_TIME_SYNC, defs.SEVERITY_INFO, off, app.clock.drift, "")
+            return True
+        if op == defs.OP_REBOOT:
+            (delay,) = struct.unpack_from(defs.ARGS_REBOOT, pkt, a)
+            self.ack(counter, op, defs.ACK_STAGE_EXECUTED, defs.ACK_REASON_OK, seq)
+            asyncio.create_task(app.reboot(delay, defs.RESET_CAUSE_COMMAND))
+            return None
+        if op == defs.OP_REPLAY:
+            apid, frm, count = struct.unpack_from(defs.ARGS_REPLAY, pkt, a)
+            if not 1 <= count <= 4096:
+                return False
+            return app.link.request_replay(apid, frm, count)
+        if op == defs.OP_CLEAR_SAFE:
+            app.power.clear_safe()
+            app.health.clear_boot_failures()
+            app.events.emit(defs.EVENT_SAFE_MODE, defs.SEVERITY_INFO, 0, 0, "safe mode cleared")
+            return True
+        return False
