@@ -1,0 +1,34 @@
+"""Type stub for the compiled twin (``_parse_c.pyx``); same API as ``_parse_py``."""
+
+from ground.parse._common import ApidLayout, ParseResult
+from wire.dictionary import Dictionary
+
+from collections.abc import Buffer
+
+CRC_POLY: int
+
+def crc16(data: Buffer, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE of a whole buffer (slicing-by-8 tables)."""
+
+def crc_scan(data: Buffer) -> tuple[int, int, int]:
+    """Walk packets by their length field checking each CRC: (good, bad, end offset)."""
+
+class Parser:
+    implementation: str
+    @property
+    def layouts(self) -> dict[int, ApidLayout]: ...
+    @property
+    def max_length(self) -> int: ...
+    def __init__(self, dictionary: Dictionary | None = None, max_length: int | None = None) -> None: ...
+    def parse(self, data: Buffer) -> ParseResult: ...
+    def _parse(self, data: Buffer, final: bool, base: int) -> ParseResult: ...
+
+class StreamParser:
+    position: int
+    @property
+    def parser(self) -> Parser: ...
+    @property
+    def pending(self) -> int: ...
+    def __init__(self, dictionary: Dictionary | None = None, parser: Parser | None = None) -> None: ...
+    def feed(self, data: Buffer) -> ParseResult: ...
+    def flush(self) -> ParseResult: ...
