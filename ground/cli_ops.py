@@ -150,3 +150,18 @@ def run_command(a: argparse.Namespace) -> int:
     except GroundError as e:
         print(f"lunabase command: {e.message if e.status else e}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ground.cli_ops ground|command ...``: the same commands without the other parts' CLI."""
+    ap = argparse.ArgumentParser(prog="lunabase")
+    ap.add_argument("-v", "--verbose", action="count", default=0)
+    register(ap.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(a.verbose + 1, 2),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return int(a.func(a) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
