@@ -101,7 +101,40 @@ def load_config(path):
         gc.collect()
 
 
+def preload(path):
+    # import every module before the config is parsed: code loaded into an unfragmented
+    # heap leaves the largest free blocks for buffers (matters at a 100 KB heap)
+    import json
+
+    board = "sim"
+    sim = False
+    try:
+        with open(path) as f:
+            raw = json.loads(f.read())
+        board = raw.get("board", "sim")
+        sim = "sim" in raw
+    except (OSError, ValueError, AttributeError):
+        pass  # load_config reports it properly
+    raw = None
+    gc.collect()
+    try:
+        if board == "sim":
+            import lunanode.board.sim
+            if sim:
+                import lunanode.board.simbus
+        elif board == "esp32":
+            import lunanode.board.esp32
+        elif board == "rp2":
+            import lunanode.board.rp2
+    except ImportError:
+        pass  # load_board says which
+    asyncio.Lock  # the asyncio package loads these on first use
+    asyncio.Event
+    gc.collect()
+
+
 def main(path="config.json"):
+    preload(path)
     cfg = load_config(path)
     store.remove("config_error")
     app = App(cfg)

@@ -4,7 +4,6 @@
 # Runs on the MicroPython unix port: no network/machine.WDT; reset() exits the process
 # with code 75 so the simulator / virtual board starts it again.
 import asyncio
-import json
 import math
 import random
 import struct
@@ -54,7 +53,7 @@ class Board:
         self.heater = 0
         self.connected = False
         self.sim_time = 0.0
-        self._w = None
+        self._bus = None
         self._rad_frac = 0.0
         self._rad_t = time.ticks_ms()
         self._seis_t = time.ticks_ms()
@@ -66,7 +65,10 @@ class Board:
     async def start(self, app):
         self.app = app
         if self.bus:
-            asyncio.create_task(self._bus())
+            from lunanode.board.simbus import Bus  # only nodes of a simulation load it
+
+            self._bus = Bus(self)
+            asyncio.create_task(self._bus.run())
 
     async def net_up(self):
         return True
@@ -84,75 +86,6 @@ class Board:
 
     def wdt_feed(self):
         pass
-
-    # -- sensor bus ---------------------------------------------------------------------
-    async def _bus(self):
-        while True:
-            w = None
-            try:
-                r, w = await asyncio.open_connection(self.bus["host"], self.bus["port"])
-                self._w = w
-                await self._send({"hello": self.node, "boot": self.app.health.boots if self.app else 0})
-                self.connected = True
-                await self._send_mode()
-                t = asyncio.create_task(self._mode_beacon())
-                try:
-                    while True:
-                        line = await r.readline()
-                        if not line:
-                            break
-                        self._apply(line)
-                finally:
-                    t.cancel()
-            except (OSError, ValueError) as e:
-                pass
-            self.connected = False
-            self._w = None
-            if w:
-                try:
-                    w.close()
-                except OSError:
-                    pass
-            await asyncio.sleep_ms(1000)
-
-    async def _mode_beacon(self):
-        while True:
-            await asyncio.sleep_ms(10000)
-            await self._send_mode()
-
-    async def _send(self, obj):
-        if self._w:
-            await self._w.awrite((json.dumps(obj) + "\n").encode())
-
-    async def _send_mode(self):
-        await self._send({"mode": _MODES[self.mode], "load_w": self.load_mw / 1000, "heater": self.heater})
-
-    def _apply(self, line):
-        try:
-            m = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(m, dict):
-            return
-        s = m.get("sensors")
-        if isinstance(s, dict):
-            for k, val in s.items():
-                if isinstance(val, (int, float)):
-                    if self.faults.get(k) == "stuck":
-                        continue
-                    self.v[k] = val
-        q = m.get("seismic")
-        if isinstance(q, dict):
-            self.noise = float(q.get("noise", self.noise))
-            self.quakes = [x for x in q.get("quakes", []) if isinstance(x, list) and len(x) == 4]
-        f = m.get("faults")
-        if isinstance(f, dict):
-            self.faults = f
-        if "sim_time" in m:
-            self.sim_time = m["sim_time"]
-        j = m.get("clock_jump")
-        if j and self.app:
-            self.app.clock.jump(j)
 
     # -- sensors --------------------------------------------------------------------------
     def _get(self, k, scale):
@@ -246,5 +179,5 @@ class Board:
         self.load_mw = load_mw
         self.heater = heater
         self.sensors_on = mode in (defs.MODE_DAY, defs.MODE_SAFE)
-        if self._w:
-            asyncio.create_task(self._send_mode())
+        if self._bus:
+            self._bus.mode_changed()
