@@ -1,0 +1,61 @@
+"""`lunabase flash` flashes the virtual board; the node's telemetry reaches a private broker
+and decodes with ground.parse; a second flash uploads nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hil.board import Board
+from hil.flash import Broker, flash, node_config
+from hil.ground import HilGround
+from hil.virtual_board import VirtualBoard
+from lunabase.mosquitto import Mosquitto
+from wire.inventory import Inventory
+
+pytestmark = pytest.mark.slow
+
+# `python -m hil` runs the same subcommands as `lunabase` (hil.cli.register) without the other parts
+LUNABASE = [sys.executable, "-m", "hil"]
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    return Inventory.generate("hiltest", ["n01", "n02"]).save(tmp_path / "base.toml")
+
+
+def test_lunabase_flash_cli_then_telemetry_on_the_ground(
+    vboard: VirtualBoard, broker: Mosquitto, inventory: Path
+) -> None:
+    inv = Inventory.load(inventory)
+    with HilGround(broker.host, broker.port, inv.site, keys={"n01": inv.node("n01").key}) as ground:
+        r = subprocess.run(
+            [*LUNABASE, "flash", "--port", vboard.port, "--node", "n01", "--inventory", str(inventory),
+             "--broker", f"mqtt://127.0.0.1:{broker.port}", "--birth-timeout", "90"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert r.returncode == 0, f"lunabase flash failed:\n{r.stdout}\n{r.stderr}\n(serial log {vboard.log_path})"
+        assert "birth: n01 online" in r.stderr
+        assert (vboard.dir / "lib" / "lunanode" / "app.mpy").exists()
+        assert not (vboard.dir / "lib" / "lunanode" / "app.py").exists()
+        assert (vboard.dir / "main.py").read_bytes() == (Path(__file__).parents[2] / "firmware" / "main.py").read_bytes()
+        hk = ground.await_telemetry(lambda s: s.node == "n01" and s.packet == "HK", timeout=60)
+        assert hk["boot_count"] >= 1
+        ground.await_telemetry(lambda s: s.node == "n01" and s.packet == "POWER", timeout=60)
+        assert ground.status["n01"]["state"] == "online"
+        assert not ground.rejected
+
+
+def test_flash_again_uploads_only_what_changed(vboard: VirtualBoard, broker: Mosquitto, inventory: Path) -> None:
+    br = Broker("127.0.0.1", broker.port)
+    with Board.open(vboard.port) as b:
+        first = flash(b, node_config(inventory, "n02", br), br, birth_timeout=90)
+        assert "config.json" in first.uploaded and len(first.uploaded) > 10
+        assert first.birth and first.birth["state"] == "online"
+        again = flash(b, node_config(inventory, "n02", br), br, birth_timeout=90)
+        assert again.uploaded == [] and len(again.unchanged) == len(first.uploaded)
+        changed = flash(b, node_config(inventory, "n02", br, extra={"rates.hk_ms": 500}), None)
+        assert changed.uploaded == ["config.json"]
