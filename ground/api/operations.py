@@ -111,6 +111,7 @@ class Operations:
             collections.defaultdict(lambda: collections.deque(maxlen=600))
         self.telemetry_listeners: list[Callable[[str, str, dict[str, float], float], None]] = []
         self._dirty: set[str] = set()
+        self._node_dirty: set[str] = set()
         self._reject_logged: dict[tuple[str, str], float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._parser: Parser | None = None
@@ -126,33 +127,43 @@ class Operations:
         """Fresh packets of one MQTT message, just committed to the archive."""
         if result.count == 0:
             return
-        fresh = np.ones(result.count, dtype=bool) if fresh is None else np.asarray(fresh, dtype=bool)
+        n = result.count
+        if fresh is None:
+            nfresh, allfresh = n, True
+        else:
+            fresh = np.asarray(fresh, dtype=bool)
+            nfresh = int(np.count_nonzero(fresh))
+            allfresh = nfresh == n
         ls = self.link[node]
         ls.messages += 1
-        nfresh = int(fresh.sum())
         ls.packets += nfresh
-        ls.bytes += int(result.length[fresh].sum())
-        ls.duplicates += result.count - nfresh
+        ls.duplicates += n - nfresh
         if nfresh == 0:
             return
-        last_ticks = int(result.ticks[fresh].max())
+        if allfresh:
+            ls.bytes += int(result.length.sum()) if n > 1 else int(result.length[0])
+            last_ticks = int(result.ticks.max()) if n > 1 else int(result.ticks[0])
+        else:
+            ls.bytes += int(result.length[fresh].sum())
+            last_ticks = int(result.ticks[fresh].max())
         hk = None
         for apid, table in result.tables.items():
-            m = fresh[table.rows]
-            if not m.any():
-                continue
-            values = table.values[m] if not m.all() else table.values
-            rows = table.rows[m]
+            if allfresh:
+                sub, values, rows = table, table.values, table.rows
+            else:
+                m = fresh[table.rows]
+                if not m.any():
+                    continue
+                sub = _subtable(table, m)
+                values, rows = sub.values, sub.rows
             self._gaps(ls, apid, result.seq[rows])
-            sub = _subtable(table, m)
             pname = table.name
             lv = self.alarms.check(site, node, sub, None)
             last = values[-1]
             entry = {"t": received, "ticks": int(result.ticks[rows[-1]]),
                      "values": dict(zip(table.columns, last.tolist()))}
             if table.texts:
-                entry["texts"] = {k: (v[-1].decode("ascii", "replace") if v else "")
-                                  for k, v in ((k, [x for x, keep in zip(vs, m) if keep]) for k, vs in table.texts.items())}
+                entry["texts"] = {k: (v[-1].decode("ascii", "replace") if v else "") for k, v in sub.texts.items()}
             if lv is not None:
                 entry["levels"] = {f.name: LEVEL_NAMES[int(x)] for f, x in zip(self.alarms.limits[apid].fields, lv[-1])}
             self.latest[node][pname] = entry
@@ -175,9 +186,10 @@ class Operations:
                         fn(node, pname, d, received)
         if payload is not None:
             ring = self.raw[node]
-            for i in np.flatnonzero(fresh)[-ring.maxlen:]:  # type: ignore[index]
-                o, n = int(result.offset[i]), int(result.length[i])
-                ring.append((received, int(result.apid[i]), int(result.seq[i]), int(result.ticks[i]), payload[o:o + n]))
+            idx = np.arange(n) if allfresh else np.flatnonzero(fresh)
+            for i in idx[-(ring.maxlen or 64):]:  # type: ignore[index]
+                o, ln = int(result.offset[i]), int(result.length[i])
+                ring.append((received, int(result.apid[i]), int(result.seq[i]), int(result.ticks[i]), payload[o:o + ln]))
         info = self.nodes.on_packets(node, last_ticks, received, hk)
         if hk is not None:
             info.mode = self.dictionary.enums["mode"].get(int(hk.get("mode", 0)), info.mode)
@@ -205,8 +217,16 @@ class Operations:
 
     @staticmethod
     def _gaps(ls: LinkStats, apid: int, seqs: np.ndarray) -> None:
-        s = seqs.astype(np.int64)
         prev = ls._seq.get(apid)
+        if len(seqs) == 1:
+            cur = int(seqs[0])
+            if prev is not None:
+                d = (cur - prev - 1) & ccsds.SEQ_MASK
+                if d < 8192:
+                    ls.gaps += d
+            ls._seq[apid] = cur
+            return
+        s = seqs.astype(np.int64)
         if prev is not None:
             s = np.concatenate(([prev], s))
         if len(s) > 1:
@@ -368,6 +388,7 @@ class Operations:
     def flush_params(self) -> None:
         """Publish the latest values of nodes that changed since the last flush."""
         dirty, self._dirty = self._dirty, set()
+        self._node_dirty |= dirty
         for node in dirty:
             lat = self.latest.get(node, {})
             self.hub.publish({"type": "param", "node": node, "site": self.site,
@@ -382,6 +403,9 @@ class Operations:
         await self.commander.pump(now)
         for ls in self.link.values():
             ls.rates(now)
+        nd, self._node_dirty = self._node_dirty, set()
+        for node in sorted(nd):  # last contact, SOC, temperatures... at most once a second
+            self.hub.publish({"type": "node", **self.node_view(self.nodes.get(node))})
         self.hub.publish({"type": "link", "links": self.links()})
 
     async def run(self) -> None:

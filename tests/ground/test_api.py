@@ -175,3 +175,17 @@ async def test_seismic_waveform_decimated(ground):
     w = await g.seismic("n01", seconds=60, max_points=250)
     assert w["rate"] == 100 and w["decimation"] == 4 and len(w["x"]) == 250
     assert w["x"][0] == pytest.approx(1.5 * 0.01, abs=1e-6)
+
+
+async def test_duplicates_are_not_reprocessed(ground):
+    ops, server, g = ground
+    a = make_packet("HK", node="n01", seq=10, free_heap=50000, uptime=1)
+    b = make_packet("HK", node="n01", seq=11, free_heap=5000, uptime=2)  # would raise a red alarm
+    res, payload = parse_packets(a, b)
+    ops.on_packets("moon", "n01", res, np.array([True, False]), time.time(), payload)
+    link = (await g.links())["n01"]
+    assert (link["packets"], link["duplicates"]) == (1, 1)
+    assert (await g.latest("n01"))["packets"]["HK"]["fields"]["uptime"]["value"] == 1
+    assert await g.alarms() == []
+    feed(ops, "n01", make_packet("HK", node="n01", seq=14, free_heap=50000))
+    assert (await g.links())["n01"]["gaps"] == 3  # 11, 12, 13 never arrived fresh
