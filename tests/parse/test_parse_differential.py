@@ -1,0 +1,146 @@
+"""Cython vs pure Python on valid, mutated and chunked inputs: identical results."""
+
+from __future__ import annotations
+
+import random
+
+import ground.parse as gp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from parse_compare import assert_invariants, assert_same
+from parse_helpers import make_packet
+
+from wire.dictionary import load
+
+D = load()
+APIDS = [p.apid for p in D.packets]
+
+settings.register_profile("lunabase", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("lunabase")
+
+
+@st.composite
+def packets(draw, apid=None):
+    a = draw(st.sampled_from(APIDS)) if apid is None else apid
+    p = D.packet(a)
+    payload = draw(st.binary(min_size=p.length - 14, max_size=p.length - 14))
+    return make_packet(a, draw(st.integers(0, 0x3FFF)), payload, draw(st.integers(0, 2**32 - 1)),
+                       draw(st.integers(0, 0xFFFF)))
+
+
+@st.composite
+def odd_packets(draw):
+    # well-formed CRC but not acceptable: unknown APID, wrong length, TC type
+    kind = draw(st.sampled_from(["unknown", "length", "tc"]))
+    if kind == "unknown":
+        apid = draw(st.integers(0, 0x7FF).filter(lambda a: a not in APIDS))
+        return make_packet(apid, 0, draw(st.binary(max_size=60)))
+    apid = draw(st.sampled_from(APIDS))
+    n = D.packet(apid).length - 14
+    if kind == "length":
+        return make_packet(apid, 0, draw(st.binary(max_size=80).filter(lambda b: len(b) != n)))
+    return make_packet(apid, 0, draw(st.binary(min_size=n, max_size=n)), ptype=1)
+
+
+containers = st.lists(st.one_of(packets(), packets(), odd_packets()), max_size=25).map(b"".join)
+
+
+@st.composite
+def mutated(draw):
+    data = bytearray(draw(containers))
+    for _ in range(draw(st.integers(0, 6))):
+        op = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "prefix", "suffix", "splice"]))
+        if op == "flip" and data:
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "truncate" and data:
+            del data[draw(st.integers(0, len(data) - 1)):]
+        elif op == "insert":
+            i = draw(st.integers(0, len(data)))
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete" and data:
+            i = draw(st.integers(0, len(data) - 1))
+            del data[i : i + draw(st.integers(1, 8))]
+        elif op == "prefix":
+            data[:0] = draw(st.binary(min_size=1, max_size=40))
+        elif op == "suffix":
+            data += draw(st.binary(min_size=1, max_size=40))
+        elif op == "splice" and len(data) > 8:
+            # a header-shaped fragment of a real packet in the middle
+            frag = draw(packets())[: draw(st.integers(1, 20))]
+            i = draw(st.integers(0, len(data)))
+            data[i:i] = frag
+    return bytes(data)
+
+
+@given(containers)
+@settings(max_examples=300)
+def test_valid_containers_identical(data):
+    a, b = gp.CParser().parse(data), gp.PyParser().parse(data)
+    assert_same(a, b)
+    assert_invariants(a, len(data))
+
+
+@given(mutated())
+@settings(max_examples=600)
+def test_mutated_containers_identical(data):
+    a, b = gp.CParser().parse(data), gp.PyParser().parse(data)
+    assert_same(a, b)
+    assert_invariants(a, len(data))
+
+
+@given(st.binary(max_size=400))
+@settings(max_examples=300)
+def test_random_bytes_identical(data):
+    assert_same(gp.CParser().parse(data), gp.PyParser().parse(data))
+
+
+def _stream(cls_parser, cls_stream, data, cuts):
+    sp = cls_stream(parser=cls_parser())
+    out = []
+    prev = 0
+    for c in cuts + [len(data)]:
+        before = sp.position
+        r = sp.feed(data[prev:c])
+        # what this feed settled tiles [before, before + consumed) exactly
+        assert_invariants(r, r.consumed, 0, before)
+        assert sp.position == before + r.consumed
+        out.append(r)
+        prev = c
+    before = sp.position
+    r = sp.flush()
+    assert_invariants(r, r.consumed, 0, before)
+    out.append(r)
+    assert sp.pending == 0 and sp.position == len(data)
+    return out
+
+
+@given(mutated(), st.lists(st.integers(0, 10_000), max_size=12), st.randoms(use_true_random=False))
+@settings(max_examples=300)
+def test_stream_random_chunking_identical(data, cuts, rnd):
+    cuts = sorted(c % (len(data) + 1) for c in cuts)
+    a = _stream(gp.CParser, gp.CStreamParser, data, cuts)
+    b = _stream(gp.PyParser, gp.PyStreamParser, data, cuts)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert_same(x, y)
+    # every byte is either in an accepted packet or in a rejected range, exactly once
+    total = sum(int(r.length.sum()) + sum(q.end - q.start for q in r.rejected) for r in a)
+    assert total == len(data)
+
+
+def test_stream_on_valid_packets_accepts_everything_whatever_the_chunks():
+    rnd = random.Random(3)
+    data = b"".join(make_packet(a, i, rnd.randbytes(D.packet(a).length - 14)) for i, a in
+                    enumerate(rnd.choice(APIDS) for _ in range(300)))
+    for cls_p, cls_s in ((gp.CParser, gp.CStreamParser), (gp.PyParser, gp.PyStreamParser)):
+        sp = cls_s(parser=cls_p())
+        n = 0
+        i = 0
+        while i < len(data):
+            k = rnd.randint(1, 700)
+            r = sp.feed(data[i : i + k])
+            assert r.rejected == []
+            n += r.count
+            i += k
+        assert n == 300 and sp.flush().count == 0 and sp.pending == 0
