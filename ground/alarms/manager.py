@@ -87,7 +87,8 @@ class AlarmManager:
             for k in np.flatnonzero(known != prev):
                 row = int(idx[k])
                 t = float(times[row]) if times is not None else time.time()
-                self._transition(site, node, pl.packet.name, f, int(known[k]), float(table.values[row, pl.cols[j]]), t)
+                self._transition(site, node, pl.packet.name, f.name, f.unit, int(known[k]),
+                                 float(table.values[row, pl.cols[j]]), t)
             tr.cond = int(known[-1])
         return lv
 
@@ -102,16 +103,22 @@ class AlarmManager:
                 return LEVEL_NAMES[tr.level] if tr else "ok"
         return "ok"
 
-    def _transition(self, site: str, node: str, packet: str, f: Any, cond: int, value: float, t: float) -> None:
-        key = (site, node, packet, f.name)
+    def set_condition(self, site: str, node: str, packet: str, field: str, level: int, value: float,
+                      unit: str = "", t: float | None = None) -> None:
+        """Drive an alarm from outside the limit checks (e.g. node liveness): level 0/1/2."""
+        self._transition(site, node, packet, field, unit, level, value, time.time() if t is None else t)
+
+    def _transition(self, site: str, node: str, packet: str, field: str, unit: str, cond: int, value: float,
+                    t: float) -> None:
+        key = (site, node, packet, field)
         a = self._open.get(key)
-        name = f"{node} {packet}.{f.name}"
-        val = f"{value:g} {f.unit}".strip()
+        name = f"{node} {packet}.{field}"
+        val = f"{value:g} {unit}".strip()
         if cond > OK:
             sev = LEVEL_NAMES[cond]
             if a is None:
-                a = {"site": site, "node": node, "packet": packet, "field": f.name, "state": "raised",
-                     "severity": sev, "max_severity": sev, "value": value, "unit": f.unit, "returned": 0,
+                a = {"site": site, "node": node, "packet": packet, "field": field, "state": "raised",
+                     "severity": sev, "max_severity": sev, "value": value, "unit": unit, "returned": 0,
                      "raised_at": t, "updated_at": t, "acked_by": None, "acked_at": None,
                      "cleared_at": None, "shelved_until": None, "shelved_by": None}
                 a["id"] = self.store.insert_alarm(a)

@@ -30,6 +30,7 @@ from wire.inventory import Inventory
 log = logging.getLogger("ground.ops")
 
 APID_EVENT, APID_ACK, APID_SEISMIC = 6, 7, 5
+LIVENESS_LEVEL = {"ONLINE": 0, "ASLEEP": 0, "STALE": 1, "LOST": 2}
 HistoryFn = Callable[[str, str, str, float | None, float | None, int], dict[str, Any]]
 
 
@@ -251,6 +252,12 @@ class Operations:
                                    "ticks": int(result.ticks[rows[k]])})
 
     def _node_changed(self, info: NodeInfo, old: str) -> None:
+        # liveness is an alarm too: STALE yellow, LOST red (value = seconds since last contact)
+        level = LIVENESS_LEVEL.get(info.state)
+        if level is not None:
+            silent = (info.since - info.last_contact) if info.last_contact else 0.0
+            self.alarms.set_condition(self.site, info.node, "NODE", "liveness", level, round(silent, 1), "s",
+                                      t=info.since)
         self.hub.publish({"type": "node", **self.node_view(info)})
         if info.state == ONLINE:
             try:

@@ -189,3 +189,24 @@ async def test_duplicates_are_not_reprocessed(ground):
     assert await g.alarms() == []
     feed(ops, "n01", make_packet("HK", node="n01", seq=14, free_heap=50000))
     assert (await g.links())["n01"]["gaps"] == 3  # 11, 12, 13 never arrived fresh
+
+
+async def test_liveness_is_an_alarm(ground):
+    ops, server, g = ground
+    feed(ops, "n01", make_packet("HK", node="n01", free_heap=50000))
+    now = time.time()
+    ops.nodes.tick(now + 5)
+    (a,) = await g.alarms()
+    assert (a["packet"], a["field"], a["severity"]) == ("NODE", "liveness", "yellow")
+    ops.nodes.tick(now + 40)
+    (a,) = await g.alarms()
+    assert a["severity"] == "red" and a["max_severity"] == "red"
+    feed(ops, "n01", make_packet("HK", node="n01", free_heap=50000))
+    (a,) = await g.alarms()
+    assert a["returned"] == 1  # back, but the operator still has to see it
+    await g.ack(a["id"])
+    assert await g.alarms() == []
+    # a node that announced its sleep raises nothing
+    ops.on_status("moon", "n02", {"state": "asleep", "next_contact": 0}, time.time())
+    ops.nodes.tick(time.time() + 86400)
+    assert [x["node"] for x in await g.alarms()] == ["n01"]  # n01 went silent; n02 is asleep
