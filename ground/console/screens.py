@@ -431,7 +431,7 @@ def validate_arg(arg: dict[str, Any], text: str) -> tuple[Any, str | None]:
             return None, "a number"
     else:
         try:
-            v = int(text, 0)
+            v = int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(text, 10)
         except ValueError:
             return None, "an integer"
         lo, hi = INT_RANGES.get(t, (None, None))
