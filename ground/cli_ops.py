@@ -84,7 +84,8 @@ def run_ground(a: argparse.Namespace) -> int:
 
     async def main() -> None:
         await svc.start()
-        print(f"lunabase ground: site {svc.inventory.site}, API {svc.api.url}", flush=True)  # type: ignore[union-attr]
+        assert svc.api is not None
+        print(f"lunabase ground: site {svc.inventory.site}, API {svc.api.url}", flush=True)
         try:
             await asyncio.Event().wait()
         finally:

@@ -153,7 +153,7 @@ class GroundClient:
         while True:
             try:
                 async with self._s().ws_connect(self.url + "/api/ws", heartbeat=20.0,
-                                                timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws:
+                                                timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws:  # pyright: ignore[reportCallIssue]
                     connected, delay = True, retry
                     async for m in ws:
                         if m.type == aiohttp.WSMsgType.TEXT:

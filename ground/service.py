@@ -117,7 +117,8 @@ class GroundService:
         self.tls = tls if tls is not None else (ssl.create_default_context() if self.broker.tls else None)
         self.client_id, self.share = client_id, share
         self.api_host, self.api_port = api_host, api_port
-        self._opts = dict(light_time=light_time, ack_timeout=ack_timeout, exec_timeout=exec_timeout, grace=grace)
+        self._opts: dict[str, Any] = dict(light_time=light_time, ack_timeout=ack_timeout, exec_timeout=exec_timeout,
+                                          grace=grace)
         self.archive: Any = None
         self.ingest: Any = None
         self.ops: Operations | None = None
@@ -133,14 +134,14 @@ class GroundService:
         log.info("archive %s; ops database %s", self.archive_url, self.ops_db)
         self.cmdlink = CommandLink(self.broker, self.username, self.password, self.tls, self.client_id + "-cmd")
         store = OpsStore(self.ops_db)
-        self.ops = Operations(self.inventory, store, publish=self.cmdlink.publish, history=self._history,
-                              **self._opts)  # type: ignore[arg-type]
-        self.ops.raw_fn = self._raw_packets  # type: ignore[attr-defined]
+        ops = self.ops = Operations(self.inventory, store, publish=self.cmdlink.publish, history=self._history,
+                                    **self._opts)
+        ops.raw_fn = self._raw_packets
         self.ingest = IngestWorker(self.archive, self.broker.host, self.broker.port, username=self.username,
                                    password=self.password, client_id=self.client_id, share=self.share,
-                                   sinks=[self.ops], tls=self.tls)
-        self.ops.links_fn = self._links
-        self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(self.ops.commander.pump()))  # type: ignore[union-attr]
+                                   sinks=[ops], tls=self.tls)
+        ops.links_fn = self._links
+        self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(ops.commander.pump()))
         self.api = await ApiServer(self.ops, self.api_host, self.api_port).start()
         log.info("site %s: %d nodes in the inventory; broker %s as %s; client interface %s",
                  self.inventory.site, len(self.inventory.nodes), self.broker, self.username or "anonymous",
@@ -153,7 +154,8 @@ class GroundService:
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         """Until ingest and the command link are both connected to the broker."""
-        await asyncio.wait_for(asyncio.gather(self.ingest.connected.wait(), self.cmdlink.connected.wait()), timeout)  # type: ignore[union-attr]
+        assert self.ingest is not None and self.cmdlink is not None, "start() first"
+        await asyncio.wait_for(asyncio.gather(self.ingest.connected.wait(), self.cmdlink.connected.wait()), timeout)
 
     async def stop(self) -> None:
         if self.ingest is not None:

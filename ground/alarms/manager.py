@@ -68,7 +68,7 @@ class AlarmManager:
         if pl is None or len(table) == 0:
             return None
         lv = pl.levels(table.values)
-        active = (lv > 0).any(axis=0)
+        active: np.ndarray = np.asarray((lv > 0).any(axis=0))
         for j, f in enumerate(pl.fields):
             key = (site, node, table.apid, j)
             tr = self._tracks.get(key)

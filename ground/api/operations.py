@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -130,6 +130,7 @@ class Operations:
             return
         n = result.count
         if fresh is None:
+            fresh = np.ones(n, dtype=bool)
             nfresh, allfresh = n, True
         else:
             fresh = np.asarray(fresh, dtype=bool)
@@ -147,7 +148,7 @@ class Operations:
         else:
             ls.bytes += int(result.length[fresh].sum())
             last_ticks = int(result.ticks[fresh].max())
-        hk = None
+        hk: dict[str, float] | None = None
         for apid, table in result.tables.items():
             if allfresh:
                 sub, values, rows = table, table.values, table.rows
@@ -170,7 +171,7 @@ class Operations:
             self.latest[node][pname] = entry
             self.recent[(node, pname)].append((received, last.copy()))
             if apid == 1:
-                hk = entry["values"]
+                hk = dict(zip(table.columns, last.tolist()))
             elif apid == APID_EVENT:
                 self._node_events(site, node, sub, result, rows, received)
             elif apid == APID_ACK:
@@ -202,7 +203,7 @@ class Operations:
         self._dirty.add(node)
         self.hub.publish({"type": "node", **self.node_view(self.nodes.get(node))})
 
-    def on_rejected(self, site: str, node: str, rejected: list[Any], payload: bytes | None = None) -> None:
+    def on_rejected(self, site: str, node: str, rejected: Sequence[Any], payload: bytes | None = None) -> None:
         """Bytes ingest could not accept: counted per reason, logged at most every 10 s."""
         ls = self.link[node]
         for r in rejected:
@@ -363,7 +364,8 @@ class Operations:
         step = max(1, int(np.ceil(len(data) / max_points)))
         n = len(data) // step * step
         dec = data[len(data) - n:].reshape(-1, step, data.shape[1]).mean(axis=1) if n else data
-        axes = self.dictionary.packet("SEISMIC").samples.axes  # type: ignore[union-attr]
+        spec = self.dictionary.packet("SEISMIC").samples
+        axes = spec.axes if spec is not None else ("x", "y", "z")
         out: dict[str, Any] = {"node": node, "t0": batches[0][0] if batches else None,
                                "dt": step / rate if rate else None, "rate": rate, "decimation": step}
         for i, a in enumerate(axes):

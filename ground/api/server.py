@@ -105,7 +105,8 @@ class ApiServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server: Any = site._server  # noqa: SLF001 - the bound port when 0 was asked for
+        self.port = server.sockets[0].getsockname()[1]
         log.info("client interface on %s (HTTP /api/..., WebSocket /api/ws)", self.url)
         return self
 
