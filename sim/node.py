@@ -1,5 +1,6 @@
-"""Virtual nodes: the unmodified firmware (``firmware/main.py``) on the MicroPython unix
-port, one process per node, each in its own data directory holding ``config.json``.
+"""Virtual nodes: the unmodified firmware (``firmware/main.py``, compiled to .mpy by
+``firmware/build.py`` like for a board) on the MicroPython unix port, one process per
+node, each in its own data directory holding ``config.json``.
 
     node = VirtualNode("n01", workdir / "n01", config)
     node.start()          # .venv/bin/micropython -X heapsize=100K <repo>/firmware/main.py
@@ -14,12 +15,15 @@ watchdog would do), counting both.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +49,51 @@ def micropython_bin() -> str:
     return found
 
 
-def micropypath() -> str:
-    """MICROPYPATH for a node: the frozen modules, firmware/ and the repo root (wire/)."""
-    return os.pathsep.join([".frozen", str(FIRMWARE), str(ROOT)])
+def micropypath(image: Path) -> str:
+    """MICROPYPATH for a node running a built image: the frozen modules, then its lib/."""
+    return os.pathsep.join([".frozen", str(image / "lib")])
+
+
+def _sources_digest() -> str:
+    h = hashlib.sha256()
+    manifest = FIRMWARE / "MANIFEST"
+    h.update(manifest.read_bytes())
+    for line in manifest.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            src = ROOT / line.split()[0]
+            h.update(src.name.encode())
+            h.update(src.read_bytes() if src.exists() else b"?")
+    return h.hexdigest()[:16]
+
+
+def build_firmware(cache: str | Path | None = None) -> Path:
+    """Compile the firmware with mpy-cross into a board image (``firmware/build.py``), once
+    per source version; returns the image directory (main.py, lib/...).
+
+    The unix port with a board-sized heap (100K) cannot compile the firmware from source
+    (the compiler needs more RAM than the node has, as on an ESP32), so nodes run .mpy.
+    """
+    if not (FIRMWARE / "MANIFEST").exists() or not MAIN.exists():
+        raise FileNotFoundError(f"{MAIN} / firmware/MANIFEST missing: the firmware is not in this checkout")
+    cache = Path(cache) if cache else Path(tempfile.gettempdir()) / f"lunabase-fw-{os.getuid()}"
+    out = cache / _sources_digest()
+    if (out / "main.py").exists() and (out / ".done").exists():
+        return out
+    tmp = cache / f".build-{os.getpid()}-{random.randrange(1 << 30)}"
+    mpy_cross = str(Path(sys.executable).parent / "mpy-cross")
+    r = subprocess.run(
+        [sys.executable, str(FIRMWARE / "build.py"), str(tmp), "--mpy-cross", mpy_cross], capture_output=True, text=True
+    )
+    if r.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(f"firmware build failed:\n{r.stdout}\n{r.stderr}")
+    (tmp / ".done").write_text("ok\n")
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 @dataclass
@@ -63,8 +109,11 @@ class NodeStats:
 class VirtualNode:
     """One node process and its data directory."""
 
-    def __init__(self, node_id: str, datadir: str | Path, config: dict[str, Any], heap: str = "100K") -> None:
+    def __init__(
+        self, node_id: str, datadir: str | Path, config: dict[str, Any], image: str | Path | None = None, heap: str = "100K"
+    ) -> None:
         self.id = node_id
+        self.image = Path(image) if image else None
         self.dir = Path(datadir)
         self.config = config
         self.heap = heap
@@ -99,16 +148,16 @@ class VirtualNode:
         self.powered = True
         if self.running:
             return
-        if not MAIN.exists():
-            raise FileNotFoundError(f"{MAIN} is missing: the firmware is not in this checkout")
+        if self.image is None:
+            self.image = build_firmware()
         if not (self.dir / "config.json").exists():
             self.write_config()
         if self._log is None:
             self._log = open(self.log_path, "ab", buffering=0)
         self._log.write(f"--- sim: start at {time.strftime('%H:%M:%S')}\n".encode())
-        env = dict(os.environ, MICROPYPATH=micropypath())
+        env = dict(os.environ, MICROPYPATH=micropypath(self.image))
         self.proc = subprocess.Popen(
-            [micropython_bin(), "-X", f"heapsize={self.heap}", str(MAIN)],
+            [micropython_bin(), "-X", f"heapsize={self.heap}", str(self.image / "main.py")],
             cwd=self.dir,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,218 @@
+"""The simulator's own view of delivery: it subscribes to every node's ``tm`` and
+``status`` topics and counts, per node, what arrived.
+
+- *produced*: from the node's own sequence counts — per APID, the highest sequence
+  count seen (unwrapped past 16383) plus one; a fresh node starts every APID at 0 and
+  keeps its counts contiguous across resets (firmware journal), so every count below the
+  highest one delivered was produced.  Packets made after the last one delivered are
+  still in the node's journal (``pending``, from the last HK ``journal_depth``).
+- *delivered*: distinct (APID, sequence count) received; *duplicated*: received again.
+- *dropped*: the node's own ``journal_dropped`` (oldest packets discarded when the
+  journal was full), from its latest HK packet.
+- *lost*: produced − delivered − dropped: gone without the node knowing (e.g. a
+  payload corrupted on the link and rejected by the parser).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from wire import topics
+
+log = logging.getLogger("sim.accounting")
+
+SEQ_MOD = 16384
+HK_APID = 1
+MODES = ("DAY", "NIGHT", "EMERGENCY", "SAFE")
+
+
+@dataclass
+class ApidCount:
+    seqs: set[int] = field(default_factory=set)
+    last: int = -1  # last unwrapped count received (reference for unwrapping)
+    duplicates: int = 0
+
+    def add(self, seq: int) -> None:
+        if self.last < 0:
+            u = seq
+        else:
+            base = self.last - (self.last % SEQ_MOD)
+            cands = (base + seq - SEQ_MOD, base + seq, base + seq + SEQ_MOD)
+            u = min((c for c in cands if c >= 0), key=lambda c: abs(c - self.last))
+        if u in self.seqs:
+            self.duplicates += 1
+        else:
+            self.seqs.add(u)
+        self.last = max(self.last, u) if abs(u - self.last) < SEQ_MOD // 2 else u
+
+    @property
+    def produced(self) -> int:
+        return max(self.seqs) + 1 if self.seqs else 0
+
+
+@dataclass
+class NodeCount:
+    """What the subscriber saw of one node."""
+
+    node: str
+    apids: dict[int, ApidCount] = field(default_factory=dict)
+    messages: int = 0
+    rejected_bytes: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    hk_ticks: int = -1
+    hk: dict[str, float] = field(default_factory=dict)
+    hk_modes: list[str] = field(default_factory=list)  # distinct successive HK modes
+    status: dict[str, Any] = field(default_factory=dict)
+    statuses: list[tuple[str, str]] = field(default_factory=list)  # (state, mode) changes
+    last_rx: float = 0.0
+
+    @property
+    def produced(self) -> int:
+        return sum(a.produced for a in self.apids.values())
+
+    @property
+    def delivered(self) -> int:
+        return sum(len(a.seqs) for a in self.apids.values())
+
+    @property
+    def duplicated(self) -> int:
+        return sum(a.duplicates for a in self.apids.values())
+
+    @property
+    def dropped(self) -> int:
+        return int(self.hk.get("journal_dropped", 0))
+
+    @property
+    def lost(self) -> int:
+        return self.produced - self.delivered - self.dropped
+
+    @property
+    def mode(self) -> str | None:
+        m = self.hk.get("mode")
+        return MODES[int(m)] if m is not None and 0 <= int(m) < 4 else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "produced": self.produced,
+            "delivered": self.delivered,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "dropped_oldest": self.dropped,
+            "pending": int(self.hk.get("journal_depth", 0)),
+            "messages": self.messages,
+            "rejected_bytes": self.rejected_bytes,
+            "mode": self.mode,
+            "status": self.status.get("state"),
+            "boots": int(self.hk.get("boot_count", 0)),
+        }
+
+
+class Accounting:
+    """Subscribes (paho, its own thread) to ``lunabase/<site>/+/tm`` and ``.../status``."""
+
+    def __init__(self, host: str, port: int, site: str, user: str = "", password: str = "", client_id: str = "") -> None:
+        self.host, self.port, self.site = host, port, site
+        self.user, self.password = user, password
+        self.client_id = client_id or f"lunabase-sim-acct-{time.monotonic_ns() % 10**9}"
+        self.nodes: dict[str, NodeCount] = {}
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        self._client: Any = None
+        from ground.parse import Parser
+
+        self.parser = Parser()
+
+    def node(self, node: str) -> NodeCount:
+        with self.lock:
+            if node not in self.nodes:
+                self.nodes[node] = NodeCount(node)
+            return self.nodes[node]
+
+    def start(self) -> "Accounting":
+        import paho.mqtt.client as mqtt
+
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
+        if self.user:
+            c.username_pw_set(self.user, self.password)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.reconnect_delay_set(0.2, 2)
+        c.connect_async(self.host, self.port, keepalive=30)
+        c.loop_start()
+        self._client = c
+        return self
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self.connected.wait(timeout)
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        client.subscribe([(topics.topic(self.site, "+", topics.TM), 1), (topics.topic(self.site, "+", topics.STATUS), 1)])
+        self.connected.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        try:
+            self.feed(msg.topic, msg.payload)
+        except Exception:  # never kill paho's thread
+            log.exception("accounting: could not process a message on %s", msg.topic)
+
+    def feed(self, topic: str, payload: bytes) -> None:
+        """Account one MQTT message (also usable without a broker, in tests)."""
+        parts = topics.split(topic)
+        if parts is None:
+            return
+        _, node, kind = parts
+        nc = self.node(node)
+        if kind == topics.STATUS:
+            try:
+                st = json.loads(payload)
+            except ValueError:
+                return
+            with self.lock:
+                nc.status = st if isinstance(st, dict) else {}
+                key = (str(nc.status.get("state")), str(nc.status.get("mode")))
+                if not nc.statuses or nc.statuses[-1] != key:
+                    nc.statuses.append(key)
+            return
+        if kind != topics.TM:
+            return
+        res = self.parser.parse(payload)
+        with self.lock:
+            nc.messages += 1
+            nc.last_rx = time.monotonic()
+            for r in res.rejected:
+                nc.rejected_bytes += r.end - r.start
+                nc.rejected[r.reason] = nc.rejected.get(r.reason, 0) + 1
+            apids, seqs = res.apid.tolist(), res.seq.tolist()
+            for a, s in zip(apids, seqs):
+                ac = nc.apids.get(a)
+                if ac is None:
+                    ac = nc.apids[a] = ApidCount()
+                ac.add(s)
+            hk = res.tables.get(HK_APID)
+            if hk is not None and len(hk):
+                ticks = res.ticks.tolist()
+                for i, row in enumerate(hk.rows.tolist()):
+                    vals = dict(zip(hk.columns, hk.values[i].tolist()))
+                    m = vals.get("mode")
+                    if m is not None and 0 <= int(m) < 4:
+                        name = MODES[int(m)]
+                        if not nc.hk_modes or nc.hk_modes[-1] != name:
+                            nc.hk_modes.append(name)
+                    if ticks[row] >= nc.hk_ticks or vals.get("boot_count", 0) > nc.hk.get("boot_count", 0):
+                        nc.hk_ticks = ticks[row]
+                        nc.hk = vals
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return {n: c.summary() for n, c in sorted(self.nodes.items())}
