@@ -53,25 +53,34 @@ class Health:
         saves = 0
         while True:
             await asyncio.sleep_ms(1000)
-            now = time.ticks_ms()
-            hk = app.sched.hk_period()
-            alive = time.ticks_diff(now, app.sched.beat) < 3 * hk + 5000
-            if alive and self.lag_max < self.cfg["max_lag_ms"]:
-                b.wdt_feed()
-            if not self.healthy and time.ticks_diff(now, t0) >= self.cfg["healthy_s"] * 1000:
-                self.healthy = True
-                if not app.power.safe:
-                    store.write_int("bootfail", 0)
-                    self.failed_boots = 0
-            saves += 1
-            app.journal.save()  # acknowledgement point, at most once a second
-            if app.cfg["journal"]["flush_ms"] and saves * 1000 >= app.cfg["journal"]["flush_ms"]:
-                saves = 0
-                app.journal.flush()
-            if app.journal.new_drops:
-                n = app.journal.new_drops
-                app.journal.new_drops = 0
-                app.events.emit(defs.EVENT_JOURNAL_DROPPED, defs.SEVERITY_WARNING, n, app.journal.dropped, "journal full")
+            try:
+                saves = self._check(saves, t0)
+            except MemoryError:
+                self.oom += 1  # the next second tries again; the watchdog decides
+
+    def _check(self, saves, t0):
+        app = self.app
+        b = app.board
+        now = time.ticks_ms()
+        hk = app.sched.hk_period()
+        alive = time.ticks_diff(now, app.sched.beat) < 3 * hk + 5000
+        if alive and self.lag_max < self.cfg["max_lag_ms"]:
+            b.wdt_feed()
+        if not self.healthy and time.ticks_diff(now, t0) >= self.cfg["healthy_s"] * 1000:
+            self.healthy = True
+            if not app.power.safe:
+                store.write_int("bootfail", 0)
+                self.failed_boots = 0
+        saves += 1
+        app.journal.save()  # acknowledgement point, at most once a second
+        if app.cfg["journal"]["flush_ms"] and saves * 1000 >= app.cfg["journal"]["flush_ms"]:
+            saves = 0
+            app.journal.flush()
+        if app.journal.new_drops:
+            n = app.journal.new_drops
+            app.journal.new_drops = 0
+            app.events.emit(defs.EVENT_JOURNAL_DROPPED, defs.SEVERITY_WARNING, n, app.journal.dropped, "journal full")
+        return saves
 
     def clear_boot_failures(self):
         store.write_int("bootfail", 0)

@@ -1,0 +1,181 @@
+"""The unmodified firmware on the MicroPython unix port against a real mosquitto."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import pytest
+
+from wire import ccsds, defs
+
+from firmware_helpers import SITE, KEY, node_config, seq_gaps, wait_for
+
+
+def hk_values(ground, field: str) -> list[int]:
+    names = ["uptime", "boot_count", "reset_cause", "mode", "free_heap", "loop_lag", "journal_depth",
+             "journal_dropped", "link_state", "reconnects", "tc_accepted", "tc_rejected", "clock_offset",
+             "clock_drift", "next_contact", "cpu_temp", "hk_period", "flags"]
+    i = names.index(field)
+    return [struct.unpack_from(defs.HK_FMT, raw, 12)[i] for _, _, _, raw in ground.by_apid(defs.APID_HK)]
+
+
+def assert_contiguous(ground, node, apids=(defs.APID_HK, defs.APID_SEISMIC)) -> dict[int, int]:
+    """Per-APID sequence counts have no gap after de-duplication; returns counts."""
+    u = ground.unique()
+    counts = {}
+    for apid in apids:
+        seqs = [s for s, _ in sorted(u.get(apid, []), key=lambda x: x[1])]
+        assert seqs, f"no packets of APID {apid}\n{node.log()}"
+        gaps = seq_gaps(seqs)
+        assert gaps == 0, f"APID {apid}: {gaps} sequence counts missing in {seqs}\n{node.log()}"
+        counts[apid] = len(seqs)
+    return counts
+
+
+def test_node_publishes_decodable_telemetry_and_heap_is_flat(broker, ground, make_node):
+    node = make_node(node_config(broker.port)).start()
+    wait_for(lambda: len(ground.by_apid(defs.APID_HK)) >= 24, 90, "24 HK packets", node)
+    assert not ground.rejected, ground.rejected
+    apids = {a for a, *_ in ground.packets}
+    assert {defs.APID_HK, defs.APID_POWER, defs.APID_THERMAL, defs.APID_RADIATION, defs.APID_SEISMIC,
+            defs.APID_EVENT} <= apids, apids
+    # several packets share one MQTT message (containers)
+    assert len(ground.packets) > ground.tm_messages
+    births = [s for t, s, r in ground.status if s["state"] == "online"]
+    assert births and births[0]["boot"] == 1 and births[0]["dict_crc"] == defs.DICT_CRC
+    # free heap in steady state (after gc.collect in every HK): no downward trend
+    heap = hk_values(ground, "free_heap")[4:]
+    first, last = heap[: len(heap) // 2], heap[len(heap) // 2 :]
+    assert min(last) >= min(first) - 256, f"free heap trends down: {heap}"
+    assert min(heap) > 3000, heap
+    node.kill()
+    # the retained birth is what a late subscriber sees... until the will replaces it
+    wait_for(lambda: any(s["state"] == "offline" for _, s, _ in ground.status), 30, "last will (offline)")
+
+
+def test_broker_restart_loses_nothing(broker, ground, make_node):
+    node = make_node(node_config(broker.port)).start()
+    wait_for(lambda: len(ground.by_apid(defs.APID_HK)) >= 6, 60, "HK before the restart", node)
+    broker.stop()
+    time.sleep(4)  # node keeps producing into its journal
+    broker.start()
+    n0 = len(ground.by_apid(defs.APID_HK))
+    wait_for(lambda: len(ground.by_apid(defs.APID_HK)) >= n0 + 14, 90, "HK after the restart", node)
+    time.sleep(1.5)
+    counts = assert_contiguous(ground, node)
+    assert counts[defs.APID_HK] >= 20
+    hk = hk_values(ground, "reconnects")
+    assert max(hk) >= 1, f"node never reconnected: {hk}\n{node.log()}"
+    # duplicates only as QoS 1 redelivery: identical bytes for identical (apid, seq, ticks)
+    raw = {}
+    for a, s, t, b in ground.packets:
+        assert raw.setdefault((a, s, t), b) == b
+
+
+def test_node_sigkill_restart_loses_no_journaled_packet(broker, ground, make_node):
+    node = make_node(node_config(broker.port)).start()
+    wait_for(lambda: len(ground.by_apid(defs.APID_HK)) >= 6, 60, "HK before the kill", node)
+    node.kill()
+    node.start()
+    wait_for(lambda: any(s["boot"] == 2 and s["state"] == "online" for _, s, _ in ground.status), 60, "second boot", node)
+    n0 = len(ground.by_apid(defs.APID_HK))
+    wait_for(lambda: len(ground.by_apid(defs.APID_HK)) >= n0 + 8, 60, "HK after the restart", node)
+    time.sleep(1)
+    assert_contiguous(ground, node)
+    causes = hk_values(ground, "reset_cause")
+    assert defs.RESET_CAUSE_HARD in causes, causes  # the kill is seen as a hard reset
+
+
+@pytest.mark.slow
+def test_outage_longer_than_journal_reports_exact_drop(broker, ground, make_node):
+    cfg = node_config(broker.port, journal={"segment_bytes": 2048, "segments": 3})
+    node = make_node(cfg).start()
+    wait_for(lambda: len(ground.by_apid(defs.APID_HK)) >= 4, 60, "HK before the outage", node)
+    broker.stop()
+    time.sleep(16)  # ~1 KB/s of telemetry against a 6 KB journal
+    broker.start()
+    wait_for(lambda: any(e for e in events(ground) if e[0] == defs.EVENT_JOURNAL_DROPPED), 60,
+             "JOURNAL_DROPPED event", node)
+    n0 = len(ground.by_apid(defs.APID_HK))
+    wait_for(lambda: len(ground.by_apid(defs.APID_HK)) >= n0 + 6, 60, "HK after the outage", node)
+    time.sleep(1)
+    u = ground.unique()
+    gap = 0
+    for apid, lst in u.items():
+        seqs = [s for s, _ in sorted(lst, key=lambda x: x[1])]
+        gap += seq_gaps(seqs)
+    dropped = max(hk_values(ground, "journal_dropped"))
+    # arg0 = dropped this time, arg1 = total (an event may itself fall in a dropped segment)
+    ev = max(e[4] for e in events(ground) if e[0] == defs.EVENT_JOURNAL_DROPPED)
+    assert dropped > 0, node.log()
+    assert gap == dropped == ev, f"ground gap {gap}, HK journal_dropped {dropped}, events {ev}\n{node.log()}"
+
+
+def events(ground) -> list[tuple]:
+    return [struct.unpack_from(defs.EVENT_FMT, raw, 12) for *_, raw in ground.by_apid(defs.APID_EVENT)]
+
+
+def acks(ground) -> list[tuple]:
+    return [struct.unpack_from(defs.ACK_FMT, raw, 12) for *_, raw in ground.by_apid(defs.APID_ACK)]
+
+
+def tc(op: int, counter: int, args: bytes = b"", key: bytes = KEY, seq: int = 0) -> bytes:
+    return ccsds.build_tc(key, defs.TC_APID, seq, op, counter, args)
+
+
+def test_telecommands_authenticated_and_executed(broker, ground, make_node):
+    node = make_node(node_config(broker.port)).start()
+    wait_for(lambda: any(s["state"] == "online" for _, s, _ in ground.status), 60, "birth", node)
+    time.sleep(0.5)
+    ground.send_tc("n01", tc(defs.OP_PING, 10, seq=1))
+    wait_for(lambda: [a for a in acks(ground) if a[0] == 10 and a[2] == defs.ACK_STAGE_EXECUTED], 30, "PING executed", node)
+    # forged: wrong key
+    ground.send_tc("n01", tc(defs.OP_PING, 11, key=b"\x55" * 32, seq=2))
+    # replayed: the same counter again
+    ground.send_tc("n01", tc(defs.OP_PING, 10, seq=3))
+    wait_for(lambda: len([a for a in acks(ground) if a[2] == defs.ACK_STAGE_REJECTED]) >= 2, 30, "2 rejections", node)
+    rej = {(a[0], a[3]) for a in acks(ground) if a[2] == defs.ACK_STAGE_REJECTED}
+    assert (11, defs.ACK_REASON_BAD_MAC) in rej and (10, defs.ACK_REASON_REPLAY) in rej, rej
+    ev = [e for e in events(ground) if e[0] == defs.EVENT_TC_REJECTED]
+    assert {e[3] for e in ev} >= {defs.ACK_REASON_BAD_MAC, defs.ACK_REASON_REPLAY}, ev
+    # SET_RATE: HK every 200 ms instead of 500 ms
+    ground.send_tc("n01", tc(defs.OP_SET_RATE, 12, struct.pack(defs.ARGS_SET_RATE, defs.SENSOR_HK, 200), seq=4))
+    wait_for(lambda: [a for a in acks(ground) if a[0] == 12 and a[2] == defs.ACK_STAGE_EXECUTED], 30, "SET_RATE", node)
+    t0 = max(p[2] for p in ground.by_apid(defs.APID_HK))
+    wait_for(lambda: len([p for p in ground.by_apid(defs.APID_HK) if p[2] > t0]) >= 15, 30, "faster HK", node)
+    later = sorted(p[2] for p in ground.by_apid(defs.APID_HK) if p[2] > t0)[-10:]
+    period = (later[-1] - later[0]) / 9 / 65536
+    assert period < 0.35, f"HK period {period:.3f} s after SET_RATE 200 ms"
+    # TIME_SYNC: jump the node clock to 2030-01-01 (946,684,800 s after the epoch)
+    target = 946684800
+    ground.send_tc("n01", tc(defs.OP_TIME_SYNC, 13, struct.pack(defs.ARGS_TIME_SYNC, target, 0), seq=5))
+    wait_for(lambda: [p for p in ground.by_apid(defs.APID_HK) if target <= p[2] >> 16 < target + 60], 30,
+             "HK time-tagged after TIME_SYNC", node)
+    ok = [a for a in acks(ground) if a[0] == 13]
+    assert [a[2] for a in ok] == [defs.ACK_STAGE_ACCEPTED, defs.ACK_STAGE_EXECUTED], ok
+    assert any(e[0] == defs.EVENT_TIME_SYNC for e in events(ground))
+    # the counter survives a reset: after a kill the old command is still a replay
+    node.kill()
+    node.start()
+    wait_for(lambda: any(s["boot"] == 2 and s["state"] == "online" for _, s, _ in ground.status), 60, "reboot", node)
+    ground.send_tc("n01", tc(defs.OP_PING, 13, seq=6))
+    wait_for(lambda: [a for a in acks(ground) if a[0] == 13 and a[3] == defs.ACK_REASON_REPLAY], 30,
+             "replay rejected after restart", node)
+
+
+def test_night_mode_announces_sleep_without_will(broker, ground, make_node):
+    node = make_node(node_config(broker.port)).start()
+    wait_for(lambda: any(s["state"] == "online" for _, s, _ in ground.status), 60, "birth", node)
+    ground.send_tc("n01", tc(defs.OP_SET_MODE, 20, struct.pack(defs.ARGS_SET_MODE, defs.MODE_NIGHT, 0), seq=1))
+    asleep = wait_for(lambda: [s for _, s, _ in ground.status if s["state"] == "asleep"], 40, "asleep status", node)
+    s = asleep[0]
+    assert s["mode"] == "NIGHT" and s["next_contact"] > 0, s
+    # a clean DISCONNECT: no "offline" will follows the sleep announcement
+    time.sleep(1.5)
+    after = [x["state"] for _, x, _ in ground.status]
+    assert after[after.index("asleep"):].count("offline") == 0, after
+    # it wakes for the next contact and goes back to sleep (the ground sees a cycle)
+    wait_for(lambda: len([x for _, x, _ in ground.status if x["state"] == "asleep"]) >= 2, 60, "second sleep", node)
+    modes = set(hk_values(ground, "mode"))
+    assert defs.MODE_NIGHT in modes, modes
