@@ -1,0 +1,211 @@
+"""`lunabase bench parse`: packets/s of the Cython parser, its pure-Python twin, a naive
+pure-Python baseline and a CRC-only pass, on the same bytes.
+
+Two workloads: containers of housekeeping packets (HK, 56 bytes, 18 fields) and of
+seismic batches (616 bytes: a field and 100 x 3 int16 samples).  For each:
+
+* cython    ground.parse.CParser().parse(container): validate, CRC, decode everything
+* python    the pure-Python reference twin, same call, same results
+* naive     what one would write first: per packet struct.unpack_from for the header,
+            binascii.crc_hqx for the CRC, struct for every field (and every sample),
+            raw * scale + add per field into lists
+* crc_only  the fastest CRC here (the extension's slicing-by-8, two packets at a time)
+            walking the packets by their length field and checking each CRC, nothing else
+
+Each round repeats a call for at least --seconds; the figure is the median over
+--rounds.  Progress goes to stderr; --json prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+WORKLOADS = {"housekeeping": ("HK", 10_000), "seismic": ("SEISMIC", 1_000)}
+IMPLS = ("cython", "python", "naive", "crc_only")
+
+
+def make_container(name: str, n: int, seed: int = 1) -> bytes:
+    """n valid packets of dictionary packet `name` back to back, random field values."""
+    from wire import ccsds
+    from wire.dictionary import load
+
+    p = load().packet(name)
+    rnd = random.Random(seed)
+    out = bytearray(p.length * n)
+    for i in range(n):
+        off = i * p.length
+        ccsds.pack_header(out, off, ccsds.TYPE_TM, p.apid, i, p.length, 800_000_000 + i, rnd.getrandbits(16))
+        out[off + ccsds.HEADER_LEN : off + p.length - 2] = rnd.randbytes(p.length - ccsds.OVERHEAD)
+        c = _crc_hqx(memoryview(out)[off : off + p.length - 2])
+        out[off + p.length - 2] = c >> 8
+        out[off + p.length - 1] = c & 0xFF
+    return bytes(out)
+
+
+def _crc_hqx(b: Any) -> int:
+    import binascii
+
+    return binascii.crc_hqx(b, 0xFFFF)
+
+
+def naive_parser() -> Callable[[bytes], int]:
+    """The baseline: struct.unpack_from + binascii.crc_hqx per packet, all fields decoded."""
+    import binascii
+    import struct
+
+    from wire.dictionary import load
+
+    d = load()
+    hdr = struct.Struct(">HHHIH")
+    layouts = {}
+    for p in d.packets:
+        fmt = struct.Struct(p.payload_format)
+        samp = None
+        if p.samples is not None:
+            samp = (struct.Struct(">%dh" % (p.samples.count * len(p.samples.axes))), p.samples.offset)
+        layouts[p.apid] = (p.length, fmt, None, samp)
+
+    def parse(data: bytes) -> int:
+        mv = memoryview(data)
+        n = len(data)
+        p = 0
+        out = []
+        crc_hqx = binascii.crc_hqx
+        while p + 6 <= n:
+            w0, w1, ln, coarse, fine = hdr.unpack_from(mv, p)
+            total = ln + 7
+            lay = layouts.get(w0 & 0x7FF)
+            if w0 >> 13 or lay is None or total != lay[0] or p + total > n:
+                p += 1
+                continue
+            if crc_hqx(mv[p : p + total - 2], 0xFFFF) != (data[p + total - 2] << 8) | data[p + total - 1]:
+                p += 1
+                continue
+            # every field (and every sample) decoded; the calibration is left out, which
+            # keeps this baseline as fast as a first implementation gets
+            raw = lay[1].unpack_from(mv, p + 12)
+            samples = lay[3][0].unpack_from(mv, p + lay[3][1]) if lay[3] else None
+            out.append((w0 & 0x7FF, w1 & 0x3FFF, (coarse << 16) | fine, raw, samples))
+            p += total
+        return len(out)
+
+    return parse
+
+
+def _measure(fn: Callable[[], Any], seconds: float) -> float:
+    """Seconds per call: repeat for at least `seconds` (at least once)."""
+    fn()  # warm up (allocator, caches)
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= seconds:
+            return dt / n
+
+
+def run(rounds: int = 5, seconds: float = 0.25, packets: dict[str, int] | None = None,
+        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The benchmark as a dict (what --json prints)."""
+    from ground.parse import CYTHON_ERROR, CParser, PyParser
+
+    if CParser is None:
+        raise SystemExit(f"the Cython parser is not built ({CYTHON_ERROR}): run scripts/setup.sh")
+    from ground.parse import _parse_c
+
+    say = progress or (lambda s: None)
+    result: dict[str, Any] = {}
+    for wl, (pname, default_n) in WORKLOADS.items():
+        n = (packets or {}).get(wl, default_n)
+        data = make_container(pname, n)
+        plen = len(data) // n
+        cp, pp, naive = CParser(), PyParser(), naive_parser()
+        # all four see the same bytes and must agree on what is in them
+        assert cp.parse(data).count == pp.parse(data).count == naive(data) == _parse_c.crc_scan(data)[0] == n
+        fns: dict[str, Callable[[], Any]] = {
+            "cython": lambda: cp.parse(data),
+            "python": lambda: pp.parse(data),
+            "naive": lambda: naive(data),
+            "crc_only": lambda: _parse_c.crc_scan(data),
+        }
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for r in range(rounds):
+            for k, fn in fns.items():
+                # the slow ones get fewer repetitions but the same number of rounds
+                times[k].append(_measure(fn, seconds if k in ("cython", "crc_only") else seconds / 2))
+            say(f"{wl}: round {r + 1}/{rounds}: " + ", ".join(f"{k} {n / times[k][-1] / 1e6:.3g} M/s" for k in fns))
+        rate = {k: n / statistics.median(v) for k, v in times.items()}
+        out: dict[str, Any] = {k: round(v, 1) for k, v in rate.items()}
+        out["cython_vs_naive"] = round(rate["cython"] / rate["naive"], 2)
+        out["cython_vs_python"] = round(rate["cython"] / rate["python"], 2)
+        out["cython_vs_crc_only"] = round(rate["cython"] / rate["crc_only"], 3)
+        out["cython_gbps"] = round(rate["cython"] * plen / 1e9, 3)
+        out["crc_only_gbps"] = round(rate["crc_only"] * plen / 1e9, 3)
+        out["naive_gbps"] = round(rate["naive"] * plen / 1e9, 4)
+        out["packet_bytes"] = plen
+        out["packets_per_container"] = n
+        out["rounds"] = rounds
+        result[wl] = out
+    result["meta"] = {
+        "units": "packets/s (median of rounds); *_gbps in 1e9 bytes/s",
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "seconds_per_round": seconds,
+    }
+    return result
+
+
+def _table(res: dict[str, Any]) -> str:
+    lines = []
+    for wl in WORKLOADS:
+        r = res[wl]
+        lines.append(f"{wl}: {r['packets_per_container']} x {r['packet_bytes']}-byte packets per container, "
+                     f"median of {r['rounds']} rounds")
+        lines.append(f"  {'implementation':<12} {'packets/s':>14} {'GB/s':>8} {'x naive':>9}")
+        for k in IMPLS:
+            lines.append(f"  {k:<12} {r[k]:>14,.0f} {r[k] * r['packet_bytes'] / 1e9:>8.3f} {r[k] / r['naive']:>9.2f}")
+        lines.append(f"  cython / crc_only = {r['cython_vs_crc_only']:.3f}   cython / python = {r['cython_vs_python']:.1f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    def progress(s: str) -> None:
+        print(s, file=sys.stderr, flush=True)
+
+    packets = {}
+    if args.hk_packets:
+        packets["housekeeping"] = args.hk_packets
+    if args.seismic_packets:
+        packets["seismic"] = args.seismic_packets
+    res = run(rounds=args.rounds, seconds=args.seconds, packets=packets, progress=progress)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(_table(res))
+    return 0
+
+
+def register(bench_subparsers: Any) -> None:
+    """Add `parse` to the `lunabase bench` subcommands."""
+    p = bench_subparsers.add_parser(
+        "parse",
+        help="parser packets/s: Cython vs pure Python vs naive vs CRC-only",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--rounds", type=int, default=5, help="rounds per implementation (median reported; default 5)")
+    p.add_argument("--seconds", type=float, default=0.25, help="minimum seconds per round (default 0.25)")
+    p.add_argument("--hk-packets", type=int, default=0, help="HK packets per container (default 10000)")
+    p.add_argument("--seismic-packets", type=int, default=0, help="seismic packets per container (default 1000)")
+    p.set_defaults(func=_cmd)
