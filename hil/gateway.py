@@ -1,0 +1,286 @@
+"""UART link gateway: COBS-framed packets on a serial line <-> the node's MQTT topics.
+
+Wiring: a node without WiFi writes each TM packet (or several back to back) as one COBS
+frame, ``COBS(packets) 0x00`` (``wire/cobs.py``), on its UART; the gateway host reads the
+UART (USB-serial adapter), checks every packet (CCSDS header, length, CRC-16) and publishes
+the good frames' packets on ``lunabase/<site>/<node>/tm`` (QoS 1).  Telecommands arriving
+on ``.../cmd`` go back down the same UART as COBS frames.
+
+Nothing on the line makes it raise: garbage, split frames, a frame cut by a disconnect are
+skipped at the next 0x00 and counted in ``stats.rejected`` by reason:
+
+    cobs          malformed COBS (a code byte running past the frame end)
+    oversize      longer than max_frame bytes before a delimiter
+    short         fewer bytes than a CCSDS header + CRC
+    bad_length    the header's length disagrees with the frame
+    bad_crc       CRC-16 mismatch
+    not_tm        a TC (or other type) where TM packets were expected
+    truncated     bytes of an unfinished frame lost when the port disconnected
+
+A port that disappears (USB unplugged, pty closed) is reopened with backoff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial
+
+from wire import ccsds, cobs, topics
+
+__all__ = ["Gateway", "GatewayStats", "frame_packets"]
+
+log = logging.getLogger("hil.gateway")
+
+
+@dataclass
+class GatewayStats:
+    """Counters of one gateway; `rejected` maps a reason to frames rejected for it."""
+
+    frames: int = 0  # good frames published
+    packets: int = 0
+    bytes_in: int = 0
+    commands: int = 0  # TC frames written to the UART
+    disconnects: int = 0
+    reconnects: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+def frame_packets(*packets: bytes) -> bytes:
+    """One COBS frame (with its 0x00 delimiter) carrying `packets` back to back."""
+    return cobs.encode(b"".join(packets)) + b"\x00"
+
+
+def check_packets(data: bytes) -> str | None:
+    """None when `data` is one or more valid TM packets back to back, else the reason."""
+    off = 0
+    n = len(data)
+    if n < ccsds.OVERHEAD:
+        return "short"
+    while off < n:
+        if n - off < ccsds.OVERHEAD:
+            return "bad_length"
+        ptype, _apid, _seq, total, _c, _f = ccsds.peek(data, off)
+        if total < ccsds.OVERHEAD or off + total > n:
+            return "bad_length"
+        if not ccsds.check(data, off, total):
+            return "bad_crc"
+        if ptype != ccsds.TYPE_TM:
+            return "not_tm"
+        off += total
+    return None
+
+
+class Gateway:
+    """Serial <-> MQTT bridge for one node; `publish(topic, payload)` and `on_command` plug into MQTT."""
+
+    def __init__(
+        self,
+        port: str,
+        site: str,
+        node: str,
+        publish: Callable[[str, bytes], None],
+        baudrate: int = 115200,
+        max_frame: int = 4096,
+        open_port: Callable[[], Any] | None = None,
+    ) -> None:
+        self.port = port
+        self.site, self.node = site, node
+        self.publish = publish
+        self.baudrate = baudrate
+        self.max_frame = max_frame
+        self.stats = GatewayStats()
+        self.tm_topic = topics.topic(site, node, topics.TM)
+        self.cmd_topic = topics.topic(site, node, topics.CMD)
+        self._open_port = open_port or (lambda: serial.serial_for_url(port, baudrate=baudrate, timeout=0.1))
+        self._ser: Any = None
+        self._buf = bytearray()
+        self._skip = False  # inside the tail of an oversize frame (already counted)
+        self._stop = threading.Event()
+        self._wlock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> "Gateway":
+        self._thread = threading.Thread(target=self._run, name=f"gateway {self.node}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+        self._close()
+
+    def __enter__(self) -> "Gateway":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _close(self) -> None:
+        s, self._ser = self._ser, None
+        self.connected.clear()
+        if s is not None:
+            try:
+                s.close()
+            except Exception:
+                pass
+
+    # --- downlink: commands ---------------------------------------------------------
+    def on_command(self, payload: bytes) -> bool:
+        """Write one TC (from the cmd topic) to the UART as a COBS frame; False if the port is down."""
+        frame = frame_packets(payload)
+        with self._wlock:
+            s = self._ser
+            if s is None:
+                self.stats.rejected["cmd_port_down"] += 1
+                return False
+            try:
+                s.write(frame)
+            except (serial.SerialException, OSError):
+                self.stats.rejected["cmd_port_down"] += 1
+                return False
+        self.stats.commands += 1
+        return True
+
+    # --- uplink ---------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Process bytes read from the UART (public for tests and other transports)."""
+        self.stats.bytes_in += len(data)
+        buf = self._buf
+        start = 0
+        while True:
+            i = data.find(b"\x00", start)
+            if i < 0:
+                buf += data[start:]
+                if len(buf) > self.max_frame:
+                    self.stats.rejected["oversize"] += 1
+                    self._skip = True
+                    buf.clear()
+                return
+            buf += data[start:i]
+            start = i + 1
+            frame = bytes(buf)
+            buf.clear()
+            if self._skip:
+                self._skip = False
+                continue  # the tail of an oversize frame: already counted
+            if not frame:
+                continue  # idle delimiters
+            if len(frame) > self.max_frame:
+                self.stats.rejected["oversize"] += 1
+                continue
+            out = bytearray(len(frame))
+            k = cobs.decode_into(frame, out, len(frame))
+            if k < 0:
+                self.stats.rejected["cobs"] += 1
+                continue
+            pkt = bytes(out[:k])
+            why = check_packets(pkt)
+            if why:
+                self.stats.rejected[why] += 1
+                continue
+            self.stats.frames += 1
+            self.stats.packets += _count(pkt)
+            self.publish(self.tm_topic, pkt)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            if self._ser is None:
+                try:
+                    s = self._open_port()
+                except (serial.SerialException, OSError) as e:
+                    log.debug("open %s: %s", self.port, e)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                with self._wlock:
+                    self._ser = s
+                if self.stats.disconnects:
+                    self.stats.reconnects += 1
+                backoff = 0.1
+                self.connected.set()
+                log.info("gateway %s: port %s open", self.node, self.port)
+            try:
+                data = self._ser.read(max(1, self._ser.in_waiting))
+            except (serial.SerialException, OSError, TypeError, AttributeError) as e:
+                log.warning("gateway %s: port %s lost: %s", self.node, self.port, e)
+                self.stats.disconnects += 1
+                if self._buf:
+                    self.stats.rejected["truncated"] += 1
+                    self._buf.clear()
+                with self._wlock:
+                    self._close()
+                continue
+            if data:
+                self.feed(data)
+
+
+def _count(data: bytes) -> int:
+    n = off = 0
+    while off < len(data):
+        off += ccsds.peek(data, off)[3]
+        n += 1
+    return n
+
+
+def main_gateway(args: argparse.Namespace) -> int:
+    """`lunabase gateway`: run until Ctrl-C, logging the counters every 10 s."""
+    try:
+        return main_gateway_until(args, threading.Event())
+    except KeyboardInterrupt:
+        return 0
+
+
+def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_every: float = 10.0) -> int:
+    """Run the gateway described by the CLI `args` until `stop` is set."""
+    from urllib.parse import urlparse
+
+    import paho.mqtt.client as mqtt
+
+    u = urlparse(args.broker if "://" in args.broker else "mqtt://" + args.broker)
+    user, password = u.username or "", u.password or ""
+    site = args.site
+    if args.inventory:
+        from wire.inventory import Inventory
+
+        inv = Inventory.load(args.inventory)
+        site = site or inv.site
+        if not user:
+            user, password = args.node, inv.node(args.node).password
+    site = site or "lunabase"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gateway-{args.node}")
+    if user:
+        client.username_pw_set(user, password)
+    gw = Gateway(args.port, site, args.node, lambda t, p: client.publish(t, p, qos=1), baudrate=args.baud)
+
+    def on_connect(c: Any, ud: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        c.subscribe(gw.cmd_topic, qos=1)
+
+    client.on_connect = on_connect
+    client.on_message = lambda c, ud, msg: gw.on_command(bytes(msg.payload))
+    client.connect_async(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+    client.loop_start()
+    gw.start()
+    print(f"gateway: {args.port} <-> {gw.tm_topic} / {gw.cmd_topic} on {u.hostname}:{u.port or 1883}", flush=True)
+    try:
+        while not stop.wait(report_every):
+            s = gw.stats
+            print(f"gateway: {s.frames} frames, {s.packets} packets, {s.commands} commands, "
+                  f"{s.disconnects} disconnects, rejected {dict(s.rejected)}", file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        gw.stop()
+        client.loop_stop()
+        client.disconnect()
+    return 0

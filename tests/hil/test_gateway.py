@@ -1,0 +1,179 @@
+"""The UART gateway over a pty pair: good frames published, garbage and split frames
+handled, every rejected frame counted by reason, reconnect after the port disappears,
+and commands from MQTT written back as COBS frames."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from ground.parse import PyParser
+from hil.gateway import Gateway, frame_packets
+from lunabase.mosquitto import Mosquitto
+from wire import ccsds, cobs, topics
+from wire.dictionary import load
+
+
+def tm(apid: int = 1, seq: int = 0) -> bytes:
+    """A valid TM packet of `apid` with the dictionary's length (the ground parser checks it)."""
+    length = load().packet(apid).length
+    payload = b"\x01" * (length - ccsds.OVERHEAD)
+    pb = ccsds.PacketBuffer(apid, length)
+    pb.seq = seq
+    pb.buf[ccsds.HEADER_LEN : ccsds.HEADER_LEN + len(payload)] = payload
+    return bytes(pb.finish(100, 0))
+
+
+def wait(cond, timeout: float = 20.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_feed_counts_every_rejected_frame_by_reason() -> None:
+    got: list[bytes] = []
+    gw = Gateway("unused", "s", "n1", lambda t, p: got.append(p), max_frame=256)
+    good = tm(seq=1)
+    bad_crc = bytearray(tm(seq=2))
+    bad_crc[-1] ^= 0xFF
+    tc = ccsds.build_tc(b"k" * 32, 0x7F, 0, 1, 1, b"")
+    stream = (
+        b"\x13\x37garbage"  # line noise before the first delimiter: one malformed "frame"
+        + b"\x00" + frame_packets(good)
+        + frame_packets(bytes(bad_crc))
+        + frame_packets(b"\x01\x02\x03")
+        + frame_packets(good[:-3])
+        + frame_packets(tc)
+        + b"\x05\x01\x00"  # code 5 runs past the frame end
+        + b"\x01" * 400 + b"\x00"  # oversize
+        + b"\x00\x00"  # idle
+        + frame_packets(tm(seq=3), tm(apid=2, seq=4))  # two packets in one frame
+    )  # fmt: skip
+    gw.feed(stream[:37])  # split frames: any chunking gives the same result
+    for i in range(37, len(stream), 5):
+        gw.feed(stream[i : i + 5])
+    assert got == [good, tm(seq=3) + tm(apid=2, seq=4)]
+    r = gw.stats.rejected
+    assert r["bad_crc"] == 1 and r["short"] == 1 and r["bad_length"] == 1 and r["not_tm"] == 1
+    assert r["oversize"] == 1 and r["cobs"] >= 1
+    assert gw.stats.frames == 2 and gw.stats.packets == 3
+
+
+def _pty(link: Path) -> tuple[int, int]:
+    m, s = os.openpty()
+    import tty
+
+    tty.setraw(s)
+    tmp = link.with_suffix(".new")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.ttyname(s))
+    tmp.replace(link)  # like a udev /dev/serial/by-id link re-pointed after re-enumeration
+    return m, s
+
+
+def test_gateway_over_a_pty_with_mqtt_and_a_disconnect(tmp_path: Path) -> None:
+    link = tmp_path / "ttyNODE"
+    m, s = _pty(link)
+    fds = [m, s]
+    seen: list[bytes] = []
+    cmds = b""
+    with Mosquitto() as broker:
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        subscribed = threading.Event()
+        sub.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topics.topic("moon", "n07", topics.TM), qos=1)
+        sub.on_subscribe = lambda *a: subscribed.set()
+        sub.on_message = lambda c, u, msg: seen.append(bytes(msg.payload))
+        sub.connect(broker.host, broker.port)
+        sub.loop_start()
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        gw = Gateway(str(link), "moon", "n07", lambda t, p: pub.publish(t, p, qos=1))
+        try:
+            assert subscribed.wait(10)
+            gw.start()
+            assert gw.connected.wait(10), "the gateway did not open the pty"
+            os.write(m, b"\xff\xfe noise" + b"\x00" + frame_packets(tm(seq=10)))
+            wait(lambda: len(seen) == 1, what="the first packet on MQTT")
+            res = PyParser().parse(seen[0])
+            assert res.count == 1 and int(res.seq[0]) == 10 and not res.rejected
+            # command path: MQTT cmd topic -> COBS frame on the UART
+            tc = ccsds.build_tc(b"k" * 32, 0x7F, 3, 1, 42, b"")
+            assert gw.on_command(tc)
+            deadline = time.monotonic() + 10
+            while not cmds.endswith(b"\x00") and time.monotonic() < deadline:
+                try:
+                    cmds += os.read(m, 4096)
+                except BlockingIOError:
+                    time.sleep(0.02)
+            assert cobs.decode(cmds[:-1]) == tc
+            # a frame cut by a disconnect, then the port comes back under the same name
+            os.write(m, frame_packets(tm(seq=11))[:7])
+            time.sleep(0.5)
+            os.close(m)
+            os.close(s)
+            fds.clear()
+            wait(lambda: gw.stats.disconnects >= 1, what="the gateway to notice the disconnect")
+            m, s = _pty(link)
+            fds += [m, s]
+            wait(lambda: gw.stats.reconnects >= 1 and gw.connected.is_set(), what="the gateway to reopen the port")
+            os.write(m, b"\x00" + frame_packets(tm(seq=12)))
+            wait(lambda: len(seen) == 2, what="a packet after the reconnect")
+            assert int(PyParser().parse(seen[1]).seq[0]) == 12
+            assert gw.stats.rejected["truncated"] == 1
+            assert gw.stats.rejected["cobs"] == 1  # the noise before the first delimiter
+        finally:
+            gw.stop()
+            sub.loop_stop()
+            pub.loop_stop()
+            sub.disconnect()
+            pub.disconnect()
+            for fd in fds:
+                os.close(fd)
+
+
+def test_mqtt_commands_reach_the_uart(tmp_path: Path) -> None:
+    """Through main_gateway's wiring: a TC published on the cmd topic comes out of the UART."""
+    import argparse
+
+    from hil import gateway as gwmod
+
+    link = tmp_path / "ttyCMD"
+    m, s = _pty(link)
+    os.set_blocking(m, False)
+    with Mosquitto() as broker:
+        args = argparse.Namespace(port=str(link), node="n09", site="moon", inventory="", baud=115200,
+                                  broker=f"mqtt://127.0.0.1:{broker.port}")  # fmt: skip
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (gwmod.main_gateway_until(args, done)), daemon=True)
+        t.start()
+        try:
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            pub.connect(broker.host, broker.port)
+            pub.loop_start()
+            tc = ccsds.build_tc(b"k" * 32, 0x7F, 1, 1, 7, b"\x01\x02")
+            got = b""
+            deadline = time.monotonic() + 30
+            while not got.endswith(b"\x00") and time.monotonic() < deadline:
+                pub.publish(topics.topic("moon", "n09", topics.CMD), tc, qos=1) if not got else None
+                time.sleep(0.3)
+                try:
+                    got += os.read(m, 4096)
+                except BlockingIOError:
+                    pass
+            pub.loop_stop()
+            pub.disconnect()
+            assert got.endswith(b"\x00"), "no COBS frame on the UART"
+            assert cobs.decode(got.split(b"\x00")[0]) == tc
+        finally:
+            done.set()
+            t.join(15)
+            os.close(m)
+            os.close(s)
