@@ -44,7 +44,7 @@ async def test_end_to_end_commands_and_telemetry(broker, inv, tmp_path):
         async with FakeNode(broker.host, broker.port, "moon", "n01", key) as node:
             tele = asyncio.create_task(t.await_telemetry(lambda n, p, v: p == "HK" and v["uptime"] >= 5))
             await asyncio.sleep(0)
-            await node.publish_status("online", boot=3)
+            await node.publish_status("online", boot=3, hk_period=30)
             for i in range(6):
                 await node.publish_tm(make_packet("HK", node="n01", uptime=i, free_heap=60000, boot_count=3, hk_period=30))
             n, p, v = await asyncio.wait_for(tele, 10)
@@ -81,7 +81,7 @@ async def test_reject_and_timeout_stages(broker, inv, tmp_path):
         await g.wait_connected()
         t = GroundTestAPI(g.ops)
         async with FakeNode(broker.host, broker.port, "moon", "n01", inv.node("n01").key, behaviour="reject") as node:
-            await node.publish_status("online")
+            await node.publish_status("online", hk_period=30)
             await until(lambda: g.ops.nodes.get("n01").state == "ONLINE")
             r = await t.send_and_assert_command("n01", "PING", expect="REJECTED")
             assert r["reason"] == "BAD_OPCODE"
@@ -90,7 +90,7 @@ async def test_reject_and_timeout_stages(broker, inv, tmp_path):
             assert "ACCEPTED" in r["reason"]
         # a node with the wrong key answers BAD_MAC
         async with FakeNode(broker.host, broker.port, "moon", "n02", b"x" * 32) as bad:
-            await bad.publish_status("online")
+            await bad.publish_status("online", hk_period=30)
             await until(lambda: g.ops.nodes.get("n02").state == "ONLINE")
             r = await t.send_and_assert_command("n02", "PING", expect="REJECTED")
             assert r["reason"] == "BAD_MAC"
@@ -111,7 +111,7 @@ async def test_queued_for_sleeping_node_released_on_wake_and_counter_survives_re
                 await asyncio.sleep(1.5)
                 assert (await c.command(exp["id"]))["stage"] == "EXPIRED"
                 assert node.received == []
-                await node.publish_status("online")  # the node wakes up
+                await node.publish_status("online", hk_period=30)  # the node wakes up
                 row = await c.command(q["id"], wait=10)
                 assert row["stage"] == "EXECUTED" and len(node.received) == 1
             first = row["counter"]
@@ -155,7 +155,7 @@ def test_cli_ground_and_command(broker, inv, tmp_path):
     try:
         async def scenario() -> tuple[int, str]:
             async with FakeNode(broker.host, broker.port, "moon", "n01", inv.node("n01").key) as node:
-                await node.publish_status("online")
+                await node.publish_status("online", hk_period=30)
                 async with GroundClient(f"http://127.0.0.1:{port}") as c:
                     for _ in range(200):
                         try:
