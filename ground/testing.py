@@ -225,3 +225,79 @@ class GroundTestAPI:
                 continue
             raise AssertionError(f"open alarm #{a['id']}: {a['node']} {a['packet']}.{a['field']} "
                                  f"{a['severity']} {a['state']} value {a['value']}")
+
+
+class RemoteGroundTestAPI:
+    """The same helpers over a ground running elsewhere, through its client interface.
+
+    ``await_telemetry`` sees the ground's decimated live values (≤ 5 Hz per node, latest
+    values per packet), not every sample: predicates should test a state, not a sample.
+    ``assert_no_alarm`` is a coroutine here.
+    """
+
+    def __init__(self, url: str, user: str = "test") -> None:
+        from ground.client import GroundClient
+
+        self.client = GroundClient(url, user=user)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def send_and_assert_command(self, node: str, name: str, args: dict[str, Any] | None = None,
+                                      timeout: float = 10.0, *, expect: str = "EXECUTED",
+                                      confirm: bool = False) -> dict[str, Any]:
+        row = await self.client.send_command(node, name, args or {}, confirm=confirm)
+        deadline = time.monotonic() + timeout
+        while row["stage"] in ("QUEUED", "SENT", "ACCEPTED") and time.monotonic() < deadline:
+            row = await self.client.command(row["id"], wait=max(0.1, min(5.0, deadline - time.monotonic())))
+        if row["stage"] != expect:
+            raise AssertionError(f"{name} #{row['id']} on {node}: {row['stage']} ({row['reason']}), expected {expect}")
+        return row
+
+    async def _live(self, match: Callable[[dict[str, Any]], Any], timeout: float, what: str) -> Any:
+        agen = self.client.live()
+
+        async def go() -> Any:
+            async for m in agen:
+                r = match(m)
+                if r is not None:
+                    return r
+
+        try:
+            return await asyncio.wait_for(go(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionTimeout(f"no matching {what} in {timeout} s") from None
+        finally:
+            await agen.aclose()
+
+    async def await_telemetry(self, predicate: Callable[[str, str, dict[str, float]], bool],
+                              timeout: float = 10.0) -> tuple[str, str, dict[str, float]]:
+        def match(m: dict[str, Any]) -> Any:
+            if m["type"] == "param":
+                for p, e in m["packets"].items():
+                    if predicate(m["node"], p, e["values"]):
+                        return (m["node"], p, e["values"])
+            return None
+
+        return await self._live(match, timeout, "telemetry")
+
+    async def await_event(self, predicate: Callable[[dict[str, Any]], bool] | None = None, *,
+                          kind: str | None = None, node: str | None = None, contains: str | None = None,
+                          timeout: float = 10.0) -> dict[str, Any]:
+        def match(m: dict[str, Any]) -> Any:
+            if m["type"] != "event" or (kind and m["kind"] != kind) or (node and m["node"] != node):
+                return None
+            if contains and contains not in m["message"]:
+                return None
+            return m if predicate is None or predicate(m) else None
+
+        return await self._live(match, timeout, "event")
+
+    async def assert_no_alarm(self, node: str | None = None, param: str | None = None,
+                              severity: str | None = None) -> None:
+        for a in await self.client.alarms():
+            if (node and a["node"] != node) or (severity and a["severity"] != severity):
+                continue
+            if param and param not in (a["field"], f"{a['packet']}.{a['field']}"):
+                continue
+            raise AssertionError(f"open alarm #{a['id']}: {a['node']} {a['packet']}.{a['field']} {a['severity']}")

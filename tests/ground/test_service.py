@@ -185,3 +185,36 @@ def test_cli_ground_and_command(broker, inv, tmp_path):
             proc.kill()
             log, _ = proc.communicate()
     assert "API http://127.0.0.1:" in log and "broker" in log
+
+
+async def test_remote_test_api_over_the_client_interface(broker, inv, tmp_path):
+    from ground.testing import RemoteGroundTestAPI
+
+    async with service(broker, inv, tmp_path) as g:
+        await g.wait_connected()
+        t = RemoteGroundTestAPI(g.api.url)
+        try:
+            async with FakeNode(broker.host, broker.port, "moon", "n01", inv.node("n01").key) as node:
+                await node.publish_status("online", hk_period=30)
+                await until(lambda: g.ops.nodes.get("n01").state == "ONLINE")
+                r = await t.send_and_assert_command("n01", "PING")
+                assert r["stage"] == "EXECUTED"
+
+                async def feed():
+                    for i in range(50):
+                        await node.publish_tm(make_packet("HK", node="n01", uptime=i, free_heap=60000, hk_period=30))
+                        await asyncio.sleep(0.05)
+
+                task = asyncio.create_task(feed())
+                n, p, v = await t.await_telemetry(lambda n, p, v: p == "HK" and v["uptime"] >= 10, timeout=15)
+                assert v["uptime"] >= 10
+                await task
+                await t.assert_no_alarm(node="n01")
+                ev_task = asyncio.create_task(t.await_event(kind="node_event", node="n01", timeout=15))
+                while not ev_task.done():  # until the live connection is up and sees one
+                    await node.publish_tm(make_packet("EVENT", node="n01", code=13, severity=2, text="batt low"))
+                    await asyncio.wait({ev_task}, timeout=0.5)
+                ev = ev_task.result()
+                assert "LOW_BATTERY: batt low" in ev["message"] and ev["severity"] == "ERROR"
+        finally:
+            await t.close()
