@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -146,7 +146,7 @@ class GroundClient:
 
     # -- live -------------------------------------------------------------------------------
 
-    async def live(self, retry: float = 0.5, max_retry: float = 5.0) -> AsyncIterator[dict[str, Any]]:
+    async def live(self, retry: float = 0.5, max_retry: float = 5.0) -> AsyncGenerator[dict[str, Any], None]:
         """Live messages from the ground, forever; reconnects with backoff on any failure."""
         delay = retry
         connected = False
