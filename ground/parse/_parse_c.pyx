@@ -131,6 +131,66 @@ cdef extern from *:
     uint64_t LB_BSWAP64(uint64_t) nogil
 
 
+cdef extern from *:
+    """
+    /* Two numeric fields per step with SSSE3: one 16-byte load of the packet, pshufb puts
+       each big-endian field zero-extended into a little-endian 64-bit lane, the sign bit
+       is flipped and the exponent bits of 2^52 ORed in, then (lane - (2^52 + sign bit))
+       is the exact integer as a double; * scale + add as packed float64 (bit-identical to
+       the scalar arithmetic).  Chosen at run time; other hosts use the scalar loop. */
+    typedef struct {
+        uint8_t shuf[16];
+        uint64_t sbit[2];
+        double bias[2];
+        double scale[2];
+        double add[2];
+        int32_t chunk;   /* packet offset of the 16-byte load */
+        int32_t col;     /* first output column */
+        int32_t two;     /* 1: both lanes are columns; 0: only the first */
+        int32_t pad_;
+    } lb_pair;
+
+    #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    #include <immintrin.h>
+    #define LB_HAVE_SSSE3_CODE 1
+    __attribute__((target("ssse3")))
+    static void lb_decode_pairs_ssse3(const uint8_t* pk, double* out, const lb_pair* pr, int n) {
+        const __m128i expo = _mm_set1_epi64x(0x4330000000000000LL);
+        for (int i = 0; i < n; i++) {
+            __m128i c = _mm_loadu_si128((const __m128i*)(pk + pr[i].chunk));
+            __m128i x = _mm_shuffle_epi8(c, _mm_loadu_si128((const __m128i*)pr[i].shuf));
+            x = _mm_or_si128(_mm_xor_si128(x, _mm_loadu_si128((const __m128i*)pr[i].sbit)), expo);
+            __m128d d = _mm_sub_pd(_mm_castsi128_pd(x), _mm_loadu_pd(pr[i].bias));
+            d = _mm_add_pd(_mm_mul_pd(d, _mm_loadu_pd(pr[i].scale)), _mm_loadu_pd(pr[i].add));
+            if (pr[i].two) _mm_storeu_pd(out + pr[i].col, d);
+            else _mm_store_sd(out + pr[i].col, d);
+        }
+    }
+    static int lb_have_ssse3(void) { return __builtin_cpu_supports("ssse3") ? 1 : 0; }
+    #else
+    static void lb_decode_pairs_ssse3(const uint8_t* pk, double* out, const lb_pair* pr, int n) {
+        (void)pk; (void)out; (void)pr; (void)n;
+    }
+    static int lb_have_ssse3(void) { return 0; }
+    #endif
+    """
+    ctypedef struct lb_pair:
+        uint8_t shuf[16]
+        uint64_t sbit[2]
+        double bias[2]
+        double scale[2]
+        double add[2]
+        int32_t chunk
+        int32_t col
+        int32_t two
+    void lb_decode_pairs_ssse3(const uint8_t* pk, double* out, const lb_pair* pr, int n) nogil
+    int lb_have_ssse3() nogil
+
+
+HAVE_SSSE3 = bool(lb_have_ssse3())
+cdef bint _use_simd = HAVE_SSSE3 and not __import__("os").environ.get("LUNABASE_PARSER_NO_SIMD")
+
+
 cdef inline uint16_t _be16(const uint8_t* p) noexcept nogil:
     cdef uint16_t v
     memcpy(&v, p, 2)
@@ -324,6 +384,9 @@ cdef class Parser:
     # the packet), masked to the field's width, sign bit flipped, then exponent trick
     cdef int32_t* f_off              # offset of the field's first byte
     cdef FieldC* f_c
+    cdef lb_pair* pairs              # SIMD decode plan, per layout from lay_pair0
+    cdef int32_t* lay_pair0
+    cdef int32_t* lay_npairs         # 0: scalar loop for this layout
     cdef int32_t* f_type
     cdef double* f_scale
     cdef double* f_add
@@ -338,6 +401,8 @@ cdef class Parser:
         self.lay_s_off = self.lay_s_n = NULL
         self.f_off = self.f_type = NULL
         self.f_c = NULL
+        self.pairs = NULL
+        self.lay_pair0 = self.lay_npairs = NULL
         self.f_scale = self.f_add = NULL
 
     def __init__(self, dictionary=None, max_length=None):
@@ -345,7 +410,7 @@ cdef class Parser:
 
         self.layouts = compile_layout(dictionary)
         self.max_length = max_length or (dictionary or load()).max_length
-        cdef int i, j, nf, nl, size
+        cdef int i, j, nf, nl, size, np_
         for i in range(2048):
             self.lidx[i] = -1
         lays = list(self.layouts.values())
@@ -360,11 +425,15 @@ cdef class Parser:
         self.lay_s_n = <int32_t*>malloc(nl * sizeof(int32_t))
         self.f_off = <int32_t*>malloc(nf * sizeof(int32_t))
         self.f_c = <FieldC*>malloc(nf * sizeof(FieldC))
+        self.pairs = <lb_pair*>calloc(nf, sizeof(lb_pair))
+        self.lay_pair0 = <int32_t*>calloc(nl, sizeof(int32_t))
+        self.lay_npairs = <int32_t*>calloc(nl, sizeof(int32_t))
         self.f_type = <int32_t*>malloc(nf * sizeof(int32_t))
         self.f_scale = <double*>malloc(nf * sizeof(double))
         self.f_add = <double*>malloc(nf * sizeof(double))
         if (self.lay_len == NULL or self.lay_nnum == NULL or self.lay_first == NULL or self.lay_generic == NULL
                 or self.lay_s_off == NULL or self.lay_s_n == NULL or self.f_off == NULL or self.f_c == NULL
+                or self.pairs == NULL or self.lay_pair0 == NULL or self.lay_npairs == NULL
                 or self.f_type == NULL
                 or self.f_scale == NULL or self.f_add == NULL):
             raise MemoryError()
@@ -372,6 +441,7 @@ cdef class Parser:
         self._columns = []
         self.min_len = 1 << 30
         j = 0
+        np_ = 0
         for i, lay in enumerate(lays):
             if not 0 <= lay.apid < 2048:
                 raise ValueError(f"APID {lay.apid} does not fit in 11 bits")
@@ -398,6 +468,8 @@ cdef class Parser:
                 if typ == "f32":
                     self.lay_generic[i] = 1
                 j += 1
+            self._plan_pairs(i, lay, np_)
+            np_ += self.lay_npairs[i]
             if lay.samples is not None:
                 self.lay_s_off[i] = lay.samples[0]
                 self.lay_s_n[i] = lay.samples[1] * lay.samples[2]
@@ -410,6 +482,48 @@ cdef class Parser:
         if self.min_len == 1 << 30:
             self.min_len = MIN_PACKET
 
+    cdef void _plan_pairs(self, int li, lay, int first):
+        # consecutive numeric columns two by two, each pair read from one 16-byte window
+        # of the packet; layouts with f32 fields or shorter than 16 bytes stay scalar
+        cdef int k = 0, n = len(lay.numeric), m, lane, b, size, start
+        cdef lb_pair* pr
+        self.lay_pair0[li] = first
+        self.lay_npairs[li] = 0
+        if self.lay_generic[li] or lay.length < 16 or n == 0:
+            return
+        m = 0
+        while k < n:
+            f0 = lay.numeric[k]
+            start = min(f0[1], lay.length - 16)
+            lanes = [f0]
+            if k + 1 < n:
+                f1 = lay.numeric[k + 1]
+                if f1[1] + _SIZES[f1[2]] <= start + 16:
+                    lanes.append(f1)
+            pr = &self.pairs[first + m]
+            memset(pr, 0, sizeof(lb_pair))
+            pr.chunk = start
+            pr.col = k
+            pr.two = len(lanes) == 2
+            for lane in range(2):
+                for b in range(8):
+                    pr.shuf[8 * lane + b] = 0x80
+                pr.sbit[lane] = 0
+                pr.bias[lane] = 4503599627370496.0
+                pr.scale[lane] = 1.0
+                pr.add[lane] = 0.0
+            for lane, (_name, off, typ, scale, add) in enumerate(lanes):
+                size = _SIZES[typ]
+                for b in range(size):  # lane byte b (least significant first)
+                    pr.shuf[8 * lane + b] = off + size - 1 - b - start
+                pr.sbit[lane] = (<uint64_t>1 << (8 * size - 1)) if typ[0] == "i" else 0
+                pr.bias[lane] = 4503599627370496.0 + <double>pr.sbit[lane]
+                pr.scale[lane] = scale
+                pr.add[lane] = add
+            k += len(lanes)
+            m += 1
+        self.lay_npairs[li] = m
+
     def __dealloc__(self):
         free(self.lay_len)
         free(self.lay_nnum)
@@ -419,6 +533,9 @@ cdef class Parser:
         free(self.lay_s_n)
         free(self.f_off)
         free(self.f_c)
+        free(self.pairs)
+        free(self.lay_pair0)
+        free(self.lay_npairs)
         free(self.f_type)
         free(self.f_scale)
         free(self.f_add)
@@ -606,7 +723,9 @@ cdef class Parser:
                         nnum = self.lay_nnum[li]
                         vrow = o.vals[li] + k * nnum
                         j = self.lay_first[li]
-                        if self.lay_generic[li]:
+                        if _use_simd and self.lay_npairs[li]:
+                            lb_decode_pairs_ssse3(pk, vrow, self.pairs + self.lay_pair0[li], self.lay_npairs[li])
+                        elif self.lay_generic[li]:
                             _decode_generic(pk, vrow, nnum, self.f_off + j, self.f_type + j,
                                             self.f_scale + j, self.f_add + j)
                         else:
