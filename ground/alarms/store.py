@@ -62,6 +62,16 @@ class OpsStore:
     def close(self) -> None:
         self.db.close()
 
+    def prune(self, keep_days: float, now: float | None = None) -> int:
+        """Delete events, cleared alarms and final commands older than ``keep_days``; rows deleted."""
+        cut = (time.time() if now is None else now) - keep_days * 86400.0
+        with self._lock:
+            n = self.db.execute("DELETE FROM events WHERE t < ?", (cut,)).rowcount
+            n += self.db.execute("DELETE FROM alarms WHERE state = 'cleared' AND cleared_at < ?", (cut,)).rowcount
+            n += self.db.execute("DELETE FROM commands WHERE stage NOT IN ('QUEUED','SENT','ACCEPTED') AND updated < ?",
+                                 (cut,)).rowcount
+        return n
+
     # -- events ----------------------------------------------------------------------
 
     def event(

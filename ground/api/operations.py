@@ -82,6 +82,7 @@ class Operations:
         lost_factor: float = 30.0,
         grace: float = 30.0,
         param_hz: float = 5.0,
+        keep_days: float = 90.0,
         history: HistoryFn | None = None,
         links: Callable[[], dict[str, dict[str, Any]]] | None = None,
     ) -> None:
@@ -98,6 +99,8 @@ class Operations:
                                    reachable=self.nodes.reachable, light_time=light_time,
                                    ack_timeout=ack_timeout, exec_timeout=exec_timeout)
         self.param_period = 1.0 / param_hz
+        self.keep_days = keep_days
+        self._pruned = 0.0
         self.history_fn = history
         self.links_fn = links
         # latest raw packets of a node when ingest does not pass payloads: (node, limit) -> rows
@@ -412,6 +415,9 @@ class Operations:
         await self.commander.pump(now)
         for ls in self.link.values():
             ls.rates(now)
+        if now - self._pruned > 3600.0:  # ops database retention, hourly
+            self._pruned = now
+            self.store.prune(self.keep_days, now)
         nd, self._node_dirty = self._node_dirty, set()
         for node in sorted(nd):  # last contact, SOC, temperatures... at most once a second
             self.hub.publish({"type": "node", **self.node_view(self.nodes.get(node))})

@@ -99,3 +99,11 @@ def test_nominal_batch_is_cheap_and_silent(mgr):
     t = hk_table(*([10.0] * 5000))
     assert mgr.check("s", "n01", t).shape == (5000, 4)
     assert mgr.active() == [] and mgr.store.events() == []
+
+
+def test_ops_db_retention(tmp_path):
+    store = OpsStore(tmp_path / "ops.db")
+    store.event("test", "old", t=1000.0)
+    store.event("test", "new", t=100 * 86400.0)
+    assert store.prune(30, now=100 * 86400.0) == 1
+    assert [e["message"] for e in store.events()] == ["new"]
