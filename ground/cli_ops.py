@@ -53,6 +53,7 @@ def register(sub: Any) -> None:
     g.add_argument("--ack-timeout", type=float, default=5.0, help="s to ACCEPTED, plus the round trip")
     g.add_argument("--exec-timeout", type=float, default=15.0, help="s to EXECUTED, plus the round trip")
     g.add_argument("--grace", type=float, default=30.0, help="s past an announced contact before LOST")
+    g.add_argument("--keep-days", type=float, default=90.0, help="ops database retention (events, closed alarms)")
     g.add_argument("--client-id", default="lunabase-ground")
     g.add_argument("--share", default=None, help="MQTT 5 shared-subscription group for several workers")
     g.set_defaults(func=run_ground)
@@ -80,7 +81,7 @@ def run_ground(a: argparse.Namespace) -> int:
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     svc = GroundService(a.broker, a.inventory, a.archive, ops_db=a.ops_db, api_host=a.api_host,
                         api_port=a.api_port, light_time=a.light_time, ack_timeout=a.ack_timeout,
-                        exec_timeout=a.exec_timeout, grace=a.grace, client_id=a.client_id, share=a.share)
+                        exec_timeout=a.exec_timeout, grace=a.grace, keep_days=a.keep_days, client_id=a.client_id, share=a.share)
 
     async def main() -> None:
         await svc.start()

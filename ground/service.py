@@ -101,6 +101,7 @@ class GroundService:
         ack_timeout: float = 5.0,
         exec_timeout: float = 15.0,
         grace: float = 30.0,
+        keep_days: float = 90.0,
         client_id: str = "lunabase-ground",
         share: str | None = None,
         tls: ssl.SSLContext | None = None,
@@ -118,7 +119,7 @@ class GroundService:
         self.client_id, self.share = client_id, share
         self.api_host, self.api_port = api_host, api_port
         self._opts: dict[str, Any] = dict(light_time=light_time, ack_timeout=ack_timeout, exec_timeout=exec_timeout,
-                                          grace=grace)
+                                          grace=grace, keep_days=keep_days)
         self.archive: Any = None
         self.ingest: Any = None
         self.ops: Operations | None = None
