@@ -150,7 +150,7 @@ def validate(raw):
                 if not isinstance(v, str):
                     raise ConfigError(f, "must be a string, got %r" % (v,))
             lim = _LIMITS.get(f)
-            if lim and not lim[0] <= v <= lim[1]:
+            if lim and isinstance(v, (int, float)) and not lim[0] <= v <= lim[1]:
                 raise ConfigError(f, "must be in %d..%d, got %r" % (lim[0], lim[1], v))
             out[k] = v
         for k in given:

@@ -181,17 +181,18 @@ class Journal:
                     raise ValueError("packet bigger than a journal segment")
                 self._rotate()
                 continue
-            self._wf.write(self.ram_mv[a:b])
+            self._writer().write(self.ram_mv[a:b])
             self.sizes[-1] += b - a
             self.counts[-1] += k
             a = b
         if end:
-            self._wf.flush()
+            self._writer().flush()
         self.ram_n = 0
         self.ram_pk = 0
 
     def _rotate(self):
-        self._wf.close()
+        if self._wf:
+            self._wf.close()
         n = self.segs[-1] + 1
         while len(self.segs) >= self.max_segs:
             self._drop_oldest()
@@ -237,11 +238,19 @@ class Journal:
         self._rseg = -1
 
     def _reader(self, n):
-        if self._rseg != n:
+        f = self._rf
+        if f is None or self._rseg != n:
             self._close_reader()
-            self._rf = open(_seg_path(n), "rb")
+            f = open(_seg_path(n), "rb")
+            self._rf = f
             self._rseg = n
-        return self._rf
+        return f
+
+    def _writer(self):
+        f = self._wf
+        if f is None:
+            f = self._wf = open(_seg_path(self.segs[-1]), "ab")
+        return f
 
     def pending(self):
         # True when there is something not yet handed to read_batch

@@ -33,9 +33,8 @@ class Link:
         self.t_tm = topics.topic(site, node, topics.TM).encode()
         self.t_status = topics.topic(site, node, topics.STATUS)
         self.t_cmd = topics.topic(site, node, topics.CMD).encode()
-        self.client = mqtt.Client(node, b["keepalive"], b["user"], b["password"], self.t_status, "", b["rx_max"])
-        self.client.on_puback = self._on_puback
-        self.client.on_message = self._on_message
+        self.client = mqtt.Client(node, b["keepalive"], b["user"], b["password"], self.t_status, "", b["rx_max"],
+                                  self._on_puback, self._on_message)
         w = b["window"]
         self.w = w
         self.kind = [0] * w

@@ -144,7 +144,7 @@ def dec_publish(flags, body, n):
 class Client:
     # One broker connection at a time.  Callbacks (plain functions, not coroutines):
     #   on_puback(pid), on_message(topic_mv, payload_mv, dup) -> True to PUBACK now.
-    def __init__(self, client_id, keepalive, user="", password="", will_topic="", will_msg="", rx_max=512):
+    def __init__(self, client_id, keepalive, user, password, will_topic, will_msg, rx_max, on_puback, on_message):
         self.client_id = client_id.encode()
         self.keepalive = keepalive
         self.user = user.encode()
@@ -163,9 +163,10 @@ class Client:
         self.last_tx = time.ticks_ms()
         self.oversize = 0  # incoming packets discarded for size
         self.lock = asyncio.Lock()
-        self.on_puback = None
-        self.on_message = None
-        self.on_suback = None
+        self.on_puback = on_puback
+        self.on_message = on_message
+        self.n = 0
+        self.oversize_pid = 0
         self._ssl = None
 
     async def connect(self, host, port, tls=False, timeout_ms=10000, clean=False):
@@ -183,7 +184,7 @@ class Client:
             32 + len(self.client_id) + len(self.user) + len(self.password) + len(self.will_topic) + len(self.will_msg)
         )
         n = enc_connect(buf, self.client_id, self.keepalive, clean, self.user, self.password, self.will_topic, self.will_msg)
-        await self.w.awrite(buf, 0, n)
+        await self._write(buf, n)
         # the unix port "connects" to a refused port: the error surfaces here
         t = await asyncio.wait_for_ms(self._read_packet(), timeout_ms)
         if t & 0xF0 != CONNACK:
@@ -196,10 +197,20 @@ class Client:
         self.last_rx = self.last_tx = time.ticks_ms()
         return sp
 
+    async def _write(self, buf, n):
+        w = self.w
+        if w is None:
+            raise MQTTError("not connected")
+        w.write(memoryview(buf)[:n])
+        await w.drain()
+
     async def _readinto(self, a, b):
         mv = self.rxmv
+        r = self.r
+        if r is None:
+            raise MQTTError("not connected")
         while a < b:
-            n = await self.r.readinto(mv[a:b])
+            n = await r.readinto(mv[a:b])
             if not n:
                 raise MQTTError("connection closed by broker")
             a += n
@@ -261,16 +272,13 @@ class Client:
                         self.on_message(self.rxmv[ts:te], self.rxmv[p : self.n], dup)
                     if qos:
                         await self.puback(pid)
-                elif k == SUBACK:
-                    if self.on_suback:
-                        self.on_suback((self.rx[0] << 8) | self.rx[1], self.rx[2])
                 # PINGRESP and anything else: last_rx is enough
         finally:
             self.close()
 
     async def send(self, buf, n):
         async with self.lock:
-            await self.w.awrite(buf, 0, n)
+            await self._write(buf, n)
             self.last_tx = time.ticks_ms()
 
     async def publish(self, topic, payload, plen, qos=1, retain=False, dup=False, pid=0):
@@ -279,14 +287,14 @@ class Client:
             raise MQTTError("not connected")
         async with self.lock:
             h = enc_publish_head(self.hdr, topic, plen, qos, retain, dup, pid)
-            await self.w.awrite(self.hdr, 0, h)
-            await self.w.awrite(payload, 0, plen)
+            await self._write(self.hdr, h)
+            await self._write(payload, plen)
             self.last_tx = time.ticks_ms()
 
     async def puback(self, pid):
         async with self.lock:
             enc_puback(self.small, pid)
-            await self.w.awrite(self.small, 0, 4)
+            await self._write(self.small, 4)
             self.last_tx = time.ticks_ms()
 
     async def subscribe(self, topic, pid, qos=1):
