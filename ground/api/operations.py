@@ -129,7 +129,7 @@ class Operations:
     def on_packets(self, site: str, node: str, result: ParseResult, fresh: np.ndarray | None,
                    received: float, payload: bytes | None = None) -> None:
         """Fresh packets of one MQTT message, just committed to the archive."""
-        if result.count == 0:
+        if result.count == 0 or site != self.site:
             return
         n = result.count
         if fresh is None:
@@ -202,12 +202,16 @@ class Operations:
 
     def on_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
         """A status message (birth, sleep announcement, last will)."""
+        if site != self.site or not isinstance(status, dict):
+            return
         self.nodes.on_status(node, status, received)
         self._dirty.add(node)
         self.hub.publish({"type": "node", **self.node_view(self.nodes.get(node))})
 
     def on_rejected(self, site: str, node: str, rejected: Sequence[Any], payload: bytes | None = None) -> None:
         """Bytes ingest could not accept: counted per reason, logged at most every 10 s."""
+        if site != self.site:
+            return
         ls = self.link[node]
         for r in rejected:
             ls.errors[r.reason] = ls.errors.get(r.reason, 0) + 1
