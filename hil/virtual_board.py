@@ -121,6 +121,7 @@ class VirtualBoard:
         self._mode = "friendly"  # what the board returns to after a soft reboot
         self._phase = "running"  # boot-friendly | boot-raw | running
         self._boot_buf = b""
+        self._out_tail = b""
         self._pending_in = b""
         self._stop = threading.Event()
         self._power_cycle = threading.Event()
@@ -252,8 +253,10 @@ class VirtualBoard:
 
     def _from_vm(self, data: bytes) -> None:
         if self._phase == "running":
-            if RAW_BANNER in data:
+            tail = self._out_tail + data  # the banner may arrive split across reads
+            if RAW_BANNER in tail:
                 self._mode = "raw"
+            self._out_tail = tail[-len(RAW_BANNER) :].replace(RAW_BANNER, b"")
             self._to_host(data)
             return
         self._boot_buf += data
