@@ -210,3 +210,23 @@ async def test_liveness_is_an_alarm(ground):
     ops.on_status("moon", "n02", {"state": "asleep", "next_contact": 0}, time.time())
     ops.nodes.tick(time.time() + 86400)
     assert [x["node"] for x in await g.alarms()] == ["n01"]  # n01 went silent; n02 is asleep
+
+
+async def test_stalled_websocket_client_gets_resync_and_ingest_never_waits(ground):
+    import aiohttp
+
+    ops, server, g = ground
+    ops.hub.maxsize = 200
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(server.url + "/api/ws", max_msg_size=0) as ws:
+            assert (await ws.receive_json())["type"] == "snapshot"
+            blob = "x" * 4000
+            for i in range(6000):  # ~24 MB while the client reads nothing
+                ops.hub.publish({"type": "event", "i": i, "pad": blob})
+                if i % 500 == 0:
+                    await asyncio.sleep(0.01)  # let the server's sender run and fill the socket
+            kinds = []
+            while "snapshot" not in kinds:
+                kinds.append((await asyncio.wait_for(ws.receive_json(), 20))["type"])
+            assert "resync" in kinds and kinds.index("resync") == len(kinds) - 2
+            assert ops.hub.subscribers and next(iter(ops.hub.subscribers)).resyncs >= 1
