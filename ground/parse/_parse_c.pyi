@@ -3,7 +3,7 @@
 from ground.parse._common import ApidLayout, ParseResult
 from wire.dictionary import Dictionary
 
-from collections.abc import Buffer
+Buffer = bytes | bytearray | memoryview
 
 CRC_POLY: int
 
@@ -32,3 +32,8 @@ class StreamParser:
     def __init__(self, dictionary: Dictionary | None = None, parser: Parser | None = None) -> None: ...
     def feed(self, data: Buffer) -> ParseResult: ...
     def flush(self) -> ParseResult: ...
+
+HAVE_SSSE3: bool
+
+def set_simd(enabled: bool) -> bool:
+    """Use the SSSE3 field decoder or the scalar loop; returns the previous setting."""

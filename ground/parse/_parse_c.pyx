@@ -191,6 +191,15 @@ HAVE_SSSE3 = bool(lb_have_ssse3())
 cdef bint _use_simd = HAVE_SSSE3 and not __import__("os").environ.get("LUNABASE_PARSER_NO_SIMD")
 
 
+def set_simd(bint enabled):
+    """Use the SSSE3 field decoder (when the CPU has it) or the scalar loop; returns the
+    previous setting.  Both give bit-identical results; the tests run both."""
+    global _use_simd
+    prev = _use_simd
+    _use_simd = enabled and HAVE_SSSE3
+    return prev
+
+
 cdef inline uint16_t _be16(const uint8_t* p) noexcept nogil:
     cdef uint16_t v
     memcpy(&v, p, 2)

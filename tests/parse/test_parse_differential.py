@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import ground.parse as gp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from parse_compare import assert_invariants, assert_same
@@ -14,6 +15,18 @@ from wire.dictionary import load
 
 D = load()
 APIDS = [p.apid for p in D.packets]
+
+@pytest.fixture(autouse=True, params=["simd", "scalar"])
+def decoder(request):
+    """Run every differential test with the SSSE3 field decoder and with the scalar loop."""
+    from ground.parse import _parse_c
+
+    if request.param == "simd" and not _parse_c.HAVE_SSSE3:
+        pytest.skip("this CPU has no SSSE3")
+    prev = _parse_c.set_simd(request.param == "simd")
+    yield request.param
+    _parse_c.set_simd(prev)
+
 
 settings.register_profile("lunabase", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("lunabase")
