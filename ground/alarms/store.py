@@ -159,13 +159,18 @@ class OpsStore:
             self.db.execute(f"UPDATE commands SET {','.join(k + '=?' for k in d)} WHERE id=?",
                             list(d.values()) + [c["id"]])
 
-    def commands(self, limit: int = 200, open_only: bool = False) -> list[Row]:
-        q = "SELECT * FROM commands"
-        if open_only:
+    def commands(self, limit: int = 200, open_only: bool = False, cid: int | None = None) -> list[Row]:
+        """Command rows, newest first (``cid``: just that one)."""
+        q, p = "SELECT * FROM commands", []
+        if cid is not None:
+            q += " WHERE id = ?"
+            p.append(cid)
+        elif open_only:
             q += " WHERE stage IN ('QUEUED','SENT','ACCEPTED')"
         q += " ORDER BY id DESC LIMIT ?"
+        p.append(limit)
         with self._lock:
-            rows = self.db.execute(q, (limit,)).fetchall()
+            rows = self.db.execute(q, p).fetchall()
         out = []
         for r in rows:
             d = dict(r)

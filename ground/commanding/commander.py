@@ -247,10 +247,8 @@ class Commander:
         c = self._cmds.get(cid) or self._finished.get(cid)
         if c is not None:
             return {k: v for k, v in c.items() if k != "sent_at"}
-        for r in self.store.commands(limit=100000):
-            if r["id"] == cid:
-                return r
-        return None
+        rows = self.store.commands(limit=1, cid=cid)
+        return rows[0] if rows else None
 
     def list(self, limit: int = 200) -> list[Row]:
         return self.store.commands(limit=limit)
