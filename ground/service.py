@@ -193,9 +193,11 @@ class GroundService:
 
     def _history(self, node: str, packet: str, field: str, since: float | None, until: float | None,
                   limit: int) -> dict[str, Any]:
+        if since is None and until is None:
+            since = time.time() - 3600.0
         r = self.archive.parameter(f"{packet}.{field}", node=node, t0=since, t1=until)
-        t, v = list(r["time"])[-limit:], list(r["value"])[-limit:]
-        return {"node": node, "packet": packet, "field": field, "source": "archive",
+        t, v = stride(list(r["time"]), limit), stride(list(r["value"]), limit)
+        return {"node": node, "packet": packet, "field": field, "source": "archive", "count": len(r["time"]),
                 "time": [float(x) for x in t], "value": [float(x) for x in v]}
 
     def _raw_packets(self, node: str, limit: int) -> list[tuple[float, int, int, int, bytes]]:
@@ -215,6 +217,15 @@ class GroundService:
                               "missing": d.get("missing", 0), "duplicates": d["duplicates"],
                               "last_contact": d.get("last_contact")}
         return out
+
+
+def stride(xs: list[Any], limit: int) -> list[Any]:
+    """At most ``limit`` items evenly spread over ``xs``, the last one always kept."""
+    n = len(xs)
+    if n <= limit or limit <= 0:
+        return xs
+    step = n / limit
+    return [xs[n - 1 - int(i * step)] for i in range(limit)][::-1]
 
 
 def _default_ops_db(archive: str) -> str:

@@ -334,8 +334,11 @@ class Operations:
         col = [f.name for f in p.numeric_fields].index(field)
         pts = [(t, float(v[col])) for t, v in self.recent.get((node, p.name), ())
                if (since is None or t >= since) and (until is None or t < until)]
-        pts = pts[-limit:]
-        return {"node": node, "packet": p.name, "field": field, "source": "memory",
+        count = len(pts)
+        if count > limit > 0:
+            step = count / limit
+            pts = [pts[count - 1 - int(i * step)] for i in range(limit)][::-1]
+        return {"node": node, "packet": p.name, "field": field, "source": "memory", "count": count,
                 "time": [t for t, _ in pts], "value": [v for _, v in pts]}
 
     def packets_view(self, node: str, limit: int = 20) -> list[dict[str, Any]]:

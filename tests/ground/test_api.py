@@ -230,3 +230,11 @@ async def test_stalled_websocket_client_gets_resync_and_ingest_never_waits(groun
                 kinds.append((await asyncio.wait_for(ws.receive_json(), 20))["type"])
             assert "resync" in kinds and kinds.index("resync") == len(kinds) - 2
             assert ops.hub.subscribers and next(iter(ops.hub.subscribers)).resyncs >= 1
+
+
+def test_stride_keeps_the_newest():
+    from ground.service import stride
+
+    assert stride(list(range(10)), 20) == list(range(10))
+    s = stride(list(range(1000)), 10)
+    assert len(s) == 10 and s[-1] == 999 and s == sorted(s)
