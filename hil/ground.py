@@ -48,7 +48,10 @@ class Sample:
         return self.values[name]
 
     def __repr__(self) -> str:
-        vals = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in self.values.items())
+        vals = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}=<{getattr(v, 'shape', '?')} array>" if k == "samples" else f"{k}={v!r}"
+            for k, v in self.values.items()
+        )
         return f"<{self.node} {self.packet} #{self.seq}: {vals}>"
 
 

@@ -180,13 +180,32 @@ def ground(request: pytest.FixtureRequest) -> Iterator[HilGround]:
 
 
 @pytest.fixture
-def node(request: pytest.FixtureRequest, board: Board, ground: HilGround) -> Iterator[HilNode]:
-    """The node running on `board`, flashed with the firmware and a test config, online."""
+def hil_inventory(request: pytest.FixtureRequest) -> Any:
+    """A fresh inventory (site 'hil', node 'hil01', new keys) for the node under test."""
     from wire.inventory import Inventory
 
+    inv = Inventory.generate(SITE, [NODE], board=request.config.getoption("--hil-board") or "sim")
+    inv.ground_password = ""  # the private test broker is anonymous
+    return inv
+
+
+@pytest.fixture
+def gds(ground: HilGround, hil_inventory: Any, tmp_path: Path) -> Iterator[Any]:
+    """The real ground segment (GroundService) on the test broker; `gds.api` is ground.testing's
+    GroundTestAPI made synchronous: await_telemetry(lambda node, packet, values: ...),
+    send_and_assert_command, await_event(kind=..., node=...), assert_no_alarm."""
+    from hil.gds import GdsThread
+
+    with GdsThread(f"mqtt://127.0.0.1:{ground.port}", hil_inventory, tmp_path / "gds") as g:
+        yield g
+
+
+@pytest.fixture
+def node(request: pytest.FixtureRequest, board: Board, ground: HilGround, hil_inventory: Any) -> Iterator[HilNode]:
+    """The node running on `board`, flashed with the firmware and a test config, online."""
     opt = request.config.getoption
     kind = opt("--hil-board") or "sim"
-    inv = Inventory.generate(SITE, [NODE], board=kind)
+    inv = hil_inventory
     n = inv.node(NODE)
     ground.keys[NODE] = n.key
     board_host = opt("--hil-host") or "127.0.0.1"
