@@ -34,6 +34,8 @@ class StreamParser:
     def flush(self) -> ParseResult: ...
 
 HAVE_SSSE3: bool
+HAVE_AVX2: bool
+SIMD_LEVELS: tuple[str, ...]
 
-def set_simd(enabled: bool) -> bool:
-    """Use the SSSE3 field decoder or the scalar loop; returns the previous setting."""
+def set_simd(level: str | bool | None) -> str:
+    """Choose the field decoder ("avx2", "ssse3", "scalar"; True = best); returns the previous."""

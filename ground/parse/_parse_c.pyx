@@ -19,6 +19,9 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
+
+cdef extern from "stdlib.h":
+    void* aligned_alloc(size_t alignment, size_t size) nogil
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
@@ -167,7 +170,49 @@ cdef extern from *:
         }
     }
     static int lb_have_ssse3(void) { return __builtin_cpu_supports("ssse3") ? 1 : 0; }
+
+    /* AVX2: four fields per step, two 16-byte windows (one per 128-bit lane). */
+    typedef struct __attribute__((aligned(32))) {
+        uint8_t shuf[32];
+        uint64_t sbit[4];
+        double bias[4];
+        double scale[4];
+        double add[4];
+        int32_t chunk[2];
+        int32_t col;
+        int32_t ncols;   /* 1..4 */
+        int32_t pad_[4];
+    } lb_quad;
+
+    __attribute__((target("avx2")))
+    static void lb_decode_quads_avx2(const uint8_t* pk, double* out, const lb_quad* q, int n) {
+        const __m256i expo = _mm256_set1_epi64x(0x4330000000000000LL);
+        for (int i = 0; i < n; i++) {
+            __m256i c = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(pk + q[i].chunk[0]))),
+                _mm_loadu_si128((const __m128i*)(pk + q[i].chunk[1])), 1);
+            __m256i x = _mm256_shuffle_epi8(c, _mm256_load_si256((const __m256i*)q[i].shuf));
+            x = _mm256_or_si256(_mm256_xor_si256(x, _mm256_load_si256((const __m256i*)q[i].sbit)), expo);
+            __m256d d = _mm256_sub_pd(_mm256_castsi256_pd(x), _mm256_load_pd(q[i].bias));
+            d = _mm256_add_pd(_mm256_mul_pd(d, _mm256_load_pd(q[i].scale)), _mm256_load_pd(q[i].add));
+            if (q[i].ncols == 4) {
+                _mm256_storeu_pd(out + q[i].col, d);
+            } else {
+                __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(q[i].ncols), _mm256_setr_epi64x(0, 1, 2, 3));
+                _mm256_maskstore_pd(out + q[i].col, m, d);
+            }
+        }
+    }
+    static int lb_have_avx2(void) { return __builtin_cpu_supports("avx2") ? 1 : 0; }
     #else
+    typedef struct {
+        uint8_t shuf[32]; uint64_t sbit[4]; double bias[4]; double scale[4]; double add[4];
+        int32_t chunk[2]; int32_t col; int32_t ncols;
+    } lb_quad;
+    static void lb_decode_quads_avx2(const uint8_t* pk, double* out, const lb_quad* q, int n) {
+        (void)pk; (void)out; (void)q; (void)n;
+    }
+    static int lb_have_avx2(void) { return 0; }
     static void lb_decode_pairs_ssse3(const uint8_t* pk, double* out, const lb_pair* pr, int n) {
         (void)pk; (void)out; (void)pr; (void)n;
     }
@@ -185,19 +230,42 @@ cdef extern from *:
         int32_t two
     void lb_decode_pairs_ssse3(const uint8_t* pk, double* out, const lb_pair* pr, int n) nogil
     int lb_have_ssse3() nogil
+    ctypedef struct lb_quad:
+        uint8_t shuf[32]
+        uint64_t sbit[4]
+        double bias[4]
+        double scale[4]
+        double add[4]
+        int32_t chunk[2]
+        int32_t col
+        int32_t ncols
+    void lb_decode_quads_avx2(const uint8_t* pk, double* out, const lb_quad* q, int n) nogil
+    int lb_have_avx2() nogil
 
 
 HAVE_SSSE3 = bool(lb_have_ssse3())
-cdef bint _use_simd = HAVE_SSSE3 and not __import__("os").environ.get("LUNABASE_PARSER_NO_SIMD")
+HAVE_AVX2 = bool(lb_have_avx2())
+SIMD_LEVELS = ("scalar",) + (("ssse3",) if HAVE_SSSE3 else ()) + (("avx2",) if HAVE_AVX2 else ())
+cdef int _simd = 0  # 0 scalar, 1 SSSE3 pairs, 2 AVX2 quads
 
 
-def set_simd(bint enabled):
-    """Use the SSSE3 field decoder (when the CPU has it) or the scalar loop; returns the
-    previous setting.  Both give bit-identical results; the tests run both."""
-    global _use_simd
-    prev = _use_simd
-    _use_simd = enabled and HAVE_SSSE3
+def set_simd(level):
+    """Choose the field decoder: "avx2", "ssse3" or "scalar" (True: the best this CPU has,
+    False: scalar).  Returns the previous level.  All give bit-identical results; the
+    tests run each one the CPU supports."""
+    global _simd
+    prev = ("scalar", "ssse3", "avx2")[_simd]
+    if level is True:
+        level = SIMD_LEVELS[len(SIMD_LEVELS) - 1]
+    elif level is False or level is None:
+        level = "scalar"
+    if level not in SIMD_LEVELS:
+        raise ValueError(f"decoder {level!r} is not available here: {SIMD_LEVELS}")
+    _simd = ("scalar", "ssse3", "avx2").index(level)
     return prev
+
+
+set_simd("scalar" if __import__("os").environ.get("LUNABASE_PARSER_NO_SIMD") else True)
 
 
 cdef inline uint16_t _be16(const uint8_t* p) noexcept nogil:
@@ -394,6 +462,9 @@ cdef class Parser:
     cdef int32_t* f_off              # offset of the field's first byte
     cdef FieldC* f_c
     cdef lb_pair* pairs              # SIMD decode plan, per layout from lay_pair0
+    cdef lb_quad* quads              # the same pairs two by two (AVX2), from lay_quad0
+    cdef int32_t* lay_quad0
+    cdef int32_t* lay_nquads
     cdef int32_t* lay_pair0
     cdef int32_t* lay_npairs         # 0: scalar loop for this layout
     cdef int32_t* f_type
@@ -411,6 +482,8 @@ cdef class Parser:
         self.f_off = self.f_type = NULL
         self.f_c = NULL
         self.pairs = NULL
+        self.quads = NULL
+        self.lay_quad0 = self.lay_nquads = NULL
         self.lay_pair0 = self.lay_npairs = NULL
         self.f_scale = self.f_add = NULL
 
@@ -419,7 +492,7 @@ cdef class Parser:
 
         self.layouts = compile_layout(dictionary)
         self.max_length = max_length or (dictionary or load()).max_length
-        cdef int i, j, nf, nl, size, np_
+        cdef int i, j, nf, nl, size, np_, nq_
         for i in range(2048):
             self.lidx[i] = -1
         lays = list(self.layouts.values())
@@ -435,6 +508,9 @@ cdef class Parser:
         self.f_off = <int32_t*>malloc(nf * sizeof(int32_t))
         self.f_c = <FieldC*>malloc(nf * sizeof(FieldC))
         self.pairs = <lb_pair*>calloc(nf, sizeof(lb_pair))
+        self.quads = <lb_quad*>aligned_alloc(32, ((nf * sizeof(lb_quad) + 31) // 32) * 32)
+        self.lay_quad0 = <int32_t*>calloc(nl, sizeof(int32_t))
+        self.lay_nquads = <int32_t*>calloc(nl, sizeof(int32_t))
         self.lay_pair0 = <int32_t*>calloc(nl, sizeof(int32_t))
         self.lay_npairs = <int32_t*>calloc(nl, sizeof(int32_t))
         self.f_type = <int32_t*>malloc(nf * sizeof(int32_t))
@@ -443,6 +519,7 @@ cdef class Parser:
         if (self.lay_len == NULL or self.lay_nnum == NULL or self.lay_first == NULL or self.lay_generic == NULL
                 or self.lay_s_off == NULL or self.lay_s_n == NULL or self.f_off == NULL or self.f_c == NULL
                 or self.pairs == NULL or self.lay_pair0 == NULL or self.lay_npairs == NULL
+                or self.quads == NULL or self.lay_quad0 == NULL or self.lay_nquads == NULL
                 or self.f_type == NULL
                 or self.f_scale == NULL or self.f_add == NULL):
             raise MemoryError()
@@ -451,6 +528,7 @@ cdef class Parser:
         self.min_len = 1 << 30
         j = 0
         np_ = 0
+        nq_ = 0
         for i, lay in enumerate(lays):
             if not 0 <= lay.apid < 2048:
                 raise ValueError(f"APID {lay.apid} does not fit in 11 bits")
@@ -478,7 +556,9 @@ cdef class Parser:
                     self.lay_generic[i] = 1
                 j += 1
             self._plan_pairs(i, lay, np_)
+            self._plan_quads(i, nq_)
             np_ += self.lay_npairs[i]
+            nq_ += self.lay_nquads[i]
             if lay.samples is not None:
                 self.lay_s_off[i] = lay.samples[0]
                 self.lay_s_n[i] = lay.samples[1] * lay.samples[2]
@@ -533,6 +613,49 @@ cdef class Parser:
             m += 1
         self.lay_npairs[li] = m
 
+    cdef void _plan_quads(self, int li, int first):
+        # two consecutive pairs make a quad when their columns are contiguous
+        cdef int k = 0, m = 0, n = self.lay_npairs[li], lane, b
+        cdef lb_pair* a
+        cdef lb_pair* c
+        cdef lb_quad* q
+        self.lay_quad0[li] = first
+        while k < n:
+            a = &self.pairs[self.lay_pair0[li] + k]
+            q = &self.quads[first + m]
+            memset(q, 0, sizeof(lb_quad))
+            q.col = a.col
+            q.chunk[0] = a.chunk
+            q.chunk[1] = a.chunk
+            for b in range(16):
+                q.shuf[b] = a.shuf[b]
+                q.shuf[16 + b] = 0x80
+            for lane in range(2):
+                q.sbit[lane] = a.sbit[lane]
+                q.bias[lane] = a.bias[lane]
+                q.scale[lane] = a.scale[lane]
+                q.add[lane] = a.add[lane]
+                q.sbit[2 + lane] = 0
+                q.bias[2 + lane] = 4503599627370496.0
+                q.scale[2 + lane] = 1.0
+                q.add[2 + lane] = 0.0
+            q.ncols = 2 if a.two else 1
+            k += 1
+            if a.two and k < n:
+                c = &self.pairs[self.lay_pair0[li] + k]
+                q.chunk[1] = c.chunk
+                for b in range(16):
+                    q.shuf[16 + b] = c.shuf[b]
+                for lane in range(2):
+                    q.sbit[2 + lane] = c.sbit[lane]
+                    q.bias[2 + lane] = c.bias[lane]
+                    q.scale[2 + lane] = c.scale[lane]
+                    q.add[2 + lane] = c.add[lane]
+                q.ncols = 4 if c.two else 3
+                k += 1
+            m += 1
+        self.lay_nquads[li] = m
+
     def __dealloc__(self):
         free(self.lay_len)
         free(self.lay_nnum)
@@ -543,6 +666,9 @@ cdef class Parser:
         free(self.f_off)
         free(self.f_c)
         free(self.pairs)
+        free(self.quads)
+        free(self.lay_quad0)
+        free(self.lay_nquads)
         free(self.lay_pair0)
         free(self.lay_npairs)
         free(self.f_type)
@@ -732,7 +858,9 @@ cdef class Parser:
                         nnum = self.lay_nnum[li]
                         vrow = o.vals[li] + k * nnum
                         j = self.lay_first[li]
-                        if _use_simd and self.lay_npairs[li]:
+                        if _simd == 2 and self.lay_nquads[li]:
+                            lb_decode_quads_avx2(pk, vrow, self.quads + self.lay_quad0[li], self.lay_nquads[li])
+                        elif _simd == 1 and self.lay_npairs[li]:
                             lb_decode_pairs_ssse3(pk, vrow, self.pairs + self.lay_pair0[li], self.lay_npairs[li])
                         elif self.lay_generic[li]:
                             _decode_generic(pk, vrow, nnum, self.f_off + j, self.f_type + j,

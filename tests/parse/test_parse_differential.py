@@ -16,14 +16,14 @@ from wire.dictionary import load
 D = load()
 APIDS = [p.apid for p in D.packets]
 
-@pytest.fixture(autouse=True, params=["simd", "scalar"])
+@pytest.fixture(autouse=True, params=["avx2", "ssse3", "scalar"])
 def decoder(request):
-    """Run every differential test with the SSSE3 field decoder and with the scalar loop."""
+    """Run every differential test with each field decoder this CPU supports."""
     from ground.parse import _parse_c
 
-    if request.param == "simd" and not _parse_c.HAVE_SSSE3:
-        pytest.skip("this CPU has no SSSE3")
-    prev = _parse_c.set_simd(request.param == "simd")
+    if request.param not in _parse_c.SIMD_LEVELS:
+        pytest.skip(f"this CPU cannot run the {request.param} decoder")
+    prev = _parse_c.set_simd(request.param)
     yield request.param
     _parse_c.set_simd(prev)
 
