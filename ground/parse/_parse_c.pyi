@@ -39,3 +39,6 @@ SIMD_LEVELS: tuple[str, ...]
 
 def set_simd(level: str | bool | None) -> str:
     """Choose the field decoder ("avx2", "ssse3", "scalar"; True = best); returns the previous."""
+
+def simd() -> str:
+    """The field decoder in use: "avx2", "ssse3" or "scalar"."""

@@ -265,6 +265,11 @@ def set_simd(level):
     return prev
 
 
+def simd():
+    """The field decoder in use: "avx2", "ssse3" or "scalar"."""
+    return ("scalar", "ssse3", "avx2")[_simd]
+
+
 set_simd("scalar" if __import__("os").environ.get("LUNABASE_PARSER_NO_SIMD") else True)
 
 

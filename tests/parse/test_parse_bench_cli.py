@@ -1,0 +1,39 @@
+"""`lunabase bench parse` runs and prints the documented JSON (figures are not asserted:
+the machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from lunabase.bench import parse as bench
+
+
+def test_bench_parse_json_smoke():
+    p = subprocess.run(
+        [sys.executable, "-m", "lunabase.cli", "bench", "parse", "--json", "--rounds", "1", "--seconds", "0.01",
+         "--hk-packets", "200", "--seismic-packets", "20"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    for wl in ("housekeeping", "seismic"):
+        for k in ("cython", "python", "naive", "crc_only", "cython_vs_naive", "cython_vs_crc_only", "cython_gbps"):
+            assert isinstance(res[wl][k], (int, float)) and res[wl][k] > 0, (wl, k)
+    assert res["housekeeping"]["packet_bytes"] == 56 and res["seismic"]["packet_bytes"] == 616
+    assert "round 1/1" in p.stderr  # progress goes to stderr
+
+
+def test_naive_baseline_agrees_on_what_it_accepts():
+    data = bench.make_container("HK", 50)
+    naive = bench.naive_parser()
+    assert naive(data) == 50
+    bad = bytearray(data)
+    bad[100] ^= 0xFF  # inside packet 1
+    assert naive(bytes(bad)) == 49
+
+
+def test_bench_help_lists_subcommands():
+    p = subprocess.run([sys.executable, "-m", "lunabase.cli", "bench", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "parse" in p.stdout
