@@ -36,12 +36,14 @@ VPY=.venv/bin/python
 stamp=.venv/.lunabase-installed
 want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing Python dependencies into .venv (first run takes a minute)"
-  "$VPY" -m pip install -q --upgrade pip setuptools wheel cython numpy
-  "$VPY" -m pip install -q -e '.[dev]' --no-build-isolation
+  say "installing Python dependencies into .venv (first run takes a minute; log: .venv/pip.log)"
+  pip_q() { "$VPY" -m pip install -q "$@" >>.venv/pip.log 2>&1 || { tail -40 .venv/pip.log >&2; die "pip install $* failed (log above)"; }; }
+  : > .venv/pip.log
+  pip_q --upgrade pip setuptools wheel cython numpy
+  pip_q -e '.[dev]' --no-build-isolation
   # MicroPython stubs for pyright: one folder per port, they would clash in site-packages
-  "$VPY" -m pip install -q --upgrade --target .venv/stubs/esp32 micropython-esp32-stubs
-  "$VPY" -m pip install -q --upgrade --target .venv/stubs/rp2 micropython-rp2-stubs
+  pip_q --upgrade --target .venv/stubs/esp32 micropython-esp32-stubs
+  pip_q --upgrade --target .venv/stubs/rp2 micropython-rp2-stubs
   echo "$want" > "$stamp"
 fi
 
