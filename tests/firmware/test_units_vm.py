@@ -232,3 +232,15 @@ def test_bad_config_stops_boot_with_clear_error(micropython_bin, firmware_image,
     assert r.returncode == 78, (r.stdout, r.stderr)
     assert "CONFIG_ERROR broker.keepalive: must be an integer" in r.stdout, r.stdout
     assert "broker.keepalive" in (tmp_path / "data" / "config_error").read_text()
+
+
+def test_config_example_is_valid(micropython_bin, firmware_image, tmp_path):
+    from lunabase import ROOT
+
+    cfg = json.loads((ROOT / "firmware" / "config.example.json").read_text())
+    cfg["key"] = "ab" * 32
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    out = run_vm(micropython_bin, firmware_image,
+                 "from lunanode import config\nc = config.load()\nprint(c['board'], c['broker']['keepalive'], len(c['key']))",
+                 cwd=tmp_path)
+    assert out.split() == ["esp32", "30", "32"], out
