@@ -39,11 +39,19 @@ MODES = ("DAY", "NIGHT", "EMERGENCY", "SAFE")
 
 @dataclass
 class ApidCount:
-    seqs: set[int] = field(default_factory=set)
+    seqs: dict[int, int] = field(default_factory=dict)  # unwrapped sequence count -> time tag (ticks)
     last: int = -1  # last unwrapped count received (reference for unwrapping)
     duplicates: int = 0
 
-    def add(self, seq: int) -> None:
+    def window(self, t0: int, t1: int) -> tuple[int, int]:
+        """(produced, delivered) among packets time-tagged in [t0, t1] (ticks): produced is
+        the span of sequence counts from the first to the last delivered one."""
+        inside = [u for u, t in self.seqs.items() if t0 <= t <= t1]
+        if not inside:
+            return 0, 0
+        return max(inside) - min(inside) + 1, len(inside)
+
+    def add(self, seq: int, ticks: int = 0) -> None:
         if self.last < 0:
             u = seq
         else:
@@ -53,7 +61,7 @@ class ApidCount:
         if u in self.seqs:
             self.duplicates += 1
         else:
-            self.seqs.add(u)
+            self.seqs[u] = ticks
         self.last = max(self.last, u) if abs(u - self.last) < SEQ_MOD // 2 else u
 
     @property
@@ -205,12 +213,12 @@ class Accounting:
             for r in res.rejected:
                 nc.rejected_bytes += r.end - r.start
                 nc.rejected[r.reason] = nc.rejected.get(r.reason, 0) + 1
-            apids, seqs = res.apid.tolist(), res.seq.tolist()
-            for a, s in zip(apids, seqs):
+            apids, seqs, ticks_l = res.apid.tolist(), res.seq.tolist(), res.ticks.tolist()
+            for a, s, tk in zip(apids, seqs, ticks_l):
                 ac = nc.apids.get(a)
                 if ac is None:
                     ac = nc.apids[a] = ApidCount()
-                ac.add(s)
+                ac.add(s, tk)
             hk = res.tables.get(HK_APID)
             if hk is not None and len(hk):
                 ticks = res.ticks.tolist()

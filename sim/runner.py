@@ -275,8 +275,8 @@ class SimBase:
         broker_password: str = "",
     ) -> None:
         self.scenario = scenario
-        #: MicroPython heap per node: the scenario's (board-sized 100K) unless LUNABASE_SIM_HEAP says otherwise
-        self.heap = os.environ.get("LUNABASE_SIM_HEAP") or scenario.heap
+        #: MicroPython heap per node: the scenario's (board-sized 100K) unless LUNABASE_NODE_HEAP says otherwise
+        self.heap = os.environ.get("LUNABASE_NODE_HEAP") or scenario.heap
         self.broker_url = broker_url
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="lunabase-sim-")
         self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]

@@ -1,0 +1,210 @@
+"""`lunabase bench sim`: how many virtual nodes (each a MicroPython VM with a board-sized
+heap) this machine runs with 1 Hz housekeeping plus a 100 Hz seismometer each (one SEISMIC
+packet per second), with delivery ≥ 99.9 %.
+
+Ramp: for each step (default 25, 50, 100, 150, 200, 250 nodes) start a fresh simulated
+base (private mosquitto, sensor bus, a zero-delay link proxy per node, the nodes), wait
+until every node has delivered telemetry, measure for ``--seconds`` (default 20), then
+let the backlog drain for a few seconds.  A step passes when
+
+- delivery ≥ 99.9 %: among the packets time-tagged inside the measurement window, the
+  ones delivered (after a drain of up to 15 s) over the ones produced (per node and APID,
+  the span of sequence counts from the first to the last packet of the window), and
+- every node kept its rates: ≥ 95 % of the nominal HK and SEISMIC packets over the
+  measurement window (a CPU-starved VM falls behind its schedule).
+
+The ramp stops at the first failing step; ``nodes`` is the largest passing one.
+CPU is the share of the whole machine (all cores) used by the node VMs, mosquitto and
+this process together during the measurement; ``rss_mb`` is the sum of the node VMs'
+resident sets (shared pages counted in each), ``pss_mb`` the same with shared pages
+split among the VMs (what they really cost together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+DEFAULT_STEPS = (25, 50, 100, 150, 200, 250)
+TARGET = 0.999
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sim",
+        help="largest number of virtual nodes (MicroPython VMs) at 1 Hz HK + 100 Hz seismic with ≥ 99.9 %% delivery",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print only the JSON result")
+    p.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)), help="node counts to try, comma separated")
+    p.add_argument("--seconds", type=float, default=20.0, help="measurement window per step (real seconds)")
+    p.add_argument("--heap", default="100K", help="MicroPython heap per node (default 100K, board-sized)")
+    p.set_defaults(func=run)
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _proc_rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def _proc_pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages (the VM binary, libc) split among the processes sharing them."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return _proc_rss_mb(pid)
+
+
+def _cpu_total(base: Any) -> float:
+    t = os.times()
+    total = t.user + t.system
+    for n in base.nodes.values():
+        if n.pid:
+            total += _proc_cpu(n.pid)
+    if base.broker is not None and base.broker.proc is not None:
+        total += _proc_cpu(base.broker.proc.pid)
+    return total
+
+
+async def _step(n: int, seconds: float, heap: str, log: Any) -> dict[str, Any]:
+    import asyncio
+
+    from sim.runner import Scenario, SimBase
+
+    sc = Scenario.from_dict(
+        {
+            "name": f"bench-{n}",
+            "seed": 9,
+            "duration_s": 0,
+            "acceleration": 60,
+            "step_s": 1.0,
+            "progress_s": 0,
+            "heap": heap,
+            "site": {"preset": "equator", "local_time_h": 10.0},
+            "link": {"delay_s": 0},
+            "environment": {"spe_per_year": 0, "deep_per_day": 0, "shallow_per_year": 0},
+            "defaults": {"battery_wh": 200, "soc": 90, "firmware": {"rates": {"hk_ms": 1000, "seismic_hz": 100}}},
+            "node": [{"id": "b", "count": n}],
+        }
+    )
+    t_start = time.monotonic()
+    base = SimBase(sc)
+    base.heap = heap
+    async with base:
+        acct = base.accounting
+        assert acct is not None
+        deadline = time.monotonic() + 60 + n * 0.5
+        while True:
+            rep = acct.report()
+            up = sum(1 for nid in base.nodes if rep.get(nid, {}).get("delivered", 0) > 0)
+            if up == n:
+                break
+            if time.monotonic() > deadline:
+                return {"nodes": n, "ok": False, "reason": f"only {up}/{n} nodes delivered telemetry after boot"}
+            await asyncio.sleep(0.5)
+        boot_s = time.monotonic() - t_start
+        await asyncio.sleep(2.0)  # settle
+        from sim.sensorbus import node_time
+
+        cpu0, t0, w0 = _cpu_total(base), time.monotonic(), int(node_time() * 65536)
+        await asyncio.sleep(seconds)
+        cpu1, t1, w1 = _cpu_total(base), time.monotonic(), int(node_time() * 65536)
+        rss = sum(_proc_rss_mb(nd.pid) for nd in base.nodes.values() if nd.pid)
+        pss = sum(_proc_pss_mb(nd.pid) for nd in base.nodes.values() if nd.pid)
+        # drain: wait until every node's journal is (nearly) empty, at most 15 s
+        drain_deadline = time.monotonic() + 15
+        while time.monotonic() < drain_deadline:
+            await asyncio.sleep(1.0)
+            rep = acct.report()
+            if all(rep.get(nid, {}).get("pending", 0) <= 3 for nid in base.nodes):
+                break
+        await asyncio.sleep(1.0)
+        window = t1 - t0
+        produced = delivered = dup = 0
+        slow = []
+        with acct.lock:
+            for nid in base.nodes:
+                nc = acct.nodes.get(nid)
+                if nc is None:
+                    slow.append((nid, 0, 0))
+                    continue
+                dup += nc.duplicated
+                rates = {}
+                for apid, ac in nc.apids.items():
+                    p_, d_ = ac.window(w0, w1)
+                    produced += p_
+                    delivered += d_
+                    rates[apid] = p_
+                hk, seis = rates.get(1, 0), rates.get(5, 0)
+                if hk < 0.95 * window - 2 or seis < 0.95 * window - 2:  # 2: packets at the window edges
+                    slow.append((nid, hk, seis))
+        delivery = delivered / produced if produced else 0.0
+        res = {
+            "nodes": n,
+            "delivery": round(delivery, 6),
+            "produced": produced,
+            "delivered": delivered,
+            "duplicated": dup,
+            "boot_s": round(boot_s, 1),
+            "cpu": round((cpu1 - cpu0) / window / (os.cpu_count() or 1), 3),
+            "rss_mb": round(rss, 1),
+            "rss_mb_per_node": round(rss / n, 2),
+            "pss_mb": round(pss, 1),
+            "slow_nodes": len(slow),
+            "ok": delivery >= TARGET and not slow,
+        }
+        if slow:
+            res["reason"] = f"{len(slow)} node(s) below 95 % of their HK/SEISMIC rate, e.g. {slow[:3]}"
+        elif delivery < TARGET:
+            res["reason"] = f"delivery {delivery:.4%} < {TARGET:.1%}"
+    base.cleanup()
+    return res
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    steps = [int(x) for x in str(args.steps).split(",") if x.strip()]
+    out: dict[str, Any] = {"nodes": 0, "delivery": None, "cpu": None, "rss_mb": None, "steps": []}
+    log = (lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+    for n in steps:
+        log(f"bench sim: {n} nodes for {args.seconds:g} s ...")
+        try:
+            res = asyncio.run(_step(n, args.seconds, args.heap, log))
+        except Exception as e:  # report, do not hide
+            res = {"nodes": n, "ok": False, "reason": f"{type(e).__name__}: {e}"}
+        out["steps"].append(res)
+        log(f"  {json.dumps(res)}")
+        if not res.get("ok"):
+            break
+        out.update(nodes=n, delivery=res["delivery"], cpu=res["cpu"], rss_mb=res["rss_mb"])
+    out["target_nodes"] = 200
+    out["cores"] = os.cpu_count()
+    out["heap"] = args.heap
+    print(json.dumps(out))
+    return 0 if out["nodes"] else 1
