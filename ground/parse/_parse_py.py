@@ -1,7 +1,7 @@
 """The reference parser in pure Python: clear rather than fast.
 
 The Cython twin (``_parse_c.pyx``) must give identical results for every input; the
-differential tests in tests/test_parse_differential.py hold them to it.
+differential tests in tests/parse/test_parse_differential.py hold them to it.
 """
 
 from __future__ import annotations
