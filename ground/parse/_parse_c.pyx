@@ -806,6 +806,18 @@ cdef class Parser:
         cdef uint16_t pre_crc = 0
         cdef const double* fs
         cdef const double* fa
+        # hot output pointers in locals: stores through them cannot make the compiler
+        # reload them from *o after every packet
+        cdef Py_ssize_t count = o.count
+        cdef uint16_t* apid_o = o.apid
+        cdef uint16_t* seq_o = o.seq
+        cdef int64_t* ticks_o = o.ticks
+        cdef int64_t* off_o = o.offset
+        cdef int32_t* len_o = o.length
+        cdef Py_ssize_t* cnt_o = o.cnt
+        cdef cnp.npy_intp** rows_o = o.rows
+        cdef double** vals_o = o.vals
+        cdef int16_t** samp_o = o.samp
         while p < n:
             reason = R_NONE
             whole = 0
@@ -841,7 +853,7 @@ cdef class Parser:
                     elif reason != R_NONE:
                         whole = total  # the CRC proves the boundary: skip it whole
                     else:
-                        if o.vals[li] == NULL:
+                        if vals_o[li] == NULL:
                             o.need = li  # outputs first (with the GIL), then resume here
                             break
                         if bad_start >= 0:
@@ -850,18 +862,18 @@ cdef class Parser:
                             bad_start = -1
                         # accepted: header columns, then the fields, decoded while the
                         # CRC of the next packet is still in flight
-                        i = o.count
-                        o.count = i + 1
-                        o.apid[i] = w0 & 0x7FF
-                        o.seq[i] = _be16(pk + 2) & 0x3FFF
-                        o.ticks[i] = <int64_t>(_be64(pk + 4) & 0xFFFFFFFFFFFFULL)
-                        o.offset[i] = p + base
-                        o.length[i] = <int32_t>total
-                        k = o.cnt[li]
-                        o.cnt[li] = k + 1
-                        o.rows[li][k] = i
+                        i = count
+                        count = i + 1
+                        apid_o[i] = w0 & 0x7FF
+                        seq_o[i] = _be16(pk + 2) & 0x3FFF
+                        ticks_o[i] = <int64_t>(_be64(pk + 4) & 0xFFFFFFFFFFFFULL)
+                        off_o[i] = p + base
+                        len_o[i] = <int32_t>total
+                        k = cnt_o[li]
+                        cnt_o[li] = k + 1
+                        rows_o[li][k] = i
                         nnum = self.lay_nnum[li]
-                        vrow = o.vals[li] + k * nnum
+                        vrow = vals_o[li] + k * nnum
                         j = self.lay_first[li]
                         if _simd == 2 and self.lay_nquads[li]:
                             lb_decode_quads_avx2(pk, vrow, self.quads + self.lay_quad0[li], self.lay_nquads[li])
@@ -877,8 +889,8 @@ cdef class Parser:
                             for j in range(nnum):
                                 v = _u2d((_be32(pk + fc[j].load) & fc[j].mask) ^ fc[j].sbit) - _u2d(fc[j].sbit)
                                 vrow[j] = v * fs[j] + fa[j]
-                        if o.samp[li] != NULL:
-                            _swap16(o.samp[li] + k * self.lay_s_n[li], pk + self.lay_s_off[li], self.lay_s_n[li])
+                        if samp_o[li] != NULL:
+                            _swap16(samp_o[li] + k * self.lay_s_n[li], pk + self.lay_s_off[li], self.lay_s_n[li])
                         p += total
                         continue
             if whole:
@@ -894,6 +906,7 @@ cdef class Parser:
                 bad_start = p
                 bad_reason = reason
             p += 1
+        o.count = count
         o.p = p
         o.bad_start = bad_start
         o.bad_reason = bad_reason
