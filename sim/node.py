@@ -3,7 +3,7 @@
 node, each in its own data directory holding ``config.json``.
 
     node = VirtualNode("n01", workdir / "n01", config)
-    node.start()          # .venv/bin/micropython -X heapsize=100K <repo>/firmware/main.py
+    node.start()          # .venv/bin/micropython -X heapsize=128K <image>/main.py
     node.reset()          # SIGKILL + start again: the journal (data/) is kept
     node.brownout()       # SIGKILL at this moment; stays off until power_on()
     node.stop()
@@ -110,7 +110,7 @@ class VirtualNode:
     """One node process and its data directory."""
 
     def __init__(
-        self, node_id: str, datadir: str | Path, config: dict[str, Any], image: str | Path | None = None, heap: str = "100K"
+        self, node_id: str, datadir: str | Path, config: dict[str, Any], image: str | Path | None = None, heap: str = "128K"
     ) -> None:
         self.id = node_id
         self.image = Path(image) if image else None

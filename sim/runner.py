@@ -91,7 +91,7 @@ class Scenario:
     acceleration: float = 1.0  # simulated seconds per real second
     step_s: float = 1.0  # real seconds between environment steps
     progress_s: float = 5.0
-    heap: str = "100K"
+    heap: str = "128K"  # docs/firmware.md: a node with the sensor-bus client needs 128 KB on the 64-bit unix port
     link_delay_s: float = LIGHT_TIME_S
     link_jitter_s: float = 0.0
     link_bandwidth: float | None = None  # bytes/s
@@ -173,7 +173,7 @@ class Scenario:
                 acceleration=float(raw.get("acceleration", 1.0)),
                 step_s=float(raw.get("step_s", 1.0)),
                 progress_s=float(raw.get("progress_s", 5.0)),
-                heap=str(raw.get("heap", "100K")),
+                heap=str(raw.get("heap", "128K")),
                 link_delay_s=float(link.get("delay_s", LIGHT_TIME_S)),
                 link_jitter_s=float(link.get("jitter_s", 0.0)),
                 link_bandwidth=float(link["bandwidth_bps"]) if link.get("bandwidth_bps") else None,
@@ -275,7 +275,7 @@ class SimBase:
         broker_password: str = "",
     ) -> None:
         self.scenario = scenario
-        #: MicroPython heap per node: the scenario's (board-sized 100K) unless LUNABASE_NODE_HEAP says otherwise
+        #: MicroPython heap per node: the scenario's (default 128K) unless LUNABASE_NODE_HEAP says otherwise
         self.heap = os.environ.get("LUNABASE_NODE_HEAP") or scenario.heap
         self.broker_url = broker_url
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="lunabase-sim-")

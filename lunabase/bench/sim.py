@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     p.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)), help="node counts to try, comma separated")
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window per step (real seconds)")
-    p.add_argument("--heap", default="100K", help="MicroPython heap per node (default 100K, board-sized)")
+    p.add_argument("--heap", default="128K", help="MicroPython heap per node (default 128K: the firmware with the sensor-bus client, docs/firmware.md)")
     p.set_defaults(func=run)
 
 

@@ -1,0 +1,127 @@
+"""Scenario files, node configs, the sensor bus protocol (with a stand-in node) and accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+
+import pytest
+
+from sim.accounting import Accounting, ApidCount
+from sim.faults import Fault, FaultError
+from sim.runner import Scenario, ScenarioError, SimBase, list_scenarios
+from sim.sensorbus import SensorBus
+from wire import ccsds, topics
+
+
+def test_shipped_scenarios_load() -> None:
+    names = list_scenarios()
+    assert {"demo", "lunar-night", "spe-moonquake", "long-outage"} <= set(names)
+    for n in names:
+        sc = Scenario.load(n)
+        assert sc.nodes and sc.acceleration > 0
+        sc.environment()  # builds
+    night = Scenario.load("lunar-night")
+    small = [n for n in night.nodes if n.id == "small"][0]
+    assert small.station["battery_wh"] < [n for n in night.nodes if n.id == "big"][0].station["battery_wh"]
+    assert night.nodes[0].firmware["power"]["sleep_s"] == 8  # defaults merged into every node
+    lo = Scenario.load("long-outage")
+    assert [f.kind for f in lo.faults] == ["link_cut", "link_cut"]
+    far = [n for n in lo.nodes if n.id == "far"][0]
+    assert far.firmware["journal"]["segments"] == 4
+
+
+def test_scenario_errors_name_the_field() -> None:
+    with pytest.raises(ScenarioError, match="no scenario"):
+        Scenario.load("nope")
+    with pytest.raises(ScenarioError, match="unknown field"):
+        Scenario.from_dict({"node": [{"id": "a", "batery_wh": 3}]})
+    with pytest.raises(ScenarioError, match="no \\[\\[node\\]\\]"):
+        Scenario.from_dict({})
+    with pytest.raises(FaultError, match="kind must be one of"):
+        Fault.from_toml({"at_s": 1, "kind": "meteor"})
+    with pytest.raises(FaultError, match="at_s"):
+        Fault.from_toml({"kind": "reset"})
+
+
+def test_node_count_expands() -> None:
+    sc = Scenario.from_dict({"node": [{"id": "b", "count": 3, "battery_wh": 10}]})
+    assert [n.id for n in sc.nodes] == ["b001", "b002", "b003"]
+    assert all(n.station["battery_wh"] == 10 for n in sc.nodes)
+
+
+def test_node_config_from_inventory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sc = Scenario.from_dict(
+        {"site": {"preset": "equator", "id": "base1"}, "node": [{"id": "n1", "firmware": {"journal": {"segments": 4}}}]}
+    )
+    inv_path = tmp_path / "inv.toml"
+    base = SimBase(sc, inventory_path=inv_path, workdir=tmp_path / "w")
+    inv = base.inventory = base._inventory()
+    assert inv_path.exists() and oct(inv_path.stat().st_mode & 0o777) == "0o600"
+    cfg = base.node_config(sc.nodes[0], inv.node("n1"), 12345)
+    assert cfg["broker"]["port"] == 12345 and cfg["broker"]["user"] == "n1"
+    assert cfg["key"] == inv.node("n1").key.hex() and cfg["board"] == "sim" and cfg["site"] == "base1"
+    assert cfg["journal"] == {"segments": 4}
+    # a second run reuses the same keys
+    again = SimBase(sc, inventory_path=inv_path, workdir=tmp_path / "w2")._inventory()
+    assert again.node("n1").key == inv.node("n1").key
+
+
+async def test_sensor_bus_with_a_stand_in_node() -> None:
+    """The protocol from the simulator's side; a few lines of asyncio play the node."""
+    reports: list[tuple[str, dict]] = []
+    bus = await SensorBus(on_report=lambda n, m: reports.append((n, m))).start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", bus.port)
+        w.write(b'{"hello": "n7", "boot": 3}\n{"mode": "NIGHT", "load_w": 0.06, "heater": 0}\n')
+        await w.drain()
+        for _ in range(100):
+            if bus.peers.get("n7") and bus.peers["n7"].mode == "NIGHT":
+                break
+            await asyncio.sleep(0.02)
+        peer = bus.peers["n7"]
+        assert peer.boot == 3 and peer.load_w == 0.06 and peer.connected
+        bus.set_fault("n7", "battery_soc", "stuck")
+        assert bus.broadcast({"n7": {"sensors": {"battery_soc": 50.0}, "sim_time": 1.0}}) == 1
+        msg = json.loads(await asyncio.wait_for(r.readline(), 5))
+        assert msg["sensors"]["battery_soc"] == 50.0 and msg["faults"] == {"battery_soc": "stuck"}
+        assert bus.clock_jump("n7", 3600)
+        assert json.loads(await asyncio.wait_for(r.readline(), 5)) == {"clock_jump": 3600}
+        assert [m.get("mode") for _, m in reports] == [None, "NIGHT"]
+        w.close()
+    finally:
+        await bus.stop()
+
+
+def _packet(apid: int, seq: int, coarse: int, payload: bytes) -> bytes:
+    n = ccsds.OVERHEAD + len(payload)
+    buf = bytearray(n)
+    struct.pack_into(">HHHIH", buf, 0, 0x0800 | apid, 0xC000 | seq, n - 7, coarse, 0)
+    buf[12 : 12 + len(payload)] = payload
+    c = ccsds.crc16(buf, 0, n - 2)
+    buf[n - 2] = c >> 8
+    buf[n - 1] = c & 0xFF
+    return bytes(buf)
+
+
+def test_accounting_counts_delivered_duplicates_and_corruption() -> None:
+    acct = Accounting("127.0.0.1", 1, "s")
+    t = topics.topic("s", "n1", "tm")
+    pl = bytes(36)  # EVENT payload size
+    for seq in (0, 1, 2, 2, 4):
+        acct.feed(t, _packet(6, seq, 100 + seq, pl))
+    bad = bytearray(_packet(6, 5, 105, pl))
+    bad[20] ^= 0xFF
+    acct.feed(t, bytes(bad))
+    acct.feed(topics.topic("s", "n1", "status"), b'{"state": "asleep", "mode": "NIGHT"}')
+    r = acct.report()["n1"]
+    assert r["produced"] == 5 and r["delivered"] == 4 and r["duplicated"] == 1 and r["missing"] == 1
+    assert r["rejected_bytes"] > 0 and r["status"] == "asleep"
+
+
+def test_sequence_counts_unwrap() -> None:
+    a = ApidCount()
+    for s in list(range(16380, 16384)) + list(range(0, 5)):
+        a.add(s)
+    assert a.produced == 16389 and len(a.seqs) == 9
