@@ -1,20 +1,228 @@
-"""`lunabase demo`: the whole base on this machine (grows as the parts land)."""
+"""`lunabase demo`: a simulated lunar base, the ground segment and the console on this machine.
+
+What runs (all on 127.0.0.1, ports picked free unless given):
+
+    mosquitto (private, per-node passwords + ACLs from a fresh base inventory)
+      ▲  Earth–Moon link proxies (1.28 s light time)  ◀── virtual nodes: the real firmware
+      │                                                   on MicroPython VMs, sensors from
+      ▼                                                   the lunar environment model
+    ground (ingest → SQLite archive → alarms, liveness, commanding → HTTP/WebSocket API)
+      ▲
+    console (Textual), a separate process so the UI never slows ingest
+
+On a terminal the console opens in the foreground and quitting it (q) stops everything;
+without one (or with --no-console) a summary line per node is printed every few seconds.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lunabase import ROOT
+
+log = logging.getLogger("lunabase.demo")
+
+EPILOG = """\
+examples:
+  lunabase demo                          the demo base with the console (q quits, stops everything)
+  lunabase demo --no-console --duration 60
+                                         headless: print node summaries for a minute, then a report
+  lunabase demo --scenario lunar-night   another scenario (see `lunabase sim list`)
+  lunabase demo --api-port 8700          then `lunabase console` from another terminal
+
+files (kept between runs; --fresh starts over): .lunabase/demo/ — base.toml (inventory,
+secrets), broker/ (mosquitto config, passwords, ACLs, log), archive.db, nodes/, demo.log
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run a simulated lunar base with the ground segment and the console",
-        description="Starts a private mosquitto on a free loopback port, the ground segment, "
-        "the demo scenario's virtual nodes (real MicroPython VMs) and the operator console.",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--scenario", default="demo", help="scenario name or .toml path (default: %(default)s)")
+    p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0 = until quit)")
+    p.add_argument("--no-console", action="store_true", help="print summaries instead of opening the console")
+    p.add_argument("--api-port", type=int, default=0, help="ground client interface port (default: a free one)")
+    p.add_argument("--light-time", type=float, default=None, metavar="S",
+                   help="one-way light time override (default: the scenario's, 1.28 s for the demo)")
+    p.add_argument("--workdir", default=str(ROOT / ".lunabase" / "demo"), help="where state is kept (default: %(default)s)")
+    p.add_argument("--fresh", action="store_true", help="delete the work dir first (new keys, empty archive)")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the child process of the console mode
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("lunabase demo: the simulator and ground segment are not built yet in this checkout")
-    return 1
+    work = Path(args.workdir)
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    use_console = not args.no_console and not args.serve and sys.stdout.isatty() and sys.stdin.isatty()
+    if not use_console:
+        try:
+            return asyncio.run(serve(args, work, print_summaries=not args.serve))
+        except KeyboardInterrupt:
+            return 130
+    return _with_console(args, work)
+
+
+# -- console mode: ground + sim in a child, console in the foreground -------------------------
+
+
+def _with_console(args: argparse.Namespace, work: Path) -> int:
+    from lunabase.mosquitto import free_port
+
+    port = args.api_port or free_port()
+    ready = work / "ready"
+    ready.unlink(missing_ok=True)
+    logf = open(work / "demo.log", "ab")
+    cmd = [sys.executable, "-m", "lunabase.cli", "-v", "demo", "--serve", "--no-console", "--api-port", str(port),
+           "--workdir", str(work), "--scenario", args.scenario, "--duration", str(args.duration)]
+    if args.light_time is not None:
+        cmd += ["--light-time", str(args.light_time)]
+    print(f"starting the simulated base and the ground (log: {work / 'demo.log'}) ...", flush=True)
+    child = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            if child.poll() is not None:
+                print(f"the demo base stopped during start-up (exit {child.returncode}); last lines of "
+                      f"{work / 'demo.log'}:\n{_tail(work / 'demo.log')}", file=sys.stderr)
+                return 1
+            if time.monotonic() > deadline:
+                print(f"the demo base did not come up within 120 s; see {work / 'demo.log'}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        from ground.console.cli import run_console
+
+        return run_console(f"http://127.0.0.1:{port}")
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGINT)
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        logf.close()
+        print(f"demo stopped; state kept in {work} (log: {work / 'demo.log'})")
+
+
+def _tail(path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+# -- the base itself ---------------------------------------------------------------------------
+
+
+async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> int:
+    """Broker + ground + simulated base until the duration ends or SIGINT/SIGTERM."""
+    from ground.broker import security_config, write_password_file, acl_text
+    from ground.service import GroundService
+    from lunabase.mosquitto import Mosquitto, free_port
+    from sim.runner import Scenario, SimBase, format_report
+    from wire.inventory import Inventory
+
+    scenario = Scenario.load(args.scenario)
+    if args.light_time is not None:
+        scenario.link_delay_s = args.light_time
+    inv_path = work / "base.toml"
+    ids = [n.id for n in scenario.nodes]
+    inv = Inventory.load(inv_path) if inv_path.exists() else None
+    if inv is None or inv.site != scenario.site_id or {n.id for n in inv.nodes} != set(ids):
+        inv = Inventory.generate(scenario.site_id, ids)
+        inv.save(inv_path)
+        log.info("new base inventory %s: site %s, nodes %s", inv_path, inv.site, ", ".join(ids))
+
+    bdir = work / "broker"
+    bdir.mkdir(exist_ok=True)
+    pw = write_password_file(inv, bdir / "passwd")
+    acl = bdir / "acl"
+    acl.write_text(acl_text(inv))
+    broker = Mosquitto(workdir=bdir, extra_config=security_config(pw, acl), allow_anonymous=False)
+    await asyncio.to_thread(broker.start)
+    say = print if print_summaries else log.info
+    say(f"broker   mosquitto on 127.0.0.1:{broker.port} (per-node accounts and ACLs; log {broker.log_path})")
+
+    api_port = args.api_port or free_port()
+    ground = GroundService(f"mqtt://127.0.0.1:{broker.port}", inv, archive=f"sqlite:///{work / 'archive.db'}",
+                           api_port=api_port, light_time=scenario.link_delay_s)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sim = None
+    try:
+        await ground.start()
+        await ground.wait_connected(30)
+        say(f"ground   archive {work / 'archive.db'}; client interface http://127.0.0.1:{api_port}")
+        sim = SimBase(scenario, broker_url=f"mqtt://127.0.0.1:{broker.port}", workdir=work / "sim", inventory=inv,
+                      progress=(print if print_summaries else log.info))
+        await sim.start()
+        say(f"base     {len(ids)} virtual nodes ({', '.join(ids)}) at site {inv.site}, light time "
+            f"{scenario.link_delay_s:g} s, environment ×{scenario.acceleration:g}")
+        if not print_summaries:
+            (work / "ready").write_text(f"http://127.0.0.1:{api_port}\n")
+        else:
+            say(f"console  run `lunabase console --ground http://127.0.0.1:{api_port}` in another terminal")
+        t_end = time.monotonic() + args.duration if args.duration else None
+        while not stop.is_set():
+            timeout = 5.0 if t_end is None else max(0.0, min(5.0, t_end - time.monotonic()))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            if print_summaries:
+                _print_nodes(ground)
+            if t_end is not None and time.monotonic() >= t_end:
+                break
+        if print_summaries:
+            print(format_report(sim.report()))
+            _print_ground(ground)
+        return 0
+    finally:
+        if sim is not None:
+            await sim.stop()
+        await ground.stop()
+        await asyncio.to_thread(broker.stop)
+        (work / "ready").unlink(missing_ok=True)
+
+
+def _print_nodes(ground: Any) -> None:
+    ops = ground.ops
+    if ops is None:
+        return
+    rows = ops.nodes_view()
+    alarms = ops.alarms.active()
+    line = []
+    for n in rows:
+        soc = n.get("soc")
+        line.append(f"{n.get('node')}:{n.get('state')}/{n.get('mode') or '-'}"
+                    + (f" soc {soc:.0f}%" if isinstance(soc, (int, float)) else ""))
+    print(f"[ground] {'  '.join(line) or 'no nodes yet'}  | active alarms: {len(alarms)}", flush=True)
+
+
+def _print_ground(ground: Any) -> None:
+    if ground.ops is None:
+        return
+    for node, link in sorted(ground.ops.links().items()):
+        errors = link.get("errors") or {}
+        print(f"[ground] link {node}: {link.get('packets', '?')} packets, gaps {link.get('gaps', 0)}, "
+              f"duplicates {link.get('duplicates', 0)}, rejected {sum(errors.values()) if errors else 0} "
+              f"{errors if errors else ''}")
