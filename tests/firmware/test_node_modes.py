@@ -66,6 +66,7 @@ class FakeSimulator:
         self.port = self.srv.getsockname()[1]
         self.soc = 80.0
         self.received: list[dict] = []
+        self.faults: dict[str, str] = {}
         self.stop = False
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -81,7 +82,7 @@ class FakeSimulator:
             while not self.stop:
                 msg = {"sensors": {"battery_soc": self.soc, "battery_voltage": 3.3 + self.soc / 100,
                                    "solar_voltage": 0.0, "dose_rate": 60.0},
-                       "seismic": {"noise": 0.05, "quakes": []}, "sim_time": 1.0}
+                       "seismic": {"noise": 0.05, "quakes": []}, "faults": self.faults, "sim_time": 1.0}
                 try:
                     conn.sendall((json.dumps(msg) + "\n").encode())
                     buf += conn.recv(4096)
@@ -122,5 +123,23 @@ def test_power_modes_follow_battery_over_the_sim_bus(broker, ground, make_node):
         wait_for(lambda: hk_values(ground, "mode")[-1] == defs.MODE_DAY, 90, "back to DAY", node)
         changes = [(e[3], e[4]) for e in events(ground) if e[0] == defs.EVENT_MODE_CHANGE]
         assert (defs.MODE_DAY, defs.MODE_NIGHT) in changes and (defs.MODE_NIGHT, defs.MODE_EMERGENCY) in changes, changes
+    finally:
+        sim.close()
+
+
+def test_dead_sensor_reported_as_sensor_fault(broker, ground, make_node):
+    sim = FakeSimulator()
+    try:
+        cfg = node_config(broker.port, sim={"host": "127.0.0.1", "port": sim.port})
+        node = make_node(cfg, heap="128K").start()
+        wait_for(lambda: any("hello" in m for m in sim.received), 60, "hello on the sensor bus", node)
+        sim.faults = {"surface_temp": "dead"}
+        wait_for(lambda: [e for e in events(ground) if e[0] == defs.EVENT_SENSOR_FAULT and e[3] == defs.SENSOR_THERMAL
+                          and e[4] == 0], 60, "SENSOR_FAULT (thermal dead)", node)
+        sim.faults = {}
+        wait_for(lambda: [e for e in events(ground) if e[0] == defs.EVENT_SENSOR_FAULT and e[3] == defs.SENSOR_THERMAL
+                          and e[4] == 1], 60, "SENSOR_FAULT cleared", node)
+        # THERMAL packets kept flowing throughout (last values while dead)
+        wait_for(lambda: len(ground.by_apid(defs.APID_THERMAL)) >= 3, 30, "THERMAL packets", node)
     finally:
         sim.close()
