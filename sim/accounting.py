@@ -34,7 +34,9 @@ log = logging.getLogger("sim.accounting")
 
 SEQ_MOD = 16384
 HK_APID = 1
+EVENT_APID = 6
 MODES = ("DAY", "NIGHT", "EMERGENCY", "SAFE")
+EVENT_NAMES: dict[int, str] = {}
 
 
 @dataclass
@@ -82,6 +84,7 @@ class NodeCount:
     hk: dict[str, float] = field(default_factory=dict)
     hk_modes: list[str] = field(default_factory=list)  # distinct successive HK modes
     status: dict[str, Any] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)  # EVENT packets by code name
     statuses: list[tuple[str, str]] = field(default_factory=list)  # (state, mode) changes
     last_rx: float = 0.0
 
@@ -146,6 +149,10 @@ class Accounting:
         from ground.parse import Parser
 
         self.parser = Parser()
+        from wire.dictionary import load
+
+        global EVENT_NAMES
+        EVENT_NAMES = dict(load().enums.get("event", {}))
 
     def node(self, node: str) -> NodeCount:
         with self.lock:
@@ -156,7 +163,9 @@ class Accounting:
     def start(self) -> "Accounting":
         import paho.mqtt.client as mqtt
 
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
+        # a persistent session: messages published while this client reconnects (e.g.
+        # after a broker restart) are queued for it by the broker
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
         if self.user:
             c.username_pw_set(self.user, self.password)
         c.on_connect = self._on_connect
@@ -214,11 +223,21 @@ class Accounting:
                 nc.rejected_bytes += r.end - r.start
                 nc.rejected[r.reason] = nc.rejected.get(r.reason, 0) + 1
             apids, seqs, ticks_l = res.apid.tolist(), res.seq.tolist(), res.ticks.tolist()
+            fresh = []
             for a, s, tk in zip(apids, seqs, ticks_l):
                 ac = nc.apids.get(a)
                 if ac is None:
                     ac = nc.apids[a] = ApidCount()
+                dups = ac.duplicates
                 ac.add(s, tk)
+                fresh.append(ac.duplicates == dups)
+            ev = res.tables.get(EVENT_APID)
+            if ev is not None and len(ev):
+                for row, code in zip(ev.rows.tolist(), ev.column("code").tolist()):
+                    if not fresh[row]:
+                        continue
+                    name = EVENT_NAMES.get(int(code), str(int(code)))
+                    nc.events[name] = nc.events.get(name, 0) + 1
             hk = res.tables.get(HK_APID)
             if hk is not None and len(hk):
                 ticks = res.ticks.tolist()

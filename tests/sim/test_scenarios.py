@@ -113,3 +113,39 @@ async def test_small_battery_goes_night_then_emergency_and_the_ground_sees_it() 
         assert st["state"] in ("online", "asleep", "offline")
         statuses = acct.node("small").statuses
         assert ("asleep", "NIGHT") in statuses or ("online", "NIGHT") in statuses, statuses
+
+
+@pytest.mark.slow
+async def test_faults_corruption_brownout_broker_kill_sensor_dead() -> None:
+    sc = _scenario({"site": {"preset": "equator", "local_time_h": 10.0}, "node": [{"id": "f1"}]})
+    async with SimBase(sc) as base:
+        acct = base.accounting
+        assert acct is not None
+
+        def rep() -> dict:
+            return acct.report().get("f1", {})
+
+        await wait_for(base, "telemetry", lambda: rep().get("delivered", 0) >= 5, 60)
+        base.faults.corrupt("f1", 2)
+        await wait_for(base, "2 corrupted PUBLISH payloads", lambda: base.links["f1"].stats.corrupted == 2, 30)
+        base.faults.brownout("f1", off_s=2.0, torn_write=True)
+        await wait_for(base, "a second boot", lambda: rep().get("boots", 0) >= 2, 60)
+        base.faults.broker_kill(down_s=3.0)
+        await asyncio.sleep(4.0)
+        base.faults.sensor("f1", "battery_soc", "dead", duration_s=5.0)
+        base.faults.clock_jump("f1", 0.0)
+        produced_before = rep().get("produced", 0)
+        await wait_for(
+            base,
+            "catching up after the faults",
+            lambda: rep().get("produced", 0) > produced_before + 10 and rep().get("pending", 99) <= 2,
+            90,
+        )
+        await wait_for(base, "SENSOR_FAULT event", lambda: acct.node("f1").events.get("SENSOR_FAULT", 0) >= 1, 30)
+        await asyncio.sleep(1.5)
+        r = rep()
+        # only the corrupted messages' packets are gone: the brownout and the broker kill lose nothing
+        assert r["dropped_oldest"] == 0, _diag(base)
+        assert 1 <= r["lost"] == r["missing"] <= 2 * 20, _diag(base)
+        assert r["rejected_bytes"] > 0
+        assert acct.node("f1").events.get("BOOT", 0) >= 2
