@@ -299,6 +299,8 @@ def flash(
             p[:-3] + ".mpy" for p in image if p.startswith("lib/") and p.endswith(".py")
         ]
         have = board_hashes(board, sorted(image) + stale)
+        # leftovers of an interrupted earlier upload (the targets themselves are intact)
+        board.exec(f"import os as _o\nfor _p in {[p + '.tmp' for p in sorted(image)]!r}:\n try:\n  _o.remove(_p)\n except OSError:\n  pass")
         changed = [p for p in sorted(image) if force or have.get(p) != hashlib.sha256(image[p]).hexdigest()]
         rep.unchanged = [p for p in sorted(image) if p not in changed]
         step(f"diff: {len(changed)} to upload, {len(rep.unchanged)} unchanged")

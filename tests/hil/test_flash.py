@@ -55,7 +55,9 @@ def test_flash_again_uploads_only_what_changed(vboard: VirtualBoard, broker: Mos
         first = flash(b, node_config(inventory, "n02", br), br, birth_timeout=90)
         assert "config.json" in first.uploaded and len(first.uploaded) > 10
         assert first.birth and first.birth["state"] == "online"
+        (vboard.dir / "main.py.tmp").write_bytes(b"print('half an upl")  # an interrupted earlier copy
         again = flash(b, node_config(inventory, "n02", br), br, birth_timeout=90)
         assert again.uploaded == [] and len(again.unchanged) == len(first.uploaded)
+        assert not (vboard.dir / "main.py.tmp").exists()
         changed = flash(b, node_config(inventory, "n02", br, extra={"rates.hk_ms": 500}), None)
         assert changed.uploaded == ["config.json"]
