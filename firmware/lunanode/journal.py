@@ -147,19 +147,28 @@ class Journal:
 
     # -- write ------------------------------------------------------------------------
     def append(self, pkt, n):
-        # pkt: the packet (memoryview/bytearray) of n bytes; copied, never kept
+        # pkt: exactly the n bytes of one packet (a PacketBuffer's memoryview); copied,
+        # never kept.  Allocation-free on both paths (tests/firmware: heap_lock).
+        self.depth += 1
+        apid = ((pkt[0] & 7) << 8) | pkt[1]
+        if apid < _NAPID:
+            self.next_seq[apid] = ((((pkt[2] & 0x3F) << 8) | pkt[3]) + 1) & 0x3FFF
+        if not self.flush_ms and not self.ram_n:
+            # write-through: straight to the newest segment, no copy
+            if self.sizes[-1] + n > self.seg_bytes:
+                self._rotate()
+            f = self._writer()
+            f.write(pkt)
+            f.flush()
+            self.sizes[-1] += n
+            self.counts[-1] += 1
+            return
         if self.ram_n + n > len(self.ram):
             self.flush()
         a = self.ram_n
         self.ram[a : a + n] = pkt
         self.ram_n = a + n
         self.ram_pk += 1
-        self.depth += 1
-        apid = ((pkt[0] & 7) << 8) | pkt[1]
-        if apid < _NAPID:
-            self.next_seq[apid] = ((((pkt[2] & 0x3F) << 8) | pkt[3]) + 1) & 0x3FFF
-        if not self.flush_ms:
-            self.flush()
 
     def flush(self):
         # RAM ring -> newest segment, opening new segments at record boundaries

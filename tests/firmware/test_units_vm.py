@@ -81,6 +81,20 @@ except MemoryError:
     ok = False
 micropython.heap_unlock()
 print("alloc_free", ok, j.ram_pk)
+# write-through journal (flush_ms=0, the default): packets go straight to the file
+j.close()
+j = Journal(2048, 8192, 4, 0)
+j.open()
+encode()
+micropython.heap_lock()
+try:
+    for _ in range(2):
+        encode()
+    ok = True
+except MemoryError:
+    ok = False
+micropython.heap_unlock()
+print("alloc_free_write_through", ok, j.depth)
 import time
 t = time.ticks_us()
 for _ in range(50):
@@ -97,6 +111,7 @@ print("us_hk", time.ticks_diff(t1, t) // 50, "us_seismic", time.ticks_diff(t2, t
 def test_packet_encoding_allocates_nothing(micropython_bin, firmware_image, tmp_path):
     out = run_vm(micropython_bin, firmware_image, ALLOC, cwd=tmp_path)
     assert "alloc_free True 6" in out, out
+    assert "alloc_free_write_through True 12" in out, out
     print(out)  # per-packet cost on this machine (docs/firmware.md quotes it)
 
 
