@@ -179,3 +179,5 @@ def test_night_mode_announces_sleep_without_will(broker, ground, make_node):
     wait_for(lambda: len([x for _, x, _ in ground.status if x["state"] == "asleep"]) >= 2, 60, "second sleep", node)
     modes = set(hk_values(ground, "mode"))
     assert defs.MODE_NIGHT in modes, modes
+    # heartbeats taken while asleep say when the node will be back
+    assert any(v > 0 for v in hk_values(ground, "next_contact")), hk_values(ground, "next_contact")

@@ -143,3 +143,16 @@ def test_dead_sensor_reported_as_sensor_fault(broker, ground, make_node):
         wait_for(lambda: len(ground.by_apid(defs.APID_THERMAL)) >= 3, 30, "THERMAL packets", node)
     finally:
         sim.close()
+
+
+def test_reboot_command_acks_then_resets_with_cause_command(broker, ground, make_node):
+    node = make_node(node_config(broker.port)).start()
+    wait_for(lambda: any(s["state"] == "online" for _, s, _ in ground.status), 60, "birth", node)
+    ground.send_tc("n01", tc(defs.OP_REBOOT, 3, struct.pack(defs.ARGS_REBOOT, 0), seq=1))
+    wait_for(lambda: node.proc is not None and node.proc.poll() is not None, 30, "process exit on REBOOT", node)
+    assert node.proc is not None and node.proc.returncode == 75, node.log()  # sim board: "restart me"
+    stages = [a[2] for a in acks(ground) if a[0] == 3]
+    assert stages[:2] == [defs.ACK_STAGE_ACCEPTED, defs.ACK_STAGE_EXECUTED], stages
+    node.start()  # what the simulator / virtual board does on exit code 75
+    wait_for(lambda: any(s["boot"] == 2 and s["state"] == "online" for _, s, _ in ground.status), 60, "second boot", node)
+    wait_for(lambda: defs.RESET_CAUSE_COMMAND in hk_values(ground, "reset_cause"), 30, "reset cause COMMAND", node)
