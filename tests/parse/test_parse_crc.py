@@ -26,6 +26,6 @@ def test_crc_scan_counts_good_and_bad():
 
     data = bytearray(make_container("HK", 10))
     assert _parse_c.crc_scan(data) == (10, 0, len(data))
-    data[60] ^= 4
+    data[70] ^= 4  # payload of packet 1
     assert _parse_c.crc_scan(data) == (9, 1, len(data))
     assert _parse_c.crc_scan(bytes(data[:-5])) == (8, 1, 9 * 56)
