@@ -156,3 +156,15 @@ def test_reboot_command_acks_then_resets_with_cause_command(broker, ground, make
     node.start()  # what the simulator / virtual board does on exit code 75
     wait_for(lambda: any(s["boot"] == 2 and s["state"] == "online" for _, s, _ in ground.status), 60, "second boot", node)
     wait_for(lambda: defs.RESET_CAUSE_COMMAND in hk_values(ground, "reset_cause"), 30, "reset cause COMMAND", node)
+
+
+def test_config_error_reported_to_the_ground(broker, ground, make_node, micropython_bin):
+    cfg = node_config(broker.port, rates={"hk_ms": "fast"})
+    node = make_node(cfg).start()
+    wait_for(lambda: node.proc is not None and node.proc.poll() is not None, 60, "exit on a bad config", node)
+    assert node.proc is not None and node.proc.returncode == 78, node.log()
+    assert "CONFIG_ERROR rates.hk_ms: must be an integer" in node.log()
+    ev = wait_for(lambda: [e for e in events(ground) if e[0] == defs.EVENT_CONFIG_ERROR], 30, "CONFIG_ERROR event", node)
+    assert ev[0][5].rstrip(b"\0") == b"rates.hk_ms", ev  # type: ignore[index]
+    st = wait_for(lambda: [s for _, s, r in ground.status if "error" in s], 30, "status with the error", node)
+    assert st[0]["state"] == "offline" and "rates.hk_ms" in st[0]["error"], st  # type: ignore[index]
