@@ -5,7 +5,8 @@
 
 What the client on ``vb.port`` sees is a board on a serial line: a banner and the friendly
 REPL, the raw REPL and raw-paste mode (the unix port's own C implementation), a filesystem
-(``os.VfsPosix(directory)`` mounted at ``/``, cwd ``/``), and soft reset: Ctrl-D at the
+(``os.VfsPosix(directory)``, wrapped so ``ilistdir`` gives sizes like a board's,
+mounted at ``/``, cwd ``/``), and soft reset: Ctrl-D at the
 friendly prompt or the empty raw REPL, ``machine.soft_reset()`` or ``sys.exit()`` print
 ``MPY: soft reboot``, restart the VM and run ``boot.py`` (and ``main.py`` when the board
 was in the friendly REPL, as on a real port).  Ctrl-C interrupts a running ``main.py`` or
@@ -47,8 +48,42 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 # the REPL's globals look like a fresh board's.
 _BOOT = r"""
 import os as _os, sys as _sys
+class _BoardVfs:
+    # VfsPosix whose ilistdir gives (name, type, inode, size) like a board's littlefs/FAT
+    def __init__(s, d):
+        s.v = _os.VfsPosix(d)
+    def mount(s, ro, mkfs):
+        pass
+    def umount(s):
+        pass
+    def ilistdir(s, p):
+        for e in s.v.ilistdir(p):
+            try:
+                n = s.v.stat((p if p.endswith('/') else p + '/') + e[0])[6] if e[1] == 0x8000 else 0
+            except OSError:
+                n = 0
+            yield (e[0], e[1], e[2], n)
+    def open(s, p, m):
+        return s.v.open(p, m)
+    def stat(s, p):
+        return s.v.stat(p)
+    def statvfs(s, p):
+        return s.v.statvfs(p)
+    def mkdir(s, p):
+        return s.v.mkdir(p)
+    def rmdir(s, p):
+        return s.v.rmdir(p)
+    def remove(s, p):
+        return s.v.remove(p)
+    def rename(s, a, b):
+        return s.v.rename(a, b)
+    def chdir(s, p):
+        return s.v.chdir(p)
+    def getcwd(s):
+        return s.v.getcwd()
 _os.umount('/')
-_os.mount(_os.VfsPosix(%(dir)r), '/')
+_os.mount(_BoardVfs(%(dir)r), '/')
+del _BoardVfs
 _os.chdir('/')
 _sys.path[:] = ['', '.frozen', '/lib']
 del _os

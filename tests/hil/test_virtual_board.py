@@ -118,7 +118,8 @@ def test_mpremote_connect_ls_cp_exec_reset(vboard: VirtualBoard, tmp_path: Path)
     assert _mpremote(vboard.port, "ls").startswith("ls :")
     _mpremote(vboard.port, "cp", str(src), ":hello.py")
     assert (vboard.dir / "hello.py").read_text() == src.read_text()
-    assert "hello.py" in _mpremote(vboard.port, "ls")
+    listing = _mpremote(vboard.port, "ls")
+    assert f"{src.stat().st_size} hello.py" in listing, listing  # sizes, as from a board
     assert "hello from the board" in _mpremote(vboard.port, "exec", "import hello")
     assert "hello from the board" in _mpremote(vboard.port, "fs", "cat", ":hello.py")
     boots = vboard.boots
