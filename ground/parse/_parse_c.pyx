@@ -1,18 +1,28 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The packet parser's fast path, twin of ``_parse_py`` (same API, results, exceptions).
 
-Two passes over the container, both in C without the GIL:
+One pass over the container in C without the GIL, with exactly the reference scanner's
+rules (version, length bounds, the strict-plausibility wait rule, CRC, CRC-proven packets
+skipped whole, byte-by-byte resync with one range per run of garbage):
 
-1. scan: header plausibility, slicing-by-8 CRC-16 (the residue over a whole packet,
-   trailer included, is 0 exactly when the trailer is right), accepted offsets into a
-   scratch array owned by the Parser, rejected ranges into a growable C array;
-2. decode: exact-size numpy arrays are allocated once the per-APID counts are known,
-   then every accepted packet's header and fields are decoded through per-APID C field
-   tables compiled from ``compile_layout()`` (the dictionary stays the single source);
-   seismic samples are byte-swapped straight into the int16 (n, count, axes) array.
+* CRC-16/CCITT-FALSE by slicing-by-8, tables derived at import from
+  ``wire.ccsds.CRC_TABLE``; the residue over a whole packet, trailer included, is 0
+  exactly when the trailer is right.  When the next packet has the same first word and
+  length, both CRCs are computed together (two independent dependency chains).
+* An accepted packet is decoded at once, while it is in L1: header columns into arrays
+  sized for the worst case (n // shortest packet), fields into its APID's (rows, columns)
+  float64 table, samples byte-swapped straight into the int16 (n, count, axes) array.
+  The scan returns to the caller (GIL held) the first time an APID is accepted, to
+  allocate that APID's arrays, then resumes where it stopped.  Oversized outputs are
+  trimmed (a view, or a copy when most of the allocation would be wasted).
+* Fields are decoded through per-APID plans compiled from ``compile_layout()`` (the
+  dictionary stays the single source): an AVX2 (4 fields) or SSSE3 (2 fields) shuffle
+  plan chosen at run time, else a branch-free scalar loop; f32 fields use a typed loop.
 
-Values are ``raw * scale + add`` in float64 exactly as the pure twin computes them
-(setup.py builds with -ffp-contract=off so no fused multiply-add changes a bit).
+Values are ``raw * scale + add`` in float64 exactly as the pure twin computes them:
+integers become doubles exactly through the exponent bits of 2^52, and setup.py builds
+with -ffp-contract=off so no fused multiply-add changes a bit.  The differential tests
+hold every decoder to the pure twin bit for bit.
 """
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
@@ -401,7 +411,7 @@ cdef struct FieldC:
     int32_t load
     uint32_t mask
     uint32_t sbit
-    int32_t cal          # 0: scale 1 and offset 0, the raw value is the value
+    int32_t pad_
 
 
 cdef inline int _push_rej(Scan* o, Py_ssize_t start, Py_ssize_t end, int reason) noexcept nogil:
@@ -553,7 +563,7 @@ cdef class Parser:
                 self.f_c[j].load = off + size - 4
                 self.f_c[j].mask = <uint32_t>((<uint64_t>1 << (8 * size)) - 1)
                 self.f_c[j].sbit = <uint32_t>(<uint64_t>1 << (8 * size - 1)) if typ[0] == "i" else 0
-                self.f_c[j].cal = 0 if (scale == 1.0 and add == 0.0) else 1
+                self.f_c[j].pad_ = 0
                 self.f_type[j] = _TYPE_CODES[typ]
                 self.f_scale[j] = scale
                 self.f_add[j] = add
