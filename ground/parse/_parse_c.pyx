@@ -208,8 +208,14 @@ cdef extern from *:
             if (q[i].ncols == 4) {
                 _mm256_storeu_pd(out + q[i].col, d);
             } else {
-                __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(q[i].ncols), _mm256_setr_epi64x(0, 1, 2, 3));
-                _mm256_maskstore_pd(out + q[i].col, m, d);
+                /* plain 128/64-bit stores: vmaskmovpd stores are slow on AMD cores */
+                __m128d lo = _mm256_castpd256_pd128(d);
+                if (q[i].ncols == 1) {
+                    _mm_store_sd(out + q[i].col, lo);
+                } else {
+                    _mm_storeu_pd(out + q[i].col, lo);
+                    if (q[i].ncols == 3) _mm_store_sd(out + q[i].col + 2, _mm256_extractf128_pd(d, 1));
+                }
             }
         }
     }
