@@ -78,6 +78,7 @@ class Board:
         self.repl = RawRepl(ser, on_read=self._on_read)
         self._expect_pos = 0
         self._lock = self.repl.lock
+        self.virtual: Any = None  # the VirtualBoard behind the port, when there is one
 
     @classmethod
     def open(cls, url: str, baudrate: int = 115200, log_path: str | Path | None = None) -> "Board":
@@ -302,8 +303,9 @@ class Board:
                 )
             time.sleep(0.01)
 
-    def start_monitor(self) -> threading.Thread:
-        """A daemon thread that keeps moving the board's output into the log while main.py runs."""
+    def start_monitor(self) -> threading.Event:
+        """Keep moving the board's output into the log while main.py runs (a daemon thread);
+        set the returned event to stop it."""
         stop = threading.Event()
 
         def run() -> None:
@@ -314,7 +316,5 @@ class Board:
                     return
                 time.sleep(0.05)
 
-        t = threading.Thread(target=run, name=f"monitor {self.name}", daemon=True)
-        t.stop = stop  # type: ignore[attr-defined]
-        t.start()
-        return t
+        threading.Thread(target=run, name=f"monitor {self.name}", daemon=True).start()
+        return stop

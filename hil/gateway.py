@@ -87,7 +87,7 @@ class Gateway:
         port: str,
         site: str,
         node: str,
-        publish: Callable[[str, bytes], None],
+        publish: Callable[[str, bytes], object],
         baudrate: int = 115200,
         max_frame: int = 4096,
         open_port: Callable[[], Any] | None = None,
@@ -268,8 +268,11 @@ def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_e
     def on_connect(c: Any, ud: Any, flags: Any, rc: Any, props: Any = None) -> None:
         c.subscribe(gw.cmd_topic, qos=1)
 
+    def on_message(c: Any, ud: Any, msg: Any) -> None:
+        gw.on_command(bytes(msg.payload))
+
     client.on_connect = on_connect
-    client.on_message = lambda c, ud, msg: gw.on_command(bytes(msg.payload))
+    client.on_message = on_message
     client.connect_async(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
     client.loop_start()
     gw.start()

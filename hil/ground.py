@@ -84,6 +84,8 @@ class HilGround:
         self._tc_seq: dict[str, int] = {}
         self._parser: Any = None
         self._connected = threading.Event()
+        self.broker: Any = None  # the Mosquitto behind it, when a fixture started one
+        self.listen_host = "127.0.0.1"  # where proxies for the board listen
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self, timeout: float = 15.0) -> "HilGround":

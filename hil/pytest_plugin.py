@@ -151,8 +151,8 @@ def board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Board]:
     if not port:
         vb = VirtualBoard(tmp_path / "board-fs", heapsize="256K").start()
         port = vb.port
-    b = Board.open(port, baudrate=request.config.getoption("--hil-baud"), log_path=log)
-    b.virtual = vb  # type: ignore[attr-defined]
+    b = Board.open(port, baudrate=int(request.config.getoption("--hil-baud") or 115200), log_path=log)
+    b.virtual = vb
     _ITEMS.setdefault(request.node.nodeid, {})["board"] = b
     try:
         yield b
@@ -170,8 +170,8 @@ def ground(request: pytest.FixtureRequest) -> Iterator[HilGround]:
     host = "0.0.0.0" if request.config.getoption("--hil-host") else "127.0.0.1"
     with Mosquitto() as m:
         g = HilGround(m.host, m.port, SITE).start()
-        g.broker = m  # type: ignore[attr-defined]
-        g.listen_host = host  # type: ignore[attr-defined]
+        g.broker = m
+        g.listen_host = host
         _ITEMS.setdefault(request.node.nodeid, {})["ground"] = g
         try:
             yield g
@@ -209,8 +209,8 @@ def node(request: pytest.FixtureRequest, board: Board, ground: HilGround, hil_in
     n = inv.node(NODE)
     ground.keys[NODE] = n.key
     board_host = opt("--hil-host") or "127.0.0.1"
-    link = _LinkThread(ground.port, ground.listen_host)  # type: ignore[attr-defined]
-    bus = SensorBus(ground.listen_host).start() if kind == "sim" else None  # type: ignore[attr-defined]
+    link = _LinkThread(ground.port, ground.listen_host)
+    bus = SensorBus(ground.listen_host).start() if kind == "sim" else None
     cfg: dict[str, Any] = {
         "node": NODE,
         "site": SITE,
