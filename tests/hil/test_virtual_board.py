@@ -76,6 +76,11 @@ def test_soft_reset_runs_boot_then_main_and_ctrl_c_stops_main(vboard_conn: Board
     b.expect(rb"main started", timeout=30)
     b.enter_raw()  # Ctrl-C interrupts main.py
     assert b.exec("print(1 + 1)") == "2\n"
+    b.repl.exit()
+    b.enter_raw(soft_reset=True)  # enter + soft reset in one go, as mpremote does
+    assert b.exec("x = 5\nprint(x)") == "5\n"
+    b.soft_reset_raw()
+    assert b.exec("print('x' in globals())") == "False\n"  # a fresh VM
     with pytest.raises(ExpectTimeout, match="never printed"):
         b.repl.exit()
         b.expect(rb"never printed", timeout=0.5)
