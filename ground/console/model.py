@@ -149,8 +149,7 @@ class BaseModel:
         self.conn.messages += 1
         self.conn.last_message = time.time()
         kind = msg.get("type")
-        data = msg.get("data", msg)
-        items = data if isinstance(data, list) else [data]
+        items = msg["items"] if isinstance(msg.get("items"), list) else [msg]  # rows arrive unwrapped
         if kind == "snapshot":
             if isinstance(msg.get("nodes"), list):
                 self.set_nodes(msg["nodes"])

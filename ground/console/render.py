@@ -69,6 +69,8 @@ def fmt_number(value: Any, digits: int = 4) -> str:
             return "0"
         if a >= 1e6 or a < 1e-3:
             return f"{value:.{digits - 1}e}"
+        if value.is_integer() and a < 1e6:
+            return str(int(value))
         if a >= 100:
             return f"{value:.1f}"
         return f"{value:.{digits}g}"
@@ -254,12 +256,17 @@ class Waveform:
         yield head
         colors = ["red", "green", "blue", "magenta"]
         for i, (name, vals) in enumerate(self.axes.items()):
-            plot = Plot(vals, title=f"{name}", unit=self.unit, style=colors[i % len(colors)], height=self.height)
-            for line in plot.lines(width)[1:]:
+            plot = Plot(vals, title=name, unit=self.unit, style=colors[i % len(colors)], height=self.height)
+            lines = plot.lines(width)[1:]
+            if vals:  # the label column names the axis and its peak instead of min/max
+                peak = max(abs(v) for v in vals)
+                label = f"{name} ±{fmt_number(peak)}"[:9].ljust(9)
+                for j, line in enumerate(lines):
+                    rest = line[9:]
+                    lines[j] = Text(label if j == 0 else " " * 9, style="bold" if j == 0 else "") + rest
+            for line in lines:
                 line.truncate(width)
                 yield line
-            # the axis name sits at the left of its first row in the label column
-        return
 
 
 def hexdump(data: bytes, width: int = 8) -> Text:

@@ -478,7 +478,10 @@ class CommandScreen(BaseScreen):
     TITLE_TEXT = "Commanding"
     TOPICS = ("commands", "dictionary", "nodes", "connection")
     POLL_S = 1.0
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+s", "send", "Send", priority=True)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+s", "send", "Send", priority=True),
+        Binding("escape", "leave_field", "Leave field"),
+    ]
     DEFAULT_CSS = """
     CommandScreen #form { height: auto; max-height: 60%; }
     CommandScreen #pick { height: auto; }
@@ -541,6 +544,10 @@ class CommandScreen(BaseScreen):
                 Text(render.fmt_clock(c.get("updated") or c.get("submitted") or c.get("created")), style="dim"),
             ]))
         self.query_one("#history", LiveTable).sync(rows)
+
+    def action_leave_field(self) -> None:
+        """Escape from a text field so digits switch screens again."""
+        self.query_one("#history", LiveTable).focus()
 
     def _command_def(self) -> dict[str, Any] | None:
         name = self.query_one("#command", Select).value

@@ -52,7 +52,8 @@ class StatusBar(Static):
         t.append("  ")
         for s in ("ONLINE", "ASLEEP", "STALE", "LOST"):
             if states.get(s):
-                t.append(f"{s[0]}{states[s]} ", style=render.STATE_STYLES[s])
+                t.append(f"{states[s]} {s.lower()}", style=render.STATE_STYLES[s])
+                t.append(" ")
         n_al = model.unacked_count()
         if n_al:
             t.append(f" ▲{n_al} unacked ", style="bold white on red")
