@@ -35,6 +35,7 @@ log = logging.getLogger("sim.accounting")
 SEQ_MOD = 16384
 HK_APID = 1
 EVENT_APID = 6
+SEISMIC_APID = 5
 MODES = ("DAY", "NIGHT", "EMERGENCY", "SAFE")
 EVENT_NAMES: dict[int, str] = {}
 
@@ -85,6 +86,7 @@ class NodeCount:
     hk_modes: list[str] = field(default_factory=list)  # distinct successive HK modes
     status: dict[str, Any] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)  # EVENT packets by code name
+    seismic_peak: float = 0.0  # largest |sample| seen (µm/s²)
     statuses: list[tuple[str, str]] = field(default_factory=list)  # (state, mode) changes
     last_rx: float = 0.0
 
@@ -132,6 +134,7 @@ class NodeCount:
             "mode": self.mode,
             "status": self.status.get("state"),
             "boots": int(self.hk.get("boot_count", 0)),
+            "seismic_peak": round(self.seismic_peak, 2),
         }
 
 
@@ -238,6 +241,10 @@ class Accounting:
                         continue
                     name = EVENT_NAMES.get(int(code), str(int(code)))
                     nc.events[name] = nc.events.get(name, 0) + 1
+            seis = res.tables.get(SEISMIC_APID)
+            if seis is not None and len(seis) and seis.raw_samples is not None and seis.raw_samples.size:
+                peak = float(abs(seis.raw_samples.astype("int32")).max()) * seis.sample_scale
+                nc.seismic_peak = max(nc.seismic_peak, peak)
             hk = res.tables.get(HK_APID)
             if hk is not None and len(hk):
                 ticks = res.ticks.tolist()

@@ -49,6 +49,7 @@ log = logging.getLogger("sim.runner")
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 MAX_QUAKES = 4  # active quakes sent to a node (the strongest now)
+QUAKE_REPORT_M = 2.5  # smaller (frequent deep) quakes are logged at debug level only
 _STATION_KEYS = {
     "battery_wh",
     "soc",
@@ -294,6 +295,7 @@ class SimBase:
         self.accounting: Accounting | None = None
         self.faults = Faults(self)
         self.events: list[str] = []
+        self.quake_log: list[tuple[float, Quake]] = []  # (real s since start, quake)
         self._quakes: dict[str, list[list[float]]] = {}
         self._tasks: list[asyncio.Task] = []
         self._t0 = time.monotonic()
@@ -463,7 +465,12 @@ class SimBase:
         substeps, quakes = self.env.advance(self.sim_time()) if not initial else ([], [])
         now_node = node_time()
         for q in quakes:
-            self.emit(f"moonquake M{q.magnitude:.1f} ({q.kind}, {q.freq_hz:.1f} Hz, τ {q.decay_s:.0f} s)")
+            text = f"moonquake M{q.magnitude:.1f} ({q.kind}, {q.freq_hz:.1f} Hz, τ {q.decay_s:.0f} s)"
+            self.quake_log.append((self.elapsed(), q))
+            if q.magnitude >= QUAKE_REPORT_M:
+                self.emit(text)
+            else:
+                log.debug(text)
         payloads: dict[str, dict[str, Any]] = {}
         for nid, st in self.stations.items():
             st.step(substeps)

@@ -117,7 +117,13 @@ async def test_small_battery_goes_night_then_emergency_and_the_ground_sees_it() 
 
 @pytest.mark.slow
 async def test_faults_corruption_brownout_broker_kill_sensor_dead() -> None:
-    sc = _scenario({"site": {"preset": "equator", "local_time_h": 10.0}, "node": [{"id": "f1"}]})
+    sc = _scenario(
+        {
+            "site": {"preset": "equator", "local_time_h": 10.0},
+            "environment": {"deep_per_day": 0, "shallow_per_year": 0, "quake": [{"at_h": 0.003, "magnitude": 4.5}]},
+            "node": [{"id": "f1"}],
+        }
+    )
     async with SimBase(sc) as base:
         acct = base.accounting
         assert acct is not None
@@ -149,3 +155,5 @@ async def test_faults_corruption_brownout_broker_kill_sensor_dead() -> None:
         assert 1 <= r["lost"] == r["missing"] <= 2 * 20, _diag(base)
         assert r["rejected_bytes"] > 0
         assert acct.node("f1").events.get("BOOT", 0) >= 2
+        # the scheduled M4.5 quake (≈ 95 µm/s²) reached the seismometer, far above the 0.05 µm/s² noise
+        assert base.quake_log and acct.node("f1").seismic_peak > 20, (base.quake_log, acct.node("f1").seismic_peak)
