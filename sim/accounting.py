@@ -4,7 +4,8 @@
 - *produced*: from the node's own sequence counts — per APID, the highest sequence
   count seen (unwrapped past 16383) plus one; a fresh node starts every APID at 0 and
   keeps its counts contiguous across resets (firmware journal), so every count below the
-  highest one delivered was produced.  Packets made after the last one delivered are
+  highest one delivered was produced.  A node whose data dir survived from an earlier
+  run (``fresh = False``) is counted from the first sequence count seen instead.  Packets made after the last one delivered are
   still in the node's journal (``pending``, from the last HK ``journal_depth``).
 - *delivered*: distinct (APID, sequence count) received; *duplicated*: received again.
 - *dropped*: the node's own ``journal_dropped`` (oldest packets discarded when the
@@ -71,6 +72,11 @@ class ApidCount:
     def produced(self) -> int:
         return max(self.seqs) + 1 if self.seqs else 0
 
+    @property
+    def span(self) -> int:
+        """Sequence counts from the first to the last one seen."""
+        return max(self.seqs) - min(self.seqs) + 1 if self.seqs else 0
+
 
 @dataclass
 class NodeCount:
@@ -87,11 +93,14 @@ class NodeCount:
     status: dict[str, Any] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)  # EVENT packets by code name
     seismic_peak: float = 0.0  # largest |sample| seen (µm/s²)
+    fresh: bool = True  # the node started with an empty journal (sequence counts from 0)
     statuses: list[tuple[str, str]] = field(default_factory=list)  # (state, mode) changes
     last_rx: float = 0.0
 
     @property
     def produced(self) -> int:
+        if not self.fresh:
+            return sum(a.span for a in self.apids.values())
         return sum(a.produced for a in self.apids.values())
 
     @property

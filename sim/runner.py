@@ -374,9 +374,15 @@ class SimBase:
             await link.start()
             self.links[spec.id] = link
             self.stations[spec.id] = Station(self.env, _station_config(spec), spec.id)
-            self.nodes[spec.id] = VirtualNode(
+            node = VirtualNode(
                 spec.id, self.dir / "nodes" / spec.id, self.node_config(spec, inv_node, link.port), image, self.heap
             )
+            # a data dir from an earlier run (kept work dir): the node's sequence counts
+            # continue from there, so "produced" counts from the first one seen this run
+            if (node.dir / "data").exists():
+                self.accounting.node(spec.id).fresh = False
+            node.write_config()  # always: ports change from run to run
+            self.nodes[spec.id] = node
         await asyncio.to_thread(self.accounting.wait_connected, 10)
         self._t0 = time.monotonic()
         self.started = True
@@ -556,7 +562,7 @@ class SimBase:
 
 
 def format_report(rep: dict[str, dict[str, Any]]) -> str:
-    cols = ("produced", "delivered", "lost", "duplicated", "dropped_oldest", "pending", "mode", "soc", "brownouts", "corrupted")
+    cols = ("produced", "delivered", "missing", "lost", "duplicated", "dropped_oldest", "pending", "mode", "soc", "brownouts", "corrupted")
     lines = ["node      " + " ".join(f"{c:>14}" for c in cols)]
     for nid, r in rep.items():
         lines.append(f"{nid:<10}" + " ".join(f"{str(r.get(c, '-')):>14}" for c in cols))
