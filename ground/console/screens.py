@@ -117,6 +117,7 @@ class OverviewScreen(BaseScreen):
             egd.append("/", style="dim")
             egd.append(str(dups), style="yellow" if dups else "dim")
             mode = str(n.get("mode") or "—")
+            dropped = n.get("journal_dropped", m.latest.get(nid, {}).get(("HK", "journal_dropped"), {}).get("value"))
             rows.append((nid, [
                 Text(nid, style="bold"),
                 render.state_cell(n.get("state"), n.get("next_contact"), now, compact=True),
@@ -128,7 +129,7 @@ class OverviewScreen(BaseScreen):
                 self._val(nid, n, "battery_temp", "POWER", "battery_temp"),
                 Text(render.fmt_number(_f(link.get("packets_per_s")))),
                 egd,
-                Text(str(n.get("journal_dropped", 0) or 0), style="yellow" if n.get("journal_dropped") else "dim"),
+                Text(render.fmt_number(dropped or 0), style="yellow" if dropped else "dim"),
             ]))
         self.query_one(LiveTable).sync(rows)
 

@@ -50,9 +50,12 @@ class StatusBar(Static):
             s = str(n.get("state", "UNKNOWN")).upper()
             states[s] = states.get(s, 0) + 1
         t.append("  ")
+        live = c.state == "live"
+        if not live:
+            t.append("(last known) ", style="italic")
         for s in ("ONLINE", "ASLEEP", "STALE", "LOST"):
             if states.get(s):
-                t.append(f"{states[s]} {s.lower()}", style=render.STATE_STYLES[s])
+                t.append(f"{states[s]} {s.lower()}", style=render.STATE_STYLES[s] if live else "")
                 t.append(" ")
         n_al = model.unacked_count()
         if n_al:
