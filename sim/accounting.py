@@ -163,8 +163,7 @@ class Accounting:
         self.parser = Parser()
         from wire.dictionary import load
 
-        global EVENT_NAMES
-        EVENT_NAMES = dict(load().enums.get("event", {}))
+        EVENT_NAMES.update(load().enums.get("event", {}))
 
     def node(self, node: str) -> NodeCount:
         with self.lock:
@@ -182,7 +181,7 @@ class Accounting:
             c.username_pw_set(self.user, self.password)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
-        c.reconnect_delay_set(0.2, 2)
+        c.reconnect_delay_set(1, 2)
         c.connect_async(self.host, self.port, keepalive=30)
         c.loop_start()
         self._client = c

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "sim",
         help="lunar simulator: run a scenario of virtual nodes (real MicroPython VMs)",
@@ -63,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     progress = None if args.quiet else (lambda line: print(line, flush=True))
 
-    async def main() -> dict:
+    async def main() -> dict[str, dict[str, Any]]:
         base = SimBase(sc, broker_url=args.broker, workdir=args.workdir, inventory_path=args.ground_inventory, progress=progress)
         try:
             async with base:

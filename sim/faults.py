@@ -96,7 +96,7 @@ class Faults:
     def __init__(self, base: "SimBase") -> None:
         self.base = base
         self.log: list[tuple[float, str]] = []  # (real s since start, description)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _nodes(self, sel: str | list[str]) -> list[str]:
         ids = list(self.base.nodes)

@@ -249,7 +249,7 @@ class LinkProxy:
         self._corrupt_raw_next = 0
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.down_since: float | None = None
 
     async def start(self) -> "LinkProxy":

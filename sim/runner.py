@@ -279,8 +279,9 @@ class SimBase:
         #: MicroPython heap per node: the scenario's (default 128K) unless LUNABASE_NODE_HEAP says otherwise
         self.heap = os.environ.get("LUNABASE_NODE_HEAP") or scenario.heap
         self.broker_url = broker_url
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="lunabase-sim-")
-        self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        tmp = None if workdir else tempfile.TemporaryDirectory(prefix="lunabase-sim-")
+        self._tmp = tmp
+        self.dir = Path(workdir) if workdir else Path(tmp.name if tmp else ".")
         self.inventory = inventory
         self.inventory_path = Path(inventory_path) if inventory_path else None
         self.progress = progress
@@ -297,7 +298,7 @@ class SimBase:
         self.events: list[str] = []
         self.quake_log: list[tuple[float, Quake]] = []  # (real s since start, quake)
         self._quakes: dict[str, list[list[float]]] = {}
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._t0 = time.monotonic()
         self._sim_t0 = scenario.start
         self.steps = 0
@@ -406,9 +407,10 @@ class SimBase:
 
     def node_config(self, spec: NodeSpec, inv: Node, proxy_port: int) -> dict[str, Any]:
         """config.json of a node: identity and key from the inventory, broker = its link proxy."""
+        assert self.inventory is not None, "node_config() needs the inventory (set by start())"
         cfg: dict[str, Any] = {
             "node": spec.id,
-            "site": self.inventory.site,  # type: ignore[union-attr]
+            "site": self.inventory.site,
             "board": "sim",
             "key": inv.key.hex(),
             "broker": {"host": "127.0.0.1", "port": proxy_port, "user": spec.id, "password": inv.password},

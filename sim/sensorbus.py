@@ -50,7 +50,7 @@ class BusPeer:
 class SensorBus:
     """The sensor-bus server.  ``on_report(node, msg)`` receives every node message."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, on_report: Callable[[str, dict], None] | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, on_report: Callable[[str, dict[str, Any]], None] | None = None):
         self.host = host
         self.port = port
         self.on_report = on_report
@@ -123,10 +123,10 @@ class SensorBus:
     def send(self, node: str, msg: dict[str, Any]) -> bool:
         """Queue one message for ``node``; False when it is not connected."""
         peer = self.peers.get(node)
-        if peer is None or not peer.connected:
+        if peer is None or peer.writer is None or peer.writer.is_closing():
             return False
         try:
-            peer.writer.write((json.dumps(msg, separators=(",", ":")) + "\n").encode())  # type: ignore[union-attr]
+            peer.writer.write((json.dumps(msg, separators=(",", ":")) + "\n").encode())
         except (ConnectionError, OSError, RuntimeError):
             return False
         return True

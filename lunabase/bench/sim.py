@@ -35,7 +35,7 @@ TARGET = 0.999
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "sim",
         help="largest number of virtual nodes (MicroPython VMs) at 1 Hz HK + 100 Hz seismic with ≥ 99.9 %% delivery",
@@ -165,7 +165,7 @@ async def _step(n: int, seconds: float, heap: str, log: Any) -> dict[str, Any]:
                 if hk < 0.95 * window - 2 or seis < 0.95 * window - 2:  # 2: packets at the window edges
                     slow.append((nid, hk, seis))
         delivery = delivered / produced if produced else 0.0
-        res = {
+        res: dict[str, Any] = {
             "nodes": n,
             "delivery": round(delivery, 6),
             "produced": produced,

@@ -17,6 +17,7 @@ Two presets cover the two kinds of site the brief asks for:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ CHANGE4 = Site("von-karman", -45.4446, 177.5991)  # Chang'e-4 landing site (far 
 SITES: dict[str, Site] = {s.name: s for s in (EQUATOR, SHACKLETON, CHANGE4)}
 
 
-def site_from(spec: str | dict) -> Site:
+def site_from(spec: str | dict[str, Any]) -> Site:
     """A preset by name, or a ``Site`` from a TOML table (``preset`` fields overridden)."""
     if isinstance(spec, str):
         try:
