@@ -6,9 +6,11 @@ Schema (both backends; SQL types differ slightly)::
     raw(node_id, apid, ticks, seq, received, data)  every accepted packet, PRIMARY KEY
                                                   (node_id, apid, ticks, seq): the de-duplication
                                                   key and the time index at once
-    tm_<packet>(node_id, ticks, seq, received, <one column per field>)
-                                                  decoded engineering values, one table per APID;
-                                                  SEISMIC keeps its sample block as an int16 blob
+    tm_<packet>(node_id, t0, t1, n, received, ticks, seq, vals, texts, samples)
+                                                  decoded engineering values, one table per APID,
+                                                  in column-wise segments of many packets (one
+                                                  row per node and APID per ingest batch; see
+                                                  decoded_segment); SEISMIC keeps int16 samples
     status(node_id, received, state, body)        every status message (birth, sleep, last will)
 
 ``ticks`` is the packet time tag in 2^-16 s since 2000-01-01T00:00:00Z (coarse << 16 | fine);
@@ -114,6 +116,11 @@ class Transaction(abc.ABC):
         is not stored again and its mask entry is False.  ``known_fresh`` lets the caller
         pre-filter packets it already knows are duplicates (False entries are skipped).
         """
+
+    def append_many(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]]
+                    ) -> list[np.ndarray]:
+        """append_packets for many containers at once (fewer statements); one fresh mask each."""
+        return [self.append_packets(*it) for it in items]
 
     @abc.abstractmethod
     def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
@@ -229,7 +236,7 @@ class Archive(abc.ABC):
     def table(self, packet: int | str, node: str | None = None, t0: float | None = None,
               t1: float | None = None, site: str | None = None,
               columns: Sequence[str] | None = None) -> dict[str, Any]:
-        """Decoded rows of one packet type as columns.
+        """Decoded rows of one packet type as columns, ordered by time tag.
 
         Returns {"site": [...], "node": [...], "time": float64 Unix s, "ticks", "seq",
         "received", <field>: float64 array ..., <text field>: list[str],
@@ -239,44 +246,65 @@ class Archive(abc.ABC):
         want = list(columns) if columns is not None else list(spec.numeric + spec.texts) + (
             ["samples"] if spec.samples else [])
         for c in want:
-            if c not in spec.columns:
+            if c not in spec.columns[4:]:
                 raise KeyError(f"packet {spec.name} has no column {c!r} (has {', '.join(spec.columns[4:])})")
         where: list[str] = []
         params: list[Any] = []
-        cols = ["node_id", "ticks", "seq", "received"] + want
-        empty = {c: [] for c in cols}
+        rows: list[tuple[Any, ...]] = []
+        lo = unix_to_ticks(t0) if t0 is not None else None
+        hi = unix_to_ticks(t1) if t1 is not None else None
         if self._node_filter(site, node, where, params):
-            self._time_filter(t0, t1, where, params)
-            sql = f"SELECT {', '.join(_q(c) for c in cols)} FROM {spec.table}"
+            if lo is not None:
+                where.append(f"t1 >= {self._ph}")
+                params.append(lo)
+            if hi is not None:
+                where.append(f"t0 < {self._ph}")
+                params.append(hi)
+            sql = f"SELECT node_id, n, received, ticks, seq, vals, texts, samples FROM {spec.table}"
             if where:
                 sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY ticks, node_id, seq"
             rows = self._select(sql, params)
-        else:
-            rows = []
-        colvals = list(zip(*rows)) if rows else [[] for _ in cols]
+        p = self.dictionary.packet(spec.apid)
+        m = len(spec.numeric)
+        ns = [int(r[1]) for r in rows]
+        nid = np.repeat(np.array([r[0] for r in rows], dtype=np.int64), ns)
+        ticks = np.concatenate([np.frombuffer(bytes(r[3]), "<i8") for r in rows]) if rows else np.zeros(0, np.int64)
+        seq = np.concatenate([np.frombuffer(bytes(r[4]), "<u2") for r in rows]).astype(np.int64) if rows else \
+            np.zeros(0, np.int64)
+        rec = np.repeat(np.array([r[2] for r in rows], dtype=np.float64), ns)
+        vals = (np.concatenate([np.frombuffer(bytes(r[5]), "<f8").reshape(-1, m) for r in rows]) if rows
+                else np.zeros((0, m)))
+        keep = np.ones(len(ticks), dtype=bool)
+        if lo is not None:
+            keep &= ticks >= lo
+        if hi is not None:
+            keep &= ticks < hi
+        order = np.nonzero(keep)[0]
+        order = order[np.lexsort((seq[order], nid[order], ticks[order]))]
         names = self._names()
         out: dict[str, Any] = {}
-        ids = colvals[0]
+        ids = nid[order].tolist()
         out["site"] = [names[i][0] for i in ids]
         out["node"] = [names[i][1] for i in ids]
-        out["ticks"] = np.array(colvals[1], dtype=np.int64)
+        out["ticks"] = ticks[order].copy()
         out["time"] = ticks_to_unix(out["ticks"]).astype(np.float64)
-        out["seq"] = np.array(colvals[2], dtype=np.int64)
-        out["received"] = np.array(colvals[3], dtype=np.float64)
-        p = self.dictionary.packet(spec.apid)
-        for k, c in enumerate(want):
-            vals = colvals[4 + k]
+        out["seq"] = seq[order]
+        out["received"] = rec[order]
+        for c in want:
             if c == "samples":
                 s = p.samples
                 assert s is not None
-                out[c] = (np.frombuffer(b"".join(bytes(v) for v in vals), dtype="<i2")
-                          .reshape(len(vals), s.count, len(s.axes)).astype(np.int16))
+                blobs = [np.frombuffer(bytes(r[7]), "<i2").reshape(-1, s.count, len(s.axes)) for r in rows]
+                allv = np.concatenate(blobs) if blobs else np.zeros((0, s.count, len(s.axes)), np.int16)
+                out[c] = allv[order].astype(np.int16)
             elif c in spec.texts:
-                out[c] = list(vals)
+                k = spec.texts.index(c)
+                allt: list[str] = []
+                for r in rows:
+                    allt += json.loads(r[6])[k]
+                out[c] = [allt[i] for i in order.tolist()]
             else:
-                out[c] = np.array(vals, dtype=np.float64)
-        del empty
+                out[c] = vals[order, spec.numeric.index(c)].copy()
         return out
 
     def parameter(self, name: str, node: str | None = None, t0: float | None = None,
@@ -344,12 +372,16 @@ class Archive(abc.ABC):
             rows = self._raw_after(last, batch)
             if not rows:
                 return n
+            groups: dict[int, tuple[list[bytes], list[float]]] = {}
+            for nid, _apid, _ticks, _seq, received, data in rows:
+                g = groups.setdefault(nid, ([], []))
+                g[0].append(bytes(data))
+                g[1].append(float(received))
             with self.transaction() as tx:
-                for nid, apid, ticks, seq, received, data in rows:
-                    res = parser.parse(bytes(data))
+                for nid, (datas, recs) in groups.items():
+                    res = parser.parse(b"".join(datas))  # packets back to back: one segment per node
                     if res.count:
-                        site, node = self._names()[nid]
-                        tx._decoded(nid, res, np.ones(res.count, bool), bytes(data), received)
+                        tx._decoded(nid, res, np.ones(res.count, bool), max(recs))
                         n += res.count
             r = rows[-1]
             last = (r[0], r[1], r[2], r[3])
@@ -381,30 +413,36 @@ def now() -> float:
     return time.time()
 
 
-def decoded_rows(spec: DecodedSpec, node_id: int, result: ParseResult, fresh: np.ndarray, payload: bytes,
-                 received: float, sample_blob: bool = True) -> list[tuple[Any, ...]]:
-    """Rows for spec.table from one ParseResult, only for packets where fresh is True."""
+def decoded_segment(spec: DecodedSpec, node_id: int, result: ParseResult, fresh: np.ndarray,
+                    received: float) -> tuple[Any, ...] | None:
+    """One segment row for spec.table from the fresh packets of one ParseResult, or None.
+
+    A segment holds many packets of one node and APID column-wise (like the Yamcs
+    parameter archive): node_id, t0, t1 (time-tag range), n, received, ticks (<i8 blob),
+    seq (<u2 blob), vals (<f8 n x fields blob), texts (JSON per text field), samples
+    (<i2 n x count x axes blob).  One INSERT per node and APID per batch instead of one
+    per packet.
+    """
     tab = result.tables.get(spec.apid)
     if tab is None or not len(tab):
-        return []
-    keep = fresh[tab.rows]
-    if not keep.any():
-        return []
-    idx = np.nonzero(keep)[0]
-    rows_i = tab.rows[idx]
-    ticks = result.ticks[rows_i].tolist()
-    seq = result.seq[rows_i].tolist()
-    vals = tab.values[idx].tolist()
-    texts = [[t.decode("ascii", "replace") for t in tab.texts[name]] for name in spec.texts]
-    out = []
+        return None
+    rows = tab.rows
+    sel: np.ndarray | slice = slice(None)
+    if not fresh.all():
+        keep = fresh[rows]
+        if not keep.any():
+            return None
+        sel = np.nonzero(keep)[0]
+        rows = rows[sel]
+    ticks = result.ticks[rows].astype("<i8")
+    seq = result.seq[rows].astype("<u2")
+    vals = np.ascontiguousarray(tab.values[sel], dtype="<f8")
+    texts = None
+    if spec.texts:
+        idx = range(len(tab)) if isinstance(sel, slice) else sel.tolist()
+        texts = json.dumps([[tab.texts[name][i].decode("ascii", "replace") for i in idx] for name in spec.texts])
     samples = None
     if spec.samples and tab.raw_samples is not None:
-        samples = tab.raw_samples[idx].astype("<i2")
-    for k in range(len(idx)):
-        row: tuple[Any, ...] = (node_id, ticks[k], seq[k], received, *vals[k])
-        if texts:
-            row += tuple(t[idx[k]] for t in texts)
-        if samples is not None:
-            row += (samples[k].tobytes(),)
-        out.append(row)
-    return out
+        samples = np.ascontiguousarray(tab.raw_samples[sel], dtype="<i2").tobytes()
+    return (node_id, int(ticks.min()), int(ticks.max()), len(ticks), received, ticks.tobytes(), seq.tobytes(),
+            vals.tobytes(), texts, samples)

@@ -17,19 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_rows, now
+from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_segment, now
 from ground.parse import ParseResult
 from wire.dictionary import Dictionary
 
 
 def _create_sql(spec: DecodedSpec) -> str:
-    cols = ["node_id INTEGER NOT NULL", "ticks BIGINT NOT NULL", "seq INTEGER NOT NULL",
-            "received DOUBLE PRECISION NOT NULL"]
-    cols += [f'"{c}" DOUBLE PRECISION' for c in spec.numeric]
-    cols += [f'"{c}" TEXT' for c in spec.texts]
-    if spec.samples:
-        cols.append("samples BYTEA")
-    return f"CREATE TABLE IF NOT EXISTS {spec.table} ({', '.join(cols)}, PRIMARY KEY (node_id, ticks, seq))"
+    # decoded values in column-wise segments: see ground.archive._base.decoded_segment
+    return (f"CREATE TABLE IF NOT EXISTS {spec.table} (node_id INTEGER NOT NULL, t0 BIGINT NOT NULL,"
+            f" t1 BIGINT NOT NULL, n INTEGER NOT NULL, received DOUBLE PRECISION NOT NULL, ticks BYTEA NOT NULL,"
+            f" seq BYTEA NOT NULL, vals BYTEA NOT NULL, texts TEXT, samples BYTEA)")
 
 
 class PostgresArchive(Archive):
@@ -67,6 +64,7 @@ class PostgresArchive(Archive):
             for spec in self.specs.values():
                 db.execute(_create_sql(spec))
                 db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_received ON {spec.table} (received)")
+                db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_node_t1 ON {spec.table} (node_id, t1)")
         db.execute("CREATE TEMP TABLE IF NOT EXISTS _stage (i INTEGER, node_id INTEGER, apid INTEGER,"
                    " ticks BIGINT, seq INTEGER, received DOUBLE PRECISION, data BYTEA)")
 
@@ -128,45 +126,55 @@ class _PgTx(Transaction):
 
     def append_packets(self, site: str, node: str, result: ParseResult, payload: bytes, received: float,
                        known_fresh: np.ndarray | None = None) -> np.ndarray:
-        n = result.count
-        fresh = np.ones(n, dtype=bool) if known_fresh is None else known_fresh.copy()
-        if n == 0 or not fresh.any():
-            return fresh
-        nid = self.a.node_id(site, node)
-        idx = np.nonzero(fresh)[0]
-        offs = result.offset[idx].tolist()
-        lens = result.length[idx].tolist()
-        apid = result.apid[idx].tolist()
-        ticks = result.ticks[idx].tolist()
-        seq = result.seq[idx].tolist()
+        return self.append_many([(site, node, result, payload, received, known_fresh)])[0]
+
+    def append_many(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]]
+                    ) -> list[np.ndarray]:
+        masks: list[np.ndarray] = []
+        nids: list[int] = []
+        keys: list[tuple[int, int, int, int]] = []
+        where: list[tuple[np.ndarray, int]] = []
         db = self.db
         db.execute("TRUNCATE _stage")
+        nids = [self.a.node_id(it[0], it[1]) for it in items]  # not inside COPY: same connection
         with db.cursor().copy("COPY _stage FROM STDIN") as cp:
-            for k in range(len(idx)):
-                cp.write_row((int(idx[k]), nid, apid[k], ticks[k], seq[k], received,
-                              payload[offs[k]:offs[k] + lens[k]]))
-        got = db.execute("INSERT INTO raw SELECT node_id, apid, ticks, seq, received, data FROM _stage"
-                         " ON CONFLICT DO NOTHING RETURNING apid, ticks, seq").fetchall()
-        if len(got) != len(idx):
-            inserted = set(got)
-            for k in range(len(idx)):
-                key = (apid[k], ticks[k], seq[k])
-                if key in inserted:
-                    inserted.discard(key)  # a key twice in one container: only the first is fresh
-                else:
-                    fresh[idx[k]] = False
-        self._decoded(nid, result, fresh, payload, received)
-        return fresh
+            for (site, node, result, payload, received, known), nid in zip(items, nids):
+                n = result.count
+                fresh = np.ones(n, dtype=bool) if known is None else known.copy()
+                masks.append(fresh)
+                if n == 0:
+                    continue
+                idx = np.nonzero(fresh)[0].tolist()
+                offs = result.offset.tolist()
+                lens = result.length.tolist()
+                apid = result.apid.tolist()
+                ticks = result.ticks.tolist()
+                seq = result.seq.tolist()
+                for k in idx:
+                    cp.write_row((len(keys), nid, apid[k], ticks[k], seq[k], received,
+                                  payload[offs[k]:offs[k] + lens[k]]))
+                    keys.append((nid, apid[k], ticks[k], seq[k]))
+                    where.append((fresh, k))
+        if keys:
+            got = db.execute("INSERT INTO raw SELECT node_id, apid, ticks, seq, received, data FROM _stage"
+                             " ON CONFLICT DO NOTHING RETURNING node_id, apid, ticks, seq").fetchall()
+            if len(got) != len(keys):
+                inserted = set(got)
+                for key, (mask, k) in zip(keys, where):
+                    if key in inserted:
+                        inserted.discard(key)  # a key twice in one batch: only the first is fresh
+                    else:
+                        mask[k] = False
+        for (site, node, result, payload, received, _k), fresh, nid in zip(items, masks, nids):
+            self._decoded(nid, result, fresh, received)
+        return masks
 
-    def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, payload: bytes, received: float) -> None:
-        for apid_, spec in self.a.specs.items():
-            if apid_ in result.tables:
-                rows = decoded_rows(spec, nid, result, fresh, payload, received)
-                if rows:
-                    cols = ", ".join(f'"{c}"' for c in spec.columns)
-                    with self.db.cursor().copy(f"COPY {spec.table} ({cols}) FROM STDIN") as cp:
-                        for r in rows:
-                            cp.write_row(r)
+    def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, received: float) -> None:
+        for apid_ in result.tables:
+            spec = self.a.specs.get(apid_)
+            seg = decoded_segment(spec, nid, result, fresh, received) if spec else None
+            if seg is not None:
+                self.db.execute(f"INSERT INTO {spec.table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", seg)
 
     def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
         nid = self.a.node_id(site, node)

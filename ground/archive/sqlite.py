@@ -17,19 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_rows, now
+from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_segment, now
 from ground.parse import ParseResult
 from wire.dictionary import Dictionary
 
 
 def _create_sql(spec: DecodedSpec) -> str:
-    cols = ["node_id INTEGER NOT NULL", "ticks INTEGER NOT NULL", "seq INTEGER NOT NULL", "received REAL NOT NULL"]
-    cols += [f'"{c}" REAL' for c in spec.numeric]
-    cols += [f'"{c}" TEXT' for c in spec.texts]
-    if spec.samples:
-        cols.append("samples BLOB")
-    return (f"CREATE TABLE IF NOT EXISTS {spec.table} ({', '.join(cols)}, "
-            f"PRIMARY KEY (node_id, ticks, seq)) WITHOUT ROWID")
+    # decoded values in column-wise segments: see ground.archive._base.decoded_segment
+    return (f"CREATE TABLE IF NOT EXISTS {spec.table} (node_id INTEGER NOT NULL, t0 INTEGER NOT NULL,"
+            f" t1 INTEGER NOT NULL, n INTEGER NOT NULL, received REAL NOT NULL, ticks BLOB NOT NULL,"
+            f" seq BLOB NOT NULL, vals BLOB NOT NULL, texts TEXT, samples BLOB)")
 
 
 class SQLiteArchive(Archive):
@@ -63,9 +60,10 @@ class SQLiteArchive(Archive):
         for spec in self.specs.values():
             db.execute(_create_sql(spec))
             db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_received ON {spec.table} (received)")
+            db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_node_t1 ON {spec.table} (node_id, t1)")
         db.execute("COMMIT")
         self._insert_sql = {
-            spec.apid: f"INSERT OR IGNORE INTO {spec.table} VALUES ({','.join('?' * len(spec.columns))})"
+            spec.apid: f"INSERT INTO {spec.table} VALUES (?,?,?,?,?,?,?,?,?,?)"
             for spec in self.specs.values()
         }
 
@@ -124,40 +122,63 @@ class _SQLiteTx(Transaction):
 
     def append_packets(self, site: str, node: str, result: ParseResult, payload: bytes, received: float,
                        known_fresh: np.ndarray | None = None) -> np.ndarray:
-        n = result.count
-        fresh = np.ones(n, dtype=bool) if known_fresh is None else known_fresh.copy()
-        if n == 0 or not fresh.any():
-            return fresh
-        nid = self.a.node_id(site, node)
-        idx = np.nonzero(fresh)[0]
-        offs = result.offset[idx].tolist()
-        lens = result.length[idx].tolist()
-        apid = result.apid[idx].tolist()
-        ticks = result.ticks[idx].tolist()
-        seq = result.seq[idx].tolist()
-        mv = memoryview(payload)
-        rows = [(nid, apid[k], ticks[k], seq[k], received, mv[offs[k]:offs[k] + lens[k]])
-                for k in range(len(idx))]
-        sql = "INSERT OR IGNORE INTO raw VALUES (?,?,?,?,?,?)"
-        db = self.db
-        db.execute("SAVEPOINT pk")
-        cur = db.executemany(sql, rows)
-        if cur.rowcount != len(rows):
-            # some keys are already archived (redelivery after a restart): find which, one by one
-            db.execute("ROLLBACK TO pk")
-            for k, row in enumerate(rows):
-                if db.execute(sql, row).rowcount == 0:
-                    fresh[idx[k]] = False
-        db.execute("RELEASE pk")
-        self._decoded(nid, result, fresh, payload, received)
-        return fresh
+        return self.append_many([(site, node, result, payload, received, known_fresh)])[0]
 
-    def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, payload: bytes, received: float) -> None:
-        for apid_, spec in self.a.specs.items():
-            if apid_ in result.tables:
-                rows = decoded_rows(spec, nid, result, fresh, payload, received)
-                if rows:
-                    self.db.executemany(self.a._insert_sql[apid_], rows)
+    def append_many(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]]
+                    ) -> list[np.ndarray]:
+        rows: list[tuple[Any, ...]] = []
+        where: list[tuple[np.ndarray, int]] = []  # (fresh mask, index) per raw row
+        masks: list[np.ndarray] = []
+        nids: list[int] = []
+        for site, node, result, payload, received, known in items:
+            n = result.count
+            fresh = np.ones(n, dtype=bool) if known is None else known.copy()
+            masks.append(fresh)
+            nid = self.a.node_id(site, node)
+            nids.append(nid)
+            if n == 0:
+                continue
+            idx = np.nonzero(fresh)[0].tolist() if known is not None else range(n)
+            offs = result.offset.tolist()
+            lens = result.length.tolist()
+            apid = result.apid.tolist()
+            ticks = result.ticks.tolist()
+            seq = result.seq.tolist()
+            mv = memoryview(payload)
+            for k in idx:
+                rows.append((nid, apid[k], ticks[k], seq[k], received, mv[offs[k]:offs[k] + lens[k]]))
+                where.append((fresh, k))
+        if rows:
+            sql = "INSERT OR IGNORE INTO raw VALUES (?,?,?,?,?,?)"
+            db = self.db
+            db.execute("SAVEPOINT pk")
+            cur = db.executemany(sql, rows)
+            if cur.rowcount != len(rows):
+                # some keys are already archived (redelivery after a restart): find which, one by one
+                db.execute("ROLLBACK TO pk")
+                for row, (mask, k) in zip(rows, where):
+                    if db.execute(sql, row).rowcount == 0:
+                        mask[k] = False
+            db.execute("RELEASE pk")
+        by_apid: dict[int, list[tuple[Any, ...]]] = {}
+        for (site, node, result, payload, received, _k), fresh, nid in zip(items, masks, nids):
+            for apid_ in result.tables:
+                spec = self.a.specs.get(apid_)
+                if spec is not None:
+                    seg = decoded_segment(spec, nid, result, fresh, received)
+                    if seg is not None:
+                        by_apid.setdefault(apid_, []).append(seg)
+        for apid_, drows in by_apid.items():
+            if drows:
+                self.db.executemany(self.a._insert_sql[apid_], drows)
+        return masks
+
+    def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, received: float) -> None:
+        for apid_ in result.tables:
+            spec = self.a.specs.get(apid_)
+            seg = decoded_segment(spec, nid, result, fresh, received) if spec else None
+            if seg is not None:
+                self.db.execute(self.a._insert_sql[apid_], seg)
 
     def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
         nid = self.a.node_id(site, node)

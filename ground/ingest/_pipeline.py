@@ -103,10 +103,10 @@ class Pipeline:
         Raises only if the archive fails (then nothing of the batch is committed and the
         caller must not acknowledge it).  Bad payloads are counted, never raised.
         """
-        tm: list[tuple[LinkStats, ParseResult, bytes, float, np.ndarray | None]] = []
+        # group TM payloads by link (order kept within a link): one parse per link per batch
+        groups: dict[tuple[str, str], tuple[LinkStats, list[bytes], float]] = {}
         status: list[tuple[LinkStats, dict[str, Any], float]] = []
         rejects: list[tuple[LinkStats, list[Rejected], bytes]] = []
-        parse = self.parser.parse
         for topic, payload, received in batch:
             parts = topics.split(topic)
             if parts is None or parts[2] not in (topics.TM, topics.STATUS):
@@ -115,7 +115,7 @@ class Pipeline:
                 rejects.append((st, [Rejected(0, len(payload), BAD_TOPIC)], payload))
                 continue
             site, node, kind = parts
-            st = self.link(site, node)
+            st = self.links.get((site, node)) or self.link(site, node)
             st.messages += 1
             st.bytes += len(payload)
             st.last_contact = received
@@ -135,18 +135,28 @@ class Pipeline:
             if not payload:
                 rejects.append((st, [Rejected(0, 0, EMPTY)], payload))
                 continue
-            res = parse(payload)
-            if res.rejected:
-                rejects.append((st, list(res.rejected), payload))
-            if res.count:
-                tm.append((st, res, payload, received, self._known_fresh(site, node, res)))
+            g = groups.get((site, node))
+            if g is None:
+                groups[(site, node)] = (st, [payload], received)
+            else:
+                g[1].append(payload)
+
+        tm: list[tuple[LinkStats, ParseResult, bytes, float]] = []
+        for st, payloads, received in groups.values():
+            for res, payload in self._parse(payloads):
+                if res.rejected:
+                    rejects.append((st, list(res.rejected), payload))
+                if res.count:
+                    tm.append((st, res, payload, received))
 
         t0 = time.perf_counter()
         fresh_masks: list[np.ndarray] = []
         if tm or status:
+            items = [(st.site, st.node, res, payload, received, self._known_fresh(st.site, st.node, res))
+                     for st, res, payload, received in tm]
             with self.archive.transaction() as tx:
-                for st, res, payload, received, known in tm:
-                    fresh_masks.append(tx.append_packets(st.site, st.node, res, payload, received, known))
+                if items:
+                    fresh_masks = tx.append_many(items)
                 for st, body, received in status:
                     tx.append_status(st.site, st.node, body, received)
         self.commits_s += time.perf_counter() - t0
@@ -154,13 +164,14 @@ class Pipeline:
 
         # committed: now the in-memory state and the sinks
         now = time.time()
-        for (st, res, payload, received, _k), fresh in zip(tm, fresh_masks):
-            nfresh = int(fresh.sum())
+        for (st, res, payload, received), fresh in zip(tm, fresh_masks):
+            nfresh = int(np.count_nonzero(fresh))
             st.packets += res.count
             st.fresh += nfresh
             st.duplicates += res.count - nfresh
-            st.count_traffic(received, nfresh, int(res.length[fresh].sum()) if nfresh else 0)
-            self._track(st, res, fresh, now)
+            st.count_traffic(received, nfresh, int(res.length[fresh].sum()) if nfresh < res.count
+                             else int(res.length.sum()))
+            self._track(st, res, fresh, nfresh == res.count, now)
             for sink in self.sinks:
                 try:
                     sink.on_packets(st.site, st.node, res, fresh, received)
@@ -183,6 +194,27 @@ class Pipeline:
                 except Exception:
                     log.exception("sink %r failed in on_rejected", sink)
 
+    def _parse(self, payloads: list[bytes]) -> list[tuple[ParseResult, bytes]]:
+        """Parse one link's payloads of a batch: concatenated in one call when that is exact.
+
+        Packets are self-delimiting, so containers back to back form one container.  The
+        joint parse is kept only if it rejected nothing and no packet straddles two
+        messages; otherwise each message is parsed alone, so rejected ranges stay
+        relative to the message they came from.
+        """
+        parse = self.parser.parse
+        if len(payloads) == 1:
+            return [(parse(payloads[0]), payloads[0])]
+        joined = b"".join(payloads)
+        res = parse(joined)
+        if not res.rejected:
+            ends = np.cumsum([len(p) for p in payloads])
+            first = np.searchsorted(ends, res.offset, side="right")
+            last = np.searchsorted(ends, res.offset + res.length - 1, side="right")
+            if np.array_equal(first, last):
+                return [(res, joined)]
+        return [(parse(p), p) for p in payloads]
+
     def _known_fresh(self, site: str, node: str, res: ParseResult) -> np.ndarray | None:
         """False for packets the recent window has already archived."""
         mask = None
@@ -198,8 +230,7 @@ class Pipeline:
                 mask[rows[seen]] = False
         return mask
 
-    def _track(self, st: LinkStats, res: ParseResult, fresh: np.ndarray, now: float) -> None:
-        all_fresh = bool(fresh.all())
+    def _track(self, st: LinkStats, res: ParseResult, fresh: np.ndarray, all_fresh: bool, now: float) -> None:
         for apid, tab in res.tables.items():
             rows = tab.rows if all_fresh else tab.rows[fresh[tab.rows]]
             if not len(rows):

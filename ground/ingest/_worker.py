@@ -1,7 +1,8 @@
 """The MQTT side of ingest: an aiomqtt subscriber that acknowledges after the commit.
 
-Crash safety: the worker connects with MQTT 5 ``clean_start=False`` and a session expiry
-interval, so the broker keeps its subscriptions and queues QoS 1 messages while it is
+Crash safety: the worker connects with a persistent session (MQTT 3.1.1
+``clean_session=False``, the default, or MQTT 5 ``clean_start=False`` with a session expiry
+interval), so the broker keeps its subscriptions and queues QoS 1 messages while it is
 away.  paho's manual-ack mode is switched on (aiomqtt exposes no switch; we call
 ``manual_ack_set`` on its paho client before connecting), so a PUBACK leaves only after
 the archive transaction holding that message committed.  A SIGKILL therefore loses at
@@ -65,6 +66,8 @@ class IngestWorker:
         sinks: Iterable[IngestSink] = (),
         tls: ssl.SSLContext | None = None,
         max_batch: int = 4000,
+        linger_s: float = 0.003,
+        protocol: int = 4,
         session_expiry_s: int = 7 * 86400,
         pipeline: Pipeline | None = None,
         parser: Any = None,
@@ -76,6 +79,10 @@ class IngestWorker:
         self.share = share
         self.tls = tls
         self.max_batch = max_batch
+        self.linger_s = linger_s
+        if protocol not in (4, 5):
+            raise ValueError(f"protocol must be 4 (MQTT 3.1.1) or 5 (MQTT 5), got {protocol!r}")
+        self.protocol = protocol
         self.session_expiry_s = session_expiry_s
         self.pipeline = pipeline or Pipeline(archive, sinks, parser=parser)
         self.connected = asyncio.Event()
@@ -94,19 +101,24 @@ class IngestWorker:
         self._stop.set()
 
     def _client(self) -> aiomqtt.Client:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.session_expiry_s
+        kw: dict[str, Any] = {}
+        if self.protocol == 5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry_s
+            kw.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
+        else:
+            # MQTT 3.1.1: a persistent session is clean_session=False (mosquitto expires it
+            # after persistent_client_expiration); mosquitto accepts $share/ from 3.1.1 clients
+            kw.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
         client = aiomqtt.Client(
             self.host,
             self.port,
             username=self.username,
             password=self.password,
             identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=props,
             tls_context=self.tls,
             keepalive=30,
+            **kw,
         )
         # acknowledge after commit: paho must not PUBACK on delivery (aiomqtt has no option)
         client._client.manual_ack_set(True)  # noqa: SLF001
@@ -135,11 +147,13 @@ class IngestWorker:
         client = self._client()
         async with client:
             self.connections += 1
-            opts = SubscribeOptions(qos=1)
             for f in subscriptions(self.share):
-                await client.subscribe(f, options=opts)
-            log.info("ingest %s connected to %s:%d%s as %s, subscribed to %s", self.client_id, self.host, self.port,
-                     " (TLS)" if self.tls else "", self.username or "anonymous",
+                if self.protocol == 5:
+                    await client.subscribe(f, options=SubscribeOptions(qos=1))
+                else:
+                    await client.subscribe(f, qos=1)
+            log.info("ingest %s connected to %s:%d%s (MQTT %s) as %s, subscribed to %s", self.client_id, self.host,
+                     self.port, " (TLS)" if self.tls else "", "5" if self.protocol == 5 else "3.1.1", self.username or "anonymous",
                      ", ".join(subscriptions(self.share)))
             self.connected.set()
             await self._consume(client)
@@ -157,6 +171,10 @@ class IngestWorker:
                     nxt.cancel()
                     return
                 batch = [nxt.result()]
+                if self.linger_s and queue.qsize() < self.max_batch // 4:
+                    # let more messages arrive (aiomqtt reads one per loop turn): fewer,
+                    # larger commits for at most linger_s of extra latency
+                    await asyncio.sleep(self.linger_s)
                 while len(batch) < self.max_batch:
                     try:
                         batch.append(queue.get_nowait())

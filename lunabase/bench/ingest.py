@@ -1,0 +1,392 @@
+"""`lunabase bench ingest`: broker -> archive throughput and latency, next to a naive baseline.
+
+One run starts a private mosquitto on loopback, then for each case a fresh SQLite archive,
+an ingest process pinned to one core (os.sched_setaffinity) and a publisher process
+(paho, QoS 1).  Cases:
+
+* one_per_message: one 56-byte HK packet per MQTT message;
+* batched: PER_MESSAGE HK packets per message (a node flushing its journal);
+* latency: one packet per message at a fixed rate; the publisher stamps each packet's
+  time tag with its send time and the ingest sink measures, right after the archive
+  commit containing it, commit time - send time.
+
+Lost and duplicates are counted by reading the archive back and comparing every
+(node, seq, time tag) with what was published.  The naive baseline is a paho subscriber
+decoding with struct + binascii.crc_hqx and doing one SQLite INSERT per packet (commit
+per message), on the same core with the same publisher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import binascii
+import json
+import multiprocessing as mp
+import os
+import sqlite3
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PER_MESSAGE = 20
+NODES = 10
+SITE = "bench"
+HK_APID = 1
+
+
+# ------------------------------------------------------------------ packets
+def _hk_template() -> tuple[bytes, int]:
+    from wire.dictionary import load
+
+    p = load().packet(HK_APID)
+    return bytes(p.length), p.length
+
+
+def make_packet(buf: bytearray, off: int, seq: int, ticks: int, length: int) -> None:
+    """An HK packet at buf[off:off+length] (payload: uptime = seq, free_heap = 50000)."""
+    struct.pack_into(">HHHIH", buf, off, 0x0800 | HK_APID, 0xC000 | (seq & 0x3FFF), length - 7,
+                     (ticks >> 16) & 0xFFFFFFFF, ticks & 0xFFFF)
+    struct.pack_into(">IHBBI", buf, off + 12, seq, 1, 0, 0, 50000)
+    c = binascii.crc_hqx(memoryview(buf)[off:off + length - 2], 0xFFFF)
+    buf[off + length - 2] = c >> 8
+    buf[off + length - 1] = c & 0xFF
+
+
+def _now_ticks() -> int:
+    return int((time.time() - 946684800.0) * 65536)
+
+
+# ------------------------------------------------------------------ publisher
+def publisher(port: int, total: int, per_msg: int, rate: float, base_ticks: int, cpu: int | None,
+              qos: int = 1) -> None:
+    """Publish `total` HK packets spread over NODES nodes, per_msg per message.
+
+    rate > 0: paced at `rate` packets/s and stamped with the send time; else as fast as
+    possible with synthetic time tags (base_ticks + index).
+    """
+    import paho.mqtt.client as mqtt
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    _t, length = _hk_template()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+    c.max_inflight_messages_set(0)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    topics = [f"lunabase/{SITE}/n{i:03d}/tm" for i in range(NODES)]
+    seqs = [0] * NODES
+    n_msgs = total // per_msg
+    infos = []
+    t0 = time.perf_counter()
+    for m in range(n_msgs):
+        node = m % NODES
+        buf = bytearray(length * per_msg)
+        if rate > 0:
+            target = t0 + m * per_msg / rate
+            while True:
+                d = target - time.perf_counter()
+                if d <= 0:
+                    break
+                time.sleep(d if d > 0.002 else 0)
+            ticks0 = _now_ticks()
+        else:
+            ticks0 = base_ticks + m * per_msg
+        for k in range(per_msg):
+            make_packet(buf, k * length, seqs[node], ticks0 + k, length)
+            seqs[node] += 1
+        infos.append(c.publish(topics[node], bytes(buf), qos=qos))
+        if len(infos) > 20000:
+            infos[0].wait_for_publish(60)
+            infos = infos[-1000:]
+    for i in infos[-100:]:
+        i.wait_for_publish(120)
+    c.loop_stop()
+    c.disconnect()
+
+
+# ------------------------------------------------------------------ lunabase ingest
+def ingest_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, timeout: float, ident: str) -> None:
+    import asyncio
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    import numpy as np
+
+    from ground.archive import open_archive
+    from ground.ingest import IngestWorker
+    import ground.parse as gp
+
+    class Sink:
+        def __init__(self) -> None:
+            self.fresh = 0
+            self.first = 0.0
+            self.last = 0.0
+            self.lat: list[np.ndarray] = []
+
+        def on_packets(self, site, node, result, fresh, received):  # noqa: ANN001
+            now = time.time()
+            if not self.first:
+                self.first = received
+            n = int(fresh.sum())
+            self.fresh += n
+            self.last = now
+            self.lat.append(now - (result.ticks[fresh] / 65536.0 + 946684800.0))
+
+        def on_status(self, *a: Any) -> None: ...
+
+        def on_rejected(self, *a: Any) -> None: ...
+
+    async def main() -> dict[str, Any]:
+        archive = open_archive(db)
+        sink = Sink()
+        w = IngestWorker(archive, "127.0.0.1", port, client_id=ident, sinks=[sink])
+        task = asyncio.create_task(w.run())
+        await asyncio.wait_for(w.connected.wait(), 30)
+        out.put("ready")
+        deadline = time.monotonic() + timeout
+        while sink.fresh < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        w.stop()
+        await asyncio.wait_for(task, 30)
+        snap = w.stats()["totals"]
+        archive.close()
+        lat = np.concatenate(sink.lat) * 1000 if sink.lat else np.zeros(0)
+        span = (sink.last - sink.first) if sink.first else 0.0
+        return {
+            "parser": gp.IMPLEMENTATION,
+            "fresh": sink.fresh,
+            "span_s": span,
+            "duplicates_dropped": snap["duplicates"],
+            "batches": snap["batches"],
+            "lat": [float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(lat.max())] if len(lat) else None,
+        }
+
+    out.put(asyncio.run(main()))
+
+
+# ------------------------------------------------------------------ naive baseline
+def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, timeout: float, ident: str) -> None:
+    import paho.mqtt.client as mqtt
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    conn = sqlite3.connect(db, check_same_thread=False)  # used from paho's network thread
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS hk (node TEXT, apid INT, seq INT, ticks INT, received REAL, data BLOB,"
+                 " uptime INT, boot_count INT, reset_cause INT, mode INT, free_heap INT)")
+    hdr = struct.Struct(">HHHIH")
+    body = struct.Struct(">IHBBI")
+    state = {"n": 0, "first": 0.0, "last": 0.0}
+
+    def on_message(client, userdata, msg):  # noqa: ANN001
+        now = time.time()
+        if not state["first"]:
+            state["first"] = now
+        node = msg.topic.split("/")[2]
+        data = msg.payload
+        p = 0
+        while p + 14 <= len(data):
+            w0, w1, ln, coarse, fine = hdr.unpack_from(data, p)
+            total = ln + 7
+            if p + total > len(data):
+                break
+            if binascii.crc_hqx(data[p:p + total - 2], 0xFFFF) != (data[p + total - 2] << 8 | data[p + total - 1]):
+                p += 1
+                continue
+            f = body.unpack_from(data, p + 12)
+            conn.execute("INSERT INTO hk VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                         (node, w0 & 0x7FF, w1 & 0x3FFF, (coarse << 16) | fine, now, data[p:p + total], *f))
+            state["n"] += 1
+            p += total
+        conn.commit()
+        state["last"] = time.time()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ident, clean_session=True)
+    c.on_message = on_message
+    c.connect("127.0.0.1", port)
+    c.subscribe("lunabase/+/+/tm", qos=1)
+    c.loop_start()
+    time.sleep(0.3)
+    out.put("ready")
+    deadline = time.monotonic() + timeout
+    while state["n"] < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    c.loop_stop()
+    c.disconnect()
+    conn.close()
+    out.put({"parser": "struct+crc_hqx", "fresh": state["n"], "span_s": state["last"] - state["first"]})
+
+
+# ------------------------------------------------------------------ read back
+def published_keys(total: int, per_msg: int, base_ticks: int) -> set[tuple[str, int, int]]:
+    """(node, seq, time tag) of every packet an unpaced publisher sends."""
+    out = set()
+    seqs = [0] * NODES
+    for m in range(total // per_msg):
+        node = m % NODES
+        for k in range(per_msg):
+            out.add((f"n{node:03d}", seqs[node] & 0x3FFF, base_ticks + m * per_msg + k))
+            seqs[node] += 1
+    return out
+
+
+def read_back(db: str, naive: bool, total: int, per_msg: int, base_ticks: int | None) -> tuple[int, int, int]:
+    """(archived rows, lost, duplicates) by comparing archive keys with what was published.
+
+    Unpaced runs compare (node, seq, time tag) exactly; paced runs (time tags are send
+    times) compare (node, seq), each node sending fewer than 16384 packets.
+    """
+    conn = sqlite3.connect(db)
+    if naive:
+        rows = conn.execute("SELECT node, seq, ticks FROM hk").fetchall()
+    else:
+        rows = conn.execute("SELECT n.node, r.seq, r.ticks FROM raw r JOIN nodes n ON n.id = r.node_id").fetchall()
+    conn.close()
+    if base_ticks is not None:
+        want = published_keys(total, per_msg, base_ticks)
+        got = [(n, s, t) for n, s, t in rows]
+    else:
+        want = {(f"n{i % NODES:03d}", s) for i in range(NODES) for s in range(total // NODES)}
+        got = [(n, s) for n, s, _t in rows]
+    seen = set(got)
+    return len(rows), len(want - seen), len(got) - len(seen)
+
+
+def run_case(port: int, which: str, total: int, per_msg: int, rate: float, cpus: list[int], workdir: Path,
+             timeout: float) -> dict[str, Any]:
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    db = str(workdir / f"{which}-{per_msg}-{int(rate)}-{time.time_ns()}.db")
+    ident = f"bench-{which}-{time.time_ns()}"
+    target = ingest_proc if which == "lunabase" else naive_proc
+    ing_cpu = cpus[-1] if cpus else None
+    pub_cpu = cpus[0] if len(cpus) > 1 else None
+    proc = ctx.Process(target=target, args=(port, db, total, ing_cpu, q, timeout, ident))
+    proc.start()
+    ready = q.get(timeout=60)
+    assert ready == "ready"
+    base = _now_ticks()
+    pub = ctx.Process(target=publisher, args=(port, total, per_msg, rate, base, pub_cpu))
+    t0 = time.time()
+    pub.start()
+    res = q.get(timeout=timeout + 60)
+    wall = time.time() - t0
+    pub.join(30)
+    if pub.is_alive():
+        pub.kill()
+    proc.join(30)
+    rows, lost, dup = read_back(db, which == "naive", total, per_msg, None if rate > 0 else base)
+    span = res.pop("span_s") or wall
+    out = {
+        "packets": total,
+        "packets_per_message": per_msg,
+        "packets_per_s": round(res["fresh"] / span, 1) if span else 0.0,
+        "messages_per_s": round(res["fresh"] / per_msg / span, 1) if span else 0.0,
+        "archived": rows,
+        "lost": lost,
+        "duplicates": dup,
+        "parser": res["parser"],
+        "seconds": round(span, 3),
+    }
+    if "batches" in res:
+        out["commits"] = res["batches"]
+        out["redeliveries_dropped"] = res["duplicates_dropped"]
+    if res.get("lat"):
+        out["latency_ms"] = {"p50": round(res["lat"][0], 3), "p99": round(res["lat"][1], 3),
+                             "max": round(res["lat"][2], 3)}
+    for f in Path(db).parent.glob(Path(db).name + "*"):
+        f.unlink()
+    return out
+
+
+def run(quick: bool = False, per_message: int = PER_MESSAGE, rate: float = 5000.0,
+        progress: Any = None) -> dict[str, Any]:
+    """The whole benchmark; returns the JSON-able result."""
+    from lunabase.mosquitto import Mosquitto
+    import ground.parse as gp
+
+    say = progress or (lambda s: None)
+    cpus = sorted(os.sched_getaffinity(0))
+    scale = 0.3 if quick else 1.0
+    n_one = int(60000 * scale) // NODES * NODES
+    n_batch = int(400000 * scale) // (NODES * per_message) * NODES * per_message
+    n_naive = int(20000 * scale) // NODES * NODES
+    n_lat = int(rate * 5 * scale) // NODES * NODES
+    res: dict[str, Any] = {"parser": gp.IMPLEMENTATION, "cpus": len(cpus), "ingest_pinned_to_cpu": cpus[-1]}
+    with tempfile.TemporaryDirectory(prefix="lunabase-bench-") as tmp, Mosquitto(persistence=False) as broker:
+        w = Path(tmp)
+        say(f"mosquitto on 127.0.0.1:{broker.port}; ingest pinned to CPU {cpus[-1]}; parser {gp.IMPLEMENTATION}")
+        lb: dict[str, Any] = {}
+        nv: dict[str, Any] = {}
+        say(f"lunabase one packet per message: {n_one} packets")
+        lb["one_per_message"] = run_case(broker.port, "lunabase", n_one, 1, 0, cpus, w, 60)
+        say(f"  {lb['one_per_message']['packets_per_s']:.0f} packets/s")
+        say(f"lunabase batched, {per_message} packets per message: {n_batch} packets")
+        lb["batched"] = run_case(broker.port, "lunabase", n_batch, per_message, 0, cpus, w, 60)
+        say(f"  {lb['batched']['packets_per_s']:.0f} packets/s")
+        say(f"naive one packet per message: {n_naive} packets")
+        nv["one_per_message"] = run_case(broker.port, "naive", n_naive, 1, 0, cpus, w, 60)
+        say(f"  {nv['one_per_message']['packets_per_s']:.0f} packets/s")
+        say(f"naive batched: {n_naive * 2} packets")
+        nv["batched"] = run_case(broker.port, "naive", n_naive * 2 // (NODES * per_message) * NODES * per_message,
+                                 per_message, 0, cpus, w, 60)
+        say(f"  {nv['batched']['packets_per_s']:.0f} packets/s")
+        say(f"latency at {rate:.0f} packets/s, one per message: {n_lat} packets")
+        lat = run_case(broker.port, "lunabase", n_lat, 1, rate, cpus, w, 60)
+    res["lunabase"] = {**lb, "packets_per_s": lb["batched"]["packets_per_s"],
+                       "lost": lb["one_per_message"]["lost"] + lb["batched"]["lost"] + lat["lost"],
+                       "duplicates": lb["one_per_message"]["duplicates"] + lb["batched"]["duplicates"]
+                       + lat["duplicates"]}
+    res["naive"] = {**nv, "packets_per_s": nv["batched"]["packets_per_s"],
+                    "lost": nv["one_per_message"]["lost"] + nv["batched"]["lost"],
+                    "duplicates": nv["one_per_message"]["duplicates"] + nv["batched"]["duplicates"]}
+    lm = lat.get("latency_ms") or {}
+    res["latency_ms"] = {"rate": rate, "packets_per_message": 1, "p50": lm.get("p50"), "p99": lm.get("p99"),
+                         "max": lm.get("max"), "lost": lat["lost"], "duplicates": lat["duplicates"]}
+    res["speedup"] = {k: round(lb[k]["packets_per_s"] / nv[k]["packets_per_s"], 1) if nv[k]["packets_per_s"] else None
+                      for k in ("one_per_message", "batched")}
+    res["targets"] = {
+        "batched_ge_100k": lb["batched"]["packets_per_s"] >= 100_000,
+        "one_per_message_ge_10k": lb["one_per_message"]["packets_per_s"] >= 10_000,
+        "no_loss_no_duplicates": res["lunabase"]["lost"] == 0 and res["lunabase"]["duplicates"] == 0,
+        "p99_lt_25ms": lm.get("p99") is not None and lm["p99"] < 25.0,
+    }
+    return res
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    progress = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
+    res = run(quick=args.quick, per_message=args.per_message, rate=args.rate, progress=progress)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(json.dumps(res, indent=2))
+    return 0
+
+
+def register(bench_subparsers: Any) -> None:
+    """Add `ingest` to the `lunabase bench` subcommands."""
+    p = bench_subparsers.add_parser(
+        "ingest",
+        help="broker -> archive throughput and latency vs a naive baseline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON line only")
+    p.add_argument("--quick", action="store_true", help="a smaller run (~1/3 of the packets)")
+    p.add_argument("--per-message", type=int, default=PER_MESSAGE, help="packets per message in the batched case")
+    p.add_argument("--rate", type=float, default=5000.0, help="packets/s of the latency case")
+    p.set_defaults(func=_cmd)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(prog="python -m lunabase.bench.ingest")
+    sub = ap.add_subparsers()
+    register(sub)
+    a = ap.parse_args(["ingest", *sys.argv[1:]])
+    sys.exit(a.func(a))
