@@ -177,3 +177,47 @@ def test_mqtt_commands_reach_the_uart(tmp_path: Path) -> None:
             t.join(15)
             os.close(m)
             os.close(s)
+
+
+def test_frames_written_by_micropython_reach_the_gateway(tmp_path: Path, micropython_bin: str) -> None:
+    """The node side in the MicroPython VM (wire.ccsds + wire.cobs, preallocated buffers)
+    writes COBS frames on a 'UART' (a pty); the gateway decodes and checks them."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    hk = load().packet("HK")
+    script = tmp_path / "uart_node.py"
+    script.write_text(
+        "import sys\n"
+        "from wire import ccsds, cobs\n"
+        f"pb = ccsds.PacketBuffer({hk.apid}, {hk.length})\n"
+        f"frame = bytearray(cobs.max_frame_len({hk.length}))\n"
+        "out = sys.stdout.buffer\n"
+        "out.write(b'boot noise\\r\\n\\x00')\n"  # a delimiter first: resync after boot output
+        "for i in range(5):\n"
+        "    pb.seq = i\n"
+        "    pb.buf[12] = i\n"
+        "    n = cobs.frame_into(pb.finish(1000 + i, 0), frame)\n"
+        "    out.write(memoryview(frame)[:n])\n"
+    )
+    m, s = os.openpty()
+    import tty
+
+    tty.setraw(s)
+    got: list[bytes] = []
+    gw = Gateway(os.ttyname(s), "moon", "n05", lambda t, p: got.append(p))
+    try:
+        gw.start()
+        assert gw.connected.wait(10)
+        env = dict(os.environ, MICROPYPATH=f".frozen:{repo}")
+        r = subprocess.run([micropython_bin, str(script)], stdout=m, stderr=subprocess.PIPE, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr.decode()
+        wait(lambda: len(got) == 5, what=f"5 packets from the MicroPython node (gateway stats {gw.stats})")
+    finally:
+        gw.stop()
+        os.close(m)
+        os.close(s)
+    res = PyParser().parse(b"".join(got))
+    assert res.count == 5 and not res.rejected
+    assert [int(x) for x in res.seq] == [0, 1, 2, 3, 4]
+    assert gw.stats.rejected["cobs"] == 1  # the boot noise before the first delimiter
