@@ -1,0 +1,276 @@
+"""``lunabase`` subcommands of the ground data path: ingest, broker-config, replay, export, archive.
+
+Heavy imports live inside the handlers so that `lunabase --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+log = logging.getLogger("lunabase.ingest")
+
+
+def _broker(url: str) -> tuple[str, int, str | None, str | None, bool]:
+    u = urlparse(url if "://" in url else "mqtt://" + url)
+    if u.scheme not in ("mqtt", "mqtts"):
+        raise SystemExit(f"{url}: the broker URL must start with mqtt:// or mqtts://")
+    tls = u.scheme == "mqtts"
+    return (u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883),
+            unquote(u.username) if u.username else None, unquote(u.password) if u.password else None, tls)
+
+
+def _time(s: str | None) -> float | None:
+    """Unix seconds, or an ISO-8601 date/time (UTC when no zone), or -<N>[smhd] relative to now."""
+    if s is None:
+        return None
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    if s.startswith("-") and s[-1] in "smhd":
+        return time.time() - float(s[1:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[s[-1]]
+    t = dt.datetime.fromisoformat(s)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.timestamp()
+
+
+def _creds(a: argparse.Namespace, user: str | None, pw: str | None) -> tuple[str | None, str | None]:
+    if getattr(a, "inventory", None):
+        from wire.inventory import Inventory
+
+        inv = Inventory.load(a.inventory)
+        user, pw = user or inv.ground_user, pw or inv.ground_password
+    user = a.username or user
+    pw = a.password or os.environ.get("LUNABASE_MQTT_PASSWORD") or pw
+    return user, pw
+
+
+def _tls(enabled: bool, ca: str | None) -> ssl.SSLContext | None:
+    if not enabled and not ca:
+        return None
+    return ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+
+
+# ----------------------------------------------------------------------------- ingest
+def run_ingest(a: argparse.Namespace) -> int:
+    from ground.archive import open_archive
+    from ground.ingest import IngestWorker
+    import ground.parse as gp
+
+    host, port, user, pw, tls = _broker(a.broker)
+    user, pw = _creds(a, user, pw)
+    archive = open_archive(a.archive)
+    log.info("archive %s; parser %s", archive.url, gp.IMPLEMENTATION)
+    w = IngestWorker(archive, host, port, username=user, password=pw, client_id=a.client_id, share=a.share,
+                     tls=_tls(tls, a.ca), protocol=a.protocol, max_batch=a.max_batch)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, w.stop)
+        task = asyncio.create_task(w.run())
+        last = last_log = 0.0
+        while not task.done():
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            if a.stats_file and now - last >= a.stats_interval:
+                last = now
+                tmp = a.stats_file + ".tmp"
+                with open(tmp, "w") as f:
+                    json.dump(w.stats(), f)
+                os.replace(tmp, a.stats_file)
+            if a.log_stats and now - last_log >= a.log_stats:
+                last_log = now
+                t = w.stats()["totals"]
+                log.info("ingest: %d packets (%.0f/s), %d duplicates, %d gaps, rejected %s", t["fresh"],
+                         t["packets_per_s"], t["duplicates"], t["gaps"],
+                         {r: e["count"] for r, e in t["errors"].items()} or "nothing")
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        archive.close()
+    return 0
+
+
+# ----------------------------------------------------------------------------- broker-config
+def run_broker_config(a: argparse.Namespace) -> int:
+    from ground.broker import write_broker_config
+    from wire.inventory import Inventory
+
+    inv = Inventory.load(a.inventory)
+    files = write_broker_config(inv, a.out, port=a.port, bind=a.bind, tls_port=a.tls_port,
+                                use_mosquitto_passwd=False if a.python_hash else None)
+    print(f"site {inv.site}: {len(inv.nodes)} node accounts + ground account {inv.ground_user!r}")
+    print(f"  {files.config}\n  {files.password_file} (mode 0600)\n  {files.acl_file}")
+    if files.tls:
+        print(f"  TLS on port {a.tls_port}: CA {files.tls.cafile} (give it to clients), cert {files.tls.certfile}")
+    print(f"run: mosquitto -c {files.config}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- replay
+def run_replay(a: argparse.Namespace) -> int:
+    from ground.archive import open_archive
+    from ground.replay import Replayer
+
+    speed = None if a.speed in ("max", "0") else float(a.speed.rstrip("x"))
+    archive = open_archive(a.archive)
+    r = Replayer(archive, _time(a.t0), _time(a.t1), speed=speed, node=a.node)
+    try:
+        if a.broker:
+            host, port, user, pw, tls = _broker(a.broker)
+            user, pw = _creds(a, user, pw)
+            n = asyncio.run(r.to_broker(host, port, user, pw, _tls(tls, a.ca)))
+            print(f"replayed {n} packets to {a.broker}")
+        else:
+            from ground.ingest import Pipeline
+
+            target = open_archive(a.into)
+            n = asyncio.run(r.to_pipeline(Pipeline(target)))
+            print(f"replayed {n} packets into {target.url}")
+            target.close()
+    finally:
+        archive.close()
+    return 0
+
+
+# ----------------------------------------------------------------------------- export
+def run_export(a: argparse.Namespace) -> int:
+    from ground.archive import open_archive
+    from ground.export import export_packet, export_parameters
+
+    archive = open_archive(a.archive)
+    try:
+        t0, t1 = _time(a.t0), _time(a.t1)
+        if a.packet:
+            n = export_packet(archive, a.packet.upper(), a.out, node=a.node, t0=t0, t1=t1, fmt=a.format)
+        elif a.param:
+            names = [p for x in a.param for p in x.split(",") if p]
+            n = export_parameters(archive, names, a.out, node=a.node, t0=t0, t1=t1, fmt=a.format)
+        else:
+            raise SystemExit("give --packet NAME or --param PACKET.field[,...]")
+    finally:
+        archive.close()
+    print(f"{n} rows -> {a.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- archive
+def run_archive(a: argparse.Namespace) -> int:
+    from ground.archive import open_archive
+
+    archive = open_archive(a.archive)
+    try:
+        if a.action == "rebuild":
+            print(f"rebuilt decoded tables from {archive.rebuild()} raw packets")
+        elif a.action == "retention":
+            if a.days is None:
+                raise SystemExit("retention needs --days N")
+            print(f"deleted {archive.retention(a.days)} raw packets older than {a.days} days")
+        else:
+            nodes = archive.nodes()
+            print(f"{archive.url}: {archive.count_raw()} raw packets from {len(nodes)} nodes")
+            for s, n in nodes:
+                print(f"  {s}/{n}: {archive.count_raw(node=n, site=s)}")
+    finally:
+        archive.close()
+    return 0
+
+
+def _broker_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--username", help="broker user (default: from --inventory or the URL)")
+    p.add_argument("--password", help="broker password (or env LUNABASE_MQTT_PASSWORD)")
+    p.add_argument("--inventory", help="base inventory: the ground account's credentials")
+    p.add_argument("--ca", help="CA certificate for mqtts:// (TLS)")
+
+
+def register(sub: Any) -> None:
+    """Add ingest, broker-config, replay, export and archive to the `lunabase` subcommands."""
+    RD = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("ingest", help="run an ingest worker: broker -> archive", formatter_class=RD,
+                       description="Subscribe to every node's tm/status topics and archive them.\n\n"
+                       "examples:\n"
+                       "  lunabase ingest --broker mqtt://127.0.0.1:1884 --inventory base.toml --archive sqlite:///base.db\n"
+                       "  lunabase ingest --broker mqtts://ground:PW@broker:8883 --ca ca.crt \\\n"
+                       "      --archive postgresql://lunabase@db/lunabase --share ingest --client-id ingest-2")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://[user:pass@]host:port or mqtts://")
+    _broker_args(p)
+    p.add_argument("--archive", default="sqlite:///lunabase-archive.db", help="sqlite:///path or postgresql://...")
+    p.add_argument("--share", help="join MQTT shared subscription group GROUP ($share/GROUP/...)")
+    p.add_argument("--client-id", default="lunabase-ingest", help="MQTT client id (the persistent session's name)")
+    p.add_argument("--protocol", type=int, choices=(4, 5), default=4, help="MQTT 3.1.1 (4, default) or 5")
+    p.add_argument("--max-batch", type=int, default=4000, help="messages per archive transaction at most")
+    p.add_argument("--stats-file", help="write the counter snapshot (JSON) here every --stats-interval s")
+    p.add_argument("--stats-interval", type=float, default=1.0)
+    p.add_argument("--log-stats", type=float, default=0.0, metavar="S", help="log a counter summary every S s")
+    p.set_defaults(func=run_ingest)
+
+    p = sub.add_parser("broker-config", help="mosquitto config, password file and ACLs from the inventory",
+                       formatter_class=RD, description="example:\n"
+                       "  lunabase broker-config --inventory base.toml --out broker/ --port 1884 --tls-port 8884\n"
+                       "  mosquitto -c broker/mosquitto.conf")
+    p.add_argument("--inventory", required=True)
+    p.add_argument("--out", required=True, help="directory for mosquitto.conf, passwd, acl (and tls/)")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--bind", default="127.0.0.1", help="listen address (0.0.0.0 for every interface)")
+    p.add_argument("--tls-port", type=int, help="also a TLS listener (self-signed certificates generated)")
+    p.add_argument("--python-hash", action="store_true", help="hash passwords in Python, not with mosquitto_passwd")
+    p.set_defaults(func=run_broker_config)
+
+    p = sub.add_parser("replay", help="replay a time range of the raw archive as if live", formatter_class=RD,
+                       description="examples:\n"
+                       "  lunabase replay --archive sqlite:///base.db --from -1h --speed 10x --broker mqtt://127.0.0.1:1885\n"
+                       "  lunabase replay --archive sqlite:///base.db --from 2026-11-23T10:00 --speed max --into sqlite:///copy.db")
+    p.add_argument("--archive", required=True)
+    p.add_argument("--from", dest="t0", help="reception time: Unix s, ISO-8601 (UTC) or -30m / -2h / -1d")
+    p.add_argument("--to", dest="t1")
+    p.add_argument("--node")
+    p.add_argument("--speed", default="1", help="1, 10x, ... or max")
+    p.add_argument("--broker", help="publish to this broker (mqtt://...)")
+    p.add_argument("--into", default="sqlite:///lunabase-replay.db", help="else ingest into this archive")
+    _broker_args(p)
+    p.set_defaults(func=run_replay)
+
+    p = sub.add_parser("export", help="export parameters to CSV or Parquet", formatter_class=RD,
+                       description="examples:\n"
+                       "  lunabase export --archive sqlite:///base.db --packet HK --node n01 --out hk.parquet\n"
+                       "  lunabase export --archive sqlite:///base.db --param HK.free_heap,POWER.battery_soc --from -1d --out p.csv")
+    p.add_argument("--archive", required=True)
+    p.add_argument("--packet", help="one packet type, one column per field")
+    p.add_argument("--param", action="append", help="PACKET.field (repeatable, or comma separated): long format")
+    p.add_argument("--node")
+    p.add_argument("--from", dest="t0", help="packet time tag: Unix s, ISO-8601 (UTC) or -30m / -2h / -1d")
+    p.add_argument("--to", dest="t1")
+    p.add_argument("--format", choices=("csv", "parquet"), help="default: from the --out suffix")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=run_export)
+
+    p = sub.add_parser("archive", help="archive maintenance: info, rebuild decoded tables, retention")
+    p.add_argument("action", choices=("info", "rebuild", "retention"))
+    p.add_argument("--archive", required=True)
+    p.add_argument("--days", type=float, help="retention: delete what was received more than DAYS ago")
+    p.set_defaults(func=run_archive)
+
+
+if __name__ == "__main__":  # python -m ground.cli_data ingest ... (used by the fault tests)
+    ap = argparse.ArgumentParser(prog="python -m ground.cli_data")
+    ap.add_argument("-v", "--verbose", action="count", default=1)
+    register(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    sys.exit(args.func(args))
