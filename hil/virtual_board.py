@@ -25,6 +25,7 @@ from __future__ import annotations
 import array
 import errno
 import fcntl
+import hashlib
 import os
 import select
 import shutil
@@ -41,6 +42,17 @@ from pathlib import Path
 __all__ = ["VirtualBoard", "VirtualBoardError", "find_micropython"]
 
 MARKER = b"\x00VB-READY\x00"
+EXIT_HARD_RESET = 99  # exit status of machine.reset() in the VM: boot as from power-on
+
+# machine.py shadowing the unix port's (extensible) machine module inside the VM
+_MACHINE = """from umachine import *
+import sys as _sys
+def reset():
+    # a hard reset: the virtual board boots the VM again as from power-on (main.py runs)
+    _sys.exit(%(code)d)
+def unique_id():
+    return %(uid)r
+"""
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 
 # Runs inside the VM before its REPL (micropython -i): mount the board directory at /,
@@ -48,6 +60,9 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 # the REPL's globals look like a fresh board's.
 _BOOT = r"""
 import os as _os, sys as _sys
+_sys.path.insert(0, %(tmp)r)
+import machine  # vb_machine: the unix port's machine + reset() / unique_id() like a board
+_sys.path.pop(0)
 class _BoardVfs:
     # VfsPosix whose ilistdir gives (name, type, inode, size) like a board's littlefs/FAT
     def __init__(s, d):
@@ -220,8 +235,14 @@ class VirtualBoard:
 
     # --- VM process -----------------------------------------------------------------
     def _spawn(self, run_main: bool) -> None:
-        script = Path(self._tmp.name) / "vb_boot.py"
-        script.write_text(_BOOT % {"dir": str(self.dir), "marker": MARKER.decode("latin-1"), "run_main": run_main})
+        tmp = Path(self._tmp.name)
+        script = tmp / "vb_boot.py"
+        (tmp / "machine.py").write_text(
+            _MACHINE % {"code": EXIT_HARD_RESET, "uid": hashlib.sha256(str(self.dir).encode()).digest()[:6]}
+        )
+        script.write_text(
+            _BOOT % {"dir": str(self.dir), "tmp": str(tmp), "marker": MARKER.decode("latin-1"), "run_main": run_main}
+        )
         master, slave = os.openpty()
         _set_raw(slave, isig=True)
 
@@ -426,7 +447,8 @@ class VirtualBoard:
                             pass
                 p = self._proc
                 if p is not None and p.poll() is not None:
-                    self._reboot(soft=True)
+                    # killed by a signal (power loss) or machine.reset(): boot as from power-on
+                    self._reboot(soft=p.returncode >= 0 and p.returncode != EXIT_HARD_RESET)
         except Exception as e:  # pragma: no cover - shown in the serial log, the board is dead
             self._log.write(f"\r\n[virtual board bridge crashed: {e!r}]\r\n".encode())
             raise

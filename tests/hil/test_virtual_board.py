@@ -117,7 +117,7 @@ def _mpremote(port: str, *args: str) -> str:
     return r.stdout
 
 
-def test_mpremote_connect_ls_cp_exec_reset(vboard: VirtualBoard, tmp_path: Path) -> None:
+def test_mpremote_connect_ls_cp_exec_soft_reset_reset(vboard: VirtualBoard, tmp_path: Path) -> None:
     src = tmp_path / "hello.py"
     src.write_text("print('hello from the board')\n")
     assert _mpremote(vboard.port, "ls").startswith("ls :")
@@ -130,6 +130,9 @@ def test_mpremote_connect_ls_cp_exec_reset(vboard: VirtualBoard, tmp_path: Path)
     boots = vboard.boots
     _mpremote(vboard.port, "soft-reset")
     assert vboard.boots > boots
+    boots = vboard.boots
+    _mpremote(vboard.port, "reset")  # machine.reset(): a hard reset, main.py would run
+    vboard.wait_booted(boots + 1)
     _mpremote(vboard.port, "cp", ":hello.py", str(tmp_path / "back.py"))
     assert (tmp_path / "back.py").read_text() == src.read_text()
     _mpremote(vboard.port, "rm", ":hello.py")
