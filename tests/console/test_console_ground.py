@@ -216,3 +216,23 @@ async def test_reconnects_when_the_ground_restarts(base: Base) -> None:
         before = app.model.conn.messages
         await wait_for(pilot, lambda: app.model.conn.messages > before + 3, what="pushes after reconnect")
         await wait_for(pilot, lambda: "LIVE" in status(app), what="LIVE on screen")
+
+
+async def test_real_firmware_node_executes_a_command(base: Base, firmware_node: str) -> None:
+    """The real node firmware on the MicroPython VM: it shows up ONLINE and a PING sent
+    from the console is verified by the node and reaches EXECUTED."""
+    app = make_app(base)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.model.nodes.get(firmware_node, {}).get("state") == "ONLINE",
+                       timeout=120, what="the firmware node ONLINE")
+        await wait_for(pilot, lambda: app.model.nodes[firmware_node].get("soc") is not None, timeout=60,
+                       what="POWER telemetry from the firmware")
+        await pilot.press("1")
+        await wait_for(pilot, lambda: firmware_node in [r.value for r in table(app, "#nodes").rows], what="row")
+        shot(app, "overview-firmware-80x24")
+        await pilot.press("4")
+        await fill_command(pilot, app, firmware_node, "PING", {})
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: any(c.get("command") == "PING" and c.get("stage") == "EXECUTED"
+                                          for c in app.model.commands.values()), timeout=90, what="PING EXECUTED")
+        shot(app, "command-firmware-80x24")
