@@ -37,6 +37,44 @@ TM_FILTER = f"{topics.PREFIX}/+/+/{topics.TM}"
 STATUS_FILTER = f"{topics.PREFIX}/+/+/{topics.STATUS}"
 
 
+def _install_batch_reader(client: aiomqtt.Client) -> bool:
+    """Read every available MQTT packet per socket wake-up, not one (aiomqtt's default).
+
+    paho's loop_read() handles one packet per call, so aiomqtt pays a whole event-loop
+    turn per message; draining up to 1024 packets per wake-up lets a burst be taken in
+    one go (and batched into one commit).  Falls back silently if paho's internals differ.
+    """
+    paho = client._client  # noqa: SLF001
+    sock = paho.socket()
+    read = getattr(paho, "_packet_read", None)
+    handle = getattr(paho, "_loop_rc_handle", None)
+    if sock is None or read is None or handle is None:
+        return False
+    fd = sock.fileno()
+    loop = asyncio.get_running_loop()
+
+    def on_readable() -> None:
+        try:
+            for _ in range(1024):
+                if paho._sock is None:  # noqa: SLF001
+                    return
+                rc = read()
+                if rc > 0:
+                    handle(rc)
+                    return
+                if rc == -1:  # MQTT_ERR_AGAIN: nothing more buffered
+                    pending = getattr(paho._sock, "pending", None)  # noqa: SLF001
+                    if not (pending and pending() > 0):
+                        return
+        except Exception as exc:  # noqa: BLE001  (as aiomqtt does: a broken socket ends the session)
+            if not client._disconnected.done():  # noqa: SLF001
+                client._disconnected.set_exception(exc)  # noqa: SLF001
+
+    loop.remove_reader(fd)
+    loop.add_reader(fd, on_readable)
+    return True
+
+
 def subscriptions(share: str | None = None) -> list[str]:
     """The topic filters ingest subscribes to, under ``$share/<group>/`` when sharing."""
     subs = [TM_FILTER, STATUS_FILTER]
@@ -67,6 +105,7 @@ class IngestWorker:
         tls: ssl.SSLContext | None = None,
         max_batch: int = 4000,
         linger_s: float = 0.003,
+        batch_reader: bool = True,
         protocol: int = 4,
         session_expiry_s: int = 7 * 86400,
         pipeline: Pipeline | None = None,
@@ -80,6 +119,7 @@ class IngestWorker:
         self.tls = tls
         self.max_batch = max_batch
         self.linger_s = linger_s
+        self.batch_reader = batch_reader
         if protocol not in (4, 5):
             raise ValueError(f"protocol must be 4 (MQTT 3.1.1) or 5 (MQTT 5), got {protocol!r}")
         self.protocol = protocol
@@ -147,6 +187,8 @@ class IngestWorker:
         client = self._client()
         async with client:
             self.connections += 1
+            if self.batch_reader:
+                _install_batch_reader(client)
             for f in subscriptions(self.share):
                 if self.protocol == 5:
                     await client.subscribe(f, options=SubscribeOptions(qos=1))
