@@ -55,7 +55,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "hil: hardware-in-the-loop tests (virtual board unless --hil-port is given)")
-    config.addinivalue_line("markers", "virtual_only: needs the virtual board (e.g. a simulated sensor fault)")
 
 
 class _LinkThread:
