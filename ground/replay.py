@@ -18,6 +18,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -122,13 +123,13 @@ class Replayer:
             pipeline.process(buf)
         return n
 
-    async def to_sinks(self, sinks: Iterable[IngestSink], parser: object = None) -> int:
+    async def to_sinks(self, sinks: Iterable[IngestSink], parser: Any = None) -> int:
         """Call on_packets of each sink for every container (all packets fresh)."""
         p = parser or Parser(self.archive.dictionary)
         sinks = list(sinks)
         n = 0
         async for c in self._paced():
-            res = p.parse(c.data)  # type: ignore[attr-defined]
+            res = p.parse(c.data)
             fresh = np.ones(res.count, dtype=bool)
             for s in sinks:
                 s.on_packets(c.site, c.node, res, fresh, time.time())

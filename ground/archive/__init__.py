@@ -23,6 +23,8 @@ from ground.archive._base import (
     ticks_to_unix,
     unix_to_ticks,
 )
+from typing import Any
+
 from wire.dictionary import Dictionary
 
 __all__ = [
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 
-def open_archive(url: str, dictionary: Dictionary | None = None, **kw: object) -> Archive:
+def open_archive(url: str, dictionary: Dictionary | None = None, **kw: Any) -> Archive:
     """Open (creating if needed) the archive at ``sqlite:///path`` or ``postgresql://...``.
 
     A bare path is taken as a SQLite file.  For PostgreSQL, ``schema=`` selects a schema.

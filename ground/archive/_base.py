@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +126,10 @@ class Transaction(abc.ABC):
     def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
         """Append one status message (birth, sleep announcement, last will)."""
 
+    @abc.abstractmethod
+    def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, received: float) -> None:
+        """Store the decoded segments of the fresh packets (used by rebuild)."""
+
 
 class Archive(abc.ABC):
     """Raw packet log + decoded parameter tables + status history.
@@ -181,8 +185,8 @@ class Archive(abc.ABC):
             params.append(unix_to_ticks(t1))
 
     def _names(self) -> dict[int, tuple[str, str]]:
-        if not self._node_names or True:
-            self._node_names = {i: (s, n) for i, s, n in self._select("SELECT id, site, node FROM nodes", ())}
+        # re-read each time: another writer (shared-subscription worker) may add nodes
+        self._node_names = {i: (s, n) for i, s, n in self._select("SELECT id, site, node FROM nodes", ())}
         return self._node_names
 
     def raw_packets(self, node: str | None = None, apid: int | None = None, t0: float | None = None,
@@ -359,7 +363,7 @@ class Archive(abc.ABC):
 
     # -- maintenance ---------------------------------------------------------------
     @abc.abstractmethod
-    def retention(self, days: float, now: float | None = None) -> int:
+    def retention(self, days: float, now_: float | None = None) -> int:
         """Delete packets and status received more than ``days`` ago; returns raw rows deleted."""
 
     def rebuild(self, batch: int = 5000) -> int:

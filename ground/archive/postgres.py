@@ -81,7 +81,9 @@ class PostgresArchive(Archive):
         nid = self._node_ids.get(key)
         if nid is None:
             self.db.execute("INSERT INTO nodes (site, node) VALUES (%s, %s) ON CONFLICT DO NOTHING", key)
-            nid = self.db.execute("SELECT id FROM nodes WHERE site = %s AND node = %s", key).fetchone()[0]
+            row = self.db.execute("SELECT id FROM nodes WHERE site = %s AND node = %s", key).fetchone()
+            assert row is not None
+            nid = row[0]
             self._node_ids[key] = nid
         return nid
 
@@ -173,7 +175,7 @@ class _PgTx(Transaction):
         for apid_ in result.tables:
             spec = self.a.specs.get(apid_)
             seg = decoded_segment(spec, nid, result, fresh, received) if spec else None
-            if seg is not None:
+            if seg is not None and spec is not None:
                 self.db.execute(f"INSERT INTO {spec.table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", seg)
 
     def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:

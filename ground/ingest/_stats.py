@@ -152,7 +152,7 @@ class LinkStats:
     last_contact: float = 0.0
     errors: dict[str, list[int]] = field(default_factory=dict)  # reason -> [ranges, bytes]
     seq: dict[int, SeqTracker] = field(default_factory=dict)
-    _buckets: collections.deque = field(default_factory=lambda: collections.deque(maxlen=RATE_WINDOW_S + 2))
+    _buckets: collections.deque[list[int]] = field(default_factory=lambda: collections.deque(maxlen=RATE_WINDOW_S + 2))
 
     def count_traffic(self, now: float, packets: int, nbytes: int) -> None:
         sec = int(now)

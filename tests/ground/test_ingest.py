@@ -126,3 +126,27 @@ def test_gap_filled_by_replay(tmp_path) -> None:
     s2 = p.snapshot()["links"]["moon/n02"]
     assert s2["gaps"] == 0 and s2["seq_resets"] == 1
     assert np.isclose(p.snapshot()["totals"]["fresh"], 18)
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+async def test_shared_subscription_splits_the_load(broker: Mosquitto, tmp_path, protocol: int) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    archives = [open_archive(url), open_archive(url)]  # two writers on one WAL file (busy_timeout)
+    workers = [IngestWorker(a, broker.host, broker.port, client_id=f"ing-share-{k}", share="ingest",
+                            protocol=protocol) for k, a in enumerate(archives)]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    for w in workers:
+        await asyncio.wait_for(w.connected.wait(), 10)
+    async with aiomqtt.Client(broker.host, broker.port, identifier="pub-share") as pub:
+        for m in range(200):
+            await pub.publish(topics.topic("moon", f"n{m % 4:02d}", "tm"),
+                              hk(m // 4, unix_to_ticks(T0 + m)), qos=1)
+    await wait_for(lambda: sum(w.stats()["totals"]["fresh"] for w in workers) >= 200)
+    for w in workers:
+        w.stop()
+    await asyncio.gather(*tasks)
+    shares = [w.stats()["totals"]["fresh"] for w in workers]
+    assert sum(shares) == 200 and min(shares) > 0, shares
+    assert archives[0].count_raw() == 200
+    for a in archives:
+        a.close()
