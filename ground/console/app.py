@@ -24,27 +24,30 @@ from ground.console.screens import (
 )
 
 HELP = """\
-[b]lunabase console[/b] — live view of the base through the ground's client interface.
+[b]lunabase console[/b]: the base as the ground sees it.
 
-[b]Screens[/b] (a digit switches from anywhere)
-  [b]1[/b] Overview   every node: state (ONLINE / ASLEEP →next contact / STALE / LOST),
-               mode, battery, temperatures, link rate, errors, gaps, last contact.
-               Enter opens the node.
-  [b]2[/b] Node       engineering values with limit colours; [b]p[/b] plots the highlighted
-               parameter (up to 3), [b]w[/b] shows the seismic waveform, [b][ ][/b] change node.
-  [b]3[/b] Alarms     worst first; [b]a[/b] acknowledge, [b]s[/b] shelve (minutes), [b]u[/b] unshelve;
-               the event log below (Tab moves between the two tables).
-  [b]4[/b] Command    pick node and command, fill arguments (checked against the
-               dictionary), [b]Ctrl+S[/b] sends; hazardous commands ask for [b]y[/b].
-               The table follows each command QUEUED → SENT → ACCEPTED → EXECUTED.
-  [b]5[/b] Packets    latest raw packets of the node: hex beside the decoded fields;
-               [b]f[/b] freezes the list.
-  [b]6[/b] Links      per-link packet/byte rates, errors by reason, gaps, duplicates.
+[b]Screens[/b] (press the digit from anywhere)
+[b]1 Base[/b]     every node: ONLINE / ASLEEP→next contact / STALE /
+           LOST, mode, battery, temperatures, packet rate,
+           errors/gaps/dups, last heard. [b]Enter[/b] opens the node.
+[b]2 Node[/b]     values with units and limit colours.
+           [b]p[/b] plot the highlighted parameter (up to 3)
+           [b]w[/b] seismic waveform   [b][[/b] [b]][/b] previous / next node
+[b]3 Alarms[/b]   worst first. [b]a[/b] acknowledge  [b]s[/b] shelve  [b]u[/b] unshelve
+           event log below ([b]Tab[/b] switches table)
+[b]4 Command[/b]  pick node + command, fill the arguments (checked
+           against the dictionary), [b]Ctrl+S[/b] sends, [b]Esc[/b] leaves
+           a field. Hazardous commands ask for [b]y[/b]. The table
+           follows QUEUED→SENT→ACCEPTED→EXECUTED (or REJECTED,
+           FAILED, TIMED_OUT, EXPIRED with the reason).
+[b]5 Packets[/b]  raw hex beside decoded fields; [b]f[/b] freezes the list
+[b]6 Links[/b]    packet/byte rates, errors by reason, gaps, dups
 
-[b]Colours[/b]  green ok · [black on yellow] yellow limit [/] · [white on red] red limit [/] · dim = no data
+[b]Colours[/b]  [green]ok[/] · [black on yellow]yellow limit[/] · [white on red]red limit[/] · dim: no data
 
-The top line shows ● LIVE, or ⟳ RECONNECTING while the ground is away (the console
-keeps the last known picture and catches up by itself).  [b]q[/b] quits, [b]?[/b] this help.
+Top line: [b]● LIVE[/b], or [b]⟳ RECONNECTING[/b] while the ground is
+away (the last known picture stays; the console catches up
+by itself).  [b]?[/b] this help   [b]q[/b] quit   [b]Esc[/b] close
 """
 
 
@@ -54,7 +57,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark", "close", "Close")]
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 90%; max-width: 84; height: 90%; border: thick $primary; background: $surface; padding: 0 1; }
+    HelpScreen > VerticalScroll { width: 100%; max-width: 76; height: 100%; max-height: 30; border: round $primary; background: $surface; padding: 0 1; }
     """
 
     def compose(self) -> ComposeResult:
