@@ -7,7 +7,7 @@ import time
 from micropython import const
 from wire import defs
 
-_LAG_PROBE_MS = const(100)
+_LAG_PROBE_MS = const(250)
 
 
 class Scheduler:
@@ -98,14 +98,15 @@ class Scheduler:
     async def _seismic(self):
         s = self.app.sensors
         while True:
-            rate = self.seis_rate
+            rate = self.app.board.seismic_rate(self.seis_rate)  # what the sensor can do
             m = self.app.power.mode
             if not rate or m != defs.MODE_DAY:
                 s.seis_n = 0
                 await asyncio.sleep_ms(500)
                 continue
-            # poll about 5x per batch, at least every 50 ms (a 32-deep FIFO at 1 kHz)
-            await asyncio.sleep_ms(max(5, min(50, 20000 // rate)))
+            # poll 4x per 100-sample batch, and often enough for a 32-deep FIFO
+            # (<= 25 ms at 1 kHz); few wakeups matter when 200 nodes share 2 cores
+            await asyncio.sleep_ms(max(5, min(250, 25000 // rate)))
             s.poll_seismic(rate)
 
     async def _lag(self):

@@ -7,6 +7,7 @@
 #   power(raw) / thermal(raw) / radiation(raw) -> True if fresh (False: sensor fault);
 #       raw lists of the packet's integer fields (see sensors.py)
 #   cpu_temp() -> 0.01 degC
+#   seismic_rate(rate) -> the sample rate the sensor will really use for a requested one
 #   seismic(buf, off, n, rate) -> samples written (3 x i16 big-endian each, at buf[off])
 #   set_mode(mode, load_mw, heater): sensors on/off for a power mode
 #   faults: sensor name -> fault, read by the scheduler to report SENSOR_FAULT

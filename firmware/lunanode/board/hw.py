@@ -52,12 +52,20 @@ class Adxl345:
         i2c.writeto_mem(_ADXL, 0x2D, b"\x08")  # POWER_CTL: measure
         self.set_rate(rate)
 
+    @staticmethod
+    def supported(rate):
+        # the highest output data rate <= rate (at least 100 Hz)
+        best = _ADXL_RATES[0][0]
+        for r, _c in _ADXL_RATES:
+            if r <= rate:
+                best = r
+        return best
+
     def set_rate(self, rate):
-        code = _ADXL_RATES[-1][1]
+        code = _ADXL_RATES[0][1]
         for r, c in _ADXL_RATES:
-            if rate <= r:
+            if r == rate:
                 code = c
-                break
         self.i2c.writeto_mem(_ADXL, 0x2C, bytes((code,)))
         self.rate = rate
 
@@ -115,7 +123,7 @@ class HwBoard:
         p = self.PINS
         self.i2c = machine.I2C(p["i2c_id"], scl=machine.Pin(p["scl"]), sda=machine.Pin(p["sda"]), freq=400000)
         self.bme = self._try(lambda: Bme280(self.i2c))
-        self.acc = self._try(lambda: Adxl345(self.i2c, cfg["rates"]["seismic_hz"] or 100))
+        self.acc = self._try(lambda: Adxl345(self.i2c, Adxl345.supported(cfg["rates"]["seismic_hz"] or 100)))
         self.ow = None
         self.roms = []
         try:
@@ -244,6 +252,9 @@ class HwBoard:
 
     def cpu_temp(self):
         return 0
+
+    def seismic_rate(self, rate):
+        return Adxl345.supported(rate) if rate else 0
 
     def seismic(self, buf, off, n, rate):
         if not self.acc or not self.sensors_on:
