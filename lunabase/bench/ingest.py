@@ -86,12 +86,9 @@ def publisher(port: int, total: int, per_msg: int, rate: float, base_ticks: int,
         node = m % NODES
         buf = bytearray(length * per_msg)
         if rate > 0:
-            target = t0 + m * per_msg / rate
-            while True:
-                d = target - time.perf_counter()
-                if d <= 0:
-                    break
-                time.sleep(d if d > 0.002 else 0)
+            d = t0 + m * per_msg / rate - time.perf_counter()
+            if d > 0:
+                time.sleep(d)  # no spinning: on 2 cores a spinning publisher starves the broker
             ticks0 = _now_ticks()
         else:
             ticks0 = base_ticks + m * per_msg
@@ -147,9 +144,11 @@ def ingest_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, ti
         task = asyncio.create_task(w.run())
         await asyncio.wait_for(w.connected.wait(), 30)
         out.put("ready")
+        cpu0 = time.process_time()
         deadline = time.monotonic() + timeout
         while sink.fresh < expected and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        cpu = time.process_time() - cpu0
         w.stop()
         await asyncio.wait_for(task, 30)
         snap = w.stats()["totals"]
@@ -162,6 +161,7 @@ def ingest_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, ti
             "span_s": span,
             "duplicates_dropped": snap["duplicates"],
             "batches": snap["batches"],
+            "cpu_s": cpu,
             "lat": [float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), float(lat.max())] if len(lat) else None,
         }
 
@@ -213,13 +213,15 @@ def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, tim
     c.loop_start()
     time.sleep(0.3)
     out.put("ready")
+    cpu0 = time.process_time()
     deadline = time.monotonic() + timeout
     while state["n"] < expected and time.monotonic() < deadline:
         time.sleep(0.01)
+    cpu = time.process_time() - cpu0
     c.loop_stop()
     c.disconnect()
     conn.close()
-    out.put({"parser": "struct+crc_hqx", "fresh": state["n"], "span_s": state["last"] - state["first"]})
+    out.put({"parser": "struct+crc_hqx", "fresh": state["n"], "span_s": state["last"] - state["first"], "cpu_s": cpu})
 
 
 # ------------------------------------------------------------------ read back
@@ -292,6 +294,8 @@ def run_case(port: int, which: str, total: int, per_msg: int, rate: float, cpus:
         "duplicates": dup,
         "parser": res["parser"],
         "seconds": round(span, 3),
+        # load-independent view: packets archived per CPU-second the subscriber process used
+        "packets_per_cpu_s": round(res["fresh"] / res["cpu_s"], 1) if res.get("cpu_s") else None,
     }
     if "batches" in res:
         out["commits"] = res["batches"]
@@ -317,7 +321,8 @@ def run(quick: bool = False, per_message: int = PER_MESSAGE, rate: float = 5000.
     n_batch = int(400000 * scale) // (NODES * per_message) * NODES * per_message
     n_naive = int(20000 * scale) // NODES * NODES
     n_lat = int(rate * 5 * scale) // NODES * NODES
-    res: dict[str, Any] = {"parser": gp.IMPLEMENTATION, "cpus": len(cpus), "ingest_pinned_to_cpu": cpus[-1]}
+    res: dict[str, Any] = {"parser": gp.IMPLEMENTATION, "cpus": len(cpus), "ingest_pinned_to_cpu": cpus[-1],
+                           "packet": "HK, 56 bytes, 10 nodes, QoS 1", "load_avg_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="lunabase-bench-") as tmp, Mosquitto(persistence=False) as broker:
         w = Path(tmp)
         say(f"mosquitto on 127.0.0.1:{broker.port}; ingest pinned to CPU {cpus[-1]}; parser {gp.IMPLEMENTATION}")
@@ -345,6 +350,7 @@ def run(quick: bool = False, per_message: int = PER_MESSAGE, rate: float = 5000.
     res["naive"] = {**nv, "packets_per_s": nv["batched"]["packets_per_s"],
                     "lost": nv["one_per_message"]["lost"] + nv["batched"]["lost"],
                     "duplicates": nv["one_per_message"]["duplicates"] + nv["batched"]["duplicates"]}
+    res["load_avg_after"] = os.getloadavg()[0]
     lm = lat.get("latency_ms") or {}
     res["latency_ms"] = {"rate": rate, "packets_per_message": 1, "p50": lm.get("p50"), "p99": lm.get("p99"),
                          "max": lm.get("max"), "lost": lat["lost"], "duplicates": lat["duplicates"]}
