@@ -8,9 +8,8 @@ a handler, so keys stay responsive whatever the network does.
 
 from __future__ import annotations
 
-import getpass
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from rich.text import Text
 from textual import on, work
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 REFRESH_S = 0.4  # at most ~2.5 redraws per second per screen
 
 
-class BaseScreen(Screen):
+class BaseScreen(Screen[None]):
     """Status bar + body + footer; a coalescing refresh tick; helpers to reach the app."""
 
     TITLE_TEXT = ""
@@ -43,7 +42,7 @@ class BaseScreen(Screen):
 
     @property
     def capp(self) -> "ConsoleApp":
-        return self.app  # type: ignore[return-value]
+        return cast("ConsoleApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield StatusBar(self.TITLE_TEXT, id="status")
@@ -597,7 +596,8 @@ class CommandScreen(BaseScreen):
         for a in c.get("args", []):
             wid = f"#arg-{self._build_serial}-{a['name']}"
             w = self.query_one(wid)
-            text = "" if w.value in (None, Select.BLANK) else str(w.value)  # type: ignore[attr-defined]
+            value = getattr(w, "value", None)
+            text = "" if value in (None, Select.BLANK) else str(value)
             if text == "" :
                 return None, f"{a['name']}: required"
             v, err = validate_arg(a, text.strip())

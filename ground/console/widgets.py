@@ -66,7 +66,7 @@ class StatusBar(Static):
         self.update(t)
 
 
-class LiveTable(DataTable):
+class LiveTable(DataTable[Any]):
     """A DataTable updated in place by row key, so the cursor and scroll survive refreshes."""
 
     class Picked(Message):
