@@ -173,11 +173,17 @@ class IngestWorker:
             try:
                 await self._session()
                 delay = 0.2
-            except aiomqtt.MqttError as e:
+            except Exception as e:  # noqa: BLE001
                 self.connected.clear()
                 if self._stop.is_set():
                     break
-                log.warning("broker %s:%d: %s; reconnecting in %.1f s", self.host, self.port, e, delay)
+                if isinstance(e, aiomqtt.MqttError):
+                    log.warning("broker %s:%d: %s; reconnecting in %.1f s", self.host, self.port, e, delay)
+                else:
+                    # e.g. the archive failed: the batch was not acknowledged, so the broker
+                    # keeps it; drop the connection and try again
+                    log.error("ingest batch failed (%s: %s); nothing of it was acknowledged; retrying in %.1f s",
+                              type(e).__name__, e, delay, exc_info=True)
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)
                 except asyncio.TimeoutError:

@@ -150,3 +150,28 @@ async def test_shared_subscription_splits_the_load(broker: Mosquitto, tmp_path, 
     assert archives[0].count_raw() == 200
     for a in archives:
         a.close()
+
+
+async def test_archive_failure_acks_nothing_and_recovers(broker: Mosquitto, tmp_path) -> None:
+    archive = open_archive(f"sqlite:///{tmp_path}/a.db")
+    real = archive.transaction
+    fail = [3]
+
+    def flaky():  # noqa: ANN202
+        if fail[0] > 0:
+            fail[0] -= 1
+            raise OSError("disk on fire")
+        return real()
+
+    archive.transaction = flaky  # type: ignore[method-assign]
+    w = IngestWorker(archive, broker.host, broker.port, client_id="ing-flaky")
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.connected.wait(), 10)
+    async with aiomqtt.Client(broker.host, broker.port, identifier="pub-flaky") as pub:
+        for i in range(5):
+            await pub.publish(topics.topic("moon", "n01", "tm"), hk(i, unix_to_ticks(T0 + i)), qos=1)
+    await wait_for(lambda: archive.count_raw() == 5, 30)
+    w.stop()
+    await asyncio.wait_for(task, 10)
+    assert w.connections >= 2 and archive.count_raw() == 5
+    archive.close()
