@@ -104,7 +104,7 @@ class IngestWorker:
         sinks: Iterable[IngestSink] = (),
         tls: ssl.SSLContext | None = None,
         max_batch: int = 4000,
-        linger_s: float = 0.003,
+        linger_s: float = 0.0,
         batch_reader: bool = True,
         protocol: int = 4,
         session_expiry_s: int = 7 * 86400,
