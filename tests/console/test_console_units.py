@@ -127,3 +127,17 @@ async def test_fake_ground_reconnecting_state() -> None:
         await wait_for(pilot, lambda: app.model.conn.state == "reconnecting", what="reconnecting")
         fake.fail = False
         await wait_for(pilot, lambda: app.model.conn.state == "live", what="live again")
+
+
+def test_cli_help_teaches(capsys) -> None:  # noqa: ANN001
+    import pytest
+
+    from lunabase.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["console", "--help"])
+    out = capsys.readouterr().out
+    for s in ("--ground", "1 Base", "6 Links", "Ctrl+S", "acknowledge", "examples:", "lunabase console --ground"):
+        assert s in out, s
+    args = build_parser().parse_args(["console", "--ground", "http://127.0.0.1:9999"])
+    assert args.ground == "http://127.0.0.1:9999" and args.func.__module__ == "ground.console.cli"
