@@ -63,6 +63,7 @@ def run_console(url: str, user: str | None = None, poll_s: float = 2.0) -> int:
     from ground.console.app import ConsoleApp, _whoami
 
     user = user or _whoami()
-    app = ConsoleApp(GroundClient(url, user=user), url, user=user, poll_s=poll_s)
+    # a short request timeout: a hung ground shows RECONNECTING within seconds, not half a minute
+    app = ConsoleApp(GroundClient(url, user=user, timeout=10.0), url, user=user, poll_s=poll_s)
     app.run()
     return 0
