@@ -11,6 +11,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+from itertools import repeat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ class _SQLiteTx(Transaction):
     def append_many(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]]
                     ) -> list[np.ndarray]:
         rows: list[tuple[Any, ...]] = []
-        where: list[tuple[np.ndarray, int]] = []  # (fresh mask, index) per raw row
+        spans: list[tuple[np.ndarray, list[int] | range]] = []  # per item: (mask, indices inserted)
         masks: list[np.ndarray] = []
         nids: list[int] = []
         for site, node, result, payload, received, known in items:
@@ -162,16 +163,19 @@ class _SQLiteTx(Transaction):
             nids.append(nid)
             if n == 0:
                 continue
-            idx = np.nonzero(fresh)[0].tolist() if known is not None else range(n)
-            offs = result.offset.tolist()
-            lens = result.length.tolist()
-            apid = result.apid.tolist()
-            ticks = result.ticks.tolist()
-            seq = result.seq.tolist()
             mv = memoryview(payload)
-            for k in idx:
-                rows.append((nid, apid[k], ticks[k], seq[k], received, mv[offs[k]:offs[k] + lens[k]]))
-                where.append((fresh, k))
+            if known is None:
+                idx: list[int] | range = range(n)
+                offs, lens = result.offset.tolist(), result.length.tolist()
+                rows.extend(zip(repeat(nid), result.apid.tolist(), result.ticks.tolist(), result.seq.tolist(),
+                                repeat(received), [mv[o:o + ln] for o, ln in zip(offs, lens)]))
+            else:
+                idx = np.nonzero(fresh)[0].tolist()
+                offs, lens = result.offset[idx].tolist(), result.length[idx].tolist()
+                rows.extend(zip(repeat(nid), result.apid[idx].tolist(), result.ticks[idx].tolist(),
+                                result.seq[idx].tolist(), repeat(received),
+                                [mv[o:o + ln] for o, ln in zip(offs, lens)]))
+            spans.append((fresh, idx))
         if rows:
             sql = "INSERT OR IGNORE INTO raw VALUES (?,?,?,?,?,?)"
             db = self.db
@@ -180,9 +184,11 @@ class _SQLiteTx(Transaction):
             if cur.rowcount != len(rows):
                 # some keys are already archived (redelivery after a restart): find which, one by one
                 db.execute("ROLLBACK TO pk")
-                for row, (mask, k) in zip(rows, where):
-                    if db.execute(sql, row).rowcount == 0:
-                        mask[k] = False
+                it = iter(rows)
+                for mask, idx in spans:
+                    for k in idx:
+                        if db.execute(sql, next(it)).rowcount == 0:
+                            mask[k] = False
             db.execute("RELEASE pk")
         by_apid: dict[int, list[tuple[Any, ...]]] = {}
         for (site, node, result, payload, received, _k), fresh, nid in zip(items, masks, nids):
