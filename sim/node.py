@@ -54,6 +54,21 @@ def micropypath(image: Path) -> str:
     return os.pathsep.join([".frozen", str(image / "lib")])
 
 
+try:  # resolved in the parent: the child only calls it (no imports after fork)
+    import ctypes
+
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError, ImportError):
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL me when the simulator dies (Linux prctl
+    PR_SET_PDEATHSIG = 1), so no VM outlives a crashed or killed test run."""
+    if _prctl is not None:
+        _prctl(1, signal.SIGKILL)
+
+
 def _sources_digest() -> str:
     h = hashlib.sha256()
     manifest = FIRMWARE / "MANIFEST"
@@ -164,6 +179,7 @@ class VirtualNode:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if _prctl is not None else None,
         )
         self.stats.starts += 1
 

@@ -2,7 +2,7 @@
 heap) this machine runs with 1 Hz housekeeping plus a 100 Hz seismometer each (one SEISMIC
 packet per second), with delivery ≥ 99.9 %.
 
-Ramp: for each step (default 25, 50, 100, 150, 200, 250, 300, 400 nodes) start a fresh simulated
+Ramp: for each step (default 25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800 nodes) start a fresh simulated
 base (private mosquitto, sensor bus, a zero-delay link proxy per node, the nodes), wait
 until every node has delivered telemetry, measure for ``--seconds`` (default 20), then
 let the backlog drain for a few seconds.  A step passes when
@@ -16,7 +16,9 @@ let the backlog drain for a few seconds.  A step passes when
 The ramp stops at the first failing step; ``nodes`` is the largest passing one
 (``all_steps_passed``: no step failed, so it is only a lower bound).
 CPU is the share of the whole machine (all cores) used by the node VMs, mosquitto and
-this process together during the measurement; ``rss_mb`` is the sum of the node VMs'
+this process together during the measurement (``sim_process_cpu``: this process alone,
+in cores — its event loop runs every link proxy and the sensor bus, so at 1.0 it is the
+bottleneck); ``rss_mb`` is the sum of the node VMs'
 resident sets (shared pages counted in each), ``pss_mb`` the same with shared pages
 split among the VMs (what they really cost together).
 """
@@ -30,7 +32,7 @@ import sys
 import time
 from typing import Any
 
-DEFAULT_STEPS = (25, 50, 100, 150, 200, 250, 300, 400)
+DEFAULT_STEPS = (25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800)
 TARGET = 0.999
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -132,9 +134,11 @@ async def _step(n: int, seconds: float, heap: str, log: Any) -> dict[str, Any]:
         await asyncio.sleep(2.0)  # settle
         from sim.sensorbus import node_time
 
+        own0 = sum(os.times()[:2])
         cpu0, t0, w0 = _cpu_total(base), time.monotonic(), int(node_time() * 65536)
         await asyncio.sleep(seconds)
         cpu1, t1, w1 = _cpu_total(base), time.monotonic(), int(node_time() * 65536)
+        own1 = sum(os.times()[:2])
         rss = sum(_proc_rss_mb(nd.pid) for nd in base.nodes.values() if nd.pid)
         pss = sum(_proc_pss_mb(nd.pid) for nd in base.nodes.values() if nd.pid)
         # drain: wait until every node's journal is (nearly) empty, at most 15 s
@@ -146,6 +150,9 @@ async def _step(n: int, seconds: float, heap: str, log: Any) -> dict[str, Any]:
                 break
         await asyncio.sleep(1.0)
         window = t1 - t0
+        final = acct.report()
+        pending_max = max((final.get(nid, {}).get("pending", 0) for nid in base.nodes), default=0)
+        lag_max = max((acct.node(nid).hk.get("loop_lag", 0) for nid in base.nodes), default=0)
         produced = delivered = dup = 0
         slow = []
         with acct.lock:
@@ -173,10 +180,14 @@ async def _step(n: int, seconds: float, heap: str, log: Any) -> dict[str, Any]:
             "duplicated": dup,
             "boot_s": round(boot_s, 1),
             "cpu": round((cpu1 - cpu0) / window / (os.cpu_count() or 1), 3),
+            # the simulator process itself (link proxies, sensor bus, accounting): one core at most
+            "sim_process_cpu": round((own1 - own0) / window, 3),
             "rss_mb": round(rss, 1),
             "rss_mb_per_node": round(rss / n, 2),
             "pss_mb": round(pss, 1),
             "slow_nodes": len(slow),
+            "pending_max": pending_max,  # largest node journal backlog after the drain (HK journal_depth)
+            "loop_lag_max_ms": lag_max,  # largest node scheduler lateness in its last HK
             "ok": delivery >= TARGET and not slow,
         }
         if slow:
