@@ -13,7 +13,8 @@ an ingest process pinned to one core (os.sched_setaffinity) and a publisher proc
 Lost and duplicates are counted by reading the archive back and comparing every
 (node, seq, time tag) with what was published.  The naive baseline is a paho subscriber
 decoding with struct + binascii.crc_hqx and doing one SQLite INSERT per packet (commit
-per message), on the same core with the same publisher.
+per message; every HK field decoded and calibrated, one column each), on the same core
+with the same publisher.
 """
 
 from __future__ import annotations
@@ -182,10 +183,16 @@ def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, tim
     conn = sqlite3.connect(db, check_same_thread=False)  # used from paho's network thread
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS hk (node TEXT, apid INT, seq INT, ticks INT, received REAL, data BLOB,"
-                 " uptime INT, boot_count INT, reset_cause INT, mode INT, free_heap INT)")
+    from wire.dictionary import load
+
+    hkdef = load().packet(HK_APID)
+    names = [f.name for f in hkdef.fields]
+    conn.execute("CREATE TABLE IF NOT EXISTS hk (node TEXT, apid INT, seq INT, ticks INT, received REAL, data BLOB, "
+                 + ", ".join(f"{n} REAL" for n in names) + ")")
+    insert = f"INSERT INTO hk VALUES ({','.join('?' * (6 + len(names)))})"
+    scales = [(f.scale, f.add) for f in hkdef.fields]
     hdr = struct.Struct(">HHHIH")
-    body = struct.Struct(">IHBBI")
+    body = struct.Struct(hkdef.payload_format)  # every HK field, calibrated like the real decoder
     state = {"n": 0, "first": 0.0, "last": 0.0}
 
     def on_message(client, userdata, msg):  # noqa: ANN001
@@ -204,8 +211,8 @@ def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, tim
                 p += 1
                 continue
             f = body.unpack_from(data, p + 12)
-            conn.execute("INSERT INTO hk VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                         (node, w0 & 0x7FF, w1 & 0x3FFF, (coarse << 16) | fine, now, data[p:p + total], *f))
+            eng = [v * sc + ad for v, (sc, ad) in zip(f, scales)]
+            conn.execute(insert, (node, w0 & 0x7FF, w1 & 0x3FFF, (coarse << 16) | fine, now, data[p:p + total], *eng))
             state["n"] += 1
             p += total
         conn.commit()
