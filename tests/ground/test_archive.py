@@ -129,3 +129,19 @@ def test_reopen_keeps_data(tmp_path) -> None:
     assert b.count_raw() == 1
     assert not _store(b, "n01", hk(1, unix_to_ticks(T0))).any()
     b.close()
+
+
+def test_pipeline_batches_and_redelivery(archive: Archive) -> None:
+    from ground.ingest import Pipeline
+
+    p = Pipeline(archive)
+    msgs = [(f"lunabase/moon/n0{k % 3}/tm", hk(k // 3, unix_to_ticks(T0 + k)), T0) for k in range(30)]
+    p.process(msgs[:20])
+    p.process(msgs[10:])  # 10 redelivered, 10 new, in one batch
+    fresh_pipeline = Pipeline(archive)  # a restarted worker: no in-memory window
+    fresh_pipeline.process(msgs[:5] + [("lunabase/moon/n01/status", b'{"state": "online"}', T0)])
+    assert archive.count_raw() == 30
+    assert p.snapshot()["totals"]["duplicates"] == 10
+    assert fresh_pipeline.snapshot()["totals"]["duplicates"] == 5
+    assert len(archive.table("HK")["seq"]) == 30
+    assert archive.status_history(node="n01")[0]["state"] == "online"
