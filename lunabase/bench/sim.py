@@ -153,6 +153,10 @@ async def _step(n: int, seconds: float, heap: str, log: Any) -> dict[str, Any]:
         final = acct.report()
         pending_max = max((final.get(nid, {}).get("pending", 0) for nid in base.nodes), default=0)
         lag_max = max((acct.node(nid).hk.get("loop_lag", 0) for nid in base.nodes), default=0)
+        modes: dict[str, int] = {}
+        for nid in base.nodes:
+            m = str(final.get(nid, {}).get("mode"))
+            modes[m] = modes.get(m, 0) + 1
         produced = delivered = dup = 0
         slow = []
         with acct.lock:
@@ -188,6 +192,7 @@ async def _step(n: int, seconds: float, heap: str, log: Any) -> dict[str, Any]:
             "slow_nodes": len(slow),
             "pending_max": pending_max,  # largest node journal backlog after the drain (HK journal_depth)
             "loop_lag_max_ms": lag_max,  # largest node scheduler lateness in its last HK
+            "modes": modes,
             "ok": delivery >= TARGET and not slow,
         }
         if slow:
