@@ -32,7 +32,9 @@ def _seg_path(n):
 
 class Journal:
     def __init__(self, ram_bytes, segment_bytes, segments, flush_ms=0):
-        self.ram = bytearray(ram_bytes)
+        # the RAM ring only exists when flushes are batched (flush_ms > 0); the default
+        # write-through mode writes each PacketBuffer straight to the segment
+        self.ram = bytearray(ram_bytes if flush_ms else 0)
         self.ram_mv = memoryview(self.ram)
         self.ram_n = 0
         self.ram_pk = 0  # packets in the ring
@@ -153,7 +155,7 @@ class Journal:
         apid = ((pkt[0] & 7) << 8) | pkt[1]
         if apid < _NAPID:
             self.next_seq[apid] = ((((pkt[2] & 0x3F) << 8) | pkt[3]) + 1) & 0x3FFF
-        if not self.flush_ms and not self.ram_n:
+        if not self.flush_ms:
             # write-through: straight to the newest segment, no copy
             if self.sizes[-1] + n > self.seg_bytes:
                 self._rotate()

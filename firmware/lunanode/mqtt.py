@@ -153,7 +153,8 @@ class Client:
         self.will_msg = will_msg.encode()
         self.rx = bytearray(rx_max)
         self.rxmv = memoryview(self.rx)
-        self.hdr = bytearray(8 + 256)  # fixed header + topic + pid of outgoing PUBLISH
+        # fixed header + topic + packet id of an outgoing PUBLISH (longest topic: status)
+        self.hdr = bytearray(8 + len(will_topic) + 8)
         self.small = bytearray(8)  # PUBACK
         self.r = None
         self.w = None
@@ -285,6 +286,8 @@ class Client:
         # topic: bytes; payload: a buffer whose first plen bytes are sent
         if not self.connected:
             raise MQTTError("not connected")
+        if len(topic) + 8 > len(self.hdr):
+            self.hdr = bytearray(len(topic) + 8)  # once per longer topic, never per message
         async with self.lock:
             h = enc_publish_head(self.hdr, topic, plen, qos, retain, dup, pid)
             await self._write(self.hdr, h)
