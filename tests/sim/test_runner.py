@@ -125,3 +125,19 @@ def test_sequence_counts_unwrap() -> None:
     for s in list(range(16380, 16384)) + list(range(0, 5)):
         a.add(s)
     assert a.produced == 16389 and len(a.seqs) == 9
+
+
+def test_cli_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    from lunabase.cli import main
+
+    assert main(["sim", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "lunar-night", "spe-moonquake", "long-outage"):
+        assert name in out
+
+
+def test_cli_rejects_an_unknown_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    from lunabase.cli import main
+
+    assert main(["sim", "run", "no-such-scenario"]) == 2
+    assert "no scenario" in capsys.readouterr().err
