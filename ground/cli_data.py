@@ -113,12 +113,14 @@ def run_broker_config(a: argparse.Namespace) -> int:
 
     inv = Inventory.load(a.inventory)
     files = write_broker_config(inv, a.out, port=a.port, bind=a.bind, tls_port=a.tls_port,
-                                use_mosquitto_passwd=False if a.python_hash else None)
+                                use_mosquitto_passwd=False if a.python_hash else None, user=a.user)
     print(f"site {inv.site}: {len(inv.nodes)} node accounts + ground account {inv.ground_user!r}")
     print(f"  {files.config}\n  {files.password_file} (mode 0600)\n  {files.acl_file}")
     if files.tls:
         print(f"  TLS on port {a.tls_port}: CA {files.tls.cafile} (give it to clients), cert {files.tls.certfile}")
     print(f"run: mosquitto -c {files.config}")
+    if not a.user:
+        print("  (started as root, mosquitto switches to user 'mosquitto': chown the directory to it, or use --user)")
     return 0
 
 
@@ -228,6 +230,7 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--bind", default="127.0.0.1", help="listen address (0.0.0.0 for every interface)")
     p.add_argument("--tls-port", type=int, help="also a TLS listener (self-signed certificates generated)")
+    p.add_argument("--user", help="account mosquitto runs as when started as root (must own the files)")
     p.add_argument("--python-hash", action="store_true", help="hash passwords in Python, not with mosquitto_passwd")
     p.set_defaults(func=run_broker_config)
 

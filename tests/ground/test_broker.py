@@ -128,3 +128,27 @@ def test_hash_matches_mosquitto_format() -> None:
     h = hash_password("secret", salt=bytes(12))
     assert h.startswith("$7$101$AAAAAAAAAAAAAAAA$") and len(h.split("$")[-1]) == 88
     assert "max_queued_messages 0" in security_config(__import__("pathlib").Path("p"), __import__("pathlib").Path("a"))
+
+
+async def test_ground_ingest_through_acls_with_shared_subscription(secured, tmp_path) -> None:  # noqa: ANN001
+    from ground.archive import open_archive
+    from ground.ingest import IngestWorker
+    from ground.ingest.testing import hk
+
+    inv, b, _tls, _p = secured
+    archive = open_archive(f"sqlite:///{tmp_path}/acl.db")
+    w = IngestWorker(archive, b.host, b.port, username=inv.ground_user, password=inv.ground_password,
+                     client_id="ground-ingest-1", share="ingest")
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(w.connected.wait(), 10)
+    async with _client(b, "n01", inv.node("n01").password, "n01") as c1:
+        for i in range(5):
+            await c1.publish(topics.topic("moon", "n01", "tm"), hk(i), qos=1)
+    for _ in range(100):
+        if archive.count_raw() == 5:
+            break
+        await asyncio.sleep(0.05)
+    w.stop()
+    await task
+    assert archive.count_raw(node="n01") == 5
+    archive.close()
