@@ -44,7 +44,7 @@ class Board:
         self.cfg = cfg
         self.node = cfg["node"]
         self.bus = cfg.get("sim")
-        self.v = dict(_QUIET)
+        self.v = dict(_QUIET) if self.bus else _QUIET  # only the bus changes values
         self.faults = {}
         self.noise = 0.05  # um/s2
         self.quakes = []
