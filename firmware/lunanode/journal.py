@@ -22,8 +22,8 @@ from micropython import const
 from wire import ccsds
 from lunanode import store
 
-_NAPID = const(8)  # APIDs 0..7 tracked for sequence recovery
-_HDR = const(6)
+_NAPID = const(8)  # APIDs 0..7 tracked for sequence recovery (the dictionary uses 1..7)
+_HDR = ccsds.PRIMARY_LEN  # enough to read apid, seq and length
 
 
 def _seg_path(n):

@@ -3,10 +3,9 @@
 # payload with struct.pack_into at offset 12, time-tags, seals (CRC) and appends to the
 # journal; in steady state none of this allocates (tests/firmware: heap_lock).
 import struct
-from micropython import const
 from wire import ccsds, defs
 
-_P = const(12)  # ccsds.HEADER_LEN: payload offset
+_P = ccsds.HEADER_LEN  # payload offset
 
 
 class Sensors:
