@@ -110,7 +110,7 @@ class Faults:
 
     def _note(self, text: str) -> None:
         self.log.append((self.base.elapsed(), text))
-        log.info("fault: %s", text)
+        log.debug("fault: %s", text)
         self.base.emit(f"fault: {text}")
 
     def _later(self, delay: float, fn: Any, *args: Any) -> None:
