@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from wire import defs
+
 pytestmark = [pytest.mark.hil, pytest.mark.slow]
 
 
@@ -53,6 +55,9 @@ def test_brown_out_reboots_the_node(node, ground) -> None:
 
 def test_dead_sensor_is_reported(node, ground) -> None:
     node.break_sensor("battery_voltage", "dead")
-    ev = ground.await_event(name="SENSOR_FAULT", node=node.id, timeout=60)
-    assert ev["severity"] != "INFO" or ev["code"] == "SENSOR_FAULT"
+    ev = ground.await_event(name="SENSOR_FAULT", node=node.id, predicate=lambda s: s["arg1"] == 0, timeout=60)
+    # arg0 = the sensor (POWER reads battery_voltage), arg1 = 0 dead / 1 recovered
+    assert (ev["severity"], ev["arg0"]) == ("WARNING", defs.SENSOR_POWER), ev
     node.break_sensor("battery_voltage", None)
+    ok = ground.await_event(name="SENSOR_FAULT", node=node.id, predicate=lambda s: s["arg1"] == 1, timeout=60)
+    assert (ok["severity"], ok["arg0"]) == ("INFO", defs.SENSOR_POWER), ok
