@@ -40,7 +40,8 @@ class IngestSink(Protocol):
     arrival order, on the ingest's event-loop thread: keep the work short (queue it).
     ``fresh[i]`` is False for packet i of ``result`` when it was a duplicate (already
     archived, e.g. a QoS 1 redelivery); limits should look at fresh packets only.
-    Exceptions raised by a sink are logged and swallowed.
+    Exceptions raised by a sink are logged and counted (``totals.sink_errors``), never
+    raised into ingest: the data is already committed.
     """
 
     def on_packets(self, site: str, node: str, result: ParseResult, fresh: np.ndarray, received: float) -> None: ...
@@ -64,6 +65,7 @@ class Pipeline:
         self.gaps: list[Gap] = []  # the most recent gaps opened, all links
         self.started = time.time()
         self.batches = 0
+        self.sink_errors: dict[str, int] = {}  # "on_packets"/"on_status"/"on_rejected" -> failures
         self.commits_s = 0.0  # total time spent in archive transactions
         self.log_interval_s = log_interval_s
         self._last_log: dict[tuple[str, str], float] = {}
@@ -93,6 +95,7 @@ class Pipeline:
                 agg["bytes"] += e["bytes"]
         tot["errors"] = errors
         tot["batches"] = self.batches
+        tot["sink_errors"] = dict(self.sink_errors)
         tot["uptime_s"] = now - self.started
         return {"links": links, "totals": tot, "recent_gaps": [g.to_dict() for g in self.gaps[-50:]]}
 
@@ -176,14 +179,14 @@ class Pipeline:
                 try:
                     sink.on_packets(st.site, st.node, res, fresh, received)
                 except Exception:
-                    log.exception("sink %r failed in on_packets", sink)
+                    self._sink_failed("on_packets", sink)
         for st, body, received in status:
             st.status_messages += 1
             for sink in self.sinks:
                 try:
                     sink.on_status(st.site, st.node, body, received)
                 except Exception:
-                    log.exception("sink %r failed in on_status", sink)
+                    self._sink_failed("on_status", sink)
         for st, rej, payload in rejects:
             for r in rej:
                 st.count_error(r.reason, r.end - r.start)
@@ -192,7 +195,11 @@ class Pipeline:
                 try:
                     sink.on_rejected(st.site, st.node, rej, payload)
                 except Exception:
-                    log.exception("sink %r failed in on_rejected", sink)
+                    self._sink_failed("on_rejected", sink)
+
+    def _sink_failed(self, hook: str, sink: IngestSink) -> None:
+        self.sink_errors[hook] = self.sink_errors.get(hook, 0) + 1
+        log.exception("sink %r failed in %s (%d failure(s) so far)", sink, hook, self.sink_errors[hook])
 
     def _parse(self, payloads: list[bytes]) -> list[tuple[ParseResult, bytes]]:
         """Parse one link's payloads of a batch: concatenated in one call when that is exact.

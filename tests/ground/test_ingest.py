@@ -108,6 +108,27 @@ def test_pipeline_counts_bad_payloads(tmp_path, caplog) -> None:
     assert "rejected" in caplog.text
 
 
+def test_failing_sink_is_counted_and_logged_and_loses_nothing(tmp_path, caplog) -> None:
+    class Broken:
+        def on_packets(self, site, node, result, fresh, received):  # noqa: ANN001
+            raise RuntimeError("sink bug")
+
+        on_status = on_rejected = on_packets
+
+    archive = open_archive(f"sqlite:///{tmp_path}/a.db")
+    good = RecordingSink()
+    p = Pipeline(archive, sinks=[Broken(), good])
+    with caplog.at_level(logging.ERROR, logger="lunabase.ingest"):
+        p.process([("lunabase/moon/n01/tm", hk(0, unix_to_ticks(T0)), T0),
+                   ("lunabase/moon/n01/tm", b"\xff" * 8, T0),
+                   ("lunabase/moon/n01/status", b'{"state": "online"}', T0)])
+    assert p.snapshot()["totals"]["sink_errors"] == {"on_packets": 1, "on_status": 1, "on_rejected": 1}
+    assert "sink bug" in caplog.text
+    # the archive and the next sink still got everything
+    assert archive.count_raw() == 1 and good.packets == [("n01", 0, True)]
+    assert good.status == [{"state": "online"}] and good.rejected
+
+
 def test_gap_filled_by_replay(tmp_path) -> None:
     archive = open_archive(f"sqlite:///{tmp_path}/a.db")
     p = Pipeline(archive)
