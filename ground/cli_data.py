@@ -130,7 +130,7 @@ def run_replay(a: argparse.Namespace) -> int:
     from ground.replay import Replayer
 
     speed = None if a.speed in ("max", "0") else float(a.speed.rstrip("x"))
-    archive = open_archive(a.archive)
+    archive = open_archive(a.archive, create=False)
     r = Replayer(archive, _time(a.t0), _time(a.t1), speed=speed, node=a.node)
     try:
         if a.broker:
@@ -155,7 +155,7 @@ def run_export(a: argparse.Namespace) -> int:
     from ground.archive import open_archive
     from ground.export import export_packet, export_parameters
 
-    archive = open_archive(a.archive)
+    archive = open_archive(a.archive, create=False)
     try:
         t0, t1 = _time(a.t0), _time(a.t1)
         if a.packet:
@@ -175,7 +175,7 @@ def run_export(a: argparse.Namespace) -> int:
 def run_archive(a: argparse.Namespace) -> int:
     from ground.archive import open_archive
 
-    archive = open_archive(a.archive)
+    archive = open_archive(a.archive, create=False)
     try:
         if a.action == "rebuild":
             print(f"rebuilt decoded tables from {archive.rebuild()} raw packets")
@@ -217,7 +217,7 @@ def register(sub: Any) -> None:
     p.add_argument("--protocol", type=int, choices=(4, 5), default=4, help="MQTT 3.1.1 (4, default) or 5")
     p.add_argument("--max-batch", type=int, default=4000, help="messages per archive transaction at most")
     p.add_argument("--stats-file", help="write the counter snapshot (JSON) here every --stats-interval s")
-    p.add_argument("--stats-interval", type=float, default=1.0)
+    p.add_argument("--stats-interval", type=float, default=1.0, metavar="S", help="seconds between --stats-file writes")
     p.add_argument("--log-stats", type=float, default=0.0, metavar="S", help="log a counter summary every S s")
     p.set_defaults(func=run_ingest)
 
@@ -225,9 +225,9 @@ def register(sub: Any) -> None:
                        formatter_class=RD, description="example:\n"
                        "  lunabase broker-config --inventory base.toml --out broker/ --port 1884 --tls-port 8884\n"
                        "  mosquitto -c broker/mosquitto.conf")
-    p.add_argument("--inventory", required=True)
+    p.add_argument("--inventory", required=True, help="base inventory TOML: one account + ACL per node, the ground's")
     p.add_argument("--out", required=True, help="directory for mosquitto.conf, passwd, acl (and tls/)")
-    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--port", type=int, default=1883, help="plain MQTT listener port (default 1883)")
     p.add_argument("--bind", default="127.0.0.1", help="listen address (0.0.0.0 for every interface)")
     p.add_argument("--tls-port", type=int, help="also a TLS listener (self-signed certificates generated)")
     p.add_argument("--user", help="account mosquitto runs as when started as root (must own the files)")
@@ -262,9 +262,18 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_export)
 
-    p = sub.add_parser("archive", help="archive maintenance: info, rebuild decoded tables, retention")
+    p = sub.add_parser("archive", help="archive maintenance: info, rebuild decoded tables, retention",
+                       formatter_class=RD, description="actions:\n"
+                       "  info       raw packets per node\n"
+                       "  rebuild    recreate every decoded table from the raw log (after a dictionary change)\n"
+                       "  retention  delete raw packets, decoded rows and status received more than --days ago\n\n"
+                       "The archive must exist (sqlite:///rel/path is relative, sqlite:////abs/path absolute).\n\n"
+                       "examples:\n"
+                       "  lunabase archive info --archive sqlite:///base.db\n"
+                       "  lunabase archive rebuild --archive postgresql://lunabase@db/lunabase\n"
+                       "  lunabase archive retention --archive sqlite:///base.db --days 365")
     p.add_argument("action", choices=("info", "rebuild", "retention"))
-    p.add_argument("--archive", required=True)
+    p.add_argument("--archive", required=True, help="sqlite:///path or postgresql://...")
     p.add_argument("--days", type=float, help="retention: delete what was received more than DAYS ago")
     p.set_defaults(func=run_archive)
 

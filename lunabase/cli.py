@@ -70,6 +70,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # the parts' own errors carry the facts (path, URL, what was expected): show them
+        # without a traceback unless -v asked for one
+        if not isinstance(e, _user_errors()) or args.verbose:
+            raise
+        print(f"lunabase {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+#: the error classes a wrong path, URL, inventory or board raises (module -> class)
+USER_ERRORS = (
+    ("ground.archive._base", "ArchiveError"),
+    ("ground.client", "GroundError"),
+    ("ground.commanding.commander", "CommandError"),
+    ("wire.inventory", "InventoryError"),
+    ("wire.dictionary", "DictionaryError"),
+    ("hil.flash", "FlashError"),
+    ("hil.rawrepl", "BoardError"),
+    ("hil.virtual_board", "VirtualBoardError"),
+    ("lunabase.mosquitto", "MosquittoError"),
+)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    # only modules already imported: an exception cannot come from one that is not
+    return tuple(getattr(sys.modules[m], n) for m, n in USER_ERRORS if m in sys.modules)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("name", nargs="?", help="only this packet or command (e.g. HK, SET_RATE)")
     show.set_defaults(func=_show)
     gen = s.add_parser("codegen", help="regenerate wire/defs.py for the firmware (--check: verify only)")
-    gen.add_argument("--check", action="store_true")
+    gen.add_argument("--check", action="store_true",
+                     help="exit 1 if wire/defs.py differs from the dictionary, write nothing")
     gen.set_defaults(func=lambda a: __import__("wire.codegen", fromlist=["main"]).main(["--check"] if a.check else []))
 
 
@@ -25,6 +26,9 @@ def _show(args: argparse.Namespace) -> int:
     from wire.dictionary import load
 
     d = load()
+    names = [p.name for p in d.packets] + [c.name for c in d.commands]
+    if args.name and args.name.upper() not in names:
+        raise SystemExit(f"lunabase dict show: no packet or command {args.name!r}; known: {', '.join(names)}")
     for p in d.packets:
         if args.name and args.name.upper() != p.name:
             continue

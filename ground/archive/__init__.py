@@ -23,6 +23,7 @@ from ground.archive._base import (
     ticks_to_unix,
     unix_to_ticks,
 )
+from pathlib import Path
 from typing import Any
 
 from wire.dictionary import Dictionary
@@ -40,10 +41,12 @@ __all__ = [
 ]
 
 
-def open_archive(url: str, dictionary: Dictionary | None = None, **kw: Any) -> Archive:
+def open_archive(url: str, dictionary: Dictionary | None = None, *, create: bool = True, **kw: Any) -> Archive:
     """Open (creating if needed) the archive at ``sqlite:///path`` or ``postgresql://...``.
 
     A bare path is taken as a SQLite file.  For PostgreSQL, ``schema=`` selects a schema.
+    ``create=False`` refuses a SQLite file that does not exist yet (commands that only
+    read: a mistyped path must not look like an empty archive).
     """
     if url.startswith(("postgresql://", "postgres://")):
         from ground.archive.postgres import PostgresArchive
@@ -61,6 +64,9 @@ def open_archive(url: str, dictionary: Dictionary | None = None, **kw: Any) -> A
         raise ArchiveError(f"{url}: unknown archive scheme (use sqlite:///path or postgresql://...)")
     else:
         path = url
+    if not create and not Path(path).exists():
+        raise ArchiveError(f"{url}: no such archive file ({Path(path).resolve()}); "
+                           "sqlite:///rel/path is relative, sqlite:////abs/path absolute")
     from ground.archive.sqlite import SQLiteArchive
 
     return SQLiteArchive(path, dictionary, **kw)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 
 from ground.archive import Archive, open_archive, unix_to_ticks
@@ -102,3 +103,19 @@ def test_cli_broker_config_export_archive(tmp_path: Path, capsys) -> None:  # no
     assert main(["archive", "info", "--archive", url]) == 0
     assert main(["archive", "rebuild", "--archive", url]) == 0
     assert "41 raw packets" in capsys.readouterr().out
+
+
+def test_cli_refuses_a_missing_archive_and_bad_names(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from lunabase.cli import main
+
+    missing = tmp_path / "typo" / "base.db"
+    for argv in (["archive", "info"], ["archive", "rebuild"], ["export", "--packet", "HK", "--out", "x.csv"],
+                 ["replay", "--speed", "max"]):
+        assert main([*argv, "--archive", f"sqlite:///{missing}"]) == 1, argv
+        err = capsys.readouterr().err
+        assert "no such archive file" in err and "Traceback" not in err, err
+    assert not missing.parent.exists()  # nothing created under the mistyped path
+    assert main(["ground", "--inventory", str(tmp_path / "none.toml")]) == 1
+    assert "no such inventory file" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no packet or command 'NOSUCH'; known: HK"):
+        main(["dict", "show", "NOSUCH"])
