@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,7 +108,10 @@ def _q(name: str) -> str:
 class Transaction(abc.ABC):
     """One archive transaction (see Archive.transaction); everything commits at once."""
 
-    @abc.abstractmethod
+    def __init__(self, archive: Archive) -> None:
+        self.a = archive
+        self.db = archive.db
+
     def append_packets(self, site: str, node: str, result: ParseResult, payload: bytes, received: float,
                        known_fresh: np.ndarray | None = None) -> np.ndarray:
         """Append the accepted packets of one container; returns the mask of fresh ones.
@@ -116,15 +120,19 @@ class Transaction(abc.ABC):
         is not stored again and its mask entry is False.  ``known_fresh`` lets the caller
         pre-filter packets it already knows are duplicates (False entries are skipped).
         """
+        return self.append_many([(site, node, result, payload, received, known_fresh)])[0]
 
+    @abc.abstractmethod
     def append_many(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]]
                     ) -> list[np.ndarray]:
         """append_packets for many containers at once (fewer statements); one fresh mask each."""
-        return [self.append_packets(*it) for it in items]
 
-    @abc.abstractmethod
     def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
         """Append one status message (birth, sleep announcement, last will)."""
+        p = self.a._ph
+        self.db.execute(f"INSERT INTO status VALUES ({p}, {p}, {p}, {p})",
+                        (self.a.node_id(site, node), received, str(status.get("state", "")),
+                         json.dumps(status, sort_keys=True)))
 
     @abc.abstractmethod
     def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, received: float) -> None:
@@ -140,6 +148,8 @@ class Archive(abc.ABC):
     """
 
     url: str
+    db: Any  # the backend's DB-API connection
+    _lock: threading.RLock
 
     def __init__(self, dictionary: Dictionary | None = None) -> None:
         self.dictionary = dictionary or load()
@@ -152,10 +162,15 @@ class Archive(abc.ABC):
     def transaction(self) -> Any:
         """A context manager yielding a Transaction; commits on success, rolls back on error."""
 
-    # -- reading -------------------------------------------------------------------
     @abc.abstractmethod
+    def node_id(self, site: str, node: str) -> int:
+        """The archive's id of (site, node), created on first use."""
+
+    # -- reading -------------------------------------------------------------------
     def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run a read query (backend placeholders already substituted)."""
+        with self._lock:
+            return self.db.execute(sql, tuple(params)).fetchall()
 
     @property
     @abc.abstractmethod
@@ -362,9 +377,16 @@ class Archive(abc.ABC):
         return out
 
     # -- maintenance ---------------------------------------------------------------
-    @abc.abstractmethod
     def retention(self, days: float, now_: float | None = None) -> int:
         """Delete packets and status received more than ``days`` ago; returns raw rows deleted."""
+        cutoff = (now_ if now_ is not None else now()) - days * 86400.0
+        p = self._ph
+        with self.transaction():
+            n = self.db.execute(f"DELETE FROM raw WHERE received < {p}", (cutoff,)).rowcount
+            for spec in self.specs.values():
+                self.db.execute(f"DELETE FROM {spec.table} WHERE received < {p}", (cutoff,))
+            self.db.execute(f"DELETE FROM status WHERE received < {p}", (cutoff,))
+        return int(n)
 
     def rebuild(self, batch: int = 5000) -> int:
         """Recreate every decoded table from the raw log; returns packets decoded."""

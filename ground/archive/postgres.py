@@ -10,14 +10,12 @@ RETURNING``, which tells exactly which packets were fresh.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
-from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_segment, now
+from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_segment
 from ground.parse import ParseResult
 from wire.dictionary import Dictionary
 
@@ -72,10 +70,6 @@ class PostgresArchive(Archive):
     def _ph(self) -> str:
         return "%s"
 
-    def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self.db.execute(sql, tuple(params)).fetchall()
-
     def node_id(self, site: str, node: str) -> int:
         key = (site, node)
         nid = self._node_ids.get(key)
@@ -97,15 +91,6 @@ class PostgresArchive(Archive):
                 self._node_ids.clear()
                 raise
 
-    def retention(self, days: float, now_: float | None = None) -> int:
-        cutoff = (now_ if now_ is not None else now()) - days * 86400.0
-        with self.transaction():
-            n = self.db.execute("DELETE FROM raw WHERE received < %s", (cutoff,)).rowcount
-            for spec in self.specs.values():
-                self.db.execute(f"DELETE FROM {spec.table} WHERE received < %s", (cutoff,))
-            self.db.execute("DELETE FROM status WHERE received < %s", (cutoff,))
-        return int(n)
-
     def _truncate_decoded(self) -> None:
         with self.transaction():
             for spec in self.specs.values():
@@ -122,13 +107,7 @@ class PostgresArchive(Archive):
 
 
 class _PgTx(Transaction):
-    def __init__(self, archive: PostgresArchive) -> None:
-        self.a = archive
-        self.db = archive.db
-
-    def append_packets(self, site: str, node: str, result: ParseResult, payload: bytes, received: float,
-                       known_fresh: np.ndarray | None = None) -> np.ndarray:
-        return self.append_many([(site, node, result, payload, received, known_fresh)])[0]
+    a: PostgresArchive
 
     def append_many(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]]
                     ) -> list[np.ndarray]:
@@ -177,8 +156,3 @@ class _PgTx(Transaction):
             seg = decoded_segment(spec, nid, result, fresh, received) if spec else None
             if seg is not None and spec is not None:
                 self.db.execute(f"INSERT INTO {spec.table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", seg)
-
-    def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
-        nid = self.a.node_id(site, node)
-        self.db.execute("INSERT INTO status VALUES (%s, %s, %s, %s)",
-                        (nid, received, str(status.get("state", "")), json.dumps(status, sort_keys=True)))

@@ -8,7 +8,6 @@ process (SIGKILL) because it is in the WAL file; ``durable=True`` selects
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
 from itertools import repeat
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_segment, now
+from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_segment
 from ground.parse import ParseResult
 from wire.dictionary import Dictionary
 
@@ -32,6 +31,8 @@ def _create_sql(spec: DecodedSpec) -> str:
 
 class SQLiteArchive(Archive):
     """The archive in one SQLite file (``sqlite:///path/to/archive.db``)."""
+
+    db: sqlite3.Connection
 
     def __init__(self, path: str | Path, dictionary: Dictionary | None = None, durable: bool = False,
                  checkpoint_interval_s: float | None = 1.0) -> None:
@@ -82,10 +83,6 @@ class SQLiteArchive(Archive):
     def _ph(self) -> str:
         return "?"
 
-    def _select(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self.db.execute(sql, tuple(params)).fetchall()
-
     def node_id(self, site: str, node: str) -> int:
         key = (site, node)
         nid = self._node_ids.get(key)
@@ -106,15 +103,6 @@ class SQLiteArchive(Archive):
                 self._node_ids.clear()  # ids created in the rolled-back transaction are gone
                 raise
             self.db.execute("COMMIT")
-
-    def retention(self, days: float, now_: float | None = None) -> int:
-        cutoff = (now_ if now_ is not None else now()) - days * 86400.0
-        with self.transaction():
-            n = self.db.execute("DELETE FROM raw WHERE received < ?", (cutoff,)).rowcount
-            for spec in self.specs.values():
-                self.db.execute(f"DELETE FROM {spec.table} WHERE received < ?", (cutoff,))
-            self.db.execute("DELETE FROM status WHERE received < ?", (cutoff,))
-        return int(n)
 
     def _truncate_decoded(self) -> None:
         with self.transaction():
@@ -141,13 +129,8 @@ class SQLiteArchive(Archive):
 
 
 class _SQLiteTx(Transaction):
-    def __init__(self, archive: SQLiteArchive) -> None:
-        self.a = archive
-        self.db = archive.db
-
-    def append_packets(self, site: str, node: str, result: ParseResult, payload: bytes, received: float,
-                       known_fresh: np.ndarray | None = None) -> np.ndarray:
-        return self.append_many([(site, node, result, payload, received, known_fresh)])[0]
+    a: SQLiteArchive
+    db: sqlite3.Connection
 
     def append_many(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]]
                     ) -> list[np.ndarray]:
@@ -209,8 +192,3 @@ class _SQLiteTx(Transaction):
             seg = decoded_segment(spec, nid, result, fresh, received) if spec else None
             if seg is not None:
                 self.db.execute(self.a._insert_sql[apid_], seg)
-
-    def append_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
-        nid = self.a.node_id(site, node)
-        self.db.execute("INSERT INTO status VALUES (?,?,?,?)",
-                        (nid, received, str(status.get("state", "")), json.dumps(status, sort_keys=True)))
