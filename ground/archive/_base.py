@@ -191,13 +191,22 @@ class Archive(abc.ABC):
         where.append("node_id IN (" + ",".join(str(int(i)) for i in ids) + ")")
         return True
 
+    def _range_filter(self, column: str, lo: Any, hi: Any, where: list[str], params: list[Any]) -> None:
+        # lo <= column < hi; None is unbounded
+        if lo is not None:
+            where.append(f"{column} >= {self._ph}")
+            params.append(lo)
+        if hi is not None:
+            where.append(f"{column} < {self._ph}")
+            params.append(hi)
+
     def _time_filter(self, t0: float | None, t1: float | None, where: list[str], params: list[Any]) -> None:
-        if t0 is not None:
-            where.append(f"ticks >= {self._ph}")
-            params.append(unix_to_ticks(t0))
-        if t1 is not None:
-            where.append(f"ticks < {self._ph}")
-            params.append(unix_to_ticks(t1))
+        self._range_filter("ticks", None if t0 is None else unix_to_ticks(t0),
+                           None if t1 is None else unix_to_ticks(t1), where, params)
+
+    def _received_filter(self, t0: float | None, t1: float | None, where: list[str], params: list[Any]) -> None:
+        self._range_filter("received", None if t0 is None else float(t0), None if t1 is None else float(t1),
+                           where, params)
 
     def _names(self) -> dict[int, tuple[str, str]]:
         # re-read each time: another writer (shared-subscription worker) may add nodes
@@ -219,12 +228,7 @@ class Archive(abc.ABC):
             where.append(f"apid = {self._ph}")
             params.append(int(apid))
         if by_received:
-            if t0 is not None:
-                where.append(f"received >= {self._ph}")
-                params.append(float(t0))
-            if t1 is not None:
-                where.append(f"received < {self._ph}")
-                params.append(float(t1))
+            self._received_filter(t0, t1, where, params)
         else:
             self._time_filter(t0, t1, where, params)
         sql = "SELECT node_id, apid, seq, ticks, received, data FROM raw"
@@ -354,12 +358,7 @@ class Archive(abc.ABC):
         params: list[Any] = []
         if not self._node_filter(site, node, where, params):
             return []
-        if t0 is not None:
-            where.append(f"received >= {self._ph}")
-            params.append(float(t0))
-        if t1 is not None:
-            where.append(f"received < {self._ph}")
-            params.append(float(t1))
+        self._received_filter(t0, t1, where, params)
         sql = "SELECT node_id, received, state, body FROM status"
         if where:
             sql += " WHERE " + " AND ".join(where)
