@@ -8,6 +8,7 @@ process (SIGKILL) because it is in the WAL file; ``durable=True`` selects
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from itertools import repeat
@@ -20,6 +21,8 @@ import numpy as np
 from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_segment
 from ground.parse import ParseResult
 from wire.dictionary import Dictionary
+
+log = logging.getLogger("lunabase.archive")
 
 
 def _create_sql(spec: DecodedSpec) -> str:
@@ -65,6 +68,7 @@ class SQLiteArchive(Archive):
             db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_received ON {spec.table} (received)")
             db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_node_t1 ON {spec.table} (node_id, t1)")
         db.execute("COMMIT")
+        self.checkpoint_errors = 0
         self._stop_ckpt = threading.Event()
         self._ckpt: threading.Thread | None = None
         if checkpoint_interval_s:
@@ -112,13 +116,21 @@ class SQLiteArchive(Archive):
     def _checkpointer(self, interval: float) -> None:
         try:
             c = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error:
+        except sqlite3.Error as e:
+            # without this thread nothing would ever checkpoint (autocheckpoint is off): the
+            # WAL would grow without bound, so hand checkpoints back to SQLite
+            log.error("%s: checkpoint thread cannot connect (%s); using SQLite's autocheckpoint", self.url, e)
+            with self._lock:
+                self.db.execute("PRAGMA wal_autocheckpoint=1000")
             return
         with contextlib.closing(c):
             c.execute("PRAGMA busy_timeout=1000")
             while not self._stop_ckpt.wait(interval):
-                with contextlib.suppress(sqlite3.Error):
+                try:
                     c.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as e:  # busy under a long reader: the next round catches up
+                    self.checkpoint_errors += 1
+                    log.debug("%s: checkpoint: %s (%d so far)", self.url, e, self.checkpoint_errors)
 
     def close(self) -> None:
         self._stop_ckpt.set()

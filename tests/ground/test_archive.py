@@ -145,3 +145,29 @@ def test_pipeline_batches_and_redelivery(archive: Archive) -> None:
     assert fresh_pipeline.snapshot()["totals"]["duplicates"] == 5
     assert len(archive.table("HK")["seq"]) == 30
     assert archive.status_history(node="n01")[0]["state"] == "online"
+
+
+def test_sqlite_checkpoints_fall_back_to_autocheckpoint(tmp_path, monkeypatch, caplog) -> None:  # noqa: ANN001
+    """If the checkpoint thread cannot open its connection, SQLite checkpoints by itself again."""
+    import sqlite3
+
+    import ground.archive.sqlite as mod
+
+    real = sqlite3.connect
+    calls = []
+
+    def connect(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        calls.append(a)
+        if len(calls) > 1:  # the archive's own connection works; the checkpointer's does not
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(mod.sqlite3, "connect", connect)
+    a = open_archive(f"sqlite:///{tmp_path}/a.db", checkpoint_interval_s=0.05)
+    try:
+        assert a._ckpt is not None  # type: ignore[attr-defined]
+        a._ckpt.join(10)  # type: ignore[attr-defined]
+        assert a.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert "checkpoint thread cannot connect" in caplog.text
+    finally:
+        a.close()
