@@ -42,7 +42,7 @@ def _install_batch_reader(client: aiomqtt.Client) -> bool:
 
     paho's loop_read() handles one packet per call, so aiomqtt pays a whole event-loop
     turn per message; draining up to 1024 packets per wake-up lets a burst be taken in
-    one go (and batched into one commit).  Falls back silently if paho's internals differ.
+    one go (and batched into one commit).  False (the caller logs it) if paho's internals differ.
     """
     paho = client._client  # noqa: SLF001
     sock = paho.socket()
@@ -195,8 +195,9 @@ class IngestWorker:
         client = self._client()
         async with client:
             self.connections += 1
-            if self.batch_reader:
-                _install_batch_reader(client)
+            if self.batch_reader and not _install_batch_reader(client):
+                log.warning("paho internals differ from what the batch reader expects: reading one MQTT "
+                            "message per event-loop turn (slower, nothing lost)")
             for f in subscriptions(self.share):
                 if self.protocol == 5:
                     await client.subscribe(f, options=SubscribeOptions(qos=1))
