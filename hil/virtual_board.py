@@ -26,6 +26,7 @@ import array
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import select
 import shutil
@@ -40,6 +41,8 @@ import tty
 from pathlib import Path
 
 __all__ = ["VirtualBoard", "VirtualBoardError", "find_micropython"]
+
+log = logging.getLogger("hil.virtual_board")
 
 MARKER = b"\x00VB-READY\x00"
 EXIT_HARD_RESET = 99  # exit status of machine.reset() in the VM: boot as from power-on
@@ -178,6 +181,7 @@ class VirtualBoard:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.boots = 0
+        self.dropped_to_host = 0  # output bytes the host pty could not take (counted, in the serial log)
         self.port = ""
 
     # --- lifecycle ------------------------------------------------------------------
@@ -288,12 +292,18 @@ class VirtualBoard:
             return
         self._log.write(data)
         try:
-            os.write(self._host_master, data)
+            n = os.write(self._host_master, data)  # may write only part of it when the buffer is nearly full
         except BlockingIOError:
-            pass  # nobody reads the serial line and its buffer is full: a UART drops bytes too
+            n = 0  # nobody reads the serial line and its buffer is full: a UART drops bytes too
         except OSError as e:
             if e.errno not in (errno.EIO, errno.EAGAIN):
                 raise
+            n = 0
+        if n < len(data):
+            if not self.dropped_to_host:
+                log.warning("%s: the host is not reading the serial line; dropping output (the serial log %s "
+                            "keeps it all)", self.port, self.log_path)
+            self.dropped_to_host += len(data) - n
 
     def _to_vm(self, data: bytes) -> None:
         view = memoryview(data)

@@ -13,7 +13,7 @@ import pytest
 
 from hil.board import Board, BoardError, ExpectTimeout
 from hil.rawrepl import ExecTimeout, RemoteError
-from hil.virtual_board import VirtualBoard
+from hil.virtual_board import VirtualBoard, _set_raw
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
@@ -137,3 +137,34 @@ def test_mpremote_connect_ls_cp_exec_soft_reset_reset(vboard: VirtualBoard, tmp_
     assert (tmp_path / "back.py").read_text() == src.read_text()
     _mpremote(vboard.port, "rm", ":hello.py")
     assert not (vboard.dir / "hello.py").exists()
+
+
+def test_output_the_host_does_not_read_is_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A host that never reads the port fills the pty: the rest is dropped, counted, and logged."""
+    vb = VirtualBoard(tmp_path / "fs", micropython="micropython")  # never started: only the bridge half
+    master, slave = os.openpty()
+    _set_raw(slave)  # as start() does: bytes, not lines
+    os.set_blocking(master, False)
+    vb._host_master = master  # noqa: SLF001
+    try:
+        data = b"x" * (1 << 20)  # far more than a pty buffers
+        vb._to_host(data)  # noqa: SLF001
+        vb._to_host(b"more")  # noqa: SLF001
+        os.set_blocking(slave, False)
+        got = 0
+        while True:
+            try:
+                chunk = os.read(slave, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            got += len(chunk)
+        assert 0 < vb.dropped_to_host < len(data) + 4
+        assert got + vb.dropped_to_host == len(data) + 4
+        assert "not reading the serial line" in caplog.text
+        assert vb.log_path.read_bytes() == data + b"more"  # the serial log keeps everything
+    finally:
+        os.close(master)
+        os.close(slave)
+        vb._log.close()  # noqa: SLF001
