@@ -117,6 +117,8 @@ class Operations:
         self._dirty: set[str] = set()
         self._node_dirty: set[str] = set()
         self._reject_logged: dict[tuple[str, str], float] = {}
+        # messages from nodes of another site: archived by ingest, not watched here (counted, logged once)
+        self.foreign: collections.Counter[str] = collections.Counter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._parser: Parser | None = None
         self.store.listeners.append(lambda e: self.hub.publish({"type": "event", **e}))
@@ -129,7 +131,10 @@ class Operations:
     def on_packets(self, site: str, node: str, result: ParseResult, fresh: np.ndarray | None,
                    received: float, payload: bytes | None = None) -> None:
         """Fresh packets of one MQTT message, just committed to the archive."""
-        if result.count == 0 or site != self.site:
+        if site != self.site:
+            self._foreign(site, node)
+            return
+        if result.count == 0:
             return
         n = result.count
         if fresh is None:
@@ -202,7 +207,10 @@ class Operations:
 
     def on_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
         """A status message (birth, sleep announcement, last will)."""
-        if site != self.site or not isinstance(status, dict):
+        if site != self.site:
+            self._foreign(site, node)
+            return
+        if not isinstance(status, dict):
             return
         self.nodes.on_status(node, status, received)
         self._dirty.add(node)
@@ -211,6 +219,7 @@ class Operations:
     def on_rejected(self, site: str, node: str, rejected: Sequence[Any], payload: bytes | None = None) -> None:
         """Bytes ingest could not accept: counted per reason, logged at most every 10 s."""
         if site != self.site:
+            self._foreign(site, node)
             return
         ls = self.link[node]
         for r in rejected:
@@ -223,6 +232,13 @@ class Operations:
                                  severity="WARNING", data={"reason": r.reason, "bytes": r.end - r.start})
 
     # -- internals --------------------------------------------------------------------------
+
+    def _foreign(self, site: str, node: str) -> None:
+        key = f"{site}/{node}"
+        if not self.foreign[key]:
+            log.warning("%s: telemetry from site %r, but this ground watches site %r: archived, not monitored",
+                        key, site, self.site)
+        self.foreign[key] += 1
 
     @staticmethod
     def _gaps(ls: LinkStats, apid: int, seqs: np.ndarray) -> None:

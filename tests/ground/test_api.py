@@ -191,6 +191,16 @@ async def test_duplicates_are_not_reprocessed(ground):
     assert (await g.links())["n01"]["gaps"] == 3  # 11, 12, 13 never arrived fresh
 
 
+async def test_another_sites_telemetry_is_counted_not_watched(ground, caplog):
+    ops, server, g = ground
+    res, payload = parse_packets(make_packet("HK", node="n01", seq=1, free_heap=5000))  # red if watched
+    ops.on_packets("mars", "n01", res, np.ones(res.count, bool), time.time(), payload)
+    ops.on_status("mars", "n01", {"state": "online"}, time.time())
+    assert ops.foreign == {"mars/n01": 2}
+    assert "this ground watches site 'moon'" in caplog.text
+    assert await g.alarms() == [] and "n01" not in await g.links()
+
+
 async def test_liveness_is_an_alarm(ground):
     ops, server, g = ground
     feed(ops, "n01", make_packet("HK", node="n01", free_heap=50000))
