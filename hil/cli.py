@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--broker", required=True, help="mqtt://host:port the node connects to")
     p.add_argument("--wifi-ssid", default="", help="WiFi network (esp32/rp2 boards)")
     p.add_argument("--wifi-password", default="")
-    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
     p.add_argument("--no-wait", action="store_true", help="do not wait for the node's birth message")
     p.add_argument("--birth-timeout", type=float, default=60.0, help="seconds to wait for the birth (default 60)")
     p.add_argument("--force", action="store_true", help="upload every file even when its sha256 matches")
@@ -55,11 +55,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--port", required=True, help="serial port of the node's UART")
-    p.add_argument("--node", required=True)
+    p.add_argument("--node", required=True, help="node id: its tm/cmd topics (and broker account with --inventory)")
     p.add_argument("--site", default="", help="site id (default: from --inventory, else 'lunabase')")
-    p.add_argument("--inventory", default="", help="inventory TOML to read the site from")
+    p.add_argument("--inventory", default="",
+                   help="base inventory TOML: the site and, when --broker names no user, the node's broker account")
     p.add_argument("--broker", required=True, help="mqtt://[user:password@]host:port")
-    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--baud", type=int, default=115200, help="UART speed (default 115200)")
     p.set_defaults(func=_gateway)
 
 
