@@ -150,7 +150,8 @@ def run_command(a: argparse.Namespace) -> int:
     try:
         return asyncio.run(main())
     except GroundError as e:
-        print(f"lunabase command: {e.message if e.status else e}", file=sys.stderr)
+        # status 0: the ground could not be reached (no HTTP status to show)
+        print(f"lunabase command: {e.message}" + (f" (HTTP {e.status})" if e.status else ""), file=sys.stderr)
         return 1
 
 

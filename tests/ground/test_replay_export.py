@@ -119,3 +119,5 @@ def test_cli_refuses_a_missing_archive_and_bad_names(tmp_path: Path, capsys) -> 
     assert "no such inventory file" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no packet or command 'NOSUCH'; known: HK"):
         main(["dict", "show", "NOSUCH"])
+    assert main(["command", "n01", "PING", "--api", "http://127.0.0.1:1"]) == 1  # nothing listens on port 1
+    assert capsys.readouterr().err.startswith("lunabase command: http://127.0.0.1:1: ")
