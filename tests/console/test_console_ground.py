@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 from textual.widgets import Input, Select
 
@@ -11,8 +13,12 @@ from ground.console.app import ConsoleApp, HelpScreen
 from ground.console.screens import ConfirmScreen, ShelveScreen
 from ground.console.widgets import LiveTable, StatusBar
 
-from conftest import Base
 from console_helpers import shot, wait_for
+
+if TYPE_CHECKING:
+    # annotations only: at run time "conftest" may be another folder's (tests/hil) when
+    # both are collected in one run
+    from conftest import Base
 
 
 def table(app: ConsoleApp, sel: str) -> LiveTable:
