@@ -46,6 +46,29 @@ def _time(s: str | None) -> float | None:
     return t.timestamp()
 
 
+def _time_arg(s: str) -> float:
+    try:
+        t = _time(s)
+    except (ValueError, KeyError):
+        t = None
+    if t is None:
+        raise argparse.ArgumentTypeError(f"{s!r}: give Unix seconds, ISO-8601 (2026-11-23T10:00) or -30m / -2h / -1d")
+    return t
+
+
+def _speed_arg(s: str) -> float | None:
+    """Replay speed: None for as fast as possible ("max" or 0)."""
+    if s == "max":
+        return None
+    try:
+        v = float(s.rstrip("x"))
+    except ValueError:
+        v = -1.0
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{s!r}: give a factor (1, 10x, 0.5) or max")
+    return v or None
+
+
 def _creds(a: argparse.Namespace, user: str | None, pw: str | None) -> tuple[str | None, str | None]:
     if getattr(a, "inventory", None):
         from wire.inventory import Inventory
@@ -129,9 +152,8 @@ def run_replay(a: argparse.Namespace) -> int:
     from ground.archive import open_archive
     from ground.replay import Replayer
 
-    speed = None if a.speed in ("max", "0") else float(a.speed.rstrip("x"))
     archive = open_archive(a.archive, create=False)
-    r = Replayer(archive, _time(a.t0), _time(a.t1), speed=speed, node=a.node)
+    r = Replayer(archive, a.t0, a.t1, speed=a.speed, node=a.node)
     try:
         if a.broker:
             host, port, user, pw, tls = _broker(a.broker)
@@ -157,7 +179,7 @@ def run_export(a: argparse.Namespace) -> int:
 
     archive = open_archive(a.archive, create=False)
     try:
-        t0, t1 = _time(a.t0), _time(a.t1)
+        t0, t1 = a.t0, a.t1
         if a.packet:
             n = export_packet(archive, a.packet.upper(), a.out, node=a.node, t0=t0, t1=t1, fmt=a.format)
         elif a.param:
@@ -236,13 +258,14 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("replay", help="replay a time range of the raw archive as if live", formatter_class=RD,
                        description="examples:\n"
-                       "  lunabase replay --archive sqlite:///base.db --from -1h --speed 10x --broker mqtt://127.0.0.1:1885\n"
+                       "  lunabase replay --archive sqlite:///base.db --from=-1h --speed 10x --broker mqtt://127.0.0.1:1885\n"
                        "  lunabase replay --archive sqlite:///base.db --from 2026-11-23T10:00 --speed max --into sqlite:///copy.db")
     p.add_argument("--archive", required=True)
-    p.add_argument("--from", dest="t0", help="reception time: Unix s, ISO-8601 (UTC) or -30m / -2h / -1d")
-    p.add_argument("--to", dest="t1", help="end of the range (same forms; default: the end of the archive)")
+    p.add_argument("--from", dest="t0", type=_time_arg,
+                   help="reception time: Unix s, ISO-8601 (UTC) or --from=-30m / -2h / -1d (with '=')")
+    p.add_argument("--to", dest="t1", type=_time_arg, help="end of the range (same forms; default: the end of the archive)")
     p.add_argument("--node", help="only this node (default: every node)")
-    p.add_argument("--speed", default="1", help="1, 10x, ... or max")
+    p.add_argument("--speed", default="1", type=_speed_arg, help="1, 10x, 0.5, ... or max (default 1: as recorded)")
     p.add_argument("--broker", help="publish to this broker (mqtt://...)")
     p.add_argument("--into", default="sqlite:///lunabase-replay.db", help="else ingest into this archive")
     _broker_args(p)
@@ -251,13 +274,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser("export", help="export parameters to CSV or Parquet", formatter_class=RD,
                        description="examples:\n"
                        "  lunabase export --archive sqlite:///base.db --packet HK --node n01 --out hk.parquet\n"
-                       "  lunabase export --archive sqlite:///base.db --param HK.free_heap,POWER.battery_soc --from -1d --out p.csv")
+                       "  lunabase export --archive sqlite:///base.db --param HK.free_heap,POWER.battery_soc --from=-1d --out p.csv")
     p.add_argument("--archive", required=True)
     p.add_argument("--packet", help="one packet type, one column per field")
     p.add_argument("--param", action="append", help="PACKET.field (repeatable, or comma separated): long format")
     p.add_argument("--node", help="only this node (default: every node)")
-    p.add_argument("--from", dest="t0", help="packet time tag: Unix s, ISO-8601 (UTC) or -30m / -2h / -1d")
-    p.add_argument("--to", dest="t1", help="end of the range (same forms; default: the newest packet)")
+    p.add_argument("--from", dest="t0", type=_time_arg,
+                   help="packet time tag: Unix s, ISO-8601 (UTC) or --from=-30m / -2h / -1d (with '=')")
+    p.add_argument("--to", dest="t1", type=_time_arg, help="end of the range (same forms; default: the newest packet)")
     p.add_argument("--format", choices=("csv", "parquet"), help="default: from the --out suffix")
     p.add_argument("--out", required=True, help="file to write (.csv or .parquet)")
     p.set_defaults(func=run_export)

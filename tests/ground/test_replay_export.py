@@ -115,6 +115,13 @@ def test_cli_refuses_a_missing_archive_and_bad_names(tmp_path: Path, capsys) -> 
         err = capsys.readouterr().err
         assert "no such archive file" in err and "Traceback" not in err, err
     assert not missing.parent.exists()  # nothing created under the mistyped path
+    # relative times as the examples write them parse (and reach the archive check)
+    assert main(["replay", "--archive", f"sqlite:///{missing}", "--from=-1h", "--speed", "10x"]) == 1
+    assert "no such archive file" in capsys.readouterr().err
+    for bad in (["--speed", "fast"], ["--from", "yesterday"]):
+        with pytest.raises(SystemExit):
+            main(["replay", "--archive", f"sqlite:///{missing}", *bad])
+        assert f"argument {bad[0]}: '{bad[1]}'" in capsys.readouterr().err
     assert main(["ground", "--inventory", str(tmp_path / "none.toml")]) == 1
     assert "no such inventory file" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no packet or command 'NOSUCH'; known: HK"):
