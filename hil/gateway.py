@@ -50,6 +50,7 @@ class GatewayStats:
     bytes_in: int = 0
     commands: int = 0  # TC frames written to the UART
     disconnects: int = 0
+    open_failures: int = 0  # failed attempts to open the port since it was last open
     reconnects: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -201,12 +202,16 @@ class Gateway:
                 try:
                     s = self._open_port()
                 except (serial.SerialException, OSError) as e:
-                    log.debug("open %s: %s", self.port, e)
+                    # say it once per outage (a mistyped port must not look like a quiet node)
+                    (log.debug if self.stats.open_failures else log.warning)(
+                        "gateway %s: cannot open %s: %s; retrying", self.node, self.port, e)
+                    self.stats.open_failures += 1
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue
                 with self._wlock:
                     self._ser = s
+                self.stats.open_failures = 0
                 if self.stats.disconnects:
                     self.stats.reconnects += 1
                 backoff = 0.1

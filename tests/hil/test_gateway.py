@@ -78,6 +78,23 @@ def _pty(link: Path) -> tuple[int, int]:
     return m, s
 
 
+def test_a_port_that_will_not_open_is_reported_once_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+    def refuse() -> None:
+        raise OSError(2, "No such file or directory: '/dev/ttyUSB9'")
+
+    gw = Gateway("/dev/ttyUSB9", "moon", "n01", lambda t, p: None, open_port=refuse).start()
+    try:
+        deadline = time.monotonic() + 30
+        while gw.stats.open_failures < 3:  # backoff 0.1, 0.2, 0.4 s
+            assert time.monotonic() < deadline, "the gateway stopped retrying"
+            time.sleep(0.05)
+    finally:
+        gw.stop()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "cannot open /dev/ttyUSB9" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert not gw.connected.is_set()
+
+
 def test_gateway_over_a_pty_with_mqtt_and_a_disconnect(tmp_path: Path) -> None:
     link = tmp_path / "ttyNODE"
     m, s = _pty(link)
