@@ -55,7 +55,7 @@ def register(sub: Any) -> None:
     g.add_argument("--grace", type=float, default=30.0, help="s past an announced contact before LOST")
     g.add_argument("--keep-days", type=float, default=90.0, help="ops database retention (events, closed alarms)")
     g.add_argument("--client-id", default="lunabase-ground", help="MQTT client id (the persistent session's name)")
-    g.add_argument("--share", default=None, help="MQTT 5 shared-subscription group for several workers")
+    g.add_argument("--share", default=None, help="shared-subscription group ($share/GROUP/...) for several workers")
     g.set_defaults(func=run_ground)
 
     c = sub.add_parser("command", help="send a telecommand through a running ground",
