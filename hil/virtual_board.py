@@ -45,6 +45,7 @@ __all__ = ["VirtualBoard", "VirtualBoardError", "find_micropython"]
 log = logging.getLogger("hil.virtual_board")
 
 MARKER = b"\x00VB-READY\x00"
+HOST_STALL_S = 2.0  # how long output waits for a host that does not read before it is dropped
 EXIT_HARD_RESET = 99  # exit status of machine.reset() in the VM: boot as from power-on
 
 # machine.py shadowing the unix port's (extensible) machine module inside the VM
@@ -181,6 +182,7 @@ class VirtualBoard:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.boots = 0
+        self.hard_boots = 0  # boots as from power-on: machine.reset(), power_cycle(), the first start
         self.dropped_to_host = 0  # output bytes the host pty could not take (counted, in the serial log)
         self.port = ""
 
@@ -192,6 +194,7 @@ class VirtualBoard:
         # we keep the slave open so the master never sees EIO between clients
         self.port = os.ttyname(self._host_slave)
         os.set_blocking(self._host_master, False)
+        self.hard_boots = 1
         self._spawn(run_main=True)
         self._thread = threading.Thread(target=self._bridge, name=f"vboard {self.port}", daemon=True)
         self._thread.start()
@@ -229,10 +232,14 @@ class VirtualBoard:
         p = self._proc
         return p.pid if p and p.poll() is None else None
 
-    def wait_booted(self, boots: int, timeout: float = 30.0) -> None:
-        """Block until the board has booted at least `boots` times (1 = the first boot)."""
+    def wait_booted(self, boots: int, timeout: float = 30.0, hard: bool = False) -> None:
+        """Block until the board has booted at least `boots` times (1 = the first boot).
+
+        ``hard=True`` counts only boots as from power-on (``hard_boots``): a tool such as
+        ``mpremote reset`` soft-resets first and hard-resets a moment later.
+        """
         deadline = time.monotonic() + timeout
-        while self.boots < boots or self._phase != "running":
+        while (self.hard_boots if hard else self.boots) < boots or self._phase != "running":
             if time.monotonic() > deadline:
                 raise TimeoutError(f"virtual board: boot {boots} not reached in {timeout} s (boots={self.boots})")
             time.sleep(0.02)
@@ -291,19 +298,35 @@ class VirtualBoard:
         if not data:
             return
         self._log.write(data)
-        try:
-            n = os.write(self._host_master, data)  # may write only part of it when the buffer is nearly full
-        except BlockingIOError:
-            n = 0  # nobody reads the serial line and its buffer is full: a UART drops bytes too
-        except OSError as e:
-            if e.errno not in (errno.EIO, errno.EAGAIN):
-                raise
-            n = 0
-        if n < len(data):
+        # A board on USB CDC holds its output while the host's buffer is full instead of
+        # losing it (mpremote would wait forever for the rest of a file it reads), so wait
+        # for the host to drain the pty -- but not forever: a host that stopped reading
+        # altogether gets the rest dropped, counted and logged, as a UART would.
+        view = memoryview(data)
+        deadline = 0.0
+        while view:
+            try:
+                view = view[os.write(self._host_master, view) :]
+                deadline = 0.0
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                if e.errno == errno.EIO:
+                    break  # nobody has the serial port open
+                if e.errno != errno.EAGAIN:
+                    raise
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + HOST_STALL_S
+            elif now >= deadline:
+                break
+            select.select([], [self._host_master], [], min(0.05, deadline - now))
+        if view:
             if not self.dropped_to_host:
-                log.warning("%s: the host is not reading the serial line; dropping output (the serial log %s "
-                            "keeps it all)", self.port, self.log_path)
-            self.dropped_to_host += len(data) - n
+                log.warning("%s: the host is not reading the serial line (nothing taken for %.0f s); dropping "
+                            "output (the serial log %s keeps it all)", self.port, HOST_STALL_S, self.log_path)
+            self.dropped_to_host += len(view)
 
     def _to_vm(self, data: bytes) -> None:
         view = memoryview(data)
@@ -417,6 +440,7 @@ class VirtualBoard:
         else:
             self._mode = "friendly"
             self._pending_in = b""
+            self.hard_boots += 1
             self._spawn(run_main=True)
 
     def _bridge(self) -> None:

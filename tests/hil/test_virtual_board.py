@@ -130,9 +130,9 @@ def test_mpremote_connect_ls_cp_exec_soft_reset_reset(vboard: VirtualBoard, tmp_
     boots = vboard.boots
     _mpremote(vboard.port, "soft-reset")
     assert vboard.boots > boots
-    boots = vboard.boots
+    hard = vboard.hard_boots
     _mpremote(vboard.port, "reset")  # machine.reset(): a hard reset, main.py would run
-    vboard.wait_booted(boots + 1)
+    vboard.wait_booted(hard + 1, hard=True)  # mpremote soft-resets first; wait for the hard one
     _mpremote(vboard.port, "cp", ":hello.py", str(tmp_path / "back.py"))
     assert (tmp_path / "back.py").read_text() == src.read_text()
     _mpremote(vboard.port, "rm", ":hello.py")
@@ -140,7 +140,7 @@ def test_mpremote_connect_ls_cp_exec_soft_reset_reset(vboard: VirtualBoard, tmp_
 
 
 def test_output_the_host_does_not_read_is_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A host that never reads the port fills the pty: the rest is dropped, counted, and logged."""
+    """A host that never reads the port fills the pty: after a bounded wait the rest is dropped, counted, logged."""
     vb = VirtualBoard(tmp_path / "fs", micropython="micropython")  # never started: only the bridge half
     master, slave = os.openpty()
     _set_raw(slave)  # as start() does: bytes, not lines
