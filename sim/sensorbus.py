@@ -55,6 +55,8 @@ class SensorBus:
         self.port = port
         self.on_report = on_report
         self.peers: dict[str, BusPeer] = {}
+        #: node messages the bus could not use, by reason (bad_json, not_object, bad_hello, before_hello)
+        self.rejected: dict[str, int] = {}
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
 
@@ -91,18 +93,25 @@ class SensorBus:
                 try:
                     msg = json.loads(line)
                 except ValueError:
-                    log.warning("sensor bus: bad line %r", line[:80])
+                    self._reject("bad_json", line)
                     continue
                 if not isinstance(msg, dict):
+                    self._reject("not_object", line)
                     continue
                 if "hello" in msg:
+                    try:
+                        boot = int(msg.get("boot", -1))
+                    except (TypeError, ValueError):
+                        self._reject("bad_hello", line)
+                        continue
                     peer = self.peer(str(msg["hello"]))
                     if peer.writer is not None and peer.writer is not writer:
                         peer.writer.close()
                     peer.writer = writer
-                    peer.boot = int(msg.get("boot", -1))
+                    peer.boot = boot
                     peer.hellos += 1
                 if peer is None:
+                    self._reject("before_hello", line)
                     continue
                 peer.messages += 1
                 peer.last_seen = time.monotonic()
@@ -119,6 +128,13 @@ class SensorBus:
             if peer is not None and peer.writer is writer:
                 peer.writer = None
             writer.close()
+
+    def _reject(self, reason: str, line: bytes) -> None:
+        # counted always, logged the first time per reason (a broken node would flood the log)
+        n = self.rejected.get(reason, 0)
+        self.rejected[reason] = n + 1
+        if not n:
+            log.warning("sensor bus: rejected a node message (%s): %r", reason, line[:80])
 
     def send(self, node: str, msg: dict[str, Any]) -> bool:
         """Queue one message for ``node``; False when it is not connected."""

@@ -94,6 +94,24 @@ async def test_sensor_bus_with_a_stand_in_node() -> None:
         await bus.stop()
 
 
+async def test_sensor_bus_counts_what_it_cannot_use() -> None:
+    """Malformed node lines are counted by reason and the connection keeps working."""
+    bus = await SensorBus().start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", bus.port)
+        w.write(b'{"mode": "DAY"}\nnot json\n[1, 2]\n{"hello": "n8", "boot": "x"}\n{"hello": "n8", "boot": 1}\n')
+        await w.drain()
+        for _ in range(100):
+            if "n8" in bus.peers:
+                break
+            await asyncio.sleep(0.02)
+        assert bus.peers["n8"].boot == 1 and bus.peers["n8"].connected
+        assert bus.rejected == {"before_hello": 1, "bad_json": 1, "not_object": 1, "bad_hello": 1}
+        w.close()
+    finally:
+        await bus.stop()
+
+
 def _packet(apid: int, seq: int, coarse: int, payload: bytes) -> bytes:
     n = ccsds.OVERHEAD + len(payload)
     buf = bytearray(n)
