@@ -19,6 +19,9 @@ class Parser:
     def layouts(self) -> dict[int, ApidLayout]: ...
     @property
     def max_length(self) -> int: ...
+    @property
+    def run_packets(self) -> int:
+        """Packets the AVX-512 run kernel decoded so far (a diagnostic; 0 elsewhere)."""
     def __init__(self, dictionary: Dictionary | None = None, max_length: int | None = None) -> None: ...
     def parse(self, data: Buffer) -> ParseResult: ...
     def _parse(self, data: Buffer, final: bool, base: int) -> ParseResult: ...
@@ -35,10 +38,11 @@ class StreamParser:
 
 HAVE_SSSE3: bool
 HAVE_AVX2: bool
+HAVE_AVX512: bool
 SIMD_LEVELS: tuple[str, ...]
 
 def set_simd(level: str | bool | None) -> str:
-    """Choose the field decoder ("avx2", "ssse3", "scalar"; True = best); returns the previous."""
+    """Choose the decoder ("avx512", "avx2", "ssse3", "scalar"; True = best); returns the previous."""
 
 def simd() -> str:
-    """The field decoder in use: "avx2", "ssse3" or "scalar"."""
+    """The decoder in use: "avx512", "avx2", "ssse3" or "scalar"."""

@@ -75,7 +75,7 @@ def _decoders():
     return _parse_c.SIMD_LEVELS
 
 
-@pytest.fixture(params=["avx2", "ssse3", "scalar"])
+@pytest.fixture(params=["avx512", "avx2", "ssse3", "scalar"])
 def level(request):
     from ground.parse import _parse_c
 

@@ -16,7 +16,7 @@ from wire.dictionary import load
 D = load()
 APIDS = [p.apid for p in D.packets]
 
-@pytest.fixture(autouse=True, params=["avx2", "ssse3", "scalar"])
+@pytest.fixture(autouse=True, params=["avx512", "avx2", "ssse3", "scalar"])
 def decoder(request):
     """Run every differential test with each field decoder this CPU supports."""
     from ground.parse import _parse_c
