@@ -412,6 +412,23 @@ cdef extern from *:
         default: return 0;
         }
     }
+    /* int16 samples big-endian -> host, 64 bytes per step (seismic batches) */
+    static LB_RUN_TARGET void lb_swap16_avx512(int16_t* dst, const uint8_t* src, Py_ssize_t n) {
+        const __m512i sw = _mm512_set_epi8(
+            62, 63, 60, 61, 58, 59, 56, 57, 54, 55, 52, 53, 50, 51, 48, 49,
+            46, 47, 44, 45, 42, 43, 40, 41, 38, 39, 36, 37, 34, 35, 32, 33,
+            30, 31, 28, 29, 26, 27, 24, 25, 22, 23, 20, 21, 18, 19, 16, 17,
+            14, 15, 12, 13, 10, 11, 8, 9, 6, 7, 4, 5, 2, 3, 0, 1);
+        Py_ssize_t i = 0;
+        for (; i + 32 <= n; i += 32)
+            _mm512_storeu_si512((void*)(dst + i),
+                                _mm512_shuffle_epi8(_mm512_loadu_si512((const void*)(src + 2 * i)), sw));
+        if (i < n) {
+            const __mmask32 k = (__mmask32)((1ULL << (n - i)) - 1);
+            _mm512_mask_storeu_epi16(dst + i, k,
+                _mm512_shuffle_epi8(_mm512_maskz_loadu_epi16(k, src + 2 * i), sw));
+        }
+    }
     static int lb_have_avx512(void) {
         return (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
                 && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
@@ -424,6 +441,9 @@ cdef extern from *:
         (void)f; (void)b; (void)p; (void)n; (void)offbase; (void)i0; (void)apid_o; (void)seq_o;
         (void)ticks_o; (void)off_o; (void)len_o; (void)rows_o; (void)vals;
         return 0;
+    }
+    static void lb_swap16_avx512(int16_t* dst, const uint8_t* src, Py_ssize_t n) {
+        (void)dst; (void)src; (void)n;
     }
     static int lb_have_avx512(void) { return 0; }
     #endif
@@ -443,6 +463,7 @@ cdef extern from *:
                              Py_ssize_t i0, uint16_t* apid_o, uint16_t* seq_o, int64_t* ticks_o, int64_t* off_o,
                              int32_t* len_o, Py_ssize_t* rows_o, double* vals) nogil
     int lb_have_avx512() nogil
+    void lb_swap16_avx512(int16_t* dst, const uint8_t* src, Py_ssize_t n) nogil
 
 
 HAVE_SSSE3 = bool(lb_have_ssse3())
@@ -1187,7 +1208,11 @@ cdef class Parser:
                                 v = _u2d((_be32(pk + fc[j].load) & fc[j].mask) ^ fc[j].sbit) - _u2d(fc[j].sbit)
                                 vrow[j] = v * fs[j] + fa[j]
                         if samp_o[li] != NULL:
-                            _swap16(samp_o[li] + k * self.lay_s_n[li], pk + self.lay_s_off[li], self.lay_s_n[li])
+                            if use_run:
+                                lb_swap16_avx512(samp_o[li] + k * self.lay_s_n[li], pk + self.lay_s_off[li],
+                                                 self.lay_s_n[li])
+                            else:
+                                _swap16(samp_o[li] + k * self.lay_s_n[li], pk + self.lay_s_off[li], self.lay_s_n[li])
                         p += total
                         run_li = li if use_run and self.lay_run[li] else -1
                         continue
