@@ -7,8 +7,9 @@ skipped whole, byte-by-byte resync with one range per run of garbage):
 
 * CRC-16/CCITT-FALSE by slicing-by-8, tables derived at import from
   ``wire.ccsds.CRC_TABLE``; the residue over a whole packet, trailer included, is 0
-  exactly when the trailer is right.  When the next packet has the same first word and
-  length, both CRCs are computed together (two independent dependency chains).
+  exactly when the trailer is right.  When the next packets have the same first word and
+  length, four (else two) CRCs are computed together (independent dependency chains) and
+  kept until the scan reaches them.
 * An accepted packet is decoded at once, while it is in L1: header columns into arrays
   sized for the worst case (n // shortest packet), fields into its APID's (rows, columns)
   float64 table, samples byte-swapped straight into the int16 (n, count, axes) array.
@@ -18,6 +19,12 @@ skipped whole, byte-by-byte resync with one range per run of garbage):
 * Fields are decoded through per-APID plans compiled from ``compile_layout()`` (the
   dictionary stays the single source): an AVX2 (4 fields) or SSSE3 (2 fields) shuffle
   plan chosen at run time, else a branch-free scalar loop; f32 fields use a typed loop.
+* On CPUs with AVX-512 VBMI, a run of packets of one small integer layout (<= 64 bytes,
+  <= 24 fields: HK, POWER, THERMAL, RADIATION, EVENT, ACK) goes through the run kernel:
+  four packets per step, headers compared at once, four CRCs together, each packet
+  decoded from one 64-byte load with the plan held in registers.  It stops at the first
+  group that is not a clean run and the scanner above takes over, so every rule (and
+  every rejection) stays in one place.
 
 Values are ``raw * scale + add`` in float64 exactly as the pure twin computes them:
 integers become doubles exactly through the exponent bits of 2^52, and setup.py builds

@@ -223,6 +223,14 @@ def _cmd(args: argparse.Namespace) -> int:
         packets["housekeeping"] = args.hk_packets
     if args.seismic_packets:
         packets["seismic"] = args.seismic_packets
+    if args.decoder != "best":
+        from ground.parse import _parse_c
+
+        try:
+            _parse_c.set_simd(args.decoder)
+        except ValueError as e:
+            print(f"lunabase bench parse: {e}", file=sys.stderr)
+            return 2
     res = run(rounds=args.rounds, seconds=args.seconds, packets=packets, progress=progress)
     if args.json:
         print(json.dumps(res))
@@ -244,4 +252,7 @@ def register(bench_subparsers: Any) -> None:
     p.add_argument("--seconds", type=float, default=0.25, help="minimum seconds per round (default 0.25)")
     p.add_argument("--hk-packets", type=int, default=0, help="HK packets per container (default 10000)")
     p.add_argument("--seismic-packets", type=int, default=0, help="seismic packets per container (default 1000)")
+    p.add_argument("--decoder", choices=("best", "avx512", "avx2", "ssse3", "scalar"), default="best",
+                   help="the Cython parser's decoder (default: the best this CPU has; meta.field_decoder "
+                        "in the JSON says which ran)")
     p.set_defaults(func=_cmd)
