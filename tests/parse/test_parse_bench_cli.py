@@ -37,3 +37,15 @@ def test_naive_baseline_agrees_on_what_it_accepts():
 def test_bench_help_lists_subcommands():
     p = subprocess.run([sys.executable, "-m", "lunabase.cli", "bench", "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "parse" in p.stdout
+
+
+def test_bench_parse_decoder_option_is_honoured():
+    p = subprocess.run(
+        [sys.executable, "-m", "lunabase.cli", "bench", "parse", "--json", "--rounds", "1", "--seconds", "0.01",
+         "--hk-packets", "100", "--seismic-packets", "10", "--decoder", "scalar"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["meta"]["field_decoder"] == "scalar"
+    assert len(res["housekeeping"]["cython_vs_crc_only_rounds"]) == 1
