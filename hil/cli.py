@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "gateway",
         help="bridge a node's UART (COBS frames) to MQTT and commands back",
         description="Read COBS-framed packets from a node's serial port and publish them on the node's tm "
-        "topic; forward TC packets from its cmd topic as COBS frames.  Every rejected frame is counted by reason.",
+        "topic; forward TC packets from its cmd topic as COBS frames.  Every rejected frame is counted by reason.  "
+        "The node's status frames are published retained on its status topic; when the node falls silent, the port "
+        "is lost or the gateway dies (MQTT will), the gateway publishes it offline.",
         epilog="example:\n  lunabase gateway --port /dev/ttyUSB1 --node n07 --broker mqtt://127.0.0.1:1883 --site shackleton",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -61,6 +63,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="base inventory TOML: the site and, when --broker names no user, the node's broker account")
     p.add_argument("--broker", required=True, help="mqtt://[user:password@]host:port")
     p.add_argument("--baud", type=int, default=115200, help="UART speed (default 115200)")
+    p.add_argument("--offline-after", type=float, default=30.0, metavar="S",
+                   help="publish the node offline after S seconds without a good frame (default 30; "
+                   "the node sends its status every uart.status_s = 10 s)")
     p.set_defaults(func=_gateway)
 
 

@@ -18,11 +18,22 @@ skipped at the next 0x00 and counted in ``stats.rejected`` by reason:
     truncated     bytes of an unfinished frame lost when the port disconnected
 
 A port that disappears (USB unplugged, pty closed) is reopened with backoff.
+
+Status (the node's birth): a node on a UART has no broker session, so the firmware's UART
+link sends its status JSON as a frame of its own (a frame whose first byte is ``{``; a
+CCSDS packet never starts with it: version bits 011).  The gateway publishes it retained
+(QoS 1) on ``lunabase/<site>/<node>/status``, verbatim.  The node repeats it every
+``uart.status_s`` (10 s), so the gateway publishes ``"state": "offline"`` itself (the last
+status with ``state``, ``via: "gateway"`` and ``reason``) when no good frame arrived for
+``offline_after`` seconds or the port is lost; `lunabase gateway` also sets that as the
+MQTT last will of its own connection, so a dead gateway reads as an offline node.
+Malformed status frames are counted as ``bad_status``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import threading
@@ -49,6 +60,8 @@ class GatewayStats:
     packets: int = 0
     bytes_in: int = 0
     commands: int = 0  # TC frames written to the UART
+    statuses: int = 0  # node status frames published
+    offline: int = 0  # "offline" statuses published for the node (silence, port lost)
     disconnects: int = 0
     open_failures: int = 0  # failed attempts to open the port since it was last open
     reconnects: int = 0
@@ -92,6 +105,8 @@ class Gateway:
         baudrate: int = 115200,
         max_frame: int = 4096,
         open_port: Callable[[], Any] | None = None,
+        publish_status: Callable[[str, bytes], object] | None = None,
+        offline_after: float = 30.0,
     ) -> None:
         self.port = port
         self.site, self.node = site, node
@@ -101,6 +116,13 @@ class Gateway:
         self.stats = GatewayStats()
         self.tm_topic = topics.topic(site, node, topics.TM)
         self.cmd_topic = topics.topic(site, node, topics.CMD)
+        self.status_topic = topics.topic(site, node, topics.STATUS)
+        # status frames are published retained; without a status publisher they are counted only
+        self.publish_status = publish_status
+        self.offline_after = offline_after
+        self.last_status: dict[str, Any] | None = None
+        self.online = False  # the last status published for the node said "online"
+        self._last_good = time.monotonic()
         self._open_port = open_port or (lambda: serial.serial_for_url(port, baudrate=baudrate, timeout=0.1))
         self._ser: Any = None
         self._buf = bytearray()
@@ -187,13 +209,47 @@ class Gateway:
                 self.stats.rejected["cobs"] += 1
                 continue
             pkt = bytes(out[:k])
+            if pkt[:1] == b"{":
+                self._on_status(pkt)
+                continue
             why = check_packets(pkt)
             if why:
                 self.stats.rejected[why] += 1
                 continue
             self.stats.frames += 1
             self.stats.packets += _count(pkt)
+            self._last_good = time.monotonic()
             self.publish(self.tm_topic, pkt)
+
+    # --- the node's status ------------------------------------------------------------
+    def _on_status(self, data: bytes) -> None:
+        try:
+            st = json.loads(data)
+        except ValueError:
+            st = None
+        if not isinstance(st, dict) or not isinstance(st.get("state"), str):
+            self.stats.rejected["bad_status"] += 1
+            return
+        self.stats.statuses += 1
+        self._last_good = time.monotonic()
+        self.last_status = st
+        self.online = st["state"] == "online"
+        if self.publish_status:
+            self.publish_status(self.status_topic, data)
+
+    def offline_status(self, reason: str) -> bytes:
+        """The node's last status with state "offline", published by the gateway for it."""
+        st = dict(self.last_status or {}, state="offline", via="gateway", reason=reason)
+        return json.dumps(st).encode()
+
+    def _went_offline(self, reason: str) -> None:
+        if not self.online:
+            return
+        self.online = False
+        self.stats.offline += 1
+        log.warning("gateway %s: node offline (%s)", self.node, reason)
+        if self.publish_status:
+            self.publish_status(self.status_topic, self.offline_status(reason))
 
     def _run(self) -> None:
         backoff = 0.1
@@ -217,6 +273,8 @@ class Gateway:
                 backoff = 0.1
                 self.connected.set()
                 log.info("gateway %s: port %s open", self.node, self.port)
+            if self.online and time.monotonic() - self._last_good > self.offline_after:
+                self._went_offline(f"no frame for {self.offline_after:g} s")
             try:
                 data = self._ser.read(max(1, self._ser.in_waiting))
             except (serial.SerialException, OSError, TypeError, AttributeError) as e:
@@ -227,6 +285,7 @@ class Gateway:
                     self._buf.clear()
                 with self._wlock:
                     self._close()
+                self._went_offline("serial port lost")
                 continue
             if data:
                 self.feed(data)
@@ -268,7 +327,11 @@ def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_e
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gateway-{args.node}")
     if user:
         client.username_pw_set(user, password)
-    gw = Gateway(args.port, site, args.node, lambda t, p: client.publish(t, p, qos=1), baudrate=args.baud)
+    gw = Gateway(args.port, site, args.node, lambda t, p: client.publish(t, p, qos=1), baudrate=args.baud,
+                 publish_status=lambda t, p: client.publish(t, p, qos=1, retain=True),
+                 offline_after=getattr(args, "offline_after", 30.0))
+    # a gateway that dies leaves the node unreachable: the broker says so for it
+    client.will_set(gw.status_topic, gw.offline_status("gateway lost"), qos=1, retain=True)
 
     def on_connect(c: Any, ud: Any, flags: Any, rc: Any, props: Any = None) -> None:
         c.subscribe(gw.cmd_topic, qos=1)
@@ -285,10 +348,15 @@ def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_e
     try:
         while not stop.wait(report_every):
             s = gw.stats
-            print(f"gateway: {s.frames} frames, {s.packets} packets, {s.commands} commands, "
+            print(f"gateway: {s.frames} frames, {s.packets} packets, {s.statuses} statuses, {s.commands} commands, "
                   f"{s.disconnects} disconnects, rejected {dict(s.rejected)}", file=sys.stderr, flush=True)  # fmt: skip
     finally:
         gw.stop()
+        if gw.online:  # a clean stop sends no will: say it ourselves
+            try:
+                client.publish(gw.status_topic, gw.offline_status("gateway stopped"), qos=1, retain=True).wait_for_publish(5)
+            except (RuntimeError, ValueError):
+                pass  # not connected to the broker: the will was never needed either
         client.loop_stop()
         client.disconnect()
     return 0

@@ -12,7 +12,6 @@ from lunanode.events import Events
 from lunanode.sensors import Sensors
 from lunanode.telecommand import Telecommands
 from lunanode.power import Power
-from lunanode.link import Link
 from lunanode.scheduler import Scheduler
 from lunanode.health import Health
 
@@ -37,7 +36,14 @@ class App:
         self.power = Power(self)
         self.sensors = Sensors(self)
         self.sensors.restore_seq(self.journal.next_seq)
-        self.link = Link(self)
+        if cfg["link"] == "uart":
+            from lunanode.uartlink import UartLink  # loaded by preload: only UART nodes have it
+
+            self.link = UartLink(self)
+        else:
+            from lunanode.link import Link
+
+            self.link = Link(self)
         self.sched = Scheduler(self)
         self.events.emit(defs.EVENT_BOOT, defs.SEVERITY_INFO, self.health.boots, self.health.reset_cause, "fw " + VERSION)
         if self.journal.torn:
@@ -88,7 +94,7 @@ def report_config_error(e, path):
 
         with open(path) as f:
             raw = json.loads(f.read())
-        if raw.get("board", "sim") == "sim" and raw["broker"]["host"]:
+        if raw.get("board", "sim") == "sim" and raw.get("link", "mqtt") == "mqtt" and raw["broker"]["host"]:
             asyncio.run(asyncio.wait_for_ms(_tell_ground(raw, e), 15000))
     except Exception as x:  # best effort: the console line above is the report
         log("could not report the config error to the broker: %r" % (x,))
@@ -146,15 +152,21 @@ def preload(path):
 
     board = "sim"
     sim = False
+    link = "mqtt"
     try:
         with open(path) as f:
             raw = json.loads(f.read())
         board = raw.get("board", "sim")
         sim = "sim" in raw
+        link = raw.get("link", "mqtt")
     except (OSError, ValueError, AttributeError):
         pass  # load_config reports it properly
     raw = None
     gc.collect()
+    if link == "uart":
+        import lunanode.uartlink  # never loaded by an MQTT node (and mqtt.py never by a UART node)
+    else:
+        import lunanode.link
     try:
         if board == "sim":
             import lunanode.board.sim

@@ -4,6 +4,7 @@
 import json
 
 BOARDS = ("esp32", "rp2", "sim")
+LINKS = ("mqtt", "uart")
 
 
 class ConfigError(ValueError):
@@ -15,7 +16,7 @@ class ConfigError(ValueError):
 # section -> {key: default}; a default of None means required
 _DEFAULTS = {
     "broker": {
-        "host": None,
+        "host": "",  # required with link "mqtt"
         "port": 1883,
         "user": "",
         "password": "",
@@ -29,6 +30,18 @@ _DEFAULTS = {
         "connect_timeout_ms": 10000,
     },
     "wifi": {"ssid": "", "password": "", "timeout_ms": 20000},
+    # link "uart": COBS frames to `lunabase gateway` (docs/hil.md); kept only for that link
+    "uart": {
+        "id": -1,  # -1: the board's default UART and pins (board/esp32.py, rp2.py)
+        "baud": 115200,
+        "tx": -1,
+        "rx": -1,
+        "path": "",  # unix port (sim board): tty path, or
+        "fd": -1,  # an inherited file descriptor
+        "max_frame": 1024,  # bytes of packets per frame, >= the largest packet
+        "rx_max": 512,  # largest telecommand frame (decoded)
+        "status_s": 10,  # status frame period (the gateway's liveness signal)
+    },
     "rates": {
         "hk_ms": 1000,
         "power_ms": 5000,
@@ -63,6 +76,10 @@ _DEFAULTS = {
 
 _LIMITS = {
     "broker.port": (1, 65535),
+    "uart.baud": (300, 4000000),
+    "uart.max_frame": (640, 16384),
+    "uart.rx_max": (128, 4096),
+    "uart.status_s": (1, 3600),
     "broker.keepalive": (0, 65535),
     "broker.window": (1, 32),
     "broker.max_msg": (64, 16384),
@@ -115,6 +132,10 @@ def validate(raw):
     if board not in BOARDS:
         raise ConfigError("board", "must be one of esp32, rp2, sim, got %r" % (board,))
     cfg["board"] = board
+    link = raw.get("link", "mqtt")
+    if link not in LINKS:
+        raise ConfigError("link", "must be mqtt or uart, got %r" % (link,))
+    cfg["link"] = link
     key = raw.get("key")
     if not isinstance(key, str):
         raise ConfigError("key", "missing: the node's telecommand key as hex (at least 32 hex digits)")
@@ -166,15 +187,25 @@ def validate(raw):
     j = cfg["journal"]
     if j["segment_bytes"] < b["max_msg"]:
         raise ConfigError("journal.segment_bytes", "must be >= broker.max_msg")
-    if board != "sim" and not cfg["wifi"]["ssid"]:
-        raise ConfigError("wifi.ssid", "missing: board %s needs WiFi" % board)
+    if link == "mqtt":
+        if not b["host"]:
+            raise ConfigError("broker.host", "missing (required)")
+        if board != "sim" and not cfg["wifi"]["ssid"]:
+            raise ConfigError("wifi.ssid", "missing: board %s needs WiFi" % board)
+        del cfg["uart"]  # an MQTT node does not keep the section (heap)
+    else:
+        u = cfg["uart"]
+        if board == "sim" and not u["path"] and u["fd"] < 0:
+            raise ConfigError("uart.path", "missing: the sim board needs uart.path or uart.fd")
+        if j["segment_bytes"] < u["max_frame"]:
+            raise ConfigError("journal.segment_bytes", "must be >= uart.max_frame")
     sim = raw.get("sim")
     if sim is not None:
         if not isinstance(sim, dict) or not isinstance(sim.get("host"), str) or not _num(sim.get("port")):
             raise ConfigError("sim", 'must be {"host": "...", "port": N}')
         sim = {"host": sim["host"], "port": int(sim["port"])}
     cfg["sim"] = sim
-    known = ("node", "site", "board", "key", "sim") + tuple(_DEFAULTS)
+    known = ("node", "site", "board", "link", "key", "sim") + tuple(_DEFAULTS)
     for k in raw:
         if k not in known and not k.startswith("_"):
             raise ConfigError(k, "unknown field (typo?)")

@@ -18,6 +18,9 @@ class Board(HwBoard):
         "bat_i": 32,
         "sol_i": 33,
         "wdt_max_ms": 600000,
+        "uart_id": 2,  # UART link (config "link": "uart"): UART2 on GPIO17 (TX) / GPIO16 (RX)
+        "uart_tx": 17,
+        "uart_rx": 16,
     }
     ADC_VREF_MV = 3300  # ADC.ATTN_11DB: full scale about 3.3 V (uncalibrated)
 

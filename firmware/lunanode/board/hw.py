@@ -120,6 +120,7 @@ class HwBoard:
         self.wdt = None
         self.wdt_armed = False
         self.wlan = None
+        self.uart = None
         p = self.PINS
         self.i2c = machine.I2C(p["i2c_id"], scl=machine.Pin(p["scl"]), sda=machine.Pin(p["sda"]), freq=400000)
         self.bme = self._try(lambda: Bme280(self.i2c))
@@ -188,6 +189,17 @@ class HwBoard:
 
     def reset(self):
         machine.reset()
+
+    def open_uart(self, u):
+        # the UART link's port (config "link": "uart"); -1 = the board's default id/pins
+        if self.uart is None:
+            p = self.PINS
+            i = u["id"] if u["id"] >= 0 else p["uart_id"]
+            tx = u["tx"] if u["tx"] >= 0 else p["uart_tx"]
+            rx = u["rx"] if u["rx"] >= 0 else p["uart_rx"]
+            self.uart = machine.UART(i, baudrate=u["baud"], tx=machine.Pin(tx), rx=machine.Pin(rx),
+                                     rxbuf=max(256, u["rx_max"] * 2), timeout=0)
+        return self.uart
 
     def wdt_start(self, ms):
         self.wdt = machine.WDT(timeout=min(ms, self.PINS.get("wdt_max_ms", ms)))

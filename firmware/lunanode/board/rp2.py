@@ -17,6 +17,9 @@ class Board(HwBoard):
         "bat_i": 28,
         "sol_i": None,
         "wdt_max_ms": 8388,  # RP2040 watchdog limit
+        "uart_id": 0,  # UART link (config "link": "uart"): UART0 on GP0 (TX) / GP1 (RX)
+        "uart_tx": 0,
+        "uart_rx": 1,
     }
     ADC_VREF_MV = 3300
 
