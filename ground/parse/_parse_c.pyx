@@ -24,7 +24,8 @@ skipped whole, byte-by-byte resync with one range per run of garbage):
   four packets per step, headers compared at once, four CRCs together, each packet
   decoded from one 64-byte load with the plan held in registers.  It stops at the first
   group that is not a clean run and the scanner above takes over, so every rule (and
-  every rejection) stays in one place.
+  every rejection) stays in one place.  With AVX2 only (and for the layouts the AVX-512
+  kernel leaves), the same loop runs around the AVX2 quad decoder.
 
 Values are ``raw * scale + add`` in float64 exactly as the pure twin computes them:
 integers become doubles exactly through the exponent bits of 2^52, and setup.py builds
@@ -247,6 +248,72 @@ cdef extern from *:
         }
     }
     static int lb_have_avx2(void) { return __builtin_cpu_supports("avx2") ? 1 : 0; }
+
+    /* The AVX2 run kernel: the AVX-512 one's loop (a run of one integer layout, four
+       packets per step, headers compared at once, four CRCs together, constant columns
+       stored once per group) around the quad decoder above, inlined.  For CPUs without
+       AVX-512 VBMI, and layouts the AVX-512 kernel cannot take (longer than 64 bytes,
+       more than 24 fields).  hdr as in lb_run (first word and length field). */
+    __attribute__((target("avx2"))) static Py_ssize_t
+    lb_run_avx2(const lb_quad* qd, int nq, uint64_t hdr, Py_ssize_t t, int nc, const uint8_t* b,
+                Py_ssize_t p, Py_ssize_t n, int64_t offbase, Py_ssize_t i0, uint16_t* apid_o,
+                uint16_t* seq_o, int64_t* ticks_o, int64_t* off_o, int32_t* len_o, Py_ssize_t* rows_o,
+                double* vals) {
+        const uint64_t hmask = 0x0000FFFF0000FFFFULL;
+        const uint16_t apid = (uint16_t)(((hdr & 0xFF) << 8 | ((hdr >> 8) & 0xFF)) & 0x7FF);
+        const __m128i apid4 = _mm_set1_epi16((short)apid), len4 = _mm_set1_epi32((int)t);
+        const __m256i step4 = _mm256_setr_epi64x(0, 1, 2, 3), offs4 = _mm256_setr_epi64x(0, t, 2 * t, 3 * t);
+        const __m256i expo = _mm256_set1_epi64x(0x4330000000000000LL);
+        Py_ssize_t m = 0;
+        while (n - p >= 4 * t) {
+            const uint8_t* q = b + p;
+            uint64_t h0, h1, h2, h3;
+            uint16_t crc[4];
+            memcpy(&h0, q, 8); memcpy(&h1, q + t, 8); memcpy(&h2, q + 2 * t, 8); memcpy(&h3, q + 3 * t, 8);
+            if (((h0 & hmask) ^ hdr) | ((h1 & hmask) ^ hdr) | ((h2 & hmask) ^ hdr) | ((h3 & hmask) ^ hdr))
+                break;
+            lb_crc16x4(q, t, crc);
+            if (crc[0] | crc[1] | crc[2] | crc[3])
+                break;
+            for (int h = 0; h < 4; h++) {
+                const uint8_t* pk = q + h * t;
+                double* out = vals + m * nc;
+                for (int i = 0; i < nq; i++) {
+                    __m256i c = _mm256_inserti128_si256(
+                        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(pk + qd[i].chunk[0]))),
+                        _mm_loadu_si128((const __m128i*)(pk + qd[i].chunk[1])), 1);
+                    __m256i x = _mm256_shuffle_epi8(c, _mm256_load_si256((const __m256i*)qd[i].shuf));
+                    x = _mm256_or_si256(_mm256_xor_si256(x, _mm256_load_si256((const __m256i*)qd[i].sbit)), expo);
+                    __m256d d = _mm256_sub_pd(_mm256_castsi256_pd(x), _mm256_load_pd(qd[i].bias));
+                    d = _mm256_add_pd(_mm256_mul_pd(d, _mm256_load_pd(qd[i].scale)), _mm256_load_pd(qd[i].add));
+                    if (qd[i].ncols == 4) {
+                        _mm256_storeu_pd(out + qd[i].col, d);
+                    } else {
+                        __m128d lo = _mm256_castpd256_pd128(d);
+                        if (qd[i].ncols == 1) {
+                            _mm_store_sd(out + qd[i].col, lo);
+                        } else {
+                            _mm_storeu_pd(out + qd[i].col, lo);
+                            if (qd[i].ncols == 3) _mm_store_sd(out + qd[i].col + 2, _mm256_extractf128_pd(d, 1));
+                        }
+                    }
+                }
+                uint16_t sq; uint64_t tk;
+                memcpy(&sq, pk + 2, 2); memcpy(&tk, pk + 4, 8);
+                seq_o[m] = (uint16_t)(LB_BSWAP16(sq) & 0x3FFF);
+                ticks_o[m] = (int64_t)(LB_BSWAP64(tk) & 0xFFFFFFFFFFFFULL);
+                m++;
+            }
+            _mm_storel_epi64((__m128i*)(apid_o + m - 4), apid4);
+            _mm_storeu_si128((__m128i*)(len_o + m - 4), len4);
+            _mm256_storeu_si256((__m256i*)(rows_o + m - 4),
+                                _mm256_add_epi64(_mm256_set1_epi64x((int64_t)(i0 + m - 4)), step4));
+            _mm256_storeu_si256((__m256i*)(off_o + m - 4),
+                                _mm256_add_epi64(_mm256_set1_epi64x(offbase + p), offs4));
+            p += 4 * t;
+        }
+        return m;
+    }
     #else
     typedef struct {
         uint8_t shuf[32]; uint64_t sbit[4]; double bias[4]; double scale[4]; double add[4];
@@ -256,6 +323,14 @@ cdef extern from *:
         (void)pk; (void)out; (void)q; (void)n;
     }
     static int lb_have_avx2(void) { return 0; }
+    static Py_ssize_t lb_run_avx2(const lb_quad* qd, int nq, uint64_t hdr, Py_ssize_t t, int nc, const uint8_t* b,
+                Py_ssize_t p, Py_ssize_t n, int64_t offbase, Py_ssize_t i0, uint16_t* apid_o,
+                uint16_t* seq_o, int64_t* ticks_o, int64_t* off_o, int32_t* len_o, Py_ssize_t* rows_o,
+                double* vals) {
+        (void)qd; (void)nq; (void)hdr; (void)t; (void)nc; (void)b; (void)p; (void)n; (void)offbase; (void)i0;
+        (void)apid_o; (void)seq_o; (void)ticks_o; (void)off_o; (void)len_o; (void)rows_o; (void)vals;
+        return 0;
+    }
     static void lb_decode_pairs_ssse3(const uint8_t* pk, double* out, const lb_pair* pr, int n) {
         (void)pk; (void)out; (void)pr; (void)n;
     }
@@ -284,6 +359,10 @@ cdef extern from *:
         int32_t ncols
     void lb_decode_quads_avx2(const uint8_t* pk, double* out, const lb_quad* q, int n) nogil
     int lb_have_avx2() nogil
+    Py_ssize_t lb_run_avx2(const lb_quad* qd, int nq, uint64_t hdr, Py_ssize_t t, int nc, const uint8_t* b,
+                           Py_ssize_t p, Py_ssize_t n, int64_t offbase, Py_ssize_t i0, uint16_t* apid_o,
+                           uint16_t* seq_o, int64_t* ticks_o, int64_t* off_o, int32_t* len_o, Py_ssize_t* rows_o,
+                           double* vals) nogil
 
 
 cdef extern from *:
@@ -889,6 +968,12 @@ cdef class Parser:
         cdef uint16_t w0, lenf
         memset(r, 0, sizeof(lb_run))
         self.lay_run[li] = 0
+        w0 = 0x0800 | lay.apid  # version 0, TM, secondary header
+        lenf = lay.length - 7
+        r.hdr = ((<uint64_t>(w0 >> 8)) | (<uint64_t>(w0 & 0xFF) << 8)
+                 | (<uint64_t>(lenf >> 8) << 32) | (<uint64_t>(lenf & 0xFF) << 40))
+        r.total = lay.length
+        r.ncols = n
         if (self.lay_generic[li] or lay.samples is not None or n == 0 or n > 24
                 or lay.length > 64 or lay.length > self.max_length):
             return
@@ -913,13 +998,7 @@ cdef class Parser:
                 full[v] = 1
         r.nvec = (n + 7) // 8
         r.shape = 8 * r.nvec + full[0] + 2 * full[1] + 4 * full[2]
-        r.ncols = n
-        r.total = lay.length
         r.lastmask = (1 << (n - 8 * (r.nvec - 1))) - 1
-        w0 = 0x0800 | lay.apid  # version 0, TM, secondary header
-        lenf = lay.length - 7
-        r.hdr = ((<uint64_t>(w0 >> 8)) | (<uint64_t>(w0 & 0xFF) << 8)
-                 | (<uint64_t>(lenf >> 8) << 32) | (<uint64_t>(lenf & 0xFF) << 40))
         self.lay_run[li] = 1
 
     cdef void _plan_quads(self, int li, int first):
@@ -1129,14 +1208,22 @@ cdef class Parser:
         # the next packet; after it stops, the scalar scan handles the group it stopped
         # at (run_block) before it is tried again
         cdef bint use_run = _simd == 3
-        cdef int run_li = -1
+        cdef bint use_run2 = _simd >= 2
+        cdef int run_li = -1, run_kind = 0
         cdef Py_ssize_t run_block = 0, m
         while p < n:
             if run_li >= 0 and p >= run_block and bad_start < 0:
                 k = cnt_o[run_li]
-                m = lb_run_avx512(self.runs + run_li, b, p, n, base, count, apid_o + count, seq_o + count,
-                                  ticks_o + count, off_o + count, len_o + count,
-                                  <Py_ssize_t*>rows_o[run_li] + k, vals_o[run_li] + k * self.lay_nnum[run_li])
+                if run_kind == 1:
+                    m = lb_run_avx512(self.runs + run_li, b, p, n, base, count, apid_o + count, seq_o + count,
+                                      ticks_o + count, off_o + count, len_o + count,
+                                      <Py_ssize_t*>rows_o[run_li] + k, vals_o[run_li] + k * self.lay_nnum[run_li])
+                else:
+                    m = lb_run_avx2(self.quads + self.lay_quad0[run_li], self.lay_nquads[run_li],
+                                    self.runs[run_li].hdr, self.lay_len[run_li], self.lay_nnum[run_li],
+                                    b, p, n, base, count, apid_o + count, seq_o + count,
+                                    ticks_o + count, off_o + count, len_o + count,
+                                    <Py_ssize_t*>rows_o[run_li] + k, vals_o[run_li] + k * self.lay_nnum[run_li])
                 count += m
                 self.run_packets += m
                 cnt_o[run_li] = k + m
@@ -1221,7 +1308,14 @@ cdef class Parser:
                             else:
                                 _swap16(samp_o[li] + k * self.lay_s_n[li], pk + self.lay_s_off[li], self.lay_s_n[li])
                         p += total
-                        run_li = li if use_run and self.lay_run[li] else -1
+                        if use_run and self.lay_run[li]:
+                            run_li = li
+                            run_kind = 1
+                        elif use_run2 and self.lay_nquads[li] and samp_o[li] == NULL:
+                            run_li = li
+                            run_kind = 2
+                        else:
+                            run_li = -1
                         continue
             if whole:
                 if bad_start >= 0:

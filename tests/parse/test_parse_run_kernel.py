@@ -1,8 +1,9 @@
-"""The AVX-512 run kernel (runs of small packets of one APID, four at a time) against the
-pure twin: bit-identical on clean runs, on runs broken at every position of a group of
-four (bad CRC, another APID, garbage, a cut end) and on layouts at its limits (64-byte
-packets, 24 columns, one column, a 15-byte packet), in payload and stream mode.  On a
-CPU without AVX-512 VBMI the kernel does not exist and these tests skip visibly."""
+"""The run kernels (runs of packets of one APID, four at a time: AVX-512 VBMI for small
+layouts, AVX2 for the others) against the pure twin: bit-identical on clean runs, on
+runs broken at every position of a group of four (bad CRC, another APID, garbage, a cut
+end) and on layouts at their limits (64-byte packets, 24 columns, one column, a 15-byte
+packet, 25 columns, 70 bytes), in payload and stream mode.  A kernel this CPU cannot run
+is skipped visibly."""
 
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ from wire.dictionary import load, parse
 
 _parse_c = pytest.importorskip("ground.parse._parse_c")
 
-pytestmark = pytest.mark.skipif("avx512" not in _parse_c.SIMD_LEVELS,
-                                reason="this CPU has no AVX-512 VBMI: the run kernel is not used here")
 
 # 24 integer fields of every type filling a 64-byte packet exactly; 9 columns (a second
 # vector with one lane); one column in a 15-byte packet; and layouts the kernel must
@@ -87,10 +86,20 @@ def test_custom_layout_lengths():
     assert _length(CUSTOM, 0x022) == 15 and _length(CUSTOM, 0x025) == 70
 
 
-@pytest.fixture(autouse=True)
-def avx512():
-    prev = _parse_c.set_simd("avx512")
-    yield
+# layouts each kernel takes: AVX-512 needs <= 64 bytes and <= 24 integer fields; AVX2
+# needs >= 16 bytes (its 16-byte windows) and integer fields; neither takes f32 or samples
+TAKES = {
+    "avx512": {0x001, 0x002, 0x003, 0x004, 0x006, 0x007, 0x020, 0x021, 0x022},
+    "avx2": {0x001, 0x002, 0x003, 0x004, 0x006, 0x007, 0x020, 0x021, 0x024, 0x025},
+}
+
+
+@pytest.fixture(autouse=True, params=["avx512", "avx2"])
+def level(request):
+    if request.param not in _parse_c.SIMD_LEVELS:
+        pytest.skip(f"this CPU cannot run the {request.param} run kernel")
+    prev = _parse_c.set_simd(request.param)
+    yield request.param
     _parse_c.set_simd(prev)
 
 
@@ -101,6 +110,7 @@ def _run(d, apid: int, n: int, rnd: random.Random, seq0: int = 0) -> list[bytes]
 
 
 def _check(d, data: bytes) -> gp.ParseResult:
+    level = _parse_c.simd()
     ref = gp.PyParser(d).parse(data)
     got_parser = gp.CParser(d)
     got = got_parser.parse(data)
@@ -109,7 +119,7 @@ def _check(d, data: bytes) -> gp.ParseResult:
     for lv in _parse_c.SIMD_LEVELS:  # every other decoder agrees too
         _parse_c.set_simd(lv)
         assert_same(gp.CParser(d).parse(data), ref)
-    _parse_c.set_simd("avx512")
+    _parse_c.set_simd(level)
     return got
 
 
@@ -124,11 +134,13 @@ def test_clean_hk_run_goes_through_the_kernel():
     _check(SHIPPED, data)
 
 
-def test_scalar_decoder_never_uses_the_kernel():
+def test_scalar_decoders_never_use_a_kernel():
     data = b"".join(_run(SHIPPED, 0x001, 50, random.Random(2)))
-    _parse_c.set_simd("avx2")
-    p = gp.CParser()
-    assert p.parse(data).count == 50 and p.run_packets == 0
+    for lv in ("ssse3", "scalar"):
+        if lv in _parse_c.SIMD_LEVELS:
+            _parse_c.set_simd(lv)
+            p = gp.CParser()
+            assert p.parse(data).count == 50 and p.run_packets == 0
 
 
 @pytest.mark.parametrize("apid", [0x001, 0x002, 0x003, 0x004, 0x006, 0x007])
@@ -157,13 +169,14 @@ def test_run_broken_at_every_position(apid, where, fault):
 
 
 @pytest.mark.parametrize("apid", [0x020, 0x021, 0x022, 0x023, 0x024, 0x025])
-def test_custom_layouts_at_the_kernel_limits(apid):
+def test_custom_layouts_at_the_kernel_limits(apid, level):
     rnd = random.Random(apid)
     data = b"".join(_run(CUSTOM, apid, 40, rnd))
     p = gp.CParser(CUSTOM)
     assert p.parse(data).count == 40
-    # f32 fields, 25 columns and 70-byte packets stay with the scanner
-    assert (p.run_packets > 0) == (apid in (0x020, 0x021, 0x022))
+    # at the avx512 level, the AVX2 kernel takes what the AVX-512 one leaves
+    takes = TAKES[level] | (TAKES["avx2"] if level == "avx512" else set())
+    assert (p.run_packets > 0) == (apid in takes), p.run_packets
     _check(CUSTOM, data)
     # every value reaches its column: row 0 decoded by hand with the dictionary's formats
     t = gp.CParser(CUSTOM).parse(data).tables[apid]
