@@ -70,6 +70,7 @@ class Node:
         (self.dir / "config.json").write_text(json.dumps(cfg))
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir / "node.log"
+        self.pass_fds: tuple[int, ...] = ()  # inherited by the VM (a UART link's pty, config uart.fd)
 
     @property
     def env(self) -> dict:
@@ -80,6 +81,7 @@ class Node:
             self.proc = subprocess.Popen(
                 [self.micropython, "-X", f"heapsize={self.heap}", str(self.image / "main.py")],
                 cwd=self.dir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=self.pass_fds,
             )
         return self
 
