@@ -238,3 +238,30 @@ def test_frames_written_by_micropython_reach_the_gateway(tmp_path: Path, micropy
     assert res.count == 5 and not res.rejected
     assert [int(x) for x in res.seq] == [0, 1, 2, 3, 4]
     assert gw.stats.rejected["cobs"] == 1  # the boot noise before the first delimiter
+
+
+def test_status_frames_published_retained_and_offline_on_silence(tmp_path: Path) -> None:
+    """A node's status frame (JSON, first byte '{') goes to the status publisher verbatim; a
+    malformed one is counted; silence for offline_after publishes the node offline for it."""
+    import json
+
+    link = tmp_path / "ttySTATUS"
+    m, s = _pty(link)
+    statuses: list[bytes] = []
+    gw = Gateway(str(link), "moon", "n03", lambda t, p: None, publish_status=lambda t, p: statuses.append(p),
+                 offline_after=1.0)  # fmt: skip
+    try:
+        gw.start()
+        assert gw.connected.wait(10)
+        st = {"state": "online", "mode": "DAY", "boot": 4, "link": "uart"}
+        os.write(m, b"\x00" + frame_packets(json.dumps(st).encode()) + frame_packets(b"{not json"))
+        wait(lambda: statuses, what="the status frame")
+        assert json.loads(statuses[0]) == st and gw.online
+        wait(lambda: len(statuses) == 2, what="offline after 1 s of silence")
+        off = json.loads(statuses[1])
+        assert off["state"] == "offline" and off["via"] == "gateway" and off["boot"] == 4, off
+        assert gw.stats.rejected["bad_status"] == 1 and gw.stats.statuses == 1 and gw.stats.offline == 1
+    finally:
+        gw.stop()
+        os.close(m)
+        os.close(s)
