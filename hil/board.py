@@ -17,7 +17,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -79,6 +81,9 @@ class Board:
         self._expect_pos = 0
         self._lock = self.repl.lock
         self.virtual: Any = None  # the VirtualBoard behind the port, when there is one
+        self.url = getattr(ser, "port", "") or name  # what reopen() opens again
+        self.baudrate = getattr(ser, "baudrate", 115200)
+        self.reopens = 0  # times the port was reopened after it disappeared
 
     @classmethod
     def open(cls, url: str, baudrate: int = 115200, log_path: str | Path | None = None) -> "Board":
@@ -87,7 +92,55 @@ class Board:
             ser = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05, write_timeout=10)
         except serial.SerialException as e:
             raise BoardError(f"cannot open {url}: {e}") from None
-        return cls(ser, log_path=log_path, name=url)
+        b = cls(ser, log_path=log_path, name=url)
+        b.url, b.baudrate = url, baudrate
+        return b
+
+    def _port_gone(self) -> bool:
+        """True when the port has disappeared (native USB re-enumerating, cable pulled)."""
+        if "://" not in self.url and not os.path.exists(self.url):
+            return True
+        try:
+            if not self.ser.in_waiting and hasattr(self.ser, "fileno"):
+                # a hung-up / vanished tty selects readable and reads nothing: pyserial raises
+                r, _, _ = select.select([self.ser.fileno()], [], [], 0)
+                if r:
+                    data = self.ser.read(1)
+                    self._on_read(data)
+                    self.repl._rbuf += data
+        except (serial.SerialException, OSError, TypeError, ValueError, AttributeError):
+            return True
+        return False
+
+    def reopen(self, timeout: float = 20.0) -> None:
+        """Close the port and open `url` again, retrying until `timeout` s: a board with native
+        USB (Pico W, ESP32-S3) re-enumerates on a hard reset, so its device goes away and comes
+        back (use the /dev/serial/by-id/ name: the ttyACM number may change).  BoardError when it
+        does not come back."""
+        with self._lock:
+            try:
+                self.ser.close()
+            except Exception:
+                pass
+            deadline = time.monotonic() + timeout
+            last: Exception | None = None
+            while True:
+                try:
+                    ser = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05, write_timeout=10)
+                    break
+                except (serial.SerialException, OSError) as e:
+                    last = e
+                if time.monotonic() > deadline:
+                    raise BoardError(
+                        f"{self.url} did not come back within {timeout:g} s after the board reset "
+                        f"(native USB re-enumerates: is the cable in, is it the /dev/serial/by-id/ name?): {last}"
+                    )
+                time.sleep(0.1)
+            self.ser = ser
+            self.repl.ser = ser
+            self.repl.in_raw = False
+            self.repl._rbuf.clear()
+            self.reopens += 1
 
     def close(self) -> None:
         """Leave the raw REPL (so main.py keeps the port's friendly REPL) and close the port."""
@@ -264,13 +317,24 @@ class Board:
             self.ser.write(b"\x04")
             self.repl.read_until(b"soft reboot\r\n", timeout, "soft reboot")
 
-    def hard_reset(self) -> None:
-        """machine.reset() (a real board reboots, USB ports may re-enumerate)."""
+    def hard_reset(self, settle: float = 1.5, reopen_timeout: float = 20.0) -> bool:
+        """machine.reset(); when the port disappears within `settle` s (a native-USB board
+        re-enumerating), it is reopened (retried for `reopen_timeout` s, then BoardError).
+        Returns True when the port was reopened."""
         with self._lock:
             if not self.repl.in_raw:
                 self.repl.enter()
             self.ser.write(b"import machine\nmachine.reset()\x04")
             self.repl.in_raw = False
+            self._expect_pos = len(self.log)
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._port_gone():
+                    self.reopen(reopen_timeout)
+                    return True
+            time.sleep(0.05)
+        return False
 
     def poll(self) -> None:
         """Move whatever the board printed into the log (call while main.py runs)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,9 +119,15 @@ class HilNode:
         if vb is not None:
             self.board.repl.in_raw = False
             self.board._expect_pos = len(self.board.log)
+            n = vb.reenumerations
             vb.power_cycle()
+            if vb.reenumerate:  # like native USB: the port went away and came back
+                deadline = time.monotonic() + 20
+                while vb.reenumerations == n and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.board.reopen()
         else:
-            self.board.hard_reset()
+            self.board.hard_reset()  # reopens the port when the board re-enumerates
 
     # sensors (sim board)
     def _need_bus(self) -> SensorBus:

@@ -46,6 +46,7 @@ log = logging.getLogger("hil.virtual_board")
 
 MARKER = b"\x00VB-READY\x00"
 HOST_STALL_S = 2.0  # how long output waits for a host that does not read before it is dropped
+REENUMERATE_S = 0.5  # how long a re-enumerating board's port is gone after a hard reset
 EXIT_HARD_RESET = 99  # exit status of machine.reset() in the VM: boot as from power-on
 
 # machine.py shadowing the unix port's (extensible) machine module inside the VM
@@ -159,8 +160,15 @@ class VirtualBoard:
         micropython: str | None = None,
         heapsize: str = "1M",
         log_path: str | Path | None = None,
+        reenumerate: bool = False,
     ) -> None:
+        # reenumerate: behave like a native-USB board (Pico W, ESP32-S3): `port` is a stable
+        # symlink (as /dev/serial/by-id/...) to the pty; a hard reset (machine.reset(),
+        # power_cycle()) closes the pty, removes the link, and a moment later creates a new pty
+        # and the link again, so a client must reopen the port (hil.Board.hard_reset does)
         self.dir = Path(directory).resolve()
+        self.reenumerate = reenumerate
+        self.reenumerations = 0
         self.dir.mkdir(parents=True, exist_ok=True)
         self.micropython = micropython or find_micropython()
         self.heapsize = heapsize
@@ -187,13 +195,40 @@ class VirtualBoard:
         self.port = ""
 
     # --- lifecycle ------------------------------------------------------------------
-    def start(self) -> "VirtualBoard":
-        """Open the host pty, boot the VM, start the bridge; returns self."""
+    def _open_host(self) -> None:
         self._host_master, self._host_slave = os.openpty()
         _set_raw(self._host_slave)
         # we keep the slave open so the master never sees EIO between clients
-        self.port = os.ttyname(self._host_slave)
         os.set_blocking(self._host_master, False)
+        self.port = os.ttyname(self._host_slave)
+        if self.reenumerate:
+            link = Path(self._tmp.name) / "usb-MicroPython_Virtual_Board-if00"
+            tmp = link.with_suffix(".new")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(self.port)
+            tmp.replace(link)  # like udev re-pointing /dev/serial/by-id/... after enumeration
+            self.port = str(link)
+
+    def _close_host(self) -> None:
+        for fd in (self._host_master, self._host_slave):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._host_master = self._host_slave = -1
+
+    def _reenumerate(self) -> None:
+        # the USB device goes away (clients read EIO) and comes back as a new tty
+        self._close_host()
+        Path(self.port).unlink(missing_ok=True)
+        time.sleep(REENUMERATE_S)
+        self._open_host()
+        self.reenumerations += 1
+
+    def start(self) -> "VirtualBoard":
+        """Open the host pty, boot the VM, start the bridge; returns self."""
+        self._open_host()
         self.hard_boots = 1
         self._spawn(run_main=True)
         self._thread = threading.Thread(target=self._bridge, name=f"vboard {self.port}", daemon=True)
@@ -206,13 +241,7 @@ class VirtualBoard:
         if self._thread:
             self._thread.join(timeout=10)
         self._kill_vm()
-        for fd in (self._host_master, self._host_slave):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._host_master = self._host_slave = -1
+        self._close_host()
         self._log.close()
         self._tmp.cleanup()
 
@@ -441,6 +470,8 @@ class VirtualBoard:
             self._mode = "friendly"
             self._pending_in = b""
             self.hard_boots += 1
+            if self.reenumerate:
+                self._reenumerate()
             self._spawn(run_main=True)
 
     def _bridge(self) -> None:
