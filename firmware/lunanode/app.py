@@ -36,7 +36,7 @@ class App:
         self.power = Power(self)
         self.sensors = Sensors(self)
         self.sensors.restore_seq(self.journal.next_seq)
-        if cfg["link"] == "uart":
+        if "uart" in cfg:
             from lunanode.uartlink import UartLink  # loaded by preload: only UART nodes have it
 
             self.link = UartLink(self)
@@ -137,9 +137,11 @@ def load_config(path):
         err = e
     finally:
         del sys.modules["lunanode.config"]
+        sys.modules.pop("lunanode.uartcfg", None)  # the uart section's names (UART nodes)
         import lunanode
 
         lunanode.__dict__.pop("config", None)  # the package keeps its submodules too
+        lunanode.__dict__.pop("uartcfg", None)
         gc.collect()
     report_config_error(err, path)
     sys.exit(78)  # EX_CONFIG

@@ -30,18 +30,6 @@ _DEFAULTS = {
         "connect_timeout_ms": 10000,
     },
     "wifi": {"ssid": "", "password": "", "timeout_ms": 20000},
-    # link "uart": COBS frames to `lunabase gateway` (docs/hil.md); kept only for that link
-    "uart": {
-        "id": -1,  # -1: the board's default UART and pins (board/esp32.py, rp2.py)
-        "baud": 115200,
-        "tx": -1,
-        "rx": -1,
-        "path": "",  # unix port (sim board): tty path, or
-        "fd": -1,  # an inherited file descriptor
-        "max_frame": 1024,  # bytes of packets per frame, >= the largest packet
-        "rx_max": 512,  # largest telecommand frame (decoded)
-        "status_s": 10,  # status frame period (the gateway's liveness signal)
-    },
     "rates": {
         "hk_ms": 1000,
         "power_ms": 5000,
@@ -76,10 +64,6 @@ _DEFAULTS = {
 
 _LIMITS = {
     "broker.port": (1, 65535),
-    "uart.baud": (300, 4000000),
-    "uart.max_frame": (640, 16384),
-    "uart.rx_max": (128, 4096),
-    "uart.status_s": (1, 3600),
     "broker.keepalive": (0, 65535),
     "broker.window": (1, 32),
     "broker.max_msg": (64, 16384),
@@ -118,6 +102,40 @@ def _check_id(field, v):
             raise ConfigError(field, "use only a-z 0-9 _ -, got %r" % (v,))
 
 
+def _section(sect, defaults, given, limits):
+    # one config section: defaults filled in, types and limits checked
+    if not isinstance(given, dict):
+        raise ConfigError(sect, "must be an object")
+    out = {}
+    for k, d in defaults.items():
+        f = sect + "." + k
+        v = given.get(k, d)
+        if v is None:
+            raise ConfigError(f, "missing (required)")
+        if isinstance(d, bool):
+            if not isinstance(v, bool):
+                raise ConfigError(f, "must be true or false, got %r" % (v,))
+        elif isinstance(d, int):
+            if not _num(v) or int(v) != v:
+                raise ConfigError(f, "must be an integer, got %r" % (v,))
+            v = int(v)
+        elif isinstance(d, float):
+            if not _num(v):
+                raise ConfigError(f, "must be a number, got %r" % (v,))
+            v = float(v)
+        elif d is None or isinstance(d, str):
+            if not isinstance(v, str):
+                raise ConfigError(f, "must be a string, got %r" % (v,))
+        lim = limits.get(f)
+        if lim and isinstance(v, (int, float)) and not lim[0] <= v <= lim[1]:
+            raise ConfigError(f, "must be in %d..%d, got %r" % (lim[0], lim[1], v))
+        out[k] = v
+    for k in given:
+        if k not in defaults:
+            raise ConfigError(sect + "." + k, "unknown field (typo?)")
+    return out
+
+
 def validate(raw):
     # -> a plain dict with every default filled in; raises ConfigError
     if not isinstance(raw, dict):
@@ -135,7 +153,7 @@ def validate(raw):
     link = raw.get("link", "mqtt")
     if link not in LINKS:
         raise ConfigError("link", "must be mqtt or uart, got %r" % (link,))
-    cfg["link"] = link
+    # the link is told by cfg["uart"]: present only on a UART node (no extra entry for MQTT)
     key = raw.get("key")
     if not isinstance(key, str):
         raise ConfigError("key", "missing: the node's telecommand key as hex (at least 32 hex digits)")
@@ -147,37 +165,13 @@ def validate(raw):
         raise ConfigError("key", "must be at least 16 bytes (32 hex digits), got %d" % len(kb))
     cfg["key"] = kb
     for sect, defaults in _DEFAULTS.items():
-        given = raw.get(sect, {})
-        if not isinstance(given, dict):
-            raise ConfigError(sect, "must be an object")
-        out = {}
-        for k, d in defaults.items():
-            f = sect + "." + k
-            v = given.get(k, d)
-            if v is None:
-                raise ConfigError(f, "missing (required)")
-            if isinstance(d, bool):
-                if not isinstance(v, bool):
-                    raise ConfigError(f, "must be true or false, got %r" % (v,))
-            elif isinstance(d, int):
-                if not _num(v) or int(v) != v:
-                    raise ConfigError(f, "must be an integer, got %r" % (v,))
-                v = int(v)
-            elif isinstance(d, float):
-                if not _num(v):
-                    raise ConfigError(f, "must be a number, got %r" % (v,))
-                v = float(v)
-            elif d is None or isinstance(d, str):
-                if not isinstance(v, str):
-                    raise ConfigError(f, "must be a string, got %r" % (v,))
-            lim = _LIMITS.get(f)
-            if lim and isinstance(v, (int, float)) and not lim[0] <= v <= lim[1]:
-                raise ConfigError(f, "must be in %d..%d, got %r" % (lim[0], lim[1], v))
-            out[k] = v
-        for k in given:
-            if k not in defaults:
-                raise ConfigError(sect + "." + k, "unknown field (typo?)")
-        cfg[sect] = out
+        cfg[sect] = _section(sect, defaults, raw.get(sect, {}), _LIMITS)
+    if link == "uart":
+        # the uart section's names live in their own module: only a UART node interns them
+        # (loaded qstrs stay in RAM for good; MQTT nodes on a 100 KB heap keep that margin)
+        from lunanode import uartcfg
+
+        cfg["uart"] = _section("uart", uartcfg.DEFAULTS, raw.get("uart", {}), uartcfg.LIMITS)
     p = cfg["power"]
     if p["emergency_soc"] >= p["night_soc"]:
         raise ConfigError("power.emergency_soc", "must be below power.night_soc")
@@ -192,7 +186,6 @@ def validate(raw):
             raise ConfigError("broker.host", "missing (required)")
         if board != "sim" and not cfg["wifi"]["ssid"]:
             raise ConfigError("wifi.ssid", "missing: board %s needs WiFi" % board)
-        del cfg["uart"]  # an MQTT node does not keep the section (heap)
     else:
         u = cfg["uart"]
         if board == "sim" and not u["path"] and u["fd"] < 0:
@@ -205,7 +198,8 @@ def validate(raw):
             raise ConfigError("sim", 'must be {"host": "...", "port": N}')
         sim = {"host": sim["host"], "port": int(sim["port"])}
     cfg["sim"] = sim
-    known = ("node", "site", "board", "link", "key", "sim") + tuple(_DEFAULTS)
+    # "uart" is accepted (and ignored) on an MQTT node: config.example.json shows every field
+    known = ("node", "site", "board", "link", "key", "sim", "uart") + tuple(_DEFAULTS)
     for k in raw:
         if k not in known and not k.startswith("_"):
             raise ConfigError(k, "unknown field (typo?)")

@@ -165,13 +165,37 @@ class UartLink:
 
     # -- main loop -------------------------------------------------------------------------
     def _open(self):
-        self.port = self.app.board.open_uart(self.u)
+        b = self.app.board
+        self.port = b.open_uart(self.u) if hasattr(b, "open_uart") else self._open_unix()
         pl = select.poll()
         pl.register(self.port, select.POLLIN)
         self.poller = pl
         self.opens += 1
         if self.opens > 1:
             self.reconnects += 1
+
+    def _open_unix(self):
+        # the sim board (unix port) has no UART: the port is an inherited file descriptor
+        # (uart.fd, kept across link restarts) or a tty path (uart.path, reopened, set raw).
+        # Here rather than in board/sim.py so MQTT nodes on a 100 KB heap never load it.
+        u = self.u
+        old = self.port
+        if u["fd"] >= 0:
+            return old if old is not None else open(u["fd"], "r+b")
+        if old is not None:
+            try:
+                old.close()
+            except OSError:
+                pass
+        self.port = None
+        f = open(u["path"], "r+b")
+        try:
+            import termios  # pyright: ignore[reportMissingImports]  # unix port only
+
+            termios.setraw(f.fileno())
+        except (ImportError, OSError):
+            pass  # not a tty (a FIFO, a file): nothing to set
+        return f
 
     async def run(self):
         a = self.app

@@ -270,11 +270,11 @@ print(err(dict(base, link="radio")))
 print(err(dict(base)))
 print(err(dict(base, board="esp32", link="uart")))
 c = config.validate(dict(base, link="uart", uart={"fd": 3}))
-print(c["link"], c["uart"]["fd"], c["uart"]["baud"], "uart" in config.validate(dict(base, broker={"host": "h"})))
+print("uart" in c, c["uart"]["fd"], c["uart"]["baud"], "uart" in config.validate(dict(base, broker={"host": "h"})))
 """
     out = run_vm(micropython_bin, firmware_image, code, heap="256K").splitlines()
     assert out[0].startswith("uart.path: missing"), out
     assert out[1].startswith("link: must be mqtt or uart"), out
     assert out[2] == "broker.host: missing (required)", out
     assert out[3] == "None", out  # a board with a UART link needs neither WiFi nor a broker
-    assert out[4] == "uart 3 115200 False", out
+    assert out[4] == "True 3 115200 False", out  # only a UART node's config has "uart"

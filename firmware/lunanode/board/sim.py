@@ -60,7 +60,6 @@ class Board:
         self._seis_frac = 0
         self.app = None
         self.sensors_on = True
-        self._uart = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, app):
@@ -81,29 +80,6 @@ class Board:
 
     def reset(self):
         sys.exit(EXIT_RESET)
-
-    def open_uart(self, u):
-        # the UART link's port on the unix port: an inherited file descriptor (uart.fd,
-        # kept open across link restarts) or a tty path (uart.path, reopened, set raw)
-        old = self._uart
-        if u["fd"] >= 0:
-            if old is None:
-                self._uart = open(u["fd"], "r+b")
-            return self._uart
-        if old is not None:
-            try:
-                old.close()
-            except OSError:
-                pass
-        f = open(u["path"], "r+b")
-        try:
-            import termios
-
-            termios.setraw(f.fileno())
-        except (ImportError, OSError):
-            pass  # not a tty (a FIFO, a file): nothing to set
-        self._uart = f
-        return f
 
     def wdt_start(self, ms):
         pass  # the simulator watches the process instead
