@@ -191,8 +191,8 @@ def test_uart_node_through_the_gateway(broker, ground, make_node, tmp_path: Path
             assert raw.setdefault((a, sq, t), b) == b  # a replay is the journaled bytes
         # heap: the UART node streams without a downward trend and keeps a margin
         heap = hk_values(ground, "free_heap")[4:]
-        first, last = heap[: len(heap) // 2], heap[len(heap) // 2 :]
-        assert min(last) >= min(first) - 256, f"free heap trends down: {heap}"
+        early, late_heap = heap[: len(heap) // 2], heap[len(heap) // 2 :]
+        assert min(late_heap) >= min(early) - 256, f"free heap trends down: {heap}"
         assert min(heap) > 3000, heap
         print(f"lost at the hang-up and replayed: {lost}; gateway {gw.stats}; free heap {min(heap)}..{max(heap)}")
     finally:
