@@ -29,9 +29,10 @@ from typing import Any
 
 import serial
 
-from hil.rawrepl import BoardError, ExecTimeout, RawRepl, RawReplError, RemoteError
+from hil.rawrepl import BoardError, BoardResetError, ExecTimeout, RawRepl, RawReplError, RemoteError
 
-__all__ = ["Board", "BoardInfo", "BoardError", "RawReplError", "ExecTimeout", "RemoteError", "ExpectTimeout"]
+__all__ = ["Board", "BoardInfo", "BoardError", "RawReplError", "BoardResetError", "ExecTimeout", "RemoteError",
+           "ExpectTimeout"]
 
 # index = sys.implementation._mpy >> 10 (MicroPython docs, "MicroPython .mpy files")
 MPY_ARCHS = (
@@ -276,7 +277,14 @@ class Board:
                     f"_f.write(_b.a2b_base64({base64.b64encode(part[i : i + chunk]).decode()!r}))"
                     for i in range(0, len(part), chunk)
                 ]
-                self.exec("\n".join(lines), timeout)
+                try:
+                    self.exec("\n".join(lines), timeout)
+                except BoardResetError as e:
+                    raise BoardResetError(
+                        f"{path}: upload interrupted after {done} of {total} bytes because the board reset; "
+                        f"{path} on the board is unchanged ({tmp} may be left behind, the next write replaces it)",
+                        e.seen,
+                    ) from None
                 done += len(part)
                 if progress:
                     progress(done, total)

@@ -27,10 +27,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BoardError", "RawReplError", "ExecTimeout", "RemoteError", "RawRepl"]
+__all__ = ["BoardError", "RawReplError", "BoardResetError", "ExecTimeout", "RemoteError", "RawRepl"]
 
 RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
 SOFT_REBOOT = b"soft reboot\r\n"
+# the end of the banner every port prints after boot.py/main.py, before the friendly prompt
+BOOT_BANNER = b'Type "help()" for more information.'
 
 
 class BoardError(RuntimeError):
@@ -44,6 +46,10 @@ class RawReplError(BoardError):
         tail = seen[-600:]
         super().__init__(f"{message}\n  the board printed (last {len(tail)} bytes): {tail!r}" if seen else message)
         self.seen = seen
+
+
+class BoardResetError(RawReplError):
+    """The board rebooted in the middle of an exchange (its boot banner arrived)."""
 
 
 class ExecTimeout(BoardError):
@@ -96,8 +102,9 @@ class RawRepl:
     def _pending(self) -> bool:
         return bool(self._rbuf) or bool(self.ser.in_waiting)
 
-    def read_until(self, ending: bytes, timeout: float, what: str = "") -> bytes:
-        """Read until `ending` (inclusive); RawReplError with what was seen after `timeout` s."""
+    def read_until(self, ending: bytes, timeout: float, what: str = "", abort: tuple[bytes, ...] = ()) -> bytes:
+        """Read until `ending` (inclusive); RawReplError with what was seen after `timeout` s,
+        or at once when one of `abort` shows up first (BoardResetError for a boot banner)."""
         deadline = time.monotonic() + timeout
         start = 0
         while True:
@@ -107,6 +114,14 @@ class RawRepl:
                 out = bytes(self._rbuf[:j])
                 del self._rbuf[:j]
                 return out
+            for pat in abort:
+                if self._rbuf.find(pat, max(0, start - len(pat))) >= 0:
+                    seen = bytes(self._rbuf)
+                    self._rbuf.clear()
+                    self.in_raw = False
+                    raise BoardResetError(
+                        "the board reset (it printed its boot banner) while the host waited for "
+                        f"{ending!r}" + (f" ({what})" if what else "") + "; the code did not complete", seen)
             start = max(0, len(self._rbuf) - len(ending) + 1)
             if not self._fill(wait=True) and time.monotonic() > deadline:
                 seen = bytes(self._rbuf)
@@ -195,7 +210,10 @@ class RawRepl:
         flag = head[1:]
         if head[:1] != b"R" or flag not in (b"\x00", b"\x01"):
             # a firmware older than raw-paste echoes the bytes: resync on the raw prompt
-            self.read_until(b"w REPL; CTRL-B to exit\r\n>", timeout, "raw REPL after an unknown raw-paste request")
+            # ... unless the board rebooted (power loss, brown-out, watchdog): then it prints
+            # its banner and sits at the friendly prompt, and waiting for the raw one is futile
+            self.read_until(b"w REPL; CTRL-B to exit\r\n>", timeout, "raw REPL after an unknown raw-paste request",
+                            abort=(BOOT_BANNER,))
             return False
         if flag == b"\x00":
             return False

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.board import Board, BoardError, ExpectTimeout
+from hil.board import Board, BoardError, BoardResetError, ExpectTimeout
 from hil.rawrepl import ExecTimeout, RemoteError
 from hil.virtual_board import VirtualBoard, _set_raw
 
@@ -89,7 +89,7 @@ def test_soft_reset_runs_boot_then_main_and_ctrl_c_stops_main(vboard_conn: Board
 def test_reset_mid_upload_leaves_previous_main_intact(vboard: VirtualBoard, vboard_conn: Board) -> None:
     old = b"print('old main')\n"
     vboard_conn.write_file("main.py", old)
-    new = b"print('new main')\n" + b"#" * 60_000
+    new = b"print('new main')\n" + b"#" * 24_000  # six 4 KB execs: the kill lands after the second
 
     killed: list[int] = []
 
@@ -98,7 +98,8 @@ def test_reset_mid_upload_leaves_previous_main_intact(vboard: VirtualBoard, vboa
             killed.append(done)
             os.kill(vboard.vm_pid or 0, 9)  # the board loses power mid-copy
 
-    with pytest.raises(BoardError):
+    # the board reboots and prints its banner: the host says so at once (no exec timeout)
+    with pytest.raises(BoardResetError, match=f"upload interrupted after 8192 of {len(new)} bytes because the board reset"):
         vboard_conn.write_file("main.py", new, progress=kill_midway)
     assert (vboard.dir / "main.py").read_bytes() == old
     vboard.wait_booted(2)
