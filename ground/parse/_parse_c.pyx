@@ -222,8 +222,8 @@ cdef extern from *:
         int32_t pad_[4];
     } lb_quad;
 
-    __attribute__((target("avx2")))
-    static void lb_decode_quads_avx2(const uint8_t* pk, double* out, const lb_quad* q, int n) {
+    static inline __attribute__((always_inline, target("avx2"))) void
+    lb_quads_body(const uint8_t* pk, double* out, const lb_quad* q, int n) {
         const __m256i expo = _mm256_set1_epi64x(0x4330000000000000LL);
         for (int i = 0; i < n; i++) {
             __m256i c = _mm256_inserti128_si256(
@@ -247,6 +247,10 @@ cdef extern from *:
             }
         }
     }
+    __attribute__((target("avx2")))
+    static void lb_decode_quads_avx2(const uint8_t* pk, double* out, const lb_quad* q, int n) {
+        lb_quads_body(pk, out, q, n);
+    }
     static int lb_have_avx2(void) { return __builtin_cpu_supports("avx2") ? 1 : 0; }
 
     /* The AVX2 run kernel: the AVX-512 one's loop (a run of one integer layout, four
@@ -263,7 +267,6 @@ cdef extern from *:
         const uint16_t apid = (uint16_t)(((hdr & 0xFF) << 8 | ((hdr >> 8) & 0xFF)) & 0x7FF);
         const __m128i apid4 = _mm_set1_epi16((short)apid), len4 = _mm_set1_epi32((int)t);
         const __m256i step4 = _mm256_setr_epi64x(0, 1, 2, 3), offs4 = _mm256_setr_epi64x(0, t, 2 * t, 3 * t);
-        const __m256i expo = _mm256_set1_epi64x(0x4330000000000000LL);
         Py_ssize_t m = 0;
         while (n - p >= 4 * t) {
             const uint8_t* q = b + p;
@@ -277,27 +280,7 @@ cdef extern from *:
                 break;
             for (int h = 0; h < 4; h++) {
                 const uint8_t* pk = q + h * t;
-                double* out = vals + m * nc;
-                for (int i = 0; i < nq; i++) {
-                    __m256i c = _mm256_inserti128_si256(
-                        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)(pk + qd[i].chunk[0]))),
-                        _mm_loadu_si128((const __m128i*)(pk + qd[i].chunk[1])), 1);
-                    __m256i x = _mm256_shuffle_epi8(c, _mm256_load_si256((const __m256i*)qd[i].shuf));
-                    x = _mm256_or_si256(_mm256_xor_si256(x, _mm256_load_si256((const __m256i*)qd[i].sbit)), expo);
-                    __m256d d = _mm256_sub_pd(_mm256_castsi256_pd(x), _mm256_load_pd(qd[i].bias));
-                    d = _mm256_add_pd(_mm256_mul_pd(d, _mm256_load_pd(qd[i].scale)), _mm256_load_pd(qd[i].add));
-                    if (qd[i].ncols == 4) {
-                        _mm256_storeu_pd(out + qd[i].col, d);
-                    } else {
-                        __m128d lo = _mm256_castpd256_pd128(d);
-                        if (qd[i].ncols == 1) {
-                            _mm_store_sd(out + qd[i].col, lo);
-                        } else {
-                            _mm_storeu_pd(out + qd[i].col, lo);
-                            if (qd[i].ncols == 3) _mm_store_sd(out + qd[i].col + 2, _mm256_extractf128_pd(d, 1));
-                        }
-                    }
-                }
+                lb_quads_body(pk, vals + m * nc, qd, nq);
                 uint16_t sq; uint64_t tk;
                 memcpy(&sq, pk + 2, 2); memcpy(&tk, pk + 4, 8);
                 seq_o[m] = (uint16_t)(LB_BSWAP16(sq) & 0x3FFF);
