@@ -257,7 +257,9 @@ cdef extern from *:
        packets per step, headers compared at once, four CRCs together, constant columns
        stored once per group) around the quad decoder above, inlined.  For CPUs without
        AVX-512 VBMI, and layouts the AVX-512 kernel cannot take (longer than 64 bytes,
-       more than 24 fields).  hdr as in lb_run (first word and length field). */
+       more than 24 fields).  hdr as in lb_run (first word and length field).  The loop
+       is a copy, not shared: an inlined common body would carry the AVX-512 target,
+       which a CPU with AVX2 only cannot run. */
     __attribute__((target("avx2"))) static Py_ssize_t
     lb_run_avx2(const lb_quad* qd, int nq, uint64_t hdr, Py_ssize_t t, int nc, const uint8_t* b,
                 Py_ssize_t p, Py_ssize_t n, int64_t offbase, Py_ssize_t i0, uint16_t* apid_o,
