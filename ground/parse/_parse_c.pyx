@@ -369,8 +369,7 @@ cdef extern from *:
         double scale[3][8];
         double add[3][8];
         uint64_t hdr;         /* bytes 0-1 and 4-5 of the header, little-endian u64 */
-        int32_t nvec;         /* 1..3 vectors of eight columns */
-        int32_t shape;        /* 8 * nvec + bit v: vector v is FULL (see lb_run_vec) */
+        int32_t shape;        /* 8 * vectors of eight columns (1..3) + bit v: vector v is FULL (see lb_run_vec) */
         int32_t ncols;
         int32_t total;        /* packet length */
         int32_t lastmask;     /* columns in the last vector, as a lane mask */
@@ -525,7 +524,6 @@ cdef extern from *:
         double scale[3][8]
         double add[3][8]
         uint64_t hdr
-        int32_t nvec
         int32_t shape
         int32_t ncols
         int32_t total
@@ -949,7 +947,7 @@ cdef class Parser:
         # the run kernel's plan: field k in lane k % 8 of vector k // 8; layouts it cannot
         # take (f32 fields, samples, longer than 64 bytes, > 24 columns) keep lay_run 0
         cdef lb_run* r = &self.runs[li]
-        cdef int n = len(lay.numeric), j, v, lane, bb, size
+        cdef int n = len(lay.numeric), j, v, lane, bb, size, nvec
         cdef uint16_t w0, lenf
         memset(r, 0, sizeof(lb_run))
         self.lay_run[li] = 0
@@ -981,9 +979,9 @@ cdef class Parser:
             r.add[v][lane] = add
             if typ[0] == "i" or scale != 1.0 or add != 0.0:
                 full[v] = 1
-        r.nvec = (n + 7) // 8
-        r.shape = 8 * r.nvec + full[0] + 2 * full[1] + 4 * full[2]
-        r.lastmask = (1 << (n - 8 * (r.nvec - 1))) - 1
+        nvec = (n + 7) // 8
+        r.shape = 8 * nvec + full[0] + 2 * full[1] + 4 * full[2]
+        r.lastmask = (1 << (n - 8 * (nvec - 1))) - 1
         self.lay_run[li] = 1
 
     cdef void _plan_quads(self, int li, int first):
