@@ -42,7 +42,7 @@ def _time(s: str | None) -> float | None:
         return time.time() - float(s[1:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[s[-1]]
     t = dt.datetime.fromisoformat(s)
     if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
+        t = t.replace(tzinfo=dt.UTC)
     return t.timestamp()
 
 
@@ -88,9 +88,9 @@ def _tls(enabled: bool, ca: str | None) -> ssl.SSLContext | None:
 
 # ----------------------------------------------------------------------------- ingest
 def run_ingest(a: argparse.Namespace) -> int:
+    import ground.parse as gp
     from ground.archive import open_archive
     from ground.ingest import IngestWorker
-    import ground.parse as gp
 
     host, port, user, pw, tls = _broker(a.broker)
     user, pw = _creds(a, user, pw)

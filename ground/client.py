@@ -45,7 +45,7 @@ class GroundClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "GroundClient":
+    async def __aenter__(self) -> GroundClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -160,7 +160,7 @@ class GroundClient:
                             yield json.loads(m.data)
                         elif m.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                             break
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             if connected:
                 connected = False

@@ -127,7 +127,7 @@ class GroundService:
         self.cmdlink: CommandLink | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
-    async def start(self) -> "GroundService":
+    async def start(self) -> GroundService:
         from ground.archive import open_archive
         from ground.ingest import IngestWorker
 
@@ -176,7 +176,7 @@ class GroundService:
         if self.archive is not None:
             self.archive.close()
 
-    async def __aenter__(self) -> "GroundService":
+    async def __aenter__(self) -> GroundService:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

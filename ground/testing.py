@@ -90,7 +90,7 @@ class FakeNode:
         self._ack = ccsds.PacketBuffer(7, load().packet("ACK").length)
         self._ready = asyncio.Event()
 
-    async def __aenter__(self) -> "FakeNode":
+    async def __aenter__(self) -> FakeNode:
         self._task = asyncio.create_task(self._run())
         await asyncio.wait_for(self._ready.wait(), 10)
         return self
@@ -163,7 +163,7 @@ class GroundTestAPI:
         row = await self.ops.commander.submit(node, name, args or {}, user=user, confirm=confirm)
         try:
             done = await self.ops.commander.wait(row["id"], timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             now = self.ops.commander.get(row["id"])
             raise AssertionTimeout(f"{name} #{row['id']} on {node}: still {now['stage']} after {timeout} s "
                                    f"(history {now['history']})") from None
@@ -185,7 +185,7 @@ class GroundTestAPI:
         self.ops.telemetry_listeners.append(fn)
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionTimeout(f"no matching telemetry in {timeout} s ({seen[0]} samples seen)") from None
         finally:
             self.ops.telemetry_listeners.remove(fn)
@@ -207,7 +207,7 @@ class GroundTestAPI:
         self.ops.store.listeners.append(fn)
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             recent = [e["message"] for e in self.ops.store.events(limit=5)]
             raise AssertionTimeout(f"no matching event in {timeout} s; latest: {recent}") from None
         finally:
@@ -265,7 +265,7 @@ class RemoteGroundTestAPI:
 
         try:
             return await asyncio.wait_for(go(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionTimeout(f"no matching {what} in {timeout} s") from None
         finally:
             await agen.aclose()

@@ -87,7 +87,7 @@ class Board:
         self.reopens = 0  # times the port was reopened after it disappeared
 
     @classmethod
-    def open(cls, url: str, baudrate: int = 115200, log_path: str | Path | None = None) -> "Board":
+    def open(cls, url: str, baudrate: int = 115200, log_path: str | Path | None = None) -> Board:
         """Open `url` (device path, pty, socket://...) with pyserial's `serial_for_url`."""
         try:
             ser = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05, write_timeout=10)
@@ -155,7 +155,7 @@ class Board:
             self._logf.close()
             self._logf = None
 
-    def __enter__(self) -> "Board":
+    def __enter__(self) -> Board:
         return self
 
     def __exit__(self, *exc: object) -> None:

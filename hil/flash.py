@@ -52,7 +52,7 @@ class Broker:
     password: str = ""
 
     @classmethod
-    def parse(cls, url: str) -> "Broker":
+    def parse(cls, url: str) -> Broker:
         u = urlparse(url if "://" in url else "mqtt://" + url)
         if u.scheme not in ("mqtt", "tcp") or not u.hostname:
             raise FlashError(f"--broker {url!r}: use mqtt://host:port")

@@ -133,7 +133,7 @@ class Gateway:
         self.connected = threading.Event()
 
     # --- lifecycle ------------------------------------------------------------------
-    def start(self) -> "Gateway":
+    def start(self) -> Gateway:
         self._thread = threading.Thread(target=self._run, name=f"gateway {self.node}", daemon=True)
         self._thread.start()
         return self
@@ -144,7 +144,7 @@ class Gateway:
             self._thread.join(10)
         self._close()
 
-    def __enter__(self) -> "Gateway":
+    def __enter__(self) -> Gateway:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -52,7 +52,7 @@ class GdsThread:
         self.service: Any = None
         self.api: Any = None
 
-    def start(self, timeout: float = 30.0) -> "GdsThread":
+    def start(self, timeout: float = 30.0) -> GdsThread:
         from ground.service import GroundService
         from ground.testing import GroundTestAPI
 
@@ -86,7 +86,7 @@ class GdsThread:
             if not self.loop.is_running():
                 self.loop.close()
 
-    def __enter__(self) -> "GdsThread":
+    def __enter__(self) -> GdsThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -88,7 +88,7 @@ class HilGround:
         self.listen_host = "127.0.0.1"  # where proxies for the board listen
 
     # --- lifecycle ------------------------------------------------------------------
-    def start(self, timeout: float = 15.0) -> "HilGround":
+    def start(self, timeout: float = 15.0) -> HilGround:
         """Connect and subscribe; returns self."""
         import paho.mqtt.client as mqtt
 
@@ -114,7 +114,7 @@ class HilGround:
             self._client.disconnect()
             self._client = None
 
-    def __enter__(self) -> "HilGround":
+    def __enter__(self) -> HilGround:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

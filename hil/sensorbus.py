@@ -32,7 +32,7 @@ class SensorBus:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> "SensorBus":
+    def start(self) -> SensorBus:
         t = threading.Thread(target=self._accept, name="sensorbus", daemon=True)
         t.start()
         self._threads.append(t)
@@ -48,7 +48,7 @@ class SensorBus:
                 except OSError:
                     pass
 
-    def __enter__(self) -> "SensorBus":
+    def __enter__(self) -> SensorBus:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

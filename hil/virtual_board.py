@@ -226,7 +226,7 @@ class VirtualBoard:
         self._open_host()
         self.reenumerations += 1
 
-    def start(self) -> "VirtualBoard":
+    def start(self) -> VirtualBoard:
         """Open the host pty, boot the VM, start the bridge; returns self."""
         self._open_host()
         self.hard_boots = 1
@@ -245,7 +245,7 @@ class VirtualBoard:
         self._log.close()
         self._tmp.cleanup()
 
-    def __enter__(self) -> "VirtualBoard":
+    def __enter__(self) -> VirtualBoard:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -133,7 +133,7 @@ def _tail(path: Path, n: int = 25) -> str:
 
 async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> int:
     """Broker + ground + simulated base until the duration ends or SIGINT/SIGTERM."""
-    from ground.broker import security_config, write_password_file, acl_text
+    from ground.broker import acl_text, security_config, write_password_file
     from ground.service import GroundService
     from lunabase.mosquitto import Mosquitto, free_port
     from sim.runner import Scenario, SimBase, format_report
@@ -186,7 +186,7 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
             timeout = 5.0 if t_end is None else max(0.0, min(5.0, t_end - time.monotonic()))
             try:
                 await asyncio.wait_for(stop.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if print_summaries:
                 _print_nodes(ground)

@@ -171,7 +171,7 @@ class Accounting:
                 self.nodes[node] = NodeCount(node)
             return self.nodes[node]
 
-    def start(self) -> "Accounting":
+    def start(self) -> Accounting:
         import paho.mqtt.client as mqtt
 
         # a persistent session: messages published while this client reconnects (e.g.

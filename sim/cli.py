@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sim",
         help="lunar simulator: run a scenario of virtual nodes (real MicroPython VMs)",

@@ -70,7 +70,7 @@ class Fault:
     args: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_toml(cls, raw: dict[str, Any], where: str = "fault") -> "Fault":
+    def from_toml(cls, raw: dict[str, Any], where: str = "fault") -> Fault:
         raw = dict(raw)
         kind = raw.pop("kind", None)
         if kind not in KINDS:
@@ -93,7 +93,7 @@ class Fault:
 class Faults:
     """Inject faults into ``base`` (a started SimBase)."""
 
-    def __init__(self, base: "SimBase") -> None:
+    def __init__(self, base: SimBase) -> None:
         self.base = base
         self.log: list[tuple[float, str]] = []  # (real s since start, description)
         self._tasks: set[asyncio.Task[None]] = set()

@@ -115,7 +115,7 @@ def _publish_payload(pkt: bytearray) -> tuple[int, int] | None:
 class _Pipe:
     """One direction of one connection: delay, jitter, bandwidth, optional MQTT framing."""
 
-    def __init__(self, link: "LinkProxy", reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool):
+    def __init__(self, link: LinkProxy, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool):
         self.link = link
         self.reader = reader
         self.writer = writer
@@ -252,7 +252,7 @@ class LinkProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.down_since: float | None = None
 
-    async def start(self) -> "LinkProxy":
+    async def start(self) -> LinkProxy:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -303,7 +303,7 @@ class LinkProxy:
             return
         try:
             ur, uw = await asyncio.wait_for(asyncio.open_connection(*self.upstream), 5)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             _abort(writer)  # broker down: the node sees the same as a refused connection
             return
         if not self.up:

@@ -18,14 +18,13 @@ import copy
 import logging
 import math
 import os
-import random
-import shutil
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from sim.accounting import Accounting
@@ -108,7 +107,7 @@ class Scenario:
 
     # -- loading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, name_or_path: str | Path) -> "Scenario":
+    def load(cls, name_or_path: str | Path) -> Scenario:
         """A shipped scenario by name (``demo``) or a TOML file by path."""
         p = Path(name_or_path)
         if not p.exists():
@@ -125,7 +124,7 @@ class Scenario:
         return sc
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], default_name: str = "scenario", where: str = "scenario") -> "Scenario":
+    def from_dict(cls, raw: dict[str, Any], default_name: str = "scenario", where: str = "scenario") -> Scenario:
         raw = copy.deepcopy(raw)
         try:
             site_raw = raw.get("site", "equator")
@@ -319,7 +318,7 @@ class SimBase:
             self.progress(f"[{self.elapsed():7.1f}s] {line}")
 
     # -- lifecycle -----------------------------------------------------------------------------
-    async def __aenter__(self) -> "SimBase":
+    async def __aenter__(self) -> SimBase:
         try:
             await self.start()
         except BaseException:

@@ -13,8 +13,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("sim.sensorbus")
 
@@ -60,7 +61,7 @@ class SensorBus:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> "SensorBus":
+    async def start(self) -> SensorBus:
         self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=1 << 16)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -73,7 +74,7 @@ class SensorBus:
         if self._server:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 pass
             self._server = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -310,7 +310,7 @@ def parse(text: str) -> Dictionary:
     return Dictionary(meta=meta, enums=enums, packets=tuple(packets), commands=tuple(commands))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(path: str | Path = DICTIONARY_PATH) -> Dictionary:
     """The dictionary at ``path`` (default: the project's), parsed once per process."""
     return parse(Path(path).read_text())

@@ -73,7 +73,7 @@ class Inventory:
         raise KeyError(f"no node {node_id!r} at site {self.site} (known: {', '.join(n.id for n in self.nodes)})")
 
     @classmethod
-    def generate(cls, site: str, node_ids: list[str], board: str = "sim", hk_period_s: float = 1.0) -> "Inventory":
+    def generate(cls, site: str, node_ids: list[str], board: str = "sim", hk_period_s: float = 1.0) -> Inventory:
         """A new inventory with fresh random keys and passwords."""
         return cls(
             site=site,
@@ -82,7 +82,7 @@ class Inventory:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "Inventory":
+    def load(cls, path: str | Path) -> Inventory:
         path = Path(path)
         try:
             raw = tomllib.loads(path.read_text())

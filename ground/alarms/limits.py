@@ -33,7 +33,7 @@ class PacketLimits:
     persistence: np.ndarray
 
     @classmethod
-    def build(cls, p: PacketDef) -> "PacketLimits":
+    def build(cls, p: PacketDef) -> PacketLimits:
         numeric = [f.name for f in p.numeric_fields]
         fs = tuple(f for f in p.numeric_fields if f.yellow or f.red)
         inf = float("inf")

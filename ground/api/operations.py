@@ -22,7 +22,7 @@ from ground.alarms.limits import LEVEL_NAMES
 from ground.api.hub import Hub
 from ground.commanding import Commander
 from ground.nodes import ONLINE, TICKS_PER_S, NodeInfo, NodeTracker, node_to_unix
-from ground.parse import ParseResult, Parser
+from ground.parse import Parser, ParseResult
 from wire import ccsds
 from wire.dictionary import Dictionary, load
 from wire.inventory import Inventory

@@ -56,7 +56,7 @@ def _float(q: Any, name: str) -> float | None:
 
 def _handler(fn: Any) -> Any:
     @functools.wraps(fn)
-    async def wrapped(self: "ApiServer", req: web.Request) -> web.StreamResponse:
+    async def wrapped(self: ApiServer, req: web.Request) -> web.StreamResponse:
         try:
             return await fn(self, req)
         except (CommandError, ValueError, json.JSONDecodeError) as e:
@@ -100,7 +100,7 @@ class ApiServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    async def start(self) -> "ApiServer":
+    async def start(self) -> ApiServer:
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
@@ -213,7 +213,7 @@ class ApiServer:
         if wait and row["stage"] not in FINAL:
             try:
                 row = await self.ops.commander.wait(cid, min(wait, 300.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 row = self.ops.commander.get(cid)
         return _json(row)
 

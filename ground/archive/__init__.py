@@ -13,6 +13,9 @@ for the schema.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from ground.archive._base import (
     EPOCH_UNIX,
     Archive,
@@ -23,9 +26,6 @@ from ground.archive._base import (
     ticks_to_unix,
     unix_to_ticks,
 )
-from pathlib import Path
-from typing import Any
-
 from wire.dictionary import Dictionary
 
 __all__ = [

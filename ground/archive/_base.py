@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ground.parse import ParseResult, Parser
+from ground.parse import Parser, ParseResult
 from wire import ccsds
 from wire.dictionary import Dictionary, PacketDef, load
 
@@ -427,7 +427,7 @@ class Archive(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    def __enter__(self) -> "Archive":
+    def __enter__(self) -> Archive:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -82,7 +82,7 @@ class PostgresArchive(Archive):
         return nid
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator["_PgTx"]:
+    def transaction(self) -> Iterator[_PgTx]:
         with self._lock:
             try:
                 with self.db.transaction():

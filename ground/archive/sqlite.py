@@ -11,8 +11,8 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from itertools import repeat
 from collections.abc import Iterator, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ class SQLiteArchive(Archive):
         return nid
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator["_SQLiteTx"]:
+    def transaction(self) -> Iterator[_SQLiteTx]:
         with self._lock:
             self.db.execute("BEGIN")
             try:

@@ -17,8 +17,8 @@ from ground.commanding.commander import (
     REJECTED,
     SENT,
     TIMED_OUT,
-    CommandError,
     Commander,
+    CommandError,
 )
 
 __all__ = ["ACCEPTED", "CANCELLED", "EXECUTED", "EXPIRED", "FAILED", "FINAL", "OPEN", "QUEUED", "REJECTED",

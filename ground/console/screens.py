@@ -41,7 +41,7 @@ class BaseScreen(Screen[None]):
         self._last_poll = 0.0
 
     @property
-    def capp(self) -> "ConsoleApp":
+    def capp(self) -> ConsoleApp:
         return cast("ConsoleApp", self.app)
 
     def compose(self) -> ComposeResult:

@@ -13,7 +13,8 @@ import itertools
 import math
 import random
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from wire import dictionary as wdict
 
@@ -163,8 +164,9 @@ class FakeGround:
 
     async def packets(self, node: str, limit: int = 20) -> list[dict[str, Any]]:
         self._check()
-        from wire import ccsds, defs
         import struct
+
+        from wire import ccsds, defs
 
         out = []
         pb = ccsds.PacketBuffer(defs.APID_POWER, defs.POWER_LEN)

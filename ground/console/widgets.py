@@ -29,7 +29,7 @@ class StatusBar(Static):
         super().__init__("", **kw)
         self.title = title
 
-    def show(self, model: "BaseModel", node: str | None) -> None:
+    def show(self, model: BaseModel, node: str | None) -> None:
         """Redraw from the model (cheap; called on the screen's tick)."""
         c = model.conn
         t = Text()
@@ -72,7 +72,7 @@ class LiveTable(DataTable[Any]):
     class Picked(Message):
         """Enter on a row: ``key`` is the row key."""
 
-        def __init__(self, table: "LiveTable", key: str) -> None:
+        def __init__(self, table: LiveTable, key: str) -> None:
             super().__init__()
             self.table = table
             self.key = key
@@ -128,7 +128,7 @@ class PlotPanel(Static):
 
     DEFAULT_CSS = "PlotPanel { height: auto; max-height: 50%; }"
 
-    def show(self, model: "BaseModel", node: str | None, chosen: list[tuple[str, str]],
+    def show(self, model: BaseModel, node: str | None, chosen: list[tuple[str, str]],
              seismic: dict[str, Any] | None, width: int, height: int) -> None:
         parts: list[Any] = []
         if not node:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ground.archive import Archive
 from ground.ingest._stats import Gap, LinkStats, RecentKeys, SeqTracker
-from ground.parse import ParseResult, Parser, Rejected
+from ground.parse import Parser, ParseResult, Rejected
 from wire import topics
 
 log = logging.getLogger("lunabase.ingest")

@@ -186,7 +186,7 @@ class IngestWorker:
                               type(e).__name__, e, delay, exc_info=True)
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 delay = min(delay * 2, 5.0)
         self.connected.clear()

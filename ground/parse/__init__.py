@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from ground.parse import _parse_py
 from ground.parse._common import (
     REASONS,
     ApidLayout,
@@ -22,7 +23,6 @@ from ground.parse._common import (
     Table,
     compile_layout,
 )
-from ground.parse import _parse_py
 
 PURE_ENV = "LUNABASE_PURE_PARSER"
 

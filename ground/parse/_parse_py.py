@@ -176,7 +176,7 @@ class StreamParser:
     until more bytes arrive or ``flush`` declares it truncated.
     """
 
-    def __init__(self, dictionary: Dictionary | None = None, parser: "Parser | None" = None) -> None:
+    def __init__(self, dictionary: Dictionary | None = None, parser: Parser | None = None) -> None:
         self.parser = parser or Parser(dictionary)
         self._buf = bytearray()
         self.position = 0  # stream offset of self._buf[0]

@@ -114,9 +114,9 @@ def ingest_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, ti
         os.sched_setaffinity(0, {cpu})
     import numpy as np
 
+    import ground.parse as gp
     from ground.archive import open_archive
     from ground.ingest import IngestWorker
-    import ground.parse as gp
 
     class Sink:
         def __init__(self) -> None:
@@ -326,8 +326,8 @@ def run_case(port: int, which: str, total: int, per_msg: int, rate: float, cpus:
 def run(quick: bool = False, per_message: int = PER_MESSAGE, rate: float = 5000.0,
         progress: Any = None) -> dict[str, Any]:
     """The whole benchmark; returns the JSON-able result."""
-    from lunabase.mosquitto import Mosquitto
     import ground.parse as gp
+    from lunabase.mosquitto import Mosquitto
 
     say = progress or (lambda s: None)
     cpus = sorted(os.sched_getaffinity(0))

@@ -37,7 +37,7 @@ TARGET = 0.999
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sim",
         help="largest number of virtual nodes (MicroPython VMs) at 1 Hz HK + 100 Hz seismic with ≥ 99.9 %% delivery",

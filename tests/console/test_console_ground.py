@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+from console_helpers import shot, wait_for
 from textual.widgets import Input, Select
 
 from ground.api import ApiServer
@@ -12,8 +13,6 @@ from ground.client import GroundClient
 from ground.console.app import ConsoleApp, HelpScreen
 from ground.console.screens import ConfirmScreen, ShelveScreen
 from ground.console.widgets import LiveTable, StatusBar
-
-from console_helpers import shot, wait_for
 
 if TYPE_CHECKING:
     # annotations only: at run time "conftest" may be another folder's (tests/hil) when

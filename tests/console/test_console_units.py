@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from console_helpers import wait_for
 from rich.console import Console
-from rich.text import Text
 
 from ground.console import render
 from ground.console.app import ConsoleApp
@@ -13,8 +13,6 @@ from ground.console.model import BaseModel
 from ground.console.screens import OverviewScreen, validate_arg
 from ground.console.testing import FakeGround
 from ground.console.widgets import LiveTable
-
-from console_helpers import wait_for
 
 
 def plain(r: object, width: int = 60) -> str:

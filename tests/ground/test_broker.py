@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 import shutil
+import ssl
 
 import aiomqtt
 import pytest
 
-from ground.broker import acl_text, hash_password, make_self_signed, security_config, tls_listener, write_password_file
+from ground.broker import (
+    acl_text,
+    hash_password,
+    make_self_signed,
+    security_config,
+    tls_listener,
+    write_password_file,
+)
 from lunabase.mosquitto import Mosquitto, free_port
 from wire import topics
 from wire.inventory import Inventory

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ground.alarms import OpsStore
-from ground.commanding import CommandError, Commander
+from ground.commanding import Commander, CommandError
 from ground.nodes import EPOCH_2000
 from ground.testing import make_packet, parse_packets
 from wire import ccsds

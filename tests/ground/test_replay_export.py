@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import pyarrow.parquet as pq
+import pytest
 
 from ground.archive import Archive, open_archive, unix_to_ticks
 from ground.export import export_packet, export_parameters

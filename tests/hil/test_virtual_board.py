@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.board import Board, BoardError, BoardResetError, ExpectTimeout
+from hil.board import Board, BoardResetError, ExpectTimeout
 from hil.rawrepl import ExecTimeout, RemoteError
 from hil.virtual_board import VirtualBoard, _set_raw
 

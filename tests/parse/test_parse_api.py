@@ -6,12 +6,11 @@ import random
 
 import numpy as np
 import pytest
-from parse_helpers import make_packet, random_packet
 from parse_compare import assert_invariants
+from parse_helpers import make_packet, random_packet
 
 import ground.parse as gp
 from ground.parse._common import BAD_CRC, BAD_LENGTH, BAD_TYPE, BAD_VERSION, TRUNCATED, UNKNOWN_APID
-from wire import ccsds
 from wire.dictionary import load
 
 D = load()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import struct
 
-import ground.parse as gp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from parse_compare import assert_invariants, assert_same
 from parse_helpers import make_packet
 
+import ground.parse as gp
 from wire.dictionary import parse
 
 TOML = """

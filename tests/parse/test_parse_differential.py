@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 
-import ground.parse as gp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from parse_compare import assert_invariants, assert_same
 from parse_helpers import make_packet
 
+import ground.parse as gp
 from wire.dictionary import load
 
 D = load()

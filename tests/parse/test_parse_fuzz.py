@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 import time
 
-import ground.parse as gp
 import numpy as np
 from parse_helpers import make_packet
 
+import ground.parse as gp
 from wire.dictionary import load
 
 D = load()

@@ -10,13 +10,13 @@ from __future__ import annotations
 import random
 import struct
 
-import ground.parse as gp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from parse_compare import assert_invariants, assert_same
 from parse_helpers import make_packet
 
+import ground.parse as gp
 from wire.dictionary import load, parse
 
 _parse_c = pytest.importorskip("ground.parse._parse_c")

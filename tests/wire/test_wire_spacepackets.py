@@ -6,7 +6,13 @@ from pathlib import Path
 
 import make_vectors as mv
 import pytest
-from spacepackets.ccsds.spacepacket import PacketId, PacketType, SequenceFlags, SpacePacketHeader, parse_space_packets
+from spacepackets.ccsds.spacepacket import (
+    PacketId,
+    PacketType,
+    SequenceFlags,
+    SpacePacketHeader,
+    parse_space_packets,
+)
 
 from wire import ccsds
 from wire.dictionary import load
