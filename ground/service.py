@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ground.alarms import OpsStore
-from ground.api import ApiServer, Operations
+from ground.api import ApiServer
+from ground.ops import Operations, OpsStore
 from wire.inventory import Inventory
 
 log = logging.getLogger("ground.service")

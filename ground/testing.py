@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ground.nodes import EPOCH_2000
+from ground.ops.liveness import EPOCH_2000
 from ground.parse import ParseResult, PyParser
 from wire import ccsds, topics
 from wire.dictionary import Dictionary, load
@@ -151,7 +151,7 @@ class AssertionTimeout(AssertionError):
 
 
 class GroundTestAPI:
-    """F Prime GDS-style helpers over an in-process ``ground.api.operations.Operations``."""
+    """F Prime GDS-style helpers over an in-process ``ground.ops.Operations``."""
 
     def __init__(self, ops: Any) -> None:
         self.ops = ops

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 USER_ERRORS = (
     ("ground.archive._base", "ArchiveError"),
     ("ground.client", "GroundError"),
-    ("ground.commanding.commander", "CommandError"),
+    ("ground.ops.commander", "CommandError"),
     ("wire.inventory", "InventoryError"),
     ("wire.dictionary", "DictionaryError"),
     ("hil.flash", "FlashError"),

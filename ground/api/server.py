@@ -16,9 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ground.alarms import AlarmError
-from ground.api.operations import Operations
-from ground.commanding import FINAL, CommandError
+from ground.ops import FINAL, AlarmError, CommandError, Operations
 
 log = logging.getLogger("ground.api")
 

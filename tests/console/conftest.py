@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ground.nodes import EPOCH_2000
+from ground.ops.liveness import EPOCH_2000
 from ground.service import GroundService
 from ground.testing import FakeNode, make_packet
 from lunabase import ROOT

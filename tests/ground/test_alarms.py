@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ground.alarms import AlarmError, AlarmManager, OpsStore, condition
+from ground.ops import AlarmError, AlarmManager, OpsStore, condition
 from ground.testing import make_packet, parse_packets
 
 

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from ground.alarms import OpsStore
-from ground.api import ApiServer, Operations
+from ground.api import ApiServer
 from ground.client import GroundClient, GroundError
+from ground.ops import Operations, OpsStore
 from ground.testing import make_packet, parse_packets
 from wire import ccsds
 from wire.inventory import Inventory

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ground.alarms import OpsStore
-from ground.commanding import Commander, CommandError
-from ground.nodes import EPOCH_2000
+from ground.ops import Commander, CommandError, OpsStore
+from ground.ops.liveness import EPOCH_2000
 from ground.testing import make_packet, parse_packets
 from wire import ccsds
 from wire.dictionary import load

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ground.alarms import OpsStore
-from ground.nodes import ASLEEP, EPOCH_2000, LOST, ONLINE, STALE, UNKNOWN, NodeTracker
+from ground.ops import OpsStore
+from ground.ops.liveness import ASLEEP, EPOCH_2000, LOST, ONLINE, STALE, UNKNOWN, NodeTracker
 
 T0 = 1_800_000_000.0  # a ground unix time
 

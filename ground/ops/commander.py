@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ground.alarms.store import OpsStore, Row
-from ground.nodes import EPOCH_2000
+from ground.ops.liveness import EPOCH_2000
+from ground.ops.store import OpsStore, Row
 from ground.parse import Table
 from wire import ccsds, topics
 from wire.dictionary import CommandDef, Dictionary, load

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ground.alarms import AlarmManager, OpsStore
-from ground.alarms.limits import LEVEL_NAMES
-from ground.api.hub import Hub
-from ground.commanding import Commander
-from ground.nodes import ONLINE, TICKS_PER_S, NodeInfo, NodeTracker, node_to_unix
+from ground.ops.alarms import AlarmManager
+from ground.ops.commander import Commander
+from ground.ops.hub import Hub
+from ground.ops.limits import LEVEL_NAMES
+from ground.ops.liveness import ONLINE, TICKS_PER_S, NodeInfo, NodeTracker, node_to_unix
+from ground.ops.store import OpsStore
 from ground.parse import Parser, ParseResult
 from wire import ccsds
 from wire.dictionary import Dictionary, load

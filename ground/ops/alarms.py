@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ground.alarms.limits import LEVEL_NAMES, OK, PENDING, PacketLimits, condition, limits_for
-from ground.alarms.store import OpsStore, Row
+from ground.ops.limits import LEVEL_NAMES, OK, PENDING, PacketLimits, condition, limits_for
+from ground.ops.store import OpsStore, Row
 from ground.parse import Table
 from wire.dictionary import Dictionary, load
 
