@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ground.api import ApiServer
+from ground.ingest import link_view
 from ground.ops import Operations, OpsStore
 from wire.inventory import Inventory
 
@@ -206,17 +207,7 @@ class GroundService:
 
     def _links(self) -> dict[str, dict[str, Any]]:
         snap = self.ingest.pipeline.snapshot()["links"]
-        out = {}
-        for d in snap.values():
-            if d["site"] != self.inventory.site:
-                continue
-            out[d["node"]] = {"packets": d["fresh"], "messages": d["messages"], "bytes": d["bytes"],
-                              "packets_per_s": round(d["packets_per_s"], 2), "bytes_per_s": round(d["bytes_per_s"], 1),
-                              "errors": {r: e["count"] for r, e in d["errors"].items()},
-                              "rejected_bytes": d["rejected_bytes"], "gaps": d["gaps"],
-                              "missing": d.get("missing", 0), "duplicates": d["duplicates"],
-                              "last_contact": d.get("last_contact")}
-        return out
+        return {d["node"]: link_view(d) for d in snap.values() if d["site"] == self.inventory.site}
 
 
 def stride(xs: list[Any], limit: int) -> list[Any]:

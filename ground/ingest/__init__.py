@@ -14,7 +14,7 @@ core used by replay and tests.
 from __future__ import annotations
 
 from ground.ingest._pipeline import BAD_STATUS, BAD_TOPIC, EMPTY, OVERSIZED, IngestSink, Pipeline
-from ground.ingest._stats import Gap, LinkStats, SeqTracker
+from ground.ingest._stats import Gap, LinkStats, SeqTracker, link_view
 from ground.ingest._worker import IngestWorker, subscriptions
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "LinkStats",
     "Pipeline",
     "SeqTracker",
+    "link_view",
     "subscriptions",
 ]

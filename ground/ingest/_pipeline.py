@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ground.archive import Archive
-from ground.ingest._stats import Gap, LinkStats, RecentKeys, SeqTracker
+from ground.ingest._stats import Gap, LinkStats, RecentKeys
 from ground.parse import Parser, ParseResult, Rejected
 from wire import topics
 
@@ -168,12 +168,7 @@ class Pipeline:
         # committed: now the in-memory state and the sinks
         now = time.time()
         for (st, res, payload, received), fresh in zip(tm, fresh_masks):
-            nfresh = int(np.count_nonzero(fresh))
-            st.packets += res.count
-            st.fresh += nfresh
-            st.duplicates += res.count - nfresh
-            st.count_traffic(received, nfresh, int(res.length[fresh].sum()) if nfresh < res.count
-                             else int(res.length.sum()))
+            nfresh = st.count_packets(res, fresh, received)
             self._track(st, res, fresh, nfresh == res.count, now)
             for sink in self.sinks:
                 try:
@@ -248,11 +243,7 @@ class Pipeline:
                 rk = self._recent[key] = RecentKeys()
             seq, ticks = res.seq[rows], res.ticks[rows]
             rk.add(ticks, seq)
-            tr = st.seq.get(apid)
-            if tr is None:
-                tr = st.seq[apid] = SeqTracker()
-            opened = tr.feed(seq, ticks, st.site, st.node, apid, now)
-            for g in opened:
+            for g in st.track(apid, seq, ticks, now):
                 log.warning("%s/%s APID %d: sequence gap, %d packet(s) missing from seq %d",
                             st.site, st.node, apid, g.count, g.first)
                 self.gaps.append(g)

@@ -163,6 +163,23 @@ class LinkStats:
         else:
             b.append([sec, packets, nbytes])
 
+    def count_packets(self, res: Any, fresh: np.ndarray, received: float) -> int:
+        """Count one parsed message's packets (``fresh``: mask of the not-yet-archived ones); fresh count."""
+        nfresh = int(np.count_nonzero(fresh))
+        self.packets += res.count
+        self.fresh += nfresh
+        self.duplicates += res.count - nfresh
+        self.count_traffic(received, nfresh, int(res.length[fresh].sum()) if nfresh < res.count
+                           else int(res.length.sum()))
+        return nfresh
+
+    def track(self, apid: int, seq: np.ndarray, ticks: np.ndarray, now: float) -> list[Gap]:
+        """Feed one APID's fresh packets to its ``SeqTracker``; the gaps newly opened."""
+        tr = self.seq.get(apid)
+        if tr is None:
+            tr = self.seq[apid] = SeqTracker()
+        return tr.feed(seq, ticks, self.site, self.node, apid, now)
+
     def count_error(self, reason: str, nbytes: int) -> None:
         e = self.errors.get(reason)
         if e is None:
@@ -208,3 +225,17 @@ class LinkStats:
             "apids": {apid: {"expected_seq": t.expected, "missing": t.missing_total, "gaps": len(t.gaps)}
                       for apid, t in self.seq.items()},
         }
+
+    def view(self, now: float | None = None) -> dict[str, Any]:
+        """The client interface's per-link counters (``GET /api/links``, docs/ground-api.md)."""
+        return link_view(self.snapshot(now))
+
+
+def link_view(d: dict[str, Any]) -> dict[str, Any]:
+    """The client interface's shape of one ``LinkStats.snapshot()``: packets = fresh ones, errors by count."""
+    return {"packets": d["fresh"], "messages": d["messages"], "bytes": d["bytes"],
+            "packets_per_s": round(d["packets_per_s"], 2), "bytes_per_s": round(d["bytes_per_s"], 1),
+            "errors": {r: e["count"] for r, e in d["errors"].items()},
+            "rejected_bytes": d["rejected_bytes"], "gaps": d["gaps"],
+            "missing": d.get("missing", 0), "duplicates": d["duplicates"],
+            "last_contact": d.get("last_contact")}

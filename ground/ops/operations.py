@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ground.ingest import LinkStats
 from ground.ops.alarms import AlarmManager
 from ground.ops.commander import Commander
 from ground.ops.hub import Hub
@@ -24,7 +25,6 @@ from ground.ops.limits import LEVEL_NAMES
 from ground.ops.liveness import ONLINE, TICKS_PER_S, NodeInfo, NodeTracker, node_to_unix
 from ground.ops.store import OpsStore
 from ground.parse import Parser, ParseResult
-from wire import ccsds
 from wire.dictionary import Dictionary, load
 from wire.inventory import Inventory
 
@@ -33,37 +33,6 @@ log = logging.getLogger("ground.ops")
 APID_EVENT, APID_ACK, APID_SEISMIC = 6, 7, 5
 LIVENESS_LEVEL = {"ONLINE": 0, "ASLEEP": 0, "STALE": 1, "LOST": 2}
 HistoryFn = Callable[[str, str, str, float | None, float | None, int], dict[str, Any]]
-
-
-class LinkStats:
-    """Per-link counters kept by the ops layer (used when ingest provides none)."""
-
-    def __init__(self) -> None:
-        self.packets = 0
-        self.bytes = 0
-        self.messages = 0
-        self.errors: dict[str, int] = {}
-        self.rejected_bytes = 0
-        self.gaps = 0
-        self.duplicates = 0
-        self.packets_per_s = 0.0
-        self.bytes_per_s = 0.0
-        self._last = (time.time(), 0, 0)
-        self._seq: dict[int, int] = {}
-
-    def rates(self, now: float) -> None:
-        t0, p0, b0 = self._last
-        dt = now - t0
-        if dt >= 0.5:
-            self.packets_per_s = (self.packets - p0) / dt
-            self.bytes_per_s = (self.bytes - b0) / dt
-            self._last = (now, self.packets, self.bytes)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"packets": self.packets, "bytes": self.bytes, "messages": self.messages,
-                "packets_per_s": round(self.packets_per_s, 2), "bytes_per_s": round(self.bytes_per_s, 1),
-                "errors": dict(self.errors), "rejected_bytes": self.rejected_bytes,
-                "gaps": self.gaps, "duplicates": self.duplicates}
 
 
 class Operations:
@@ -106,7 +75,8 @@ class Operations:
         self.links_fn = links
         # latest raw packets of a node when ingest does not pass payloads: (node, limit) -> rows
         self.raw_fn: Callable[[str, int], list[tuple[float, int, int, int, bytes]]] | None = None
-        self.link: dict[str, LinkStats] = collections.defaultdict(LinkStats)
+        # the ingest's per-link counters and gap detection, kept here when ingest provides none
+        self.link: dict[str, LinkStats] = {}
         self.latest: dict[str, dict[str, dict[str, Any]]] = collections.defaultdict(dict)
         self.raw: dict[str, collections.deque[tuple[float, int, int, int, bytes]]] = \
             collections.defaultdict(lambda: collections.deque(maxlen=64))
@@ -145,17 +115,16 @@ class Operations:
             fresh = np.asarray(fresh, dtype=bool)
             nfresh = int(np.count_nonzero(fresh))
             allfresh = nfresh == n
-        ls = self.link[node]
+        ls = self._link(node)
         ls.messages += 1
-        ls.packets += nfresh
-        ls.duplicates += n - nfresh
+        ls.bytes += len(payload) if payload is not None else int(result.length.sum())
+        ls.last_contact = received
+        ls.count_packets(result, fresh, received)
         if nfresh == 0:
             return
         if allfresh:
-            ls.bytes += int(result.length.sum()) if n > 1 else int(result.length[0])
             last_ticks = int(result.ticks.max()) if n > 1 else int(result.ticks[0])
         else:
-            ls.bytes += int(result.length[fresh].sum())
             last_ticks = int(result.ticks[fresh].max())
         hk: dict[str, float] | None = None
         for apid, table in result.tables.items():
@@ -167,7 +136,7 @@ class Operations:
                     continue
                 sub = _subtable(table, m)
                 values, rows = sub.values, sub.rows
-            self._gaps(ls, apid, result.seq[rows])
+            ls.track(apid, result.seq[rows], result.ticks[rows], received)
             pname = table.name
             lv = self.alarms.check(site, node, sub, None)
             last = values[-1]
@@ -222,10 +191,9 @@ class Operations:
         if site != self.site:
             self._foreign(site, node)
             return
-        ls = self.link[node]
+        ls = self._link(node)
         for r in rejected:
-            ls.errors[r.reason] = ls.errors.get(r.reason, 0) + 1
-            ls.rejected_bytes += r.end - r.start
+            ls.count_error(r.reason, r.end - r.start)
             now = time.time()
             if now - self._reject_logged.get((node, r.reason), 0.0) > 10.0:
                 self._reject_logged[(node, r.reason)] = now
@@ -241,24 +209,11 @@ class Operations:
                         key, site, self.site)
         self.foreign[key] += 1
 
-    @staticmethod
-    def _gaps(ls: LinkStats, apid: int, seqs: np.ndarray) -> None:
-        prev = ls._seq.get(apid)
-        if len(seqs) == 1:
-            cur = int(seqs[0])
-            if prev is not None:
-                d = (cur - prev - 1) & ccsds.SEQ_MASK
-                if d < 8192:
-                    ls.gaps += d
-            ls._seq[apid] = cur
-            return
-        s = seqs.astype(np.int64)
-        if prev is not None:
-            s = np.concatenate(([prev], s))
-        if len(s) > 1:
-            d = (np.diff(s) - 1) & ccsds.SEQ_MASK
-            ls.gaps += int(d[d < 8192].sum())  # larger jumps are resets/reorders, not gaps
-        ls._seq[apid] = int(s[-1])
+    def _link(self, node: str) -> LinkStats:
+        ls = self.link.get(node)
+        if ls is None:
+            ls = self.link[node] = LinkStats(self.site, node)
+        return ls
 
     def _node_events(self, site: str, node: str, table: Any, result: ParseResult, rows: np.ndarray, received: float) -> None:
         codes = self.dictionary.enums["event"]
@@ -304,7 +259,7 @@ class Operations:
         d["electronics_temp"] = th.get("electronics_temp")
         d["surface_temp"] = th.get("surface_temp")
         d["cpu_temp"] = hk.get("cpu_temp")
-        d["link"] = self.links().get(info.node, LinkStats().as_dict())
+        d["link"] = self.links().get(info.node) or LinkStats(self.site, info.node).view()
         levels: list[str] = []
         for e in lat.values():
             levels += list(e.get("levels", {}).values())
@@ -322,7 +277,8 @@ class Operations:
                 return self.links_fn()
             except Exception:  # noqa: BLE001 - a counter snapshot must never break a view
                 log.exception("link counters from ingest failed")
-        return {n: ls.as_dict() for n, ls in self.link.items()}
+        now = time.time()
+        return {n: ls.view(now) for n, ls in self.link.items()}
 
     def latest_view(self, node: str) -> dict[str, Any]:
         """Latest engineering values per packet/field with unit, enum name and limit state."""
@@ -437,8 +393,6 @@ class Operations:
         self.nodes.tick(now)
         self.alarms.expire_shelves(now)
         await self.commander.pump(now)
-        for ls in self.link.values():
-            ls.rates(now)
         if now - self._pruned > 3600.0:  # ops database retention, hourly
             self._pruned = now
             self.store.prune(self.keep_days, now)
