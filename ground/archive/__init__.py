@@ -17,19 +17,37 @@ from pathlib import Path
 from typing import Any
 
 from ground.archive._base import (
+    CORRECTED,
     EPOCH_UNIX,
+    ESTIMATED,
+    KEY_COLLISION,
+    OPEN_END,
+    SYNCED,
+    TIME_QUALITY,
+    UNSYNCED,
     Archive,
     ArchiveError,
     DecodedSpec,
     RawPacket,
+    TimeCorrection,
     Transaction,
+    correct_ticks,
     ticks_to_unix,
     unix_to_ticks,
 )
 from wire.dictionary import Dictionary
 
 __all__ = [
+    "CORRECTED",
     "EPOCH_UNIX",
+    "ESTIMATED",
+    "KEY_COLLISION",
+    "OPEN_END",
+    "SYNCED",
+    "TIME_QUALITY",
+    "UNSYNCED",
+    "TimeCorrection",
+    "correct_ticks",
     "Archive",
     "ArchiveError",
     "DecodedSpec",

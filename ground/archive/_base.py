@@ -3,9 +3,16 @@
 Schema (both backends; SQL types differ slightly)::
 
     nodes(id, site, node)                         one row per (site, node), ids are small ints
-    raw(node_id, apid, ticks, seq, received, data)  every accepted packet, PRIMARY KEY
-                                                  (node_id, apid, ticks, seq): the de-duplication
-                                                  key and the time index at once
+    raw(node_id, apid, ticks, seq, crc, received, data)
+                                                  every accepted packet, PRIMARY KEY
+                                                  (node_id, apid, ticks, seq, crc): the
+                                                  de-duplication key and the time index at once
+    collisions(node_id, apid, ticks, seq, crc, received, data, reason)
+                                                  packets whose key matched an archived packet
+                                                  but whose bytes differ: kept, never dropped
+    timecorr(node_id, lo, hi, corr, quality, boot, updated)
+                                                  node-time ranges [lo, hi) whose time tags are
+                                                  corrected by ``corr`` ticks (pre-sync packets)
     tm_<packet>(node_id, t0, t1, n, received, ticks, seq, vals, texts, samples)
                                                   decoded engineering values, one table per APID,
                                                   in column-wise segments of many packets (one
@@ -14,8 +21,24 @@ Schema (both backends; SQL types differ slightly)::
     status(node_id, received, state, body)        every status message (birth, sleep, last will)
 
 ``ticks`` is the packet time tag in 2^-16 s since 2000-01-01T00:00:00Z (coarse << 16 | fine);
-``received`` is ground Unix time.  The raw table is the truth: ``rebuild()`` recreates every
-decoded table from it.
+``crc`` is the packet's own CRC-16 trailer; ``received`` is ground Unix time.  The raw table
+is the truth: ``rebuild()`` recreates every decoded table from it.
+
+The de-duplication key (docs/ground-data.md): a QoS 1 redelivery or a journal replay
+carries the same bytes, so the same (node, APID, time tag, sequence count, CRC) is the same
+packet.  A node whose clock and counters restart (reset, reflash) produces packets with an
+old (time tag, count) but other contents, hence another CRC: a new key, archived.  Were the
+CRC equal too while the bytes differ (1 in 65,536 such pairs), the packet goes to
+``collisions`` with its reason and is counted: never dropped as a duplicate.
+
+Time tags are never rewritten: packets a node stamped before its clock was synced keep
+their tag, and ``timecorr`` says how to correct it.  Queries return ``time`` corrected and
+``time_quality`` (TIME_QUALITY): "synced" (the node's clock), "corrected" (pre-sync,
+corrected by the step the node reported), "estimated" (pre-sync, corrected by the ground's
+correlation; the sync is still to come), "unsynced" (no correction known).
+
+Schema versions: 1 = key (node_id, apid, ticks, seq); 2 = crc in the key, collisions,
+timecorr.  Opening a version-1 archive migrates it in one transaction.
 """
 
 from __future__ import annotations
@@ -37,6 +60,13 @@ from wire.dictionary import Dictionary, PacketDef, load
 #: Unix time of the wire epoch (2000-01-01T00:00:00Z)
 EPOCH_UNIX = 946684800.0
 TICKS_PER_S = ccsds.FINE_PER_S
+SCHEMA_VERSION = 2
+#: time quality codes in ``timecorr.quality`` -> names in query results
+SYNCED, CORRECTED, ESTIMATED, UNSYNCED = 0, 1, 2, 3
+TIME_QUALITY = {SYNCED: "synced", CORRECTED: "corrected", ESTIMATED: "estimated", UNSYNCED: "unsynced"}
+OPEN_END = 1 << 62  # hi of a correction range still open (the node has not synced yet)
+#: collisions.reason: same (node, APID, time tag, count, CRC) as an archived packet, other bytes
+KEY_COLLISION = "key_collision"
 
 
 class ArchiveError(RuntimeError):
@@ -53,9 +83,50 @@ def ticks_to_unix(ticks: int | np.ndarray) -> Any:
     return ticks / TICKS_PER_S + EPOCH_UNIX
 
 
+def packet_crcs(result: ParseResult, payload: bytes) -> np.ndarray:
+    """The CRC-16 trailer of every packet of ``result`` (int64), read from ``payload``."""
+    if not result.count:
+        return np.zeros(0, np.int64)
+    b = np.frombuffer(payload, np.uint8)
+    end = result.offset.astype(np.int64) + result.length
+    return (b[end - 2].astype(np.int64) << 8) | b[end - 1]
+
+
+@dataclass(frozen=True)
+class TimeCorrection:
+    """Packets of one node stamped in node time [lo, hi) ticks are ``corr`` ticks off."""
+
+    lo: int
+    hi: int
+    corr: int
+    quality: int
+    boot: int = 0
+    updated: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"from": ticks_to_unix(self.lo), "to": None if self.hi >= OPEN_END else ticks_to_unix(self.hi),
+                "correction_s": self.corr / TICKS_PER_S, "quality": TIME_QUALITY.get(self.quality, "?"),
+                "boot": self.boot, "updated": self.updated}
+
+
+def correct_ticks(ticks: np.ndarray, ranges: Sequence[TimeCorrection]) -> tuple[np.ndarray, np.ndarray]:
+    """(corrected ticks, quality codes) of one node's time tags under its correction ranges.
+
+    Ranges may overlap (two boots that never synced): the one opened last wins.
+    """
+    out = ticks.astype(np.int64, copy=True)
+    q = np.zeros(len(out), np.int8)
+    for r in sorted(ranges, key=lambda r: r.lo):
+        m = (ticks >= r.lo) & (ticks < r.hi)
+        if m.any():
+            out[m] = ticks[m] + r.corr
+            q[m] = r.quality
+    return out, q
+
+
 @dataclass(frozen=True)
 class RawPacket:
-    """One archived packet as it arrived."""
+    """One archived packet as it arrived; ``time`` is the corrected Unix time of its tag."""
 
     site: str
     node: str
@@ -64,6 +135,8 @@ class RawPacket:
     ticks: int
     received: float
     data: bytes
+    time: float = 0.0
+    quality: str = "synced"
 
 
 @dataclass(frozen=True)
@@ -111,14 +184,19 @@ class Transaction(abc.ABC):
     def __init__(self, archive: Archive) -> None:
         self.a = archive
         self.db = archive.db
+        #: after append_many: per item, packets that collided with an archived key (other
+        #: bytes) and went to the collisions table; their fresh mask entry is False
+        self.collisions: list[int] = []
 
     def append_packets(self, site: str, node: str, result: ParseResult, payload: bytes, received: float,
                        known_fresh: np.ndarray | None = None) -> np.ndarray:
         """Append the accepted packets of one container; returns the mask of fresh ones.
 
-        A packet whose key (node, APID, ticks, seq) is already archived is a duplicate: it
-        is not stored again and its mask entry is False.  ``known_fresh`` lets the caller
-        pre-filter packets it already knows are duplicates (False entries are skipped).
+        A packet whose key (node, APID, ticks, seq, CRC) is already archived with the same
+        bytes is a duplicate: it is not stored again and its mask entry is False.  Same key,
+        other bytes: stored in ``collisions`` (mask False, counted in ``self.collisions``).
+        ``known_fresh`` lets the caller pre-filter packets it already knows are duplicates
+        (False entries are skipped).
         """
         return self.append_many([(site, node, result, payload, received, known_fresh)])[0]
 
@@ -200,9 +278,77 @@ class Archive(abc.ABC):
             where.append(f"{column} < {self._ph}")
             params.append(hi)
 
-    def _time_filter(self, t0: float | None, t1: float | None, where: list[str], params: list[Any]) -> None:
-        self._range_filter("ticks", None if t0 is None else unix_to_ticks(t0),
-                           None if t1 is None else unix_to_ticks(t1), where, params)
+    def _time_filter(self, t0: float | None, t1: float | None, where: list[str], params: list[Any],
+                     lo_col: str = "ticks", hi_col: str = "ticks") -> None:
+        """Rows whose corrected time may fall in [t0, t1): node-time windows, OR-ed.
+
+        Coarse: the exact test happens after correction (``correct_ticks``)."""
+        if t0 is None and t1 is None:
+            return
+        lo = None if t0 is None else unix_to_ticks(t0)
+        hi = None if t1 is None else unix_to_ticks(t1)
+        wins: list[tuple[int | None, int | None]] = [(lo, hi)]
+        for ranges in self.time_corrections().values():
+            for r in ranges:
+                a = r.lo if lo is None else max(r.lo, lo - r.corr)
+                b = r.hi if hi is None else min(r.hi, hi - r.corr)
+                if a < b:
+                    wins.append((a, None if b >= OPEN_END else b))
+        ors = []
+        for a, b in wins:
+            cond = []
+            if a is not None:
+                cond.append(f"{hi_col} >= {self._ph}")
+                params.append(a)
+            if b is not None:
+                cond.append(f"{lo_col} < {self._ph}")
+                params.append(b)
+            ors.append("(" + " AND ".join(cond) + ")")
+        where.append("(" + " OR ".join(ors) + ")")
+
+    # -- time corrections ----------------------------------------------------------
+    def time_corrections(self) -> dict[int, list[TimeCorrection]]:
+        """Every node's correction ranges by archive node id (re-read: tiny, shared)."""
+        out: dict[int, list[TimeCorrection]] = {}
+        for nid, lo, hi, corr, q, boot, upd in self._select(
+                "SELECT node_id, lo, hi, corr, quality, boot, updated FROM timecorr ORDER BY node_id, lo", ()):
+            out.setdefault(int(nid), []).append(TimeCorrection(int(lo), int(hi), int(corr), int(q), int(boot),
+                                                               float(upd)))
+        return out
+
+    def node_time_corrections(self, site: str, node: str) -> list[TimeCorrection]:
+        """One node's correction ranges, oldest first."""
+        with self._lock:
+            nid = self.node_id(site, node)
+        return self.time_corrections().get(nid, [])
+
+    def set_time_correction(self, site: str, node: str, c: TimeCorrection) -> None:
+        """Insert or replace the correction range of ``node`` starting at ``c.lo``."""
+        p = self._ph
+        with self.transaction():
+            nid = self.node_id(site, node)
+            self.db.execute(f"DELETE FROM timecorr WHERE node_id = {p} AND lo = {p}", (nid, c.lo))
+            self.db.execute(f"INSERT INTO timecorr VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
+                            (nid, c.lo, min(c.hi, OPEN_END), c.corr, c.quality, c.boot, c.updated or now()))
+
+    # -- collisions ----------------------------------------------------------------
+    def collisions(self, node: str | None = None, site: str | None = None) -> list[tuple[RawPacket, str]]:
+        """Packets kept because their key matched an archived packet with other bytes."""
+        where: list[str] = []
+        params: list[Any] = []
+        if not self._node_filter(site, node, where, params):
+            return []
+        sql = "SELECT node_id, apid, seq, ticks, received, data, reason FROM collisions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        names = self._names()
+        rows = self._select(sql + " ORDER BY received, ticks", params)
+        return [(RawPacket(*names[r[0]], int(r[1]), int(r[2]), int(r[3]), float(r[4]), bytes(r[5]),
+                           float(ticks_to_unix(int(r[3])))), str(r[6])) for r in rows]
+
+    def count_collisions(self) -> dict[str, int]:
+        """Collisions kept, by reason."""
+        return {str(r): int(n) for r, n in self._select("SELECT reason, COUNT(*) FROM collisions GROUP BY reason", ())}
 
     def _received_filter(self, t0: float | None, t1: float | None, where: list[str], params: list[Any]) -> None:
         self._range_filter("received", None if t0 is None else float(t0), None if t1 is None else float(t1),
@@ -235,11 +381,27 @@ class Archive(abc.ABC):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY received, node_id, apid, ticks, seq" if by_received else " ORDER BY ticks, node_id, apid, seq"
-        if limit is not None:
+        corr = self.time_corrections()
+        exact = not by_received and (t0 is not None or t1 is not None) and corr
+        if limit is not None and not exact:
             sql += f" LIMIT {int(limit)}"
         names = self._names()
-        return [RawPacket(*names[r[0]], int(r[1]), int(r[2]), int(r[3]), float(r[4]), bytes(r[5]))
-                for r in self._select(sql, params)]
+        rows = self._select(sql, params)
+        out = []
+        for r in rows:
+            nid, ticks = int(r[0]), int(r[3])
+            t, q = (correct_ticks(np.array([ticks], np.int64), corr[nid]) if nid in corr
+                    else (np.array([ticks]), np.zeros(1, np.int8)))
+            out.append(RawPacket(*names[nid], int(r[1]), int(r[2]), ticks, float(r[4]), bytes(r[5]),
+                                 float(ticks_to_unix(int(t[0]))), TIME_QUALITY.get(int(q[0]), "?")))
+        if exact:
+            lo = -np.inf if t0 is None else unix_to_ticks(t0)
+            hi = np.inf if t1 is None else unix_to_ticks(t1)
+            out = [p for p in out if lo <= unix_to_ticks(p.time) < hi]
+            out.sort(key=lambda p: (p.time, p.apid, p.seq))
+            if limit is not None:
+                out = out[:int(limit)]
+        return out
 
     def count_raw(self, node: str | None = None, apid: int | None = None, site: str | None = None) -> int:
         where: list[str] = []
@@ -261,7 +423,8 @@ class Archive(abc.ABC):
               columns: Sequence[str] | None = None) -> dict[str, Any]:
         """Decoded rows of one packet type as columns, ordered by time tag.
 
-        Returns {"site": [...], "node": [...], "time": float64 Unix s, "ticks", "seq",
+        Returns {"site": [...], "node": [...], "time": float64 Unix s (corrected),
+        "ticks" (the node's time tag), "time_quality": list[str], "seq",
         "received", <field>: float64 array ..., <text field>: list[str],
         "samples": int16 (n, count, axes) raw counts for sample packets}.
         """
@@ -277,12 +440,7 @@ class Archive(abc.ABC):
         lo = unix_to_ticks(t0) if t0 is not None else None
         hi = unix_to_ticks(t1) if t1 is not None else None
         if self._node_filter(site, node, where, params):
-            if lo is not None:
-                where.append(f"t1 >= {self._ph}")
-                params.append(lo)
-            if hi is not None:
-                where.append(f"t0 < {self._ph}")
-                params.append(hi)
+            self._time_filter(t0, t1, where, params, lo_col="t0", hi_col="t1")
             sql = f"SELECT node_id, n, received, ticks, seq, vals, texts, samples FROM {spec.table}"
             if where:
                 sql += " WHERE " + " AND ".join(where)
@@ -297,20 +455,29 @@ class Archive(abc.ABC):
         rec = np.repeat(np.array([r[2] for r in rows], dtype=np.float64), ns)
         vals = (np.concatenate([np.frombuffer(bytes(r[5]), "<f8").reshape(-1, m) for r in rows]) if rows
                 else np.zeros((0, m)))
+        cticks = ticks.astype(np.int64, copy=True)
+        quality = np.zeros(len(ticks), np.int8)
+        corr = self.time_corrections()
+        for i, ranges in corr.items():
+            m = nid == i
+            if m.any():
+                cticks[m], quality[m] = correct_ticks(ticks[m], ranges)
         keep = np.ones(len(ticks), dtype=bool)
         if lo is not None:
-            keep &= ticks >= lo
+            keep &= cticks >= lo
         if hi is not None:
-            keep &= ticks < hi
+            keep &= cticks < hi
         order = np.nonzero(keep)[0]
-        order = order[np.lexsort((seq[order], nid[order], ticks[order]))]
+        order = order[np.lexsort((seq[order], nid[order], cticks[order]))]
         names = self._names()
         out: dict[str, Any] = {}
         ids = nid[order].tolist()
         out["site"] = [names[i][0] for i in ids]
         out["node"] = [names[i][1] for i in ids]
-        out["ticks"] = ticks[order].copy()
-        out["time"] = ticks_to_unix(out["ticks"]).astype(np.float64)
+        out["ticks"] = ticks[order].copy()  # the node's own time tag, as archived
+        out["time"] = ticks_to_unix(cticks[order]).astype(np.float64)  # corrected
+        qn = np.array([TIME_QUALITY[k] for k in sorted(TIME_QUALITY)], dtype=object)
+        out["time_quality"] = qn[quality[order]].tolist()
         out["seq"] = seq[order]
         out["received"] = rec[order]
         for c in want:
@@ -333,10 +500,11 @@ class Archive(abc.ABC):
     def parameter(self, name: str, node: str | None = None, t0: float | None = None,
                   t1: float | None = None, site: str | None = None) -> dict[str, Any]:
         """One parameter over time: name is "PACKET.field" (e.g. "HK.free_heap") or a field
-        name unique in the dictionary.  Returns {"node", "time", "value"}."""
+        name unique in the dictionary.  Returns {"node", "time", "value", "time_quality"}."""
         packet, field = self.resolve(name)
         t = self.table(packet, node, t0, t1, site, columns=[field])
-        return {"site": t["site"], "node": t["node"], "time": t["time"], "value": t[field]}
+        return {"site": t["site"], "node": t["node"], "time": t["time"], "value": t[field],
+                "time_quality": t["time_quality"]}
 
     def resolve(self, name: str) -> tuple[str, str]:
         """("PACKET", "field") for "PACKET.field" or a field name unique in the dictionary."""
@@ -398,7 +566,7 @@ class Archive(abc.ABC):
             if not rows:
                 return n
             groups: dict[int, tuple[list[bytes], list[float]]] = {}
-            for nid, _apid, _ticks, _seq, received, data in rows:
+            for nid, _apid, _ticks, _seq, _crc, received, data in rows:
                 g = groups.setdefault(nid, ([], []))
                 g[0].append(bytes(data))
                 g[1].append(float(received))
@@ -409,16 +577,16 @@ class Archive(abc.ABC):
                         tx._decoded(nid, res, np.ones(res.count, bool), max(recs))
                         n += res.count
             r = rows[-1]
-            last = (r[0], r[1], r[2], r[3])
+            last = (r[0], r[1], r[2], r[3], r[4])
 
     def _raw_after(self, key: tuple[Any, ...] | None, limit: int) -> list[tuple[Any, ...]]:
         p = self._ph
-        sql = "SELECT node_id, apid, ticks, seq, received, data FROM raw"
+        sql = "SELECT node_id, apid, ticks, seq, crc, received, data FROM raw"
         params: list[Any] = []
         if key is not None:
-            sql += f" WHERE (node_id, apid, ticks, seq) > ({p}, {p}, {p}, {p})"
+            sql += f" WHERE (node_id, apid, ticks, seq, crc) > ({p}, {p}, {p}, {p}, {p})"
             params = list(key)
-        sql += f" ORDER BY node_id, apid, ticks, seq LIMIT {int(limit)}"
+        sql += f" ORDER BY node_id, apid, ticks, seq, crc LIMIT {int(limit)}"
         return self._select(sql, params)
 
     @abc.abstractmethod

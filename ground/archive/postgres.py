@@ -10,15 +10,27 @@ RETURNING``, which tells exactly which packets were fresh.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_segment
+from ground.archive._base import (
+    KEY_COLLISION,
+    SCHEMA_VERSION,
+    Archive,
+    ArchiveError,
+    DecodedSpec,
+    Transaction,
+    decoded_segment,
+    packet_crcs,
+)
 from ground.parse import ParseResult
 from wire.dictionary import Dictionary
 
+log = logging.getLogger("lunabase.archive")
 
 def _create_sql(spec: DecodedSpec) -> str:
     # decoded values in column-wise segments: see ground.archive._base.decoded_segment
@@ -38,6 +50,7 @@ class PostgresArchive(Archive):
         super().__init__(dictionary)
         import psycopg
 
+        self.migrated_from = 0  # schema version migrated from at open (0: none)
         self.url = dsn
         self.schema = schema
         try:
@@ -52,10 +65,25 @@ class PostgresArchive(Archive):
                 db.execute(f'SET search_path TO "{schema}"')
             db.execute("CREATE TABLE IF NOT EXISTS nodes (id SERIAL PRIMARY KEY, site TEXT NOT NULL,"
                        " node TEXT NOT NULL, UNIQUE (site, node))")
+            # several workers may open a v1 archive at once: one migrates, the others wait
+            db.execute("SELECT pg_advisory_xact_lock(4242001)")
+            has = db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'raw'"
+                             " AND table_schema = current_schema()").fetchall()
+            if has and ("crc",) not in has:
+                self.migrated_from = 1
+                self._migrate_v1(db)
             db.execute("CREATE TABLE IF NOT EXISTS raw (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
-                       " ticks BIGINT NOT NULL, seq INTEGER NOT NULL, received DOUBLE PRECISION NOT NULL,"
-                       " data BYTEA NOT NULL, PRIMARY KEY (node_id, apid, ticks, seq))")
+                       " ticks BIGINT NOT NULL, seq INTEGER NOT NULL, crc INTEGER NOT NULL,"
+                       " received DOUBLE PRECISION NOT NULL, data BYTEA NOT NULL,"
+                       " PRIMARY KEY (node_id, apid, ticks, seq, crc))")
             db.execute("CREATE INDEX IF NOT EXISTS raw_received ON raw (received)")
+            db.execute("CREATE TABLE IF NOT EXISTS collisions (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
+                       " ticks BIGINT NOT NULL, seq INTEGER NOT NULL, crc INTEGER NOT NULL,"
+                       " received DOUBLE PRECISION NOT NULL, data BYTEA NOT NULL, reason TEXT NOT NULL,"
+                       " UNIQUE (node_id, apid, ticks, seq, crc, data))")
+            db.execute("CREATE TABLE IF NOT EXISTS timecorr (node_id INTEGER NOT NULL, lo BIGINT NOT NULL,"
+                       " hi BIGINT NOT NULL, corr BIGINT NOT NULL, quality INTEGER NOT NULL, boot INTEGER NOT NULL,"
+                       " updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (node_id, lo))")
             db.execute("CREATE TABLE IF NOT EXISTS status (node_id INTEGER NOT NULL,"
                        " received DOUBLE PRECISION NOT NULL, state TEXT, body TEXT NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS status_node ON status (node_id, received)")
@@ -64,11 +92,22 @@ class PostgresArchive(Archive):
                 db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_received ON {spec.table} (received)")
                 db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_node_t1 ON {spec.table} (node_id, t1)")
         db.execute("CREATE TEMP TABLE IF NOT EXISTS _stage (i INTEGER, node_id INTEGER, apid INTEGER,"
-                   " ticks BIGINT, seq INTEGER, received DOUBLE PRECISION, data BYTEA)")
+                   " ticks BIGINT, seq INTEGER, crc INTEGER, received DOUBLE PRECISION, data BYTEA)")
 
     @property
     def _ph(self) -> str:
         return "%s"
+
+    @staticmethod
+    def _migrate_v1(db: Any) -> None:
+        # v1 keyed raw on (node_id, apid, ticks, seq): add the CRC (the last two bytes of
+        # each packet) and widen the primary key, in the caller's transaction
+        log.warning("archive schema v1 -> v%d: adding the CRC to the raw key", SCHEMA_VERSION)
+        db.execute("ALTER TABLE raw ADD COLUMN crc INTEGER")
+        db.execute("UPDATE raw SET crc = get_byte(data, length(data) - 2) * 256 + get_byte(data, length(data) - 1)")
+        db.execute("ALTER TABLE raw ALTER COLUMN crc SET NOT NULL")
+        db.execute("ALTER TABLE raw DROP CONSTRAINT raw_pkey")
+        db.execute("ALTER TABLE raw ADD PRIMARY KEY (node_id, apid, ticks, seq, crc)")
 
     def node_id(self, site: str, node: str) -> int:
         key = (site, node)
@@ -113,13 +152,14 @@ class _PgTx(Transaction):
                     ) -> list[np.ndarray]:
         masks: list[np.ndarray] = []
         nids: list[int] = []
-        keys: list[tuple[int, int, int, int]] = []
-        where: list[tuple[np.ndarray, int]] = []
+        keys: list[tuple[int, int, int, int, int]] = []
+        where: list[tuple[int, np.ndarray, int]] = []
+        self.collisions = [0] * len(items)
         db = self.db
         db.execute("TRUNCATE _stage")
         nids = [self.a.node_id(it[0], it[1]) for it in items]  # not inside COPY: same connection
         with db.cursor().copy("COPY _stage FROM STDIN") as cp:
-            for (site, node, result, payload, received, known), nid in zip(items, nids):
+            for j, ((_site, _node, result, payload, received, known), nid) in enumerate(zip(items, nids, strict=False)):
                 n = result.count
                 fresh = np.ones(n, dtype=bool) if known is None else known.copy()
                 masks.append(fresh)
@@ -131,22 +171,35 @@ class _PgTx(Transaction):
                 apid = result.apid.tolist()
                 ticks = result.ticks.tolist()
                 seq = result.seq.tolist()
+                crc = packet_crcs(result, payload).tolist()
                 for k in idx:
-                    cp.write_row((len(keys), nid, apid[k], ticks[k], seq[k], received,
+                    cp.write_row((len(keys), nid, apid[k], ticks[k], seq[k], crc[k], received,
                                   payload[offs[k]:offs[k] + lens[k]]))
-                    keys.append((nid, apid[k], ticks[k], seq[k]))
-                    where.append((fresh, k))
+                    keys.append((nid, apid[k], ticks[k], seq[k], crc[k]))
+                    where.append((j, fresh, k))
         if keys:
-            got = db.execute("INSERT INTO raw SELECT node_id, apid, ticks, seq, received, data FROM _stage"
-                             " ON CONFLICT DO NOTHING RETURNING node_id, apid, ticks, seq").fetchall()
+            got = db.execute("INSERT INTO raw (node_id, apid, ticks, seq, crc, received, data)"
+                             " SELECT node_id, apid, ticks, seq, crc, received, data FROM _stage"
+                             " ON CONFLICT DO NOTHING RETURNING node_id, apid, ticks, seq, crc").fetchall()
             if len(got) != len(keys):
                 inserted = set(got)
-                for key, (mask, k) in zip(keys, where):
+                for key, (_j, mask, k) in zip(keys, where, strict=False):
                     if key in inserted:
                         inserted.discard(key)  # a key twice in one batch: only the first is fresh
                     else:
                         mask[k] = False
-        for (site, node, result, payload, received, _k), fresh, nid in zip(items, masks, nids):
+                # not inserted and other bytes than the archived packet: a collision, kept
+                coll = db.execute("INSERT INTO collisions SELECT s.node_id, s.apid, s.ticks, s.seq, s.crc,"
+                                  " s.received, s.data, %s FROM _stage s JOIN raw r USING (node_id, apid, ticks,"
+                                  " seq, crc) WHERE r.data <> s.data ON CONFLICT DO NOTHING RETURNING node_id,"
+                                  " apid, ticks, seq, crc", (KEY_COLLISION,)).fetchall()
+                if coll:
+                    first = {}
+                    for key, (j, _m, _k) in zip(keys, where, strict=False):
+                        first.setdefault(key, j)
+                    for key in coll:
+                        self.collisions[first[tuple(key)]] += 1
+        for (_site, _node, result, _payload, received, _k), fresh, nid in zip(items, masks, nids, strict=False):
             self._decoded(nid, result, fresh, received)
         return masks
 

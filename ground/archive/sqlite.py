@@ -18,11 +18,25 @@ from typing import Any
 
 import numpy as np
 
-from ground.archive._base import Archive, ArchiveError, DecodedSpec, Transaction, decoded_segment
+from ground.archive._base import (
+    KEY_COLLISION,
+    SCHEMA_VERSION,
+    Archive,
+    ArchiveError,
+    DecodedSpec,
+    Transaction,
+    decoded_segment,
+    packet_crcs,
+)
 from ground.parse import ParseResult
 from wire.dictionary import Dictionary
 
 log = logging.getLogger("lunabase.archive")
+
+
+_RAW_SQL = ("CREATE TABLE IF NOT EXISTS {name} (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
+            " ticks INTEGER NOT NULL, seq INTEGER NOT NULL, crc INTEGER NOT NULL, received REAL NOT NULL,"
+            " data BLOB NOT NULL, PRIMARY KEY (node_id, apid, ticks, seq, crc)) WITHOUT ROWID")
 
 
 def _create_sql(spec: DecodedSpec) -> str:
@@ -40,6 +54,7 @@ class SQLiteArchive(Archive):
     def __init__(self, path: str | Path, dictionary: Dictionary | None = None, durable: bool = False,
                  checkpoint_interval_s: float | None = 1.0) -> None:
         super().__init__(dictionary)
+        self.migrated_from = 0  # schema version migrated from at open (0: none)
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         try:
@@ -53,13 +68,22 @@ class SQLiteArchive(Archive):
         db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         db.execute("PRAGMA busy_timeout=10000")
         db.execute("PRAGMA cache_size=-65536")
-        db.execute("BEGIN")
+        db.execute("BEGIN IMMEDIATE")
         db.execute("CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, site TEXT NOT NULL, node TEXT NOT NULL,"
                    " UNIQUE (site, node))")
-        db.execute("CREATE TABLE IF NOT EXISTS raw (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
-                   " ticks INTEGER NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL, data BLOB NOT NULL,"
-                   " PRIMARY KEY (node_id, apid, ticks, seq)) WITHOUT ROWID")
+        cols = [r[1] for r in db.execute("PRAGMA table_info(raw)").fetchall()]
+        if cols and "crc" not in cols:
+            self.migrated_from = 1
+            self._migrate_v1(db)
+        db.execute(_RAW_SQL.format(name="raw"))
         db.execute("CREATE INDEX IF NOT EXISTS raw_received ON raw (received)")
+        db.execute("CREATE TABLE IF NOT EXISTS collisions (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
+                   " ticks INTEGER NOT NULL, seq INTEGER NOT NULL, crc INTEGER NOT NULL, received REAL NOT NULL,"
+                   " data BLOB NOT NULL, reason TEXT NOT NULL, UNIQUE (node_id, apid, ticks, seq, crc, data))")
+        db.execute("CREATE TABLE IF NOT EXISTS timecorr (node_id INTEGER NOT NULL, lo INTEGER NOT NULL,"
+                   " hi INTEGER NOT NULL, corr INTEGER NOT NULL, quality INTEGER NOT NULL, boot INTEGER NOT NULL,"
+                   " updated REAL NOT NULL, PRIMARY KEY (node_id, lo))")
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("CREATE TABLE IF NOT EXISTS status (node_id INTEGER NOT NULL, received REAL NOT NULL,"
                    " state TEXT, body TEXT NOT NULL)")
         db.execute("CREATE INDEX IF NOT EXISTS status_node ON status (node_id, received)")
@@ -86,6 +110,19 @@ class SQLiteArchive(Archive):
     @property
     def _ph(self) -> str:
         return "?"
+
+    @staticmethod
+    def _migrate_v1(db: sqlite3.Connection) -> None:
+        # v1 keyed raw on (node_id, apid, ticks, seq); a WITHOUT ROWID table's key cannot be
+        # altered, so copy into the v2 table (crc = the packet's last two bytes) and swap
+        log.warning("archive schema v1 -> v%d: adding the CRC to the raw key (one pass over raw)", SCHEMA_VERSION)
+        db.create_function("lb_crc", 1, lambda d: (d[-2] << 8) | d[-1] if d and len(d) >= 2 else 0,
+                           deterministic=True)
+        db.execute(_RAW_SQL.format(name="raw_v2"))
+        db.execute("INSERT INTO raw_v2 (node_id, apid, ticks, seq, crc, received, data)"
+                   " SELECT node_id, apid, ticks, seq, lb_crc(data), received, data FROM raw")
+        db.execute("DROP TABLE raw")
+        db.execute("ALTER TABLE raw_v2 RENAME TO raw")
 
     def node_id(self, site: str, node: str) -> int:
         key = (site, node)
@@ -147,10 +184,11 @@ class _SQLiteTx(Transaction):
     def append_many(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]]
                     ) -> list[np.ndarray]:
         rows: list[tuple[Any, ...]] = []
-        spans: list[tuple[np.ndarray, list[int] | range]] = []  # per item: (mask, indices inserted)
+        spans: list[tuple[int, np.ndarray, list[int] | range]] = []  # per item: (item, mask, indices inserted)
         masks: list[np.ndarray] = []
         nids: list[int] = []
-        for site, node, result, payload, received, known in items:
+        self.collisions = [0] * len(items)
+        for j, (site, node, result, payload, received, known) in enumerate(items):
             n = result.count
             fresh = np.ones(n, dtype=bool) if known is None else known.copy()
             masks.append(fresh)
@@ -159,34 +197,43 @@ class _SQLiteTx(Transaction):
             if n == 0:
                 continue
             mv = memoryview(payload)
+            crc = packet_crcs(result, payload)
             if known is None:
                 idx: list[int] | range = range(n)
                 offs, lens = result.offset.tolist(), result.length.tolist()
                 rows.extend(zip(repeat(nid), result.apid.tolist(), result.ticks.tolist(), result.seq.tolist(),
-                                repeat(received), [mv[o:o + ln] for o, ln in zip(offs, lens)]))
+                                crc.tolist(), repeat(received), [mv[o:o + ln] for o, ln in zip(offs, lens, strict=False)]))
             else:
                 idx = np.nonzero(fresh)[0].tolist()
                 offs, lens = result.offset[idx].tolist(), result.length[idx].tolist()
                 rows.extend(zip(repeat(nid), result.apid[idx].tolist(), result.ticks[idx].tolist(),
-                                result.seq[idx].tolist(), repeat(received),
-                                [mv[o:o + ln] for o, ln in zip(offs, lens)]))
-            spans.append((fresh, idx))
+                                result.seq[idx].tolist(), crc[idx].tolist(), repeat(received),
+                                [mv[o:o + ln] for o, ln in zip(offs, lens, strict=False)]))
+            spans.append((j, fresh, idx))
         if rows:
-            sql = "INSERT OR IGNORE INTO raw VALUES (?,?,?,?,?,?)"
+            sql = "INSERT OR IGNORE INTO raw (node_id, apid, ticks, seq, crc, received, data) VALUES (?,?,?,?,?,?,?)"
             db = self.db
             db.execute("SAVEPOINT pk")
             cur = db.executemany(sql, rows)
             if cur.rowcount != len(rows):
-                # some keys are already archived (redelivery after a restart): find which, one by one
+                # some keys are already archived (redelivery after a restart): find which, one
+                # by one, and tell a true duplicate (same bytes) from a collision (other bytes)
                 db.execute("ROLLBACK TO pk")
                 it = iter(rows)
-                for mask, idx in spans:
+                for j, mask, idx in spans:
                     for k in idx:
-                        if db.execute(sql, next(it)).rowcount == 0:
+                        row = next(it)
+                        if db.execute(sql, row).rowcount == 0:
                             mask[k] = False
+                            have = db.execute("SELECT data FROM raw WHERE node_id = ? AND apid = ? AND ticks = ?"
+                                              " AND seq = ? AND crc = ?", row[:5]).fetchone()
+                            if have is not None and bytes(have[0]) != bytes(row[6]):
+                                db.execute("INSERT OR IGNORE INTO collisions VALUES (?,?,?,?,?,?,?,?)",
+                                           (*row, KEY_COLLISION))
+                                self.collisions[j] += 1
             db.execute("RELEASE pk")
         by_apid: dict[int, list[tuple[Any, ...]]] = {}
-        for (site, node, result, payload, received, _k), fresh, nid in zip(items, masks, nids):
+        for (_site, _node, result, _payload, received, _k), fresh, nid in zip(items, masks, nids, strict=False):
             for apid_ in result.tables:
                 spec = self.a.specs.get(apid_)
                 if spec is not None:

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ground.archive import Archive
+from ground.archive._base import packet_crcs
 from ground.ingest._stats import Gap, LinkStats, RecentKeys
 from ground.parse import Parser, ParseResult, Rejected
 from wire import topics
@@ -82,7 +83,7 @@ class Pipeline:
         """A plain dict of every counter: {"links": {"site/node": {...}}, "totals": {...}}."""
         now = time.time()
         links = {f"{s}/{n}": st.snapshot(now) for (s, n), st in sorted(self.links.items())}
-        tot: dict[str, Any] = {k: 0 for k in ("messages", "packets", "fresh", "bytes", "duplicates", "gaps",
+        tot: dict[str, Any] = {k: 0 for k in ("messages", "packets", "fresh", "bytes", "duplicates", "collisions", "gaps",
                                                "missing", "status_messages", "rejected_bytes")}
         tot["packets_per_s"] = tot["bytes_per_s"] = 0.0
         errors: dict[str, dict[str, int]] = {}
@@ -154,12 +155,14 @@ class Pipeline:
 
         t0 = time.perf_counter()
         fresh_masks: list[np.ndarray] = []
+        collided: list[int] = [0] * len(tm)
         if tm or status:
-            items = [(st.site, st.node, res, payload, received, self._known_fresh(st.site, st.node, res))
+            items = [(st.site, st.node, res, payload, received, self._known_fresh(st.site, st.node, res, payload))
                      for st, res, payload, received in tm]
             with self.archive.transaction() as tx:
                 if items:
                     fresh_masks = tx.append_many(items)
+                    collided = list(getattr(tx, "collisions", None) or [0] * len(items))
                 for st, body, received in status:
                     tx.append_status(st.site, st.node, body, received)
         self.commits_s += time.perf_counter() - t0
@@ -167,9 +170,12 @@ class Pipeline:
 
         # committed: now the in-memory state and the sinks
         now = time.time()
-        for (st, res, payload, received), fresh in zip(tm, fresh_masks):
-            nfresh = st.count_packets(res, fresh, received)
-            self._track(st, res, fresh, nfresh == res.count, now)
+        for (st, res, payload, received), fresh, ncoll in zip(tm, fresh_masks, collided, strict=False):
+            nfresh = st.count_packets(res, fresh, received, ncoll)
+            if ncoll:
+                log.warning("%s/%s: %d packet(s) with the key of an archived packet but other bytes: kept in"
+                            " the archive's collisions (%s)", st.site, st.node, ncoll, "key_collision")
+            self._track(st, res, payload, fresh, nfresh == res.count, now)
             for sink in self.sinks:
                 try:
                     sink.on_packets(st.site, st.node, res, fresh, received)
@@ -217,22 +223,27 @@ class Pipeline:
                 return [(res, joined)]
         return [(parse(p), p) for p in payloads]
 
-    def _known_fresh(self, site: str, node: str, res: ParseResult) -> np.ndarray | None:
-        """False for packets the recent window has already archived."""
+    def _known_fresh(self, site: str, node: str, res: ParseResult, payload: bytes) -> np.ndarray | None:
+        """False for packets the recent window has already archived (same key and CRC)."""
         mask = None
+        crc = None
+        if any((site, node, apid) in self._recent for apid in res.tables):
+            crc = packet_crcs(res, payload)
         for apid in res.tables:
             rk = self._recent.get((site, node, apid))
             if rk is None:
                 continue
             rows = res.tables[apid].rows
-            seen = rk.seen(res.ticks[rows], res.seq[rows])
+            seen = rk.seen(res.ticks[rows], res.seq[rows], crc[rows] if crc is not None else None)
             if seen is not None and seen.any():
                 if mask is None:
                     mask = np.ones(res.count, dtype=bool)
                 mask[rows[seen]] = False
         return mask
 
-    def _track(self, st: LinkStats, res: ParseResult, fresh: np.ndarray, all_fresh: bool, now: float) -> None:
+    def _track(self, st: LinkStats, res: ParseResult, payload: bytes, fresh: np.ndarray, all_fresh: bool,
+               now: float) -> None:
+        crc = packet_crcs(res, payload)
         for apid, tab in res.tables.items():
             rows = tab.rows if all_fresh else tab.rows[fresh[tab.rows]]
             if not len(rows):
@@ -242,7 +253,7 @@ class Pipeline:
             if rk is None:
                 rk = self._recent[key] = RecentKeys()
             seq, ticks = res.seq[rows], res.ticks[rows]
-            rk.add(ticks, seq)
+            rk.add(ticks, seq, crc[rows])
             for g in st.track(apid, seq, ticks, now):
                 log.warning("%s/%s APID %d: sequence gap, %d packet(s) missing from seq %d",
                             st.site, st.node, apid, g.count, g.first)

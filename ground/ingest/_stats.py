@@ -65,7 +65,7 @@ class SeqTracker:
             self.last_ticks = int(ticks[-1])
             return []
         opened = []
-        for s, t in zip(seq.tolist(), ticks.tolist()):
+        for s, t in zip(seq.tolist(), ticks.tolist(), strict=False):
             if self.expected < 0:
                 self.expected = (s + 1) % SEQ_MOD
                 self.last_ticks = t
@@ -101,40 +101,45 @@ class SeqTracker:
 
 
 class RecentKeys:
-    """The last ~``size`` (ticks, seq) keys of one (node, APID), to spot redeliveries cheaply.
+    """The last ~``size`` (ticks, seq, crc) keys of one (node, APID), to spot redeliveries cheaply.
 
-    Only a hint: the archive's unique key is the authority (it survives restarts).
+    Only a hint: the archive's unique key is the authority (it survives restarts).  The
+    CRC is part of it, so a packet with a known (ticks, seq) but other contents (a node
+    whose clock and counters restarted) is never taken for a redelivery here.
     """
 
     __slots__ = ("keys", "chunks", "n", "size", "max_ticks")
 
     def __init__(self, size: int = 20000) -> None:
-        self.keys: set[int] = set()
+        self.keys: dict[int, int] = {}  # ticks * SEQ_MOD + seq -> crc
         self.chunks: collections.deque[list[int]] = collections.deque()
         self.n = 0
         self.size = size
         self.max_ticks = -1
 
-    def seen(self, ticks: np.ndarray, seq: np.ndarray) -> np.ndarray | None:
+    def seen(self, ticks: np.ndarray, seq: np.ndarray, crc: np.ndarray | None = None) -> np.ndarray | None:
         """Mask of keys already seen, or None when none can be (all newer than anything seen)."""
         if len(ticks) == 0 or int(ticks.min()) > self.max_ticks:
             return None
         keys = (ticks.astype(np.int64) * SEQ_MOD + seq).tolist()
-        k = self.keys
-        return np.fromiter((x in k for x in keys), dtype=bool, count=len(keys))
+        get = self.keys.get
+        if crc is None:
+            return np.fromiter((get(x) is not None for x in keys), dtype=bool, count=len(keys))
+        return np.fromiter((get(x) == c for x, c in zip(keys, crc.tolist(), strict=False)), dtype=bool, count=len(keys))
 
-    def add(self, ticks: np.ndarray, seq: np.ndarray) -> None:
+    def add(self, ticks: np.ndarray, seq: np.ndarray, crc: np.ndarray | None = None) -> None:
         if len(ticks) == 0:
             return
         keys = (ticks.astype(np.int64) * SEQ_MOD + seq).tolist()
-        self.keys.update(keys)
+        self.keys.update(zip(keys, crc.tolist() if crc is not None else [-1] * len(keys), strict=False))
         self.chunks.append(keys)
         self.n += len(keys)
         self.max_ticks = max(self.max_ticks, int(ticks.max()))
         while self.n > self.size and len(self.chunks) > 1:
             old = self.chunks.popleft()
             self.n -= len(old)
-            self.keys.difference_update(old)
+            for k in old:
+                self.keys.pop(k, None)
 
 
 @dataclass
@@ -148,6 +153,7 @@ class LinkStats:
     fresh: int = 0
     bytes: int = 0  # payload bytes received
     duplicates: int = 0
+    collisions: int = 0  # same key as an archived packet, other bytes: kept in the archive's collisions
     status_messages: int = 0
     last_contact: float = 0.0
     errors: dict[str, list[int]] = field(default_factory=dict)  # reason -> [ranges, bytes]
@@ -163,12 +169,16 @@ class LinkStats:
         else:
             b.append([sec, packets, nbytes])
 
-    def count_packets(self, res: Any, fresh: np.ndarray, received: float) -> int:
-        """Count one parsed message's packets (``fresh``: mask of the not-yet-archived ones); fresh count."""
+    def count_packets(self, res: Any, fresh: np.ndarray, received: float, collisions: int = 0) -> int:
+        """Count one parsed message's packets (``fresh``: mask of the not-yet-archived ones); fresh count.
+
+        ``collisions``: packets not fresh because their key matched an archived packet with
+        other bytes (kept in the archive's collisions), not duplicates."""
         nfresh = int(np.count_nonzero(fresh))
         self.packets += res.count
         self.fresh += nfresh
-        self.duplicates += res.count - nfresh
+        self.duplicates += res.count - nfresh - collisions
+        self.collisions += collisions
         self.count_traffic(received, nfresh, int(res.length[fresh].sum()) if nfresh < res.count
                            else int(res.length.sum()))
         return nfresh
@@ -212,6 +222,7 @@ class LinkStats:
             "packets_per_s": pps,
             "bytes_per_s": bps,
             "duplicates": self.duplicates,
+            "collisions": self.collisions,
             "status_messages": self.status_messages,
             "errors": {r: {"count": c, "bytes": b} for r, (c, b) in self.errors.items()},
             "rejected_bytes": sum(b for _c, b in self.errors.values()),
@@ -237,5 +248,5 @@ def link_view(d: dict[str, Any]) -> dict[str, Any]:
             "packets_per_s": round(d["packets_per_s"], 2), "bytes_per_s": round(d["bytes_per_s"], 1),
             "errors": {r: e["count"] for r, e in d["errors"].items()},
             "rejected_bytes": d["rejected_bytes"], "gaps": d["gaps"],
-            "missing": d.get("missing", 0), "duplicates": d["duplicates"],
+            "missing": d.get("missing", 0), "duplicates": d["duplicates"], "collisions": d.get("collisions", 0),
             "last_contact": d.get("last_contact")}

@@ -170,3 +170,129 @@ def test_sqlite_checkpoints_fall_back_to_autocheckpoint(tmp_path, monkeypatch, c
         assert "checkpoint thread cannot connect" in caplog.text
     finally:
         a.close()
+
+
+def test_reset_node_same_time_and_count_is_a_new_packet(archive: Archive) -> None:
+    """A node whose clock and counters restarted sends (ticks, seq) already archived, other bytes."""
+    first = b"".join(hk(i, unix_to_ticks(T0 + i), uptime=i, boot_count=1) for i in range(5))
+    again = b"".join(hk(i, unix_to_ticks(T0 + i), uptime=i, boot_count=2) for i in range(5))
+    assert _store(archive, "n01", first).all()
+    assert _store(archive, "n01", again).all()  # other CRC: another key, archived
+    assert archive.count_raw(node="n01") == 10
+    assert sorted(archive.table("HK", node="n01")["boot_count"].tolist()) == [1] * 5 + [2] * 5
+    assert not _store(archive, "n01", again).any()  # a true redelivery is still a duplicate
+    assert archive.count_raw(node="n01") == 10 and archive.count_collisions() == {}
+
+
+def test_same_key_and_crc_other_bytes_is_kept_as_a_collision(archive: Archive) -> None:
+    from ground.parse import Parser
+
+    a = hk(3, unix_to_ticks(T0), free_heap=1000)
+    assert _store(archive, "n01", a).all()
+    # same key and CRC trailer, other bytes (what a 1-in-65536 CRC match looks like): the
+    # archive is handed the parse of the original with the forged bytes
+    forged = a[:12] + bytes([a[12] ^ 1]) + a[13:]
+    res_f = Parser().parse(a)
+    with archive.transaction() as tx:
+        fresh = tx.append_packets("moon", "n01", res_f, forged, T0 + 1)
+        assert tx.collisions == [1]
+    assert not fresh.any()
+    assert archive.count_raw() == 1
+    assert archive.count_collisions() == {"key_collision": 1}
+    (pkt, reason), = archive.collisions(node="n01")
+    assert pkt.data == forged and reason == "key_collision" and pkt.seq == 3
+    with archive.transaction() as tx:  # the same collision redelivered is not kept twice
+        tx.append_packets("moon", "n01", res_f, forged, T0 + 2)
+    assert archive.count_collisions() == {"key_collision": 1}
+
+
+def test_pipeline_counts_collisions_apart_from_duplicates(archive: Archive) -> None:
+    from ground.ingest import Pipeline
+
+    p = Pipeline(archive)
+    pk = hk(1, unix_to_ticks(T0), uptime=1)
+    p.process([("lunabase/moon/n01/tm", pk, T0)])
+    p.process([("lunabase/moon/n01/tm", pk, T0)])  # redelivery
+    p.process([("lunabase/moon/n01/tm", hk(1, unix_to_ticks(T0), uptime=99), T0)])  # reset node
+    link = p.snapshot()["links"]["moon/n01"]
+    assert link["duplicates"] == 1 and link["fresh"] == 2 and link["collisions"] == 0
+    assert archive.count_raw() == 2
+
+
+def test_time_corrections_apply_to_queries(archive: Archive) -> None:
+    from ground.archive import CORRECTED, OPEN_END, TimeCorrection
+
+    # a node booted with its clock at the epoch: 5 packets stamped 2000-01-01 + i, then synced
+    pre = b"".join(hk(i, (100 + i) << 16, uptime=i) for i in range(5))
+    post = b"".join(hk(5 + i, unix_to_ticks(T0 + 5 + i), uptime=5 + i) for i in range(5))
+    _store(archive, "n01", pre + post)
+    corr = unix_to_ticks(T0) - (100 << 16)
+    archive.set_time_correction("moon", "n01", TimeCorrection(100 << 16, OPEN_END, corr, 2, boot=1))
+    archive.set_time_correction("moon", "n01", TimeCorrection(100 << 16, 105 << 16, corr, CORRECTED, boot=1))
+    t = archive.table("HK", node="n01")
+    assert np.allclose(t["time"], [T0 + i for i in range(10)])
+    assert t["time_quality"] == ["corrected"] * 5 + ["synced"] * 5
+    assert t["ticks"][0] == 100 << 16  # the node's own tag is kept
+    p = archive.parameter("HK.uptime", node="n01", t0=T0 + 3, t1=T0 + 7)
+    assert list(p["value"]) == [3, 4, 5, 6] and p["time_quality"][:2] == ["corrected", "corrected"]
+    raw = archive.raw_packets(node="n01", t0=T0 + 3, t1=T0 + 7)
+    assert [r.seq for r in raw] == [3, 4, 5, 6]
+    assert raw[0].quality == "corrected" and raw[0].time == pytest.approx(T0 + 3)
+    assert raw[3].quality == "synced"
+    (c,) = archive.node_time_corrections("moon", "n01")
+    assert c.as_dict()["quality"] == "corrected" and c.as_dict()["correction_s"] == pytest.approx(corr / 65536)
+
+
+def test_v1_archive_is_migrated(tmp_path) -> None:
+    """An archive written before the CRC joined the key opens, keeps its rows, and de-duplicates."""
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE nodes (id INTEGER PRIMARY KEY, site TEXT NOT NULL, node TEXT NOT NULL, UNIQUE (site, node))")
+    db.execute("CREATE TABLE raw (node_id INTEGER NOT NULL, apid INTEGER NOT NULL, ticks INTEGER NOT NULL,"
+               " seq INTEGER NOT NULL, received REAL NOT NULL, data BLOB NOT NULL,"
+               " PRIMARY KEY (node_id, apid, ticks, seq)) WITHOUT ROWID")
+    db.execute("INSERT INTO nodes VALUES (1, 'moon', 'n01')")
+    pk = hk(4, unix_to_ticks(T0), uptime=4)
+    db.execute("INSERT INTO raw VALUES (1, 1, ?, 4, ?, ?)", (unix_to_ticks(T0), T0, pk))
+    db.commit()
+    db.close()
+    a = open_archive(f"sqlite:///{path}")
+    try:
+        assert a.migrated_from == 1  # type: ignore[attr-defined]
+        assert a.count_raw() == 1
+        assert not _store(a, "n01", pk).any()  # the migrated key still de-duplicates
+        assert _store(a, "n01", hk(4, unix_to_ticks(T0), uptime=5)).all()
+        assert a.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        a.close()
+
+
+@pytest.mark.postgres
+def test_v1_postgres_archive_is_migrated() -> None:
+    reason = _pg_reason()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+
+    schema = f"lb_test_{uuid.uuid4().hex[:12]}"
+    pk = hk(4, unix_to_ticks(T0), uptime=4)
+    with psycopg.connect(PG_DSN, autocommit=True) as c:
+        c.execute(f'CREATE SCHEMA "{schema}"')
+        c.execute(f'SET search_path TO "{schema}"')
+        c.execute("CREATE TABLE nodes (id SERIAL PRIMARY KEY, site TEXT NOT NULL, node TEXT NOT NULL, UNIQUE (site, node))")
+        c.execute("CREATE TABLE raw (node_id INTEGER NOT NULL, apid INTEGER NOT NULL, ticks BIGINT NOT NULL,"
+                  " seq INTEGER NOT NULL, received DOUBLE PRECISION NOT NULL, data BYTEA NOT NULL,"
+                  " PRIMARY KEY (node_id, apid, ticks, seq))")
+        c.execute("INSERT INTO nodes (site, node) VALUES ('moon', 'n01')")
+        c.execute("INSERT INTO raw VALUES (1, 1, %s, 4, %s, %s)", (unix_to_ticks(T0), T0, pk))
+    a = open_archive(PG_DSN, schema=schema)
+    try:
+        assert a.migrated_from == 1  # type: ignore[attr-defined]
+        assert not _store(a, "n01", pk).any()
+        assert _store(a, "n01", hk(4, unix_to_ticks(T0), uptime=5)).all()
+        assert a.count_raw() == 2
+    finally:
+        a.drop_schema()  # type: ignore[attr-defined]
+        a.close()
