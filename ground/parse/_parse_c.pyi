@@ -10,9 +10,6 @@ CRC_POLY: int
 def crc16(data: Buffer, crc: int = 0xFFFF) -> int:
     """CRC-16/CCITT-FALSE of a whole buffer (slicing-by-8 tables)."""
 
-def crc_scan(data: Buffer) -> tuple[int, int, int]:
-    """Walk packets by their length field checking each CRC: (good, bad, end offset)."""
-
 class Parser:
     implementation: str
     @property
@@ -21,7 +18,7 @@ class Parser:
     def max_length(self) -> int: ...
     @property
     def run_packets(self) -> int:
-        """Packets the AVX-512 run kernel decoded so far (a diagnostic; 0 elsewhere)."""
+        """Packets the run kernels decoded so far (a diagnostic; 0 at the SSSE3 and scalar levels)."""
     def __init__(self, dictionary: Dictionary | None = None, max_length: int | None = None) -> None: ...
     def parse(self, data: Buffer) -> ParseResult: ...
     def _parse(self, data: Buffer, final: bool, base: int) -> ParseResult: ...
@@ -45,4 +42,7 @@ def set_simd(level: str | bool | None) -> str:
     """Choose the decoder ("avx512", "avx2", "ssse3", "scalar"; True = best); returns the previous."""
 
 def simd() -> str:
-    """The decoder in use: "avx512", "avx2", "ssse3" or "scalar"."""
+    """The level in use: "avx512", "avx2", "ssse3" or "scalar"."""
+
+def build_info() -> dict[str, str]:
+    """compiler, build_flags, build_isa (what the flags alone enable), cpu_model, cpu_level."""

@@ -153,7 +153,7 @@ class Parser:
                 for name, t_off, size in lay.texts:
                     texts[name].append(bytes(mv[off + t_off : off + t_off + size]).rstrip(b"\x00"))
                 if raw is not None:
-                    flat = struct.unpack_from(">%dh" % (s_count * s_axes), mv, off + s_off)
+                    flat = struct.unpack_from(f">{s_count * s_axes}h", mv, off + s_off)
                     raw[k] = np.array(flat, dtype=np.int16).reshape(s_count, s_axes)
             tables[ap] = Table(
                 apid=ap,

@@ -9,9 +9,10 @@ seismic batches (616 bytes: a field and 100 x 3 int16 samples).  For each:
 * naive     what one would write first: per packet struct.unpack_from for the header,
             binascii.crc_hqx for the CRC, struct for every field (and every sample),
             raw * scale + add per field into lists
-* crc_only  the fastest CRC here (the extension's slicing-by-8, four packets at a time
-            when four of the same length follow, else two, else one) walking the packets
-            by their length field and checking each CRC, nothing else
+* crc_only  the fastest CRC here (the parser's own slicing-by-8 CRC compiled for the
+            same level, four packets at a time when four of the same length follow,
+            else two, else one) walking the packets by their length field and checking
+            each CRC, nothing else (ground.parse._bench_c, not in the parser)
 
 Each round repeats a call for at least --seconds; the figure is the median over
 --rounds.  cython and crc_only are timed call by call in alternation (one cython call,
@@ -148,8 +149,9 @@ def run(rounds: int = 5, seconds: float = 0.25, packets: dict[str, int] | None =
 
     if CParser is None:
         raise SystemExit(f"the Cython parser is not built ({CYTHON_ERROR}): run scripts/setup.sh")
-    from ground.parse import _parse_c
+    from ground.parse import _bench_c, _parse_c
 
+    level = _parse_c.simd()
     say = progress or (lambda s: None)
     result: dict[str, Any] = {}
     for wl, (pname, default_n) in WORKLOADS.items():
@@ -158,10 +160,10 @@ def run(rounds: int = 5, seconds: float = 0.25, packets: dict[str, int] | None =
         plen = len(data) // n
         cp, pp, naive = CParser(), PyParser(), naive_parser()
         # all four see the same bytes and must agree on what is in them
-        assert cp.parse(data).count == pp.parse(data).count == naive(data) == _parse_c.crc_scan(data)[0] == n
+        assert cp.parse(data).count == pp.parse(data).count == naive(data) == _bench_c.crc_scan(data, level)[0] == n
         fns: dict[str, Callable[[], Any]] = {
             "cython": lambda: cp.parse(data),
-            "crc_only": lambda: _parse_c.crc_scan(data),
+            "crc_only": lambda: _bench_c.crc_scan(data, level),
             "python": lambda: pp.parse(data),
             "naive": lambda: naive(data),
         }
@@ -188,10 +190,9 @@ def run(rounds: int = 5, seconds: float = 0.25, packets: dict[str, int] | None =
         out["packets_per_container"] = n
         out["rounds"] = rounds
         result[wl] = out
-    from ground.parse import _parse_c as pc
-
     result["meta"] = {
-        "field_decoder": pc.simd(),
+        "field_decoder": level,
+        **_parse_c.build_info(),
         "units": "packets/s (median of rounds); *_gbps in 1e9 bytes/s",
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
