@@ -67,6 +67,11 @@ def parse_packets(*packets: bytes) -> tuple[ParseResult, bytes]:
     return PyParser().parse(payload), payload
 
 
+# open_tc status -> ACK reason, as firmware/lunanode/telecommand.py maps them
+_TC_REASON = {ccsds.TC_BAD_MAC: 1, ccsds.TC_REPLAY: 2, ccsds.TC_BAD_LENGTH: 5, ccsds.TC_EXPIRED: 7,
+              ccsds.TC_WRONG_NODE: 8, ccsds.TC_NOT_YET_VALID: 9}
+
+
 class FakeNode:
     """A Python stand-in for a node on a real broker: verifies TCs, answers ACKs.
 
@@ -126,14 +131,17 @@ class FakeNode:
             self._ready.set()
             async for msg in c.messages:
                 buf = bytes(msg.payload)  # type: ignore[arg-type]
-                st, opcode, counter, a0, a1, seq = ccsds.open_tc(self.key, buf, self.last_counter)
+                now = int(time.time() - EPOCH_2000)
+                st, opcode, counter, a0, a1, seq = ccsds.open_tc(self.key, self.node.encode(), buf, self.last_counter, now)
                 self.received.append((st, opcode, counter, buf[a0:a1]))
                 if self.behaviour == "silent":
                     continue
                 if self.light_time:
                     await asyncio.sleep(self.light_time * 2)
                 if st != ccsds.TC_OK:
-                    await self.publish_tm(self._ack_packet(counter, opcode, 1, min(st, 7), seq))
+                    if st in (ccsds.TC_EXPIRED, ccsds.TC_NOT_YET_VALID):
+                        self.last_counter = counter  # authentic and fresh: consumed, like the node
+                    await self.publish_tm(self._ack_packet(counter, opcode, 1, _TC_REASON.get(st, 5), seq))
                     continue
                 self.last_counter = counter
                 if self.behaviour == "reject":

@@ -10,6 +10,10 @@ Steps (each with its own timeout and a FlashError saying what to check)::
     4 upload      changed files only, atomically (.tmp, sha256 checked on the board, rename),
                   with a progress bar; a stale .py next to a new .mpy is removed
     5 verify      sha256 of every file again
+    5b counter    the node's telecommand counter file (data/tc) raised to the current wire-epoch
+                  second (minus a minute for clock skew) unless it is already higher: TCs signed
+                  before this flash are replays, and a corrupt counter is re-armed (physical
+                  access is the trusted resync path, docs/wire-format.md)
     6 reset       soft reset into boot.py + main.py
     7 birth       wait for the node's status {"state": "online"} published after the reset
 """
@@ -262,6 +266,27 @@ def wait_birth(
         c.disconnect()
 
 
+TC_FLOOR_SKEW_S = 60  # the ground's clock may lag the flasher's by this much
+
+
+def tc_floor(now: float | None = None) -> int:
+    """The counter floor a flash writes: wire-epoch seconds now, minus the allowed skew."""
+    from hil.ground import EPOCH_2000
+
+    return int((time.time() if now is None else now) - EPOCH_2000) - TC_FLOOR_SKEW_S
+
+
+def raise_tc_counter(board: Board, floor: int) -> int:
+    """Make data/tc at least floor on the board (atomically); returns the value it had (-1: none/corrupt)."""
+    code = (
+        "import os as _o\ntry:\n _o.mkdir('data')\nexcept OSError:\n pass\n"
+        "try:\n _v = int(open('data/tc').read())\nexcept Exception:\n _v = -1\n"
+        f"if _v < {int(floor)}:\n _f = open('data/tc.tmp', 'w')\n _f.write('{int(floor)}')\n _f.close()\n"
+        " _o.rename('data/tc.tmp', 'data/tc')\nprint(_v)"
+    )
+    return int(board.exec(code).strip())
+
+
 def flash(
     board: Board,
     config: dict[str, Any],
@@ -271,6 +296,7 @@ def flash(
     birth_timeout: float = 60.0,
     monitor_broker: Broker | None = None,
     out: Any = None,
+    counter_floor: int | None = None,
 ) -> FlashReport:
     """Flash an open `board` with the firmware and `config`; see the module docstring.
 
@@ -319,6 +345,9 @@ def flash(
         if bad:
             raise FlashError(f"verify: sha256 differs on the board for {bad}")
         step("verify: every file matches")
+        floor = tc_floor() if counter_floor is None else counter_floor
+        had = raise_tc_counter(board, floor)
+        step(f"counter: telecommand counter {'kept at ' + str(had) if had >= floor else 'raised to ' + str(floor)}")
     except BoardError as e:
         raise FlashError(f"upload: {e}") from None
     started = threading.Event()

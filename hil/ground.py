@@ -239,7 +239,7 @@ class HilGround:
         self._tc_seq[node] = (seq + 1) & ccsds.SEQ_MASK
         t = time.time() - EPOCH_2000
         tc = ccsds.build_tc(
-            key, self.dictionary.tc_apid, seq, cmd.opcode, self._counter, cmd.pack_args(**(args or {})),
+            key, node.encode(), self.dictionary.tc_apid, seq, cmd.opcode, self._counter, cmd.pack_args(**(args or {})),
             int(t), int((t % 1.0) * 65536) & 0xFFFF,
         )  # fmt: skip
         self._client.publish(topics.topic(self.site, node, topics.CMD), tc, qos=1)

@@ -17,8 +17,10 @@
 # serial line each packet is COBS-framed (wire/cobs.py).
 #
 # Telecommands (type 1) carry, after the time tag: opcode u8, flags u8, counter u32,
-# the opcode's arguments, then a MAC: the first MAC_LEN bytes of HMAC-SHA256(node key,
-# every byte before the MAC).  The counter strictly increases per node (anti-replay).
+# not_before u32, not_after u32 (wire-epoch seconds, 0 = unbounded), the addressed node's
+# id (u8 length + ASCII), the opcode's arguments, then a MAC: the first MAC_LEN bytes of
+# HMAC-SHA256(node key, every byte before the MAC).  The counter strictly increases per
+# node (anti-replay); id and window are inside the MAC, so neither can be changed.
 import struct
 
 try:
@@ -43,12 +45,13 @@ CRC_LEN = const(2)
 OVERHEAD = const(14)  # header + CRC: a packet is OVERHEAD + payload bytes
 FINE_PER_S = const(65536)
 
-TC_HEAD_LEN = const(6)  # opcode u8, flags u8, counter u32
+TC_HEAD_LEN = const(15)  # opcode u8, flags u8, counter u32, not_before u32, not_after u32, id length u8
 MAC_LEN = const(16)
-TC_OVERHEAD = const(36)  # OVERHEAD + TC_HEAD_LEN + MAC_LEN
+TC_OVERHEAD = const(45)  # OVERHEAD + TC_HEAD_LEN + MAC_LEN; a TC is this + node id + arguments
+NODE_ID_MAX = const(32)
 
 HEADER_FMT = ">HHHIH"  # id, seq, length, coarse, fine
-TC_HEAD_FMT = ">BBI"
+TC_HEAD_FMT = ">BBIIIB"
 
 
 def _make_table():
@@ -164,13 +167,21 @@ def hmac_sha256(key, msg):
     return outer.digest()
 
 
-def build_tc(key, apid, seq, opcode, counter, args, coarse=0, fine=0, flags=0):
-    """A signed telecommand packet as bytes (ground side; allocates freely)."""
-    total = TC_OVERHEAD + len(args)
+def build_tc(key, node, apid, seq, opcode, counter, args, coarse=0, fine=0, flags=0, not_before=0, not_after=0):
+    """A signed telecommand for node (bytes id) as bytes (ground side; allocates freely).
+
+    not_before/not_after: the validity window in wire-epoch seconds, 0 = unbounded.
+    """
+    ln = len(node)
+    if not 1 <= ln <= NODE_ID_MAX:
+        raise ValueError("node id must be 1-32 bytes")
+    total = TC_OVERHEAD + ln + len(args)
     buf = bytearray(total)
     pack_header(buf, 0, TYPE_TC, apid, seq, total, coarse, fine)
-    struct.pack_into(TC_HEAD_FMT, buf, HEADER_LEN, opcode, flags, counter)
+    struct.pack_into(TC_HEAD_FMT, buf, HEADER_LEN, opcode, flags, counter, not_before, not_after, ln)
     a = HEADER_LEN + TC_HEAD_LEN
+    buf[a : a + ln] = node
+    a += ln
     buf[a : a + len(args)] = args
     m = a + len(args)
     buf[m : m + MAC_LEN] = hmac_sha256(key, memoryview(buf)[:m])[:MAC_LEN]
@@ -191,18 +202,30 @@ TC_OK = const(0)
 TC_BAD_MAC = const(1)
 TC_REPLAY = const(2)
 TC_BAD_LENGTH = const(5)
+TC_EXPIRED = const(7)
 TC_BAD_CRC = const(8)
 TC_NOT_TC = const(9)
+TC_WRONG_NODE = const(10)
+TC_NOT_YET_VALID = const(11)
 
 
-def open_tc(key, buf, last_counter):
-    """Check a received telecommand.
+def tc_window(buf):
+    """(not_before, not_after) of a TC that open_tc has checked."""
+    _o, _f, _c, nb, na, _n = struct.unpack_from(TC_HEAD_FMT, buf, HEADER_LEN)
+    return nb, na
 
-    Returns (status, opcode, counter, args_start, args_end, seq); status is TC_OK only
-    when type, length, CRC and MAC are right and counter > last_counter.
+
+def open_tc(key, node, buf, last_counter, now):
+    """Check a received telecommand addressed to node (bytes id) at node time now (wire s).
+
+    Returns (status, opcode, counter, args_start, args_end, seq).  Checked in this order:
+    length, type, CRC, node id (TC_WRONG_NODE), MAC, counter > last_counter (TC_REPLAY),
+    then the window: now < not_before -> TC_NOT_YET_VALID, now > not_after -> TC_EXPIRED
+    (0 = unbounded).  Only the last two (and TC_OK) mean the TC is authentic and fresh,
+    so only they may consume its counter.  Allocates only inside the HMAC.
     """
     n = len(buf)
-    if n < TC_OVERHEAD:
+    if n < TC_OVERHEAD + 1:
         return TC_BAD_LENGTH, 0, 0, 0, 0, 0
     ptype, _apid, seq, total, _c, _f = peek(buf, 0)
     if ptype != TYPE_TC:
@@ -211,11 +234,25 @@ def open_tc(key, buf, last_counter):
         return TC_BAD_LENGTH, 0, 0, 0, 0, seq
     if not check(buf, 0, n):
         return TC_BAD_CRC, 0, 0, 0, 0, seq
-    opcode, _flags, counter = struct.unpack_from(TC_HEAD_FMT, buf, HEADER_LEN)
+    opcode, _flags, counter, nb, na, ln = struct.unpack_from(TC_HEAD_FMT, buf, HEADER_LEN)
+    a = HEADER_LEN + TC_HEAD_LEN
     m = n - CRC_LEN - MAC_LEN
+    if ln == 0 or a + ln > m:
+        return TC_BAD_LENGTH, opcode, counter, 0, 0, seq
+    # the id is not secret: compare it before spending an HMAC, so a misrouted TC says so
+    d = ln ^ len(node)
+    if d == 0:
+        for i in range(ln):
+            d |= buf[a + i] ^ node[i]
+    if d:
+        return TC_WRONG_NODE, opcode, counter, 0, 0, seq
     mac = hmac_sha256(key, memoryview(buf)[:m])
     if not _eq(mac[:MAC_LEN], memoryview(buf)[m : m + MAC_LEN]):
         return TC_BAD_MAC, opcode, counter, 0, 0, seq
     if counter <= last_counter:
         return TC_REPLAY, opcode, counter, 0, 0, seq
-    return TC_OK, opcode, counter, HEADER_LEN + TC_HEAD_LEN, m, seq
+    if nb and now < nb:
+        return TC_NOT_YET_VALID, opcode, counter, a + ln, m, seq
+    if na and now > na:
+        return TC_EXPIRED, opcode, counter, a + ln, m, seq
+    return TC_OK, opcode, counter, a + ln, m, seq

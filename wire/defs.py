@@ -7,7 +7,7 @@ except ImportError:
         return x
 
 DICT_VERSION = const(1)
-DICT_CRC = const(0x833d)  # CRC-16 of dictionary.toml
+DICT_CRC = const(0x779f)  # CRC-16 of dictionary.toml
 TC_APID = const(0x040)
 TM_MAX_LEN = const(1024)
 
@@ -43,6 +43,7 @@ EVENT_TIME_SYNC = const(10)
 EVENT_WATCHDOG = const(11)
 EVENT_CONFIG_ERROR = const(12)
 EVENT_LOW_BATTERY = const(13)
+EVENT_TC_COUNTER_LOST = const(14)
 SENSOR_HK = const(1)
 SENSOR_POWER = const(2)
 SENSOR_THERMAL = const(3)
@@ -60,6 +61,9 @@ ACK_REASON_BAD_ARGS = const(4)
 ACK_REASON_BAD_LENGTH = const(5)
 ACK_REASON_EXEC_ERROR = const(6)
 ACK_REASON_EXPIRED = const(7)
+ACK_REASON_WRONG_NODE = const(8)
+ACK_REASON_NOT_YET_VALID = const(9)
+ACK_REASON_COUNTER_LOST = const(10)
 ON_OFF_OFF = const(0)
 ON_OFF_ON = const(1)
 
@@ -112,3 +116,6 @@ ARGS_REPLAY_LEN = const(6)
 OP_CLEAR_SAFE = const(7)
 ARGS_CLEAR_SAFE = '>'
 ARGS_CLEAR_SAFE_LEN = const(0)
+OP_TC_RESYNC = const(8)
+ARGS_TC_RESYNC = '>I'
+ARGS_TC_RESYNC_LEN = const(4)

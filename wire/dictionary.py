@@ -129,9 +129,9 @@ class CommandDef:
     def args_length(self) -> int:
         return struct.calcsize(self.args_format)
 
-    @property
-    def length(self) -> int:
-        return ccsds.TC_OVERHEAD + self.args_length
+    def length(self, node_id: str) -> int:
+        """Total bytes of this command addressed to node_id."""
+        return ccsds.TC_OVERHEAD + len(node_id.encode()) + self.args_length
 
     def pack_args(self, **values: Any) -> bytes:
         """Validate and pack arguments given by name (enum names or raw ints accepted)."""
@@ -161,7 +161,7 @@ class CommandDef:
             raise ValueError(f"{self.name}: {e}") from None
 
     def unpack_args(self, data: bytes) -> dict[str, int]:
-        return dict(zip((a.name for a in self.args), struct.unpack(self.args_format, data)))
+        return dict(zip((a.name for a in self.args), struct.unpack(self.args_format, data), strict=True))
 
 
 @dataclass(frozen=True)

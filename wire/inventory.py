@@ -65,6 +65,12 @@ class Inventory:
             raise InventoryError(f"node ids appear twice: {sorted(dup)}")
         if self.ground_user in ids:
             raise InventoryError(f"node id {self.ground_user!r} is reserved for the ground account")
+        # a shared key would let one node's TC (or its stolen key) command the other
+        by_key: dict[bytes, str] = {}
+        for n in self.nodes:
+            if n.key in by_key:
+                raise InventoryError(f"nodes {by_key[n.key]} and {n.id} have the same telecommand key: give each its own")
+            by_key[n.key] = n.id
 
     def node(self, node_id: str) -> Node:
         for n in self.nodes:
@@ -135,6 +141,7 @@ class Inventory:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT: tighten it
         with os.fdopen(fd, "w") as f:
             f.write(self.dumps())
         return path

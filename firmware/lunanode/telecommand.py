@@ -1,9 +1,14 @@
 # Telecommands from the cmd topic: authenticated with wire.ccsds.open_tc (HMAC-SHA256,
-# per-node key, strictly increasing counter persisted in data/tc before execution, so a
-# reset never re-opens a window for replays).  Every command gets ACK packets on the tm
-# topic: ACCEPTED or REJECTED, then EXECUTED or FAILED.  Rejections are TC_REJECTED
+# per-node key, this node's id and the validity window inside the MAC, strictly
+# increasing counter persisted in data/tc before execution, so a reset never re-opens a
+# window for replays).  Every command gets ACK packets on the tm topic: ACCEPTED or
+# REJECTED (with the reason), then EXECUTED or FAILED.  Rejections are TC_REJECTED
 # events.  A QoS 1 redelivery (DUP) of the last accepted command is ignored silently.
+# A data/tc that exists but is not a number (corruption) means the node no longer knows
+# which counters it saw: it refuses everything (COUNTER_LOST, TC_COUNTER_LOST event with
+# a per-boot random nonce) until a TC_RESYNC carrying that nonce re-arms it.
 import asyncio
+import os
 import struct
 from wire import ccsds, defs
 from lunanode import store
@@ -14,6 +19,9 @@ _REASON = {
     ccsds.TC_BAD_LENGTH: defs.ACK_REASON_BAD_LENGTH,
     ccsds.TC_BAD_CRC: defs.ACK_REASON_BAD_LENGTH,
     ccsds.TC_NOT_TC: defs.ACK_REASON_BAD_LENGTH,
+    ccsds.TC_WRONG_NODE: defs.ACK_REASON_WRONG_NODE,
+    ccsds.TC_EXPIRED: defs.ACK_REASON_EXPIRED,
+    ccsds.TC_NOT_YET_VALID: defs.ACK_REASON_NOT_YET_VALID,
 }
 _ARGS_LEN = {
     defs.OP_PING: defs.ARGS_PING_LEN,
@@ -23,17 +31,40 @@ _ARGS_LEN = {
     defs.OP_REBOOT: defs.ARGS_REBOOT_LEN,
     defs.OP_REPLAY: defs.ARGS_REPLAY_LEN,
     defs.OP_CLEAR_SAFE: defs.ARGS_CLEAR_SAFE_LEN,
+    defs.OP_TC_RESYNC: defs.ARGS_TC_RESYNC_LEN,
 }
+
+
+def read_counter():
+    # (last counter, lost): absent = 0 (fresh flash), present but not a number = lost
+    b = store.read("tc")
+    if b is None:
+        return 0, False
+    try:
+        v = int(b)
+        if 0 <= v <= 0xFFFFFFFF:
+            return v, False
+    except ValueError:
+        pass
+    return 0, True
 
 
 class Telecommands:
     def __init__(self, app):
         self.app = app
         self.key = app.cfg["key"]
-        self.last = store.read_int("tc", 0)
+        self.node = app.cfg["node"].encode()
+        self.last, lost = read_counter()
+        self.nonce = 0  # != 0: counter lost, only TC_RESYNC(nonce) is accepted
+        if lost:
+            self.nonce = (struct.unpack(">I", os.urandom(4))[0] & 0x7FFFFFFF) | 1
+            self.lost_event(0)
         self.accepted = 0
         self.rejected = 0
         self.pb = ccsds.PacketBuffer(defs.APID_ACK, defs.ACK_LEN)
+
+    def lost_event(self, counter):
+        self.app.events.emit(defs.EVENT_TC_COUNTER_LOST, defs.SEVERITY_CRITICAL, self.nonce, counter, "send TC_RESYNC")
 
     def ack(self, counter, opcode, stage, reason, seq):
         struct.pack_into(defs.ACK_FMT, self.pb.buf, ccsds.HEADER_LEN, counter & 0xFFFFFFFF, opcode, stage, reason, 0, seq)
@@ -62,12 +93,28 @@ class Telecommands:
         self.app.events.emit(defs.EVENT_TC_REJECTED, defs.SEVERITY_WARNING, reason, counter, "tc op %d" % opcode)
 
     def handle(self, pkt, dup=False):
-        st, op, counter, a, b, seq = ccsds.open_tc(self.key, pkt, self.last)
+        c = self.app.clock
+        c.update()
+        lost = self.nonce != 0
+        st, op, counter, a, b, seq = ccsds.open_tc(self.key, self.node, pkt, -1 if lost else self.last, c.sec)
+        if st == ccsds.TC_NOT_YET_VALID or st == ccsds.TC_EXPIRED:
+            if not lost:
+                self._persist(counter)  # authentic and fresh: it must not run later either
+            self.reject(st, op, counter, seq)
+            return
         if st != ccsds.TC_OK:
             if st == ccsds.TC_REPLAY and dup and counter == self.last:
                 return  # broker redelivered what we already executed
             self.reject(st, op, counter, seq)
             return
+        if lost:
+            if op != defs.OP_TC_RESYNC or b - a != defs.ARGS_TC_RESYNC_LEN or \
+                    struct.unpack_from(defs.ARGS_TC_RESYNC, pkt, a)[0] != self.nonce:
+                self.rejected += 1
+                self.ack(counter, op, defs.ACK_STAGE_REJECTED, defs.ACK_REASON_COUNTER_LOST, seq)
+                self.lost_event(counter)
+                return
+            self.nonce = 0  # re-armed: this counter is the new floor
         if op not in _ARGS_LEN:
             self._persist(counter)
             self.rejected += 1
@@ -123,6 +170,8 @@ class Telecommands:
             if not 1 <= count <= 4096:
                 return False
             return app.link.request_replay(apid, frm, count)
+        if op == defs.OP_TC_RESYNC:
+            return True  # a resync outside the lost state only consumes its counter
         if op == defs.OP_CLEAR_SAFE:
             app.power.clear_safe()
             app.health.clear_boot_failures()

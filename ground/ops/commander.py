@@ -8,6 +8,8 @@ Stages of one command (docs/ground-ops.md)::
       └─ not_after passed before release ──> EXPIRED
 
 A command is released when its node is reachable (ONLINE) and ``not_before`` has passed.
+The window travels inside the signed TC too (wire-epoch seconds), so the node itself
+refuses a TC delivered late (held by the broker through a sleep): REJECTED EXPIRED.
 Its counter is allocated at release (strictly increasing per node, committed to the ops
 database first, floored at the node-epoch second so a lost database cannot replay).
 ACK timeouts include the round trip light time (2 × ``light_time``).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -180,8 +183,9 @@ class Commander:
         node_now = int(now - EPOCH_2000)
         counter = self.store.next_counter(self.site, c["node"], floor=node_now)
         t = now - EPOCH_2000
-        tc = ccsds.build_tc(key, self.dictionary.tc_apid, counter & ccsds.SEQ_MASK, cd.opcode, counter,
-                            cd.pack_args(**args), int(t), int((t % 1.0) * 65536) & 0xFFFF)
+        nb, na = wire_window(c["not_before"], c["not_after"])
+        tc = ccsds.build_tc(key, c["node"].encode(), self.dictionary.tc_apid, counter & ccsds.SEQ_MASK, cd.opcode,
+                            counter, cd.pack_args(**args), int(t), int((t % 1.0) * 65536) & 0xFFFF, 0, nb, na)
         c["counter"] = counter
         self._by_counter[(c["node"], counter)] = c["id"]
         try:
@@ -263,6 +267,16 @@ class Commander:
         fut: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(cid, []).append(fut)
         return await asyncio.wait_for(fut, timeout)
+
+
+def wire_window(not_before: float | None, not_after: float | None) -> tuple[int, int]:
+    """A command's validity window (unix s, None = open) as the TC's wire-epoch seconds (0 = open).
+
+    Rounded outwards to whole seconds, so the node never refuses a TC the ground thinks valid.
+    """
+    nb = 0 if not_before is None else max(1, math.floor(not_before - EPOCH_2000))
+    na = 0 if not_after is None else min(0xFFFFFFFF, max(1, math.ceil(not_after - EPOCH_2000)))
+    return nb, na
 
 
 def _fmt_args(args: dict[str, Any]) -> str:

@@ -120,8 +120,9 @@ def acks(ground) -> list[tuple]:
     return [struct.unpack_from(defs.ACK_FMT, raw, 12) for *_, raw in ground.by_apid(defs.APID_ACK)]
 
 
-def tc(op: int, counter: int, args: bytes = b"", key: bytes = KEY, seq: int = 0) -> bytes:
-    return ccsds.build_tc(key, defs.TC_APID, seq, op, counter, args)
+def tc(op: int, counter: int, args: bytes = b"", key: bytes = KEY, seq: int = 0, node: bytes = b"n01",
+       not_before: int = 0, not_after: int = 0) -> bytes:
+    return ccsds.build_tc(key, node, defs.TC_APID, seq, op, counter, args, 0, 0, 0, not_before, not_after)
 
 
 def test_telecommands_authenticated_and_executed(broker, ground, make_node):
@@ -181,3 +182,47 @@ def test_night_mode_announces_sleep_without_will(broker, ground, make_node):
     assert defs.MODE_NIGHT in modes, modes
     # heartbeats taken while asleep say when the node will be back
     assert any(v > 0 for v in hk_values(ground, "next_contact")), hk_values(ground, "next_contact")
+
+
+def test_tc_window_node_id_and_lost_counter(broker, ground, make_node):
+    """A node whose counter file is corrupt refuses every TC until TC_RESYNC(nonce); then a
+    TC for another node, an expired one and an early one are refused with their reasons."""
+    node = make_node(node_config(broker.port))
+    (node.dir / "data").mkdir(parents=True, exist_ok=True)
+    (node.dir / "data" / "tc").write_bytes(b"\xff\x00garbage")  # flash corruption
+    node.start()
+    lost = wait_for(lambda: [e for e in events(ground) if e[0] == defs.EVENT_TC_COUNTER_LOST], 60, "counter lost", node)
+    nonce = lost[0][3]
+    assert nonce > 0 and lost[0][1] == defs.SEVERITY_CRITICAL
+    # refused, whatever the counter, even a resync with the wrong nonce
+    ground.send_tc("n01", tc(defs.OP_PING, 4_000_000_000, seq=1))
+    ground.send_tc("n01", tc(defs.OP_TC_RESYNC, 11, struct.pack(defs.ARGS_TC_RESYNC, nonce ^ 1), seq=2))
+    wait_for(lambda: len([a for a in acks(ground) if a[3] == defs.ACK_REASON_COUNTER_LOST]) == 2, 30, "refusals", node)
+    assert not [a for a in acks(ground) if a[2] != defs.ACK_STAGE_REJECTED]
+    assert (node.dir / "data" / "tc").read_bytes() == b"\xff\x00garbage"  # nothing consumed
+    told = [e for e in events(ground) if e[0] == defs.EVENT_TC_COUNTER_LOST]
+    assert {e[4] for e in told} >= {4_000_000_000 - 2**32, 11} and {e[3] for e in told} == {nonce}, told
+    # the resync with the nonce re-arms it: its counter is the new floor
+    ground.send_tc("n01", tc(defs.OP_TC_RESYNC, 100, struct.pack(defs.ARGS_TC_RESYNC, nonce), seq=3))
+    wait_for(lambda: [a for a in acks(ground) if a[0] == 100 and a[2] == defs.ACK_STAGE_EXECUTED], 30, "resync", node)
+    assert (node.dir / "data" / "tc").read_bytes() == b"100"
+    now = int(time.time()) - 946684800  # the sim board's clock: host time in wire-epoch seconds
+    sends = [
+        (tc(defs.OP_PING, 50, seq=4), 50, defs.ACK_REASON_REPLAY),
+        (tc(defs.OP_PING, 101, seq=5, node=b"n02"), 101, defs.ACK_REASON_WRONG_NODE),
+        (tc(defs.OP_PING, 102, seq=6, not_after=now - 3600), 102, defs.ACK_REASON_EXPIRED),
+        (tc(defs.OP_PING, 103, seq=7, not_before=now + 3600), 103, defs.ACK_REASON_NOT_YET_VALID),
+    ]
+    for data, *_ in sends:
+        ground.send_tc("n01", data)
+    ground.send_tc("n01", tc(defs.OP_PING, 104, seq=8, not_before=now - 3600, not_after=now + 3600))
+    wait_for(lambda: [a for a in acks(ground) if a[0] == 104 and a[2] == defs.ACK_STAGE_EXECUTED], 30, "windowed PING", node)
+    rej = {a[0]: a[3] for a in acks(ground) if a[2] == defs.ACK_STAGE_REJECTED and a[0] in (50, 101, 102, 103)}
+    assert rej == {c: r for _, c, r in sends}, rej
+    # the early TC consumed its counter: it can never run, not even once its window opens
+    ground.send_tc("n01", sends[3][0])
+    wait_for(lambda: len([a for a in acks(ground) if a[0] == 103]) == 2, 30, "second refusal", node)
+    assert [a[3] for a in acks(ground) if a[0] == 103] == [defs.ACK_REASON_NOT_YET_VALID, defs.ACK_REASON_REPLAY]
+    assert (node.dir / "data" / "tc").read_bytes() == b"104"
+    ev = {e[3] for e in events(ground) if e[0] == defs.EVENT_TC_REJECTED}
+    assert ev >= {defs.ACK_REASON_WRONG_NODE, defs.ACK_REASON_EXPIRED, defs.ACK_REASON_NOT_YET_VALID}, ev

@@ -23,8 +23,9 @@ from test_node import acks, events, hk_values
 TIOCVHANGUP = 0x5437  # Linux: hang up a tty (every open file of it reads EOF / EIO)
 
 
-def tc(op: int, counter: int, args: bytes = b"", key: bytes = KEY, seq: int = 0) -> bytes:
-    return ccsds.build_tc(key, defs.TC_APID, seq, op, counter, args)
+def tc(op: int, counter: int, args: bytes = b"", key: bytes = KEY, seq: int = 0, node: bytes = b"n01",
+       not_before: int = 0, not_after: int = 0) -> bytes:
+    return ccsds.build_tc(key, node, defs.TC_APID, seq, op, counter, args, 0, 0, 0, not_before, not_after)
 
 
 def uart_config(broker_port: int, fd: int, **over) -> dict:

@@ -12,6 +12,7 @@ from wire.dictionary import load
 from wire.inventory import Inventory
 
 T0 = 1_800_000_000.0
+NOW = int(T0 - EPOCH_2000)  # the node clock, in wire-epoch seconds
 
 
 class Clock:
@@ -52,11 +53,13 @@ async def test_signed_with_node_key_and_counters_increase(inv, tmp_path):
     assert a["stage"] == b["stage"] == "SENT"
     assert [t for t, _ in sent] == ["lunabase/moon/n01/cmd"] * 2
     key = inv.node("n01").key
-    st, op, ctr, a0, a1, seq = ccsds.open_tc(key, sent[0][1], 0)
+    st, op, ctr, a0, a1, seq = ccsds.open_tc(key, b"n01", sent[0][1], 0, NOW)
     assert st == ccsds.TC_OK and op == 2 and ctr == a["counter"]
     assert load().command("SET_RATE").unpack_args(sent[0][1][a0:a1]) == {"sensor": 5, "period_ms": 10}
-    assert ccsds.open_tc(key, sent[1][1], ctr)[0] == ccsds.TC_OK  # strictly increasing
-    assert ccsds.open_tc(inv.node("n02").key, sent[0][1], 0)[0] == ccsds.TC_BAD_MAC
+    assert ccsds.open_tc(key, b"n01", sent[1][1], ctr, NOW)[0] == ccsds.TC_OK  # strictly increasing
+    assert ccsds.open_tc(inv.node("n02").key, b"n01", sent[0][1], 0, NOW)[0] == ccsds.TC_BAD_MAC
+    assert ccsds.open_tc(key, b"n02", sent[0][1], 0, NOW)[0] == ccsds.TC_WRONG_NODE
+    assert ccsds.tc_window(sent[0][1]) == (0, 0)  # no window given: unbounded on the node too
     assert b["counter"] > a["counter"] >= int(T0 - EPOCH_2000)
     row = cmd.get(a["id"])
     assert row["user"] == "alice" and [h[0] for h in row["history"]] == ["QUEUED", "SENT"]
@@ -71,7 +74,7 @@ async def test_counter_monotonic_across_restart_even_if_clock_goes_back(inv, tmp
     cmd2, sent = make(inv, store2, Clock(T0 - 86400))  # ground clock set back a day
     c = await cmd2.submit("n01", "PING")
     assert c["counter"] > max(counters) and counters == sorted(set(counters))
-    assert ccsds.open_tc(inv.node("n01").key, sent[0][1], max(counters))[0] == ccsds.TC_OK
+    assert ccsds.open_tc(inv.node("n01").key, b"n01", sent[0][1], max(counters), NOW)[0] == ccsds.TC_OK
 
 
 async def test_refusals(inv):
@@ -171,7 +174,7 @@ async def test_time_sync_filled_at_release_with_light_time(inv):
     clock = Clock()
     cmd, sent = make(inv, OpsStore(), clock, light_time=1.28)
     c = await cmd.submit("n01", "TIME_SYNC")
-    _, _, _, a0, a1, _ = ccsds.open_tc(inv.node("n01").key, sent[0][1], 0)
+    _, _, _, a0, a1, _ = ccsds.open_tc(inv.node("n01").key, b"n01", sent[0][1], 0, NOW)
     args = load().command("TIME_SYNC").unpack_args(sent[0][1][a0:a1])
     assert args["coarse"] + args["fine"] / 65536 == pytest.approx(T0 + 1.28 - EPOCH_2000, abs=1e-3)
     assert cmd.get(c["id"])["args"]["coarse"] == args["coarse"]
@@ -186,3 +189,20 @@ async def test_audit_log_persists(inv, tmp_path):
     await cmd2.pump()  # a queued command survives a ground restart and is released
     row = cmd2.get(q["id"])
     assert row["stage"] == "SENT" and row["user"] == "dave" and len(sent) == 1
+
+
+async def test_window_signed_into_the_tc(inv):
+    cmd, sent = make(inv, OpsStore(), Clock())
+    await cmd.submit("n01", "PING", not_before=T0 - 0.5, not_after=T0 + 30.25)
+    tc = sent[0][1]
+    # rounded outwards to whole wire-epoch seconds
+    assert ccsds.tc_window(tc) == (NOW - 1, NOW + 31)
+    key = inv.node("n01").key
+    assert ccsds.open_tc(key, b"n01", tc, 0, NOW)[0] == ccsds.TC_OK
+    assert ccsds.open_tc(key, b"n01", tc, 0, NOW + 32)[0] == ccsds.TC_EXPIRED
+    assert ccsds.open_tc(key, b"n01", tc, 0, NOW - 2)[0] == ccsds.TC_NOT_YET_VALID
+    # the window cannot be widened without the key: any change breaks the MAC
+    forged = bytearray(tc)
+    forged[22:26] = (0).to_bytes(4, "big")
+    ccsds.seal(forged, 0, len(forged))
+    assert ccsds.open_tc(key, b"n01", bytes(forged), 0, NOW + 32)[0] == ccsds.TC_BAD_MAC

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hil.board import Board
-from hil.flash import Broker, flash, node_config
+from hil.flash import Broker, flash, node_config, tc_floor
 from hil.ground import HilGround
 from hil.virtual_board import VirtualBoard
 from lunabase.mosquitto import Mosquitto
@@ -55,9 +55,16 @@ def test_flash_again_uploads_only_what_changed(vboard: VirtualBoard, broker: Mos
         first = flash(b, node_config(inventory, "n02", br), br, birth_timeout=90)
         assert "config.json" in first.uploaded and len(first.uploaded) > 10
         assert first.birth and first.birth["state"] == "online"
+        # the telecommand counter starts at the flash time: TCs signed before it are replays
+        floor = int((vboard.dir / "data" / "tc").read_text())
+        assert abs(floor - tc_floor()) < 600
+        (vboard.dir / "data" / "tc").write_bytes(b"\x00corrupt")  # re-armed by the next flash
         (vboard.dir / "main.py.tmp").write_bytes(b"print('half an upl")  # an interrupted earlier copy
         again = flash(b, node_config(inventory, "n02", br), br, birth_timeout=90)
         assert again.uploaded == [] and len(again.unchanged) == len(first.uploaded)
         assert not (vboard.dir / "main.py.tmp").exists()
+        assert int((vboard.dir / "data" / "tc").read_text()) >= floor
+        (vboard.dir / "data" / "tc").write_text(str(floor + 10**6))  # a higher counter is kept
         changed = flash(b, node_config(inventory, "n02", br, extra={"rates.hk_ms": 500}), None)
         assert changed.uploaded == ["config.json"]
+        assert (vboard.dir / "data" / "tc").read_text() == str(floor + 10**6)

@@ -43,7 +43,7 @@ def test_feed_counts_every_rejected_frame_by_reason() -> None:
     good = tm(seq=1)
     bad_crc = bytearray(tm(seq=2))
     bad_crc[-1] ^= 0xFF
-    tc = ccsds.build_tc(b"k" * 32, 0x7F, 0, 1, 1, b"")
+    tc = ccsds.build_tc(b"k" * 32, b"n01", 0x7F, 0, 1, 1, b"")
     stream = (
         b"\x13\x37garbage"  # line noise before the first delimiter: one malformed "frame"
         + b"\x00" + frame_packets(good)
@@ -122,7 +122,7 @@ def test_gateway_over_a_pty_with_mqtt_and_a_disconnect(tmp_path: Path) -> None:
             res = PyParser().parse(seen[0])
             assert res.count == 1 and int(res.seq[0]) == 10 and not res.rejected
             # command path: MQTT cmd topic -> COBS frame on the UART
-            tc = ccsds.build_tc(b"k" * 32, 0x7F, 3, 1, 42, b"")
+            tc = ccsds.build_tc(b"k" * 32, b"n01", 0x7F, 3, 1, 42, b"")
             assert gw.on_command(tc)
             deadline = time.monotonic() + 10
             while not cmds.endswith(b"\x00") and time.monotonic() < deadline:
@@ -175,7 +175,7 @@ def test_mqtt_commands_reach_the_uart(tmp_path: Path) -> None:
             pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
             pub.connect(broker.host, broker.port)
             pub.loop_start()
-            tc = ccsds.build_tc(b"k" * 32, 0x7F, 1, 1, 7, b"\x01\x02")
+            tc = ccsds.build_tc(b"k" * 32, b"n01", 0x7F, 1, 1, 7, b"\x01\x02")
             got = b""
             deadline = time.monotonic() + 30
             while not got.endswith(b"\x00") and time.monotonic() < deadline:

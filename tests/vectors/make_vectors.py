@@ -26,7 +26,8 @@ from wire.dictionary import PacketDef, load  # noqa: E402
 TC_KEY = bytes(range(1, 33))  # 32-byte node key used only by the vectors
 COARSE = 836_179_200  # 2026-07-01T00:00:00Z in seconds since 2000-01-01
 FINE = 0x8000  # + 0.5 s
-TC = dict(apid=0x040, seq=7, opcode=2, counter=1001, coarse=COARSE + 3, fine=0, sensor=5, period_ms=2)
+TC = dict(apid=0x040, seq=7, opcode=2, counter=1001, coarse=COARSE + 3, fine=0, sensor=5, period_ms=2,
+          node=b"n01", not_before=COARSE, not_after=COARSE + 3600)
 
 _RANGES = {
     "u8": (0, 255),
@@ -82,7 +83,8 @@ def tm_packet(p: PacketDef) -> bytes:
 def tc_packet() -> bytes:
     d = load()
     args = d.command(TC["opcode"]).pack_args(sensor=TC["sensor"], period_ms=TC["period_ms"])
-    return ccsds.build_tc(TC_KEY, TC["apid"], TC["seq"], TC["opcode"], TC["counter"], args, TC["coarse"], TC["fine"])
+    return ccsds.build_tc(TC_KEY, TC["node"], TC["apid"], TC["seq"], TC["opcode"], TC["counter"], args, TC["coarse"],
+                          TC["fine"], 0, TC["not_before"], TC["not_after"])
 
 
 def vectors() -> dict[str, bytes]:
@@ -143,9 +145,14 @@ def doc_example() -> str:
     out += _hexdump(frame)
     out += ["```", ""]
     args = d.command("SET_RATE").pack_args(sensor="SEISMIC", period_ms=2)
-    tc = ccsds.build_tc(TC_KEY, d.tc_apid, 7, 2, 1001, args, 836_222_403, 0)
-    out += [f"A telecommand SET_RATE(sensor=SEISMIC, period_ms=2): APID {d.tc_apid:#05x}, sequence count 7,",
-            "counter 1001, key `01 02 ... 20` (the test vectors' key), " f"{len(tc)} bytes:", "", "```"]
+    nb, na = 836_222_400, 836_226_000  # valid 12:00:00 .. 13:00:00
+    tc = ccsds.build_tc(TC_KEY, b"n01", d.tc_apid, 7, 2, 1001, args, 836_222_403, 0, 0, nb, na)
+    a = ccsds.HEADER_LEN + ccsds.TC_HEAD_LEN  # node id
+    g = a + 3  # arguments
+    m = g + len(args)  # MAC
+    out += [f"A telecommand SET_RATE(sensor=SEISMIC, period_ms=2) for node `n01`: APID {d.tc_apid:#05x},",
+            "sequence count 7, counter 1001, valid 2026-07-01T12:00:00Z to 13:00:00Z, key `01 02 ... 20`",
+            f"(the test vectors' key), {len(tc)} bytes:", "", "```"]
     out += _hexdump(tc)
     out += ["```", "", "| bytes | field | hex |", "|---|---|---|",
             f"| 0-5 | primary header (type TC = bit 12 set) | `{tc[0:6].hex()}` |",
@@ -153,9 +160,13 @@ def doc_example() -> str:
             f"| 12 | opcode 2 = SET_RATE | `{tc[12:13].hex()}` |",
             f"| 13 | flags | `{tc[13:14].hex()}` |",
             f"| 14-17 | counter 1001 (anti-replay, strictly increasing per node) | `{tc[14:18].hex()}` |",
-            f"| 18-{17 + len(args)} | arguments: sensor u8 = 5, period_ms u32 = 2 | `{tc[18:18 + len(args)].hex()}` |",
-            f"| {18 + len(args)}-{len(tc) - 3} | MAC: first 16 bytes of HMAC-SHA256(key, bytes 0-{17 + len(args)}) | "
-            f"`{tc[18 + len(args):-2].hex()}` |",
+            f"| 18-21 | not_before {nb} s (0 = unbounded) | `{tc[18:22].hex()}` |",
+            f"| 22-25 | not_after {na} s (0 = unbounded) | `{tc[22:26].hex()}` |",
+            f"| 26 | node id length 3 | `{tc[26:27].hex()}` |",
+            f"| {a}-{g - 1} | node id `n01` (ASCII) | `{tc[a:g].hex()}` |",
+            f"| {g}-{m - 1} | arguments: sensor u8 = 5, period_ms u32 = 2 | `{tc[g:m].hex()}` |",
+            f"| {m}-{len(tc) - 3} | MAC: first 16 bytes of HMAC-SHA256(key, bytes 0-{m - 1}) | "
+            f"`{tc[m:-2].hex()}` |",
             f"| {len(tc) - 2}-{len(tc) - 1} | CRC | `{tc[-2:].hex()}` |"]
     return "\n".join(out)
 

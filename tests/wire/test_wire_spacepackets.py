@@ -14,7 +14,6 @@ from spacepackets.ccsds.spacepacket import (
     parse_space_packets,
 )
 
-from wire import ccsds
 from wire.dictionary import load
 
 D = load()
@@ -46,7 +45,7 @@ def test_tc_header():
     assert h.apid == D.tc_apid == mv.TC["apid"]
     assert h.seq_count == mv.TC["seq"]
     assert h.sec_header_flag is True
-    assert h.packet_len == len(data) == ccsds.TC_OVERHEAD + D.command("SET_RATE").args_length
+    assert h.packet_len == len(data) == D.command("SET_RATE").length(mv.TC["node"].decode())
 
 
 def test_spacepackets_splits_a_container():

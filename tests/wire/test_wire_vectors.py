@@ -44,7 +44,7 @@ def test_parsers_decode_the_vector(impl, p):
     assert r.ticks[0] == ((mv.COARSE + p.apid) << 16) | mv.FINE
     t = r.tables[p.apid]
     raw = mv.field_values(p)
-    for f, v in zip(p.fields, raw):
+    for f, v in zip(p.fields, raw, strict=True):
         if f.is_numeric:
             assert t.column(f.name)[0] == v * f.scale + f.add, f.name
         else:
@@ -88,7 +88,8 @@ def _mpy_encoder_script() -> str:
     tc = mv.TC
     lines += [
         f"args = struct.pack(defs.ARGS_SET_RATE, {tc['sensor']}, {tc['period_ms']})",
-        f"tc = ccsds.build_tc({mv.TC_KEY!r}, {tc['apid']}, {tc['seq']}, defs.OP_SET_RATE, {tc['counter']}, args, {tc['coarse']}, {tc['fine']})",
+        f"tc = ccsds.build_tc({mv.TC_KEY!r}, {tc['node']!r}, {tc['apid']}, {tc['seq']}, defs.OP_SET_RATE, {tc['counter']}, args, "
+        f"{tc['coarse']}, {tc['fine']}, 0, {tc['not_before']}, {tc['not_after']})",
         "print('tc_set_rate', binascii.hexlify(tc).decode())",
     ]
     return "\n".join(lines) + "\n"
