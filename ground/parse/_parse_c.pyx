@@ -144,6 +144,8 @@ cdef extern from "lb_parse.h" nogil:
     ctypedef void (*lb_scan_fn)(lb_plan*, const uint8_t*, Py_ssize_t, int, Py_ssize_t, lb_scan*)
     ctypedef uint16_t (*lb_crc_fn)(const uint8_t*, Py_ssize_t, uint16_t)
     lb_scan_fn lb_scans[4]
+    ctypedef Py_ssize_t (*lb_census_fn)(const lb_plan*, const uint8_t*, Py_ssize_t, Py_ssize_t*)
+    lb_census_fn lb_censuses[4]
     lb_crc_fn lb_crcs[4]
     int lb_cpu_level()
     void lb_cpu_model(char* out)
@@ -176,6 +178,7 @@ HAVE_AVX512 = _cpu >= 3
 SIMD_LEVELS = _LEVELS[: _cpu + 1]
 cdef int _simd = 0  # 0 scalar, 1 SSSE3 pairs, 2 AVX2 quads + run kernel, 3 + AVX-512 VBMI run kernel
 cdef lb_scan_fn _scan_fn = lb_scans[0]
+cdef lb_census_fn _census_fn = lb_censuses[0]
 
 
 def set_simd(level):
@@ -183,7 +186,7 @@ def set_simd(level):
     AVX2 decoding elsewhere, everything compiled for AVX-512), "avx2", "ssse3" or
     "scalar" (True: the best this CPU has, False: scalar).  Returns the previous level.
     All give bit-identical results; the tests run each one the CPU supports."""
-    global _simd, _scan_fn
+    global _simd, _scan_fn, _census_fn
     prev = _LEVELS[_simd]
     if level is True:
         level = SIMD_LEVELS[len(SIMD_LEVELS) - 1]
@@ -193,6 +196,7 @@ def set_simd(level):
         raise ValueError(f"decoder {level!r} is not available here: {SIMD_LEVELS}")
     _simd = _LEVELS.index(level)
     _scan_fn = lb_scans[_simd]
+    _census_fn = lb_censuses[_simd]
     return prev
 
 
@@ -489,13 +493,17 @@ cdef class Parser:
             PyBuffer_Release(&view)
 
     cdef object _run(self, const uint8_t* buf, Py_ssize_t n, bint final, Py_ssize_t base):
+        # Outputs are sized from a census (the packets found by walking the length fields
+        # from the start: exact for a clean container) and grown by doubling when the
+        # scan finds more (after garbage): sizing every APID for the worst case would
+        # allocate, fault in and trim megabytes per call on mixed traffic.
         cdef lb_scan o
         cdef int nl = max(1, self.P.nlay), li
         cdef cnp.npy_intp dims[3]
-        cdef Py_ssize_t cap = n // self.min_len + 1, q
+        cdef Py_ssize_t worst = n // self.min_len + 1, q, cap, total_est
+        cdef Py_ssize_t* est = <Py_ssize_t*>calloc(nl, sizeof(Py_ssize_t))
         memset(&o, 0, sizeof(lb_scan))
         o.bad_start = -1
-        o.cap = cap
         o.cnt = <Py_ssize_t*>calloc(nl, sizeof(Py_ssize_t))
         o.lcap = <Py_ssize_t*>calloc(nl, sizeof(Py_ssize_t))
         o.rows = <Py_ssize_t**>calloc(nl, sizeof(Py_ssize_t*))
@@ -504,20 +512,25 @@ cdef class Parser:
         outs = {}  # layout index -> [rows, values, raw]
         order = []  # layout indexes in order of first acceptance
         try:
-            if o.cnt == NULL or o.lcap == NULL or o.rows == NULL or o.vals == NULL or o.samp == NULL:
+            if (est == NULL or o.cnt == NULL or o.lcap == NULL or o.rows == NULL or o.vals == NULL
+                    or o.samp == NULL):
                 raise MemoryError()
+            with nogil:
+                total_est = _census_fn(&self.P, buf, n, est)
+            cap = min(worst, max(total_est, 16))
             dims[0] = cap
             apid_a = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT16, 0)
             seq_a = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT16, 0)
             ticks_a = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
             off_a = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
             len_a = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT32, 0)
-            o.apid = <uint16_t*>cnp.PyArray_DATA(apid_a)
-            o.seq = <uint16_t*>cnp.PyArray_DATA(seq_a)
-            o.ticks = <int64_t*>cnp.PyArray_DATA(ticks_a)
-            o.offset = <int64_t*>cnp.PyArray_DATA(off_a)
-            o.length = <int32_t*>cnp.PyArray_DATA(len_a)
             while True:
+                o.cap = len(apid_a)
+                o.apid = <uint16_t*>cnp.PyArray_DATA(apid_a)
+                o.seq = <uint16_t*>cnp.PyArray_DATA(seq_a)
+                o.ticks = <int64_t*>cnp.PyArray_DATA(ticks_a)
+                o.offset = <int64_t*>cnp.PyArray_DATA(off_a)
+                o.length = <int32_t*>cnp.PyArray_DATA(len_a)
                 o.need = -1
                 with nogil:
                     _scan_fn(&self.P, buf, n, final, base, &o)
@@ -525,24 +538,41 @@ cdef class Parser:
                     raise MemoryError()
                 if o.need < 0:
                     break
-                # first packet of this APID: outputs sized for every remaining byte
+                if o.count >= o.cap:
+                    # more packets than the census found: double the per-packet columns
+                    cap = min(worst, 2 * o.cap)
+                    apid_a = _grow(apid_a, o.count, cap)
+                    seq_a = _grow(seq_a, o.count, cap)
+                    ticks_a = _grow(ticks_a, o.count, cap)
+                    off_a = _grow(off_a, o.count, cap)
+                    len_a = _grow(len_a, o.count, cap)
                 li = o.need
+                if o.cnt[li] < o.lcap[li]:
+                    continue
+                # this APID's outputs: first packet (the census's count) or full (double)
                 lay = self._lay_list[li]
-                dims[0] = (n - o.p) // self.P.lay[li].len + 1
-                rows = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INTP, 0)
-                dims[1] = self.P.lay[li].nnum
-                values = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64, 0)
-                raw = None
-                if lay.samples is not None:
-                    dims[1] = lay.samples[1]
-                    dims[2] = lay.samples[2]
-                    raw = cnp.PyArray_EMPTY(3, dims, cnp.NPY_INT16, 0)
+                q = o.cnt[li] + (n - o.p) // self.P.lay[li].len + 1  # its worst case
+                if li in outs:
+                    cap = min(q, 2 * o.lcap[li])
+                    rows, values, raw = [None if a is None else _grow(a, o.cnt[li], cap) for a in outs[li]]
+                else:
+                    cap = min(q, max(est[li], 4))
+                    dims[0] = cap
+                    rows = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INTP, 0)
+                    dims[1] = self.P.lay[li].nnum
+                    values = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64, 0)
+                    raw = None
+                    if lay.samples is not None:
+                        dims[1] = lay.samples[1]
+                        dims[2] = lay.samples[2]
+                        raw = cnp.PyArray_EMPTY(3, dims, cnp.NPY_INT16, 0)
+                    order.append(li)
+                if raw is not None:
                     o.samp[li] = <int16_t*>cnp.PyArray_DATA(raw)
-                o.lcap[li] = dims[0]
+                o.lcap[li] = cap
                 o.rows[li] = <Py_ssize_t*>cnp.PyArray_DATA(rows)
                 o.vals[li] = <double*>cnp.PyArray_DATA(values)
                 outs[li] = (rows, values, raw)
-                order.append(li)
             count = o.count
             tables = {}
             for li in order:
@@ -579,6 +609,7 @@ cdef class Parser:
                 o.consumed,
             )
         finally:
+            free(est)
             free(o.cnt)
             free(o.lcap)
             free(o.rows)
@@ -603,6 +634,13 @@ cdef class Parser:
                 lst.append(PyBytes_FromStringAndSize(<const char*>s, m))
             out[name] = lst
         return out
+
+
+cdef object _grow(object a, Py_ssize_t m, Py_ssize_t cap):
+    # a bigger array (cap rows) holding a's first m rows
+    out = np.empty((cap,) + a.shape[1:], dtype=a.dtype)
+    out[:m] = a[:m]
+    return out
 
 
 cdef object _trim(object a, Py_ssize_t m):

@@ -342,6 +342,25 @@ static LB_INLINE uint16_t LB_FN(lb_crc_at)(const uint8_t* b, Py_ssize_t n, Py_ss
     return LB_FN(lb_crc16_in)(b + p, total, 0xFFFF);
 }
 
+/* The census the outputs are sized from: the packets of each layout found by walking
+   the length fields from the start of a clean container, up to the first thing that is
+   not a packet of the dictionary (the scan grows the outputs when it finds more).
+   Returns the total. */
+static Py_ssize_t LB_FN(lb_census)(const lb_plan* P, const uint8_t* b, Py_ssize_t n, Py_ssize_t* counts) {
+    Py_ssize_t p = 0, tot = 0;
+    while (n - p >= 6) {
+        const uint16_t w0 = LB_FN(lb_be16)(b + p);
+        const Py_ssize_t total = (Py_ssize_t)LB_FN(lb_be16)(b + p + 4) + 7;
+        const int li = (w0 >> 13) ? -1 : P->lidx[w0 & 0x7FF];
+        if (li < 0 || total != P->lay[li].len || total > n - p)
+            break;
+        counts[li]++;
+        tot++;
+        p += total;
+    }
+    return tot;
+}
+
 /* One pass over the container with the reference scanner's rules (version, length
    bounds, the strict-plausibility wait rule, CRC, CRC-proven packets skipped whole,
    byte-by-byte resync with one range per run of garbage); an accepted packet is decoded
@@ -379,15 +398,20 @@ static void LB_FN(lb_scan)(lb_plan* P, const uint8_t* b, Py_ssize_t n, int final
         if (run_li >= 0 && p >= run_block && bad_start < 0) {
             const Py_ssize_t k = cnt_o[run_li];
             const lb_layout* L = lay + run_li;
-            Py_ssize_t m;
+            /* no further than the outputs have room for: the scan asks for more there */
+            Py_ssize_t m, room = o->cap - count, nr = n;
+            if (o->lcap[run_li] - k < room)
+                room = o->lcap[run_li] - k;
+            if ((n - p) / L->len > room)
+                nr = p + room * L->len;
 #if LB_LEVEL >= 3
             if (L->run)
-                m = LB_FN(lb_run_vbmi)(P->runs + run_li, b, p, n, base, count, apid_o + count, seq_o + count,
+                m = LB_FN(lb_run_vbmi)(P->runs + run_li, b, p, nr, base, count, apid_o + count, seq_o + count,
                                        ticks_o + count, off_o + count, len_o + count, rows_o[run_li] + k,
                                        vals_o[run_li] + k * L->nnum);
             else
 #endif
-                m = LB_FN(lb_run_quads)(P->runs + run_li, P->quads + L->quad0, L->nquads, b, p, n, base, count,
+                m = LB_FN(lb_run_quads)(P->runs + run_li, P->quads + L->quad0, L->nquads, b, p, nr, base, count,
                                         apid_o + count, seq_o + count, ticks_o + count, off_o + count,
                                         len_o + count, rows_o[run_li] + k, vals_o[run_li] + k * L->nnum);
             count += m;
@@ -436,7 +460,7 @@ static void LB_FN(lb_scan)(lb_plan* P, const uint8_t* b, Py_ssize_t n, int final
                     whole = total;  /* the CRC proves the boundary: skip it whole */
                 } else {
                     const lb_layout* L = lay + li;
-                    if (vals_o[li] == NULL) {
+                    if (count >= o->cap || cnt_o[li] >= o->lcap[li]) {
                         o->need = li;  /* outputs first (with the GIL), then resume here */
                         break;
                     }

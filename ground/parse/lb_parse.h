@@ -337,6 +337,8 @@ typedef uint16_t (*lb_crc_fn)(const uint8_t*, Py_ssize_t, uint16_t);
 #define LB_LEVELS4(name) {LB_CAT(name, scalar), LB_CAT(name, scalar), LB_CAT(name, scalar), LB_CAT(name, scalar)}
 #endif
 static const lb_scan_fn lb_scans[4] = LB_LEVELS4(lb_scan);
+typedef Py_ssize_t (*lb_census_fn)(const lb_plan*, const uint8_t*, Py_ssize_t, Py_ssize_t*);
+static const lb_census_fn lb_censuses[4] = LB_LEVELS4(lb_census);
 static const lb_crc_fn lb_crcs[4] = LB_LEVELS4(lb_crc16);
 #ifdef LB_CRCSCAN
 /* the benchmark's CRC-only pass (lb_crcscan.h), only in the benchmark's extension */

@@ -1,8 +1,19 @@
 """`lunabase bench parse`: packets/s of the Cython parser, its pure-Python twin, a naive
 pure-Python baseline and a CRC-only pass, on the same bytes.
 
-Two workloads: containers of housekeeping packets (HK, 56 bytes, 18 fields) and of
-seismic batches (616 bytes: a field and 100 x 3 int16 samples).  For each:
+Three workloads:
+
+* housekeeping  HK packets back to back (56 bytes, 18 fields)
+* seismic       seismic batches back to back (616 bytes: a field and 100 x 3 int16 samples)
+* mixed         what a real-firmware node publishes: its journal's packets in the order
+                the firmware writes them at its default rates (firmware/lunanode/config.py:
+                HK every 1 s, POWER 5 s, THERMAL and RADIATION 10 s, a 100-sample SEISMIC
+                batch every 1 s at 100 Hz, an EVENT now and then), time-tagged and
+                sequence-counted per APID, as one buffer (a journal drain, a replay or a
+                serial stream; the per-message costs of 1 kB MQTT containers are what
+                `lunabase bench ingest` measures)
+
+For each:
 
 * cython    ground.parse.CParser().parse(container): validate, CRC, decode everything
 * python    the pure-Python reference twin, same call, same results
@@ -38,21 +49,79 @@ from typing import Any
 if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-WORKLOADS = {"housekeeping": ("HK", 10_000), "seismic": ("SEISMIC", 1_000)}
+WORKLOADS = {"housekeeping": ("HK", 10_000), "seismic": ("SEISMIC", 1_000), "mixed": (None, 10_000)}
 IMPLS = ("cython", "python", "naive", "crc_only")
 
+# The firmware's default rates (firmware/lunanode/config.py _DEFAULTS["rates"]; a test
+# holds these to it) as periods in seconds, and how often an EVENT goes out (link up/down,
+# telecommand executed, time sync...: no fixed rate; one a minute here)
+NODE_PERIODS_S = {"HK": 1.0, "POWER": 5.0, "THERMAL": 10.0, "RADIATION": 10.0, "SEISMIC": 100 / 100}
+EVENT_PERIOD_S = 60.0
 
-def make_container(name: str, n: int, seed: int = 1) -> bytes:
-    """n valid packets of dictionary packet `name` back to back, random field values."""
+
+def node_schedule(n: int) -> list[tuple[float, str]]:
+    """The first n (time, packet name) a node at the default rates writes to its journal,
+    in the order it writes them.  The periodic tasks start together at boot (HK, POWER,
+    THERMAL, RADIATION in the scheduler's start order); a SEISMIC batch is complete half a
+    second into each second (polled 4 times per batch); EVENTs fall between the others."""
+    out: list[tuple[float, int, str]] = []
+    horizon = 1.0
+    while len(out) < n:
+        out.clear()
+        for order, (name, period) in enumerate(NODE_PERIODS_S.items()):
+            phase = 0.5 if name == "SEISMIC" else 0.0
+            k = 0
+            while k * period + phase < horizon:
+                out.append((k * period + phase, order, name))
+                k += 1
+        k = 0
+        while k * EVENT_PERIOD_S + 0.25 < horizon:
+            out.append((k * EVENT_PERIOD_S + 0.25, 9, "EVENT"))
+            k += 1
+        horizon *= 2
+    out.sort()
+    return [(t, name) for t, _o, name in out[:n]]
+
+
+def make_container(name: str | None, n: int, seed: int = 1) -> bytes:
+    """n valid packets of dictionary packet `name` back to back, random field values;
+    name None: the mixed workload (node_schedule's first n packets)."""
     from wire import ccsds
     from wire.dictionary import load
 
+    if name is None:
+        return make_mixed(n, seed)
     p = load().packet(name)
     rnd = random.Random(seed)
     out = bytearray(p.length * n)
     for i in range(n):
         off = i * p.length
         ccsds.pack_header(out, off, ccsds.TYPE_TM, p.apid, i, p.length, 800_000_000 + i, rnd.getrandbits(16))
+        out[off + ccsds.HEADER_LEN : off + p.length - 2] = rnd.randbytes(p.length - ccsds.OVERHEAD)
+        c = _crc_hqx(memoryview(out)[off : off + p.length - 2])
+        out[off + p.length - 2] = c >> 8
+        out[off + p.length - 1] = c & 0xFF
+    return bytes(out)
+
+
+def make_mixed(n: int, seed: int = 1) -> bytes:
+    """The mixed workload: n packets as a node at the default rates journals them, each
+    with its APID's next sequence count, its time tag and random field values."""
+    from wire import ccsds
+    from wire.dictionary import load
+
+    d = load()
+    rnd = random.Random(seed)
+    seqs: dict[int, int] = {}
+    out = bytearray()
+    for t, name in node_schedule(n):
+        p = d.packet(name)
+        off = len(out)
+        out += bytes(p.length)
+        seq = seqs.get(p.apid, 0)
+        seqs[p.apid] = (seq + 1) & ccsds.SEQ_MASK
+        coarse = 800_000_000 + int(t)
+        ccsds.pack_header(out, off, ccsds.TYPE_TM, p.apid, seq, p.length, coarse, int((t % 1) * 65536))
         out[off + ccsds.HEADER_LEN : off + p.length - 2] = rnd.randbytes(p.length - ccsds.OVERHEAD)
         c = _crc_hqx(memoryview(out)[off : off + p.length - 2])
         out[off + p.length - 2] = c >> 8
@@ -80,7 +149,7 @@ def naive_parser() -> Callable[[bytes], int]:
         fmt = struct.Struct(p.payload_format)
         samp = None
         if p.samples is not None:
-            samp = (struct.Struct(">%dh" % (p.samples.count * len(p.samples.axes))), p.samples.offset)
+            samp = (struct.Struct(f">{p.samples.count * len(p.samples.axes)}h"), p.samples.offset)
         layouts[p.apid] = (p.length, fmt, None, samp)
 
     def parse(data: bytes) -> int:
@@ -157,15 +226,15 @@ def run(rounds: int = 5, seconds: float = 0.25, packets: dict[str, int] | None =
     for wl, (pname, default_n) in WORKLOADS.items():
         n = (packets or {}).get(wl, default_n)
         data = make_container(pname, n)
-        plen = len(data) // n
+        plen = len(data) / n
         cp, pp, naive = CParser(), PyParser(), naive_parser()
         # all four see the same bytes and must agree on what is in them
         assert cp.parse(data).count == pp.parse(data).count == naive(data) == _bench_c.crc_scan(data, level)[0] == n
         fns: dict[str, Callable[[], Any]] = {
-            "cython": lambda: cp.parse(data),
-            "crc_only": lambda: _bench_c.crc_scan(data, level),
-            "python": lambda: pp.parse(data),
-            "naive": lambda: naive(data),
+            "cython": lambda cp=cp, data=data: cp.parse(data),
+            "crc_only": lambda data=data: _bench_c.crc_scan(data, level),
+            "python": lambda pp=pp, data=data: pp.parse(data),
+            "naive": lambda naive=naive, data=data: naive(data),
         }
         times: dict[str, list[float]] = {k: [] for k in fns}
         for r in range(rounds):
@@ -180,15 +249,18 @@ def run(rounds: int = 5, seconds: float = 0.25, packets: dict[str, int] | None =
         out: dict[str, Any] = {k: round(v, 1) for k, v in rate.items()}
         out["cython_vs_naive"] = round(rate["cython"] / rate["naive"], 2)
         out["cython_vs_python"] = round(rate["cython"] / rate["python"], 2)
-        per_round = [c / p for p, c in zip(times["cython"], times["crc_only"])]
+        per_round = [c / p for p, c in zip(times["cython"], times["crc_only"], strict=True)]
         out["cython_vs_crc_only"] = round(statistics.median(per_round), 3)
         out["cython_vs_crc_only_rounds"] = [round(x, 3) for x in per_round]
         out["cython_gbps"] = round(rate["cython"] * plen / 1e9, 3)
         out["crc_only_gbps"] = round(rate["crc_only"] * plen / 1e9, 3)
         out["naive_gbps"] = round(rate["naive"] * plen / 1e9, 4)
-        out["packet_bytes"] = plen
+        out["packet_bytes"] = round(plen, 1)
         out["packets_per_container"] = n
         out["rounds"] = rounds
+        if pname is None:
+            res = cp.parse(data)
+            out["mix"] = {t.name: len(t) for t in res.tables.values()}
         result[wl] = out
     result["meta"] = {
         "field_decoder": level,
@@ -202,15 +274,19 @@ def run(rounds: int = 5, seconds: float = 0.25, packets: dict[str, int] | None =
 
 
 def _table(res: dict[str, Any]) -> str:
-    lines = []
+    m = res["meta"]
+    lines = [f"decoder {m['field_decoder']} (best on this CPU: {m['cpu_level']}), CPU {m['cpu_model']}",
+             f"built by {m['compiler']} with {m['build_flags']}", ""]
     for wl in WORKLOADS:
         r = res[wl]
-        lines.append(f"{wl}: {r['packets_per_container']} x {r['packet_bytes']}-byte packets per container, "
-                     f"median of {r['rounds']} rounds")
+        lines.append(f"{wl}: {r['packets_per_container']} x {r['packet_bytes']:g}-byte packets per container"
+                     f"{' (average)' if wl == 'mixed' else ''}, median of {r['rounds']} rounds")
         lines.append(f"  {'implementation':<12} {'packets/s':>14} {'GB/s':>8} {'x naive':>9}")
         for k in IMPLS:
             lines.append(f"  {k:<12} {r[k]:>14,.0f} {r[k] * r['packet_bytes'] / 1e9:>8.3f} {r[k] / r['naive']:>9.2f}")
         lines.append(f"  cython / crc_only = {r['cython_vs_crc_only']:.3f}   cython / python = {r['cython_vs_python']:.1f}")
+        if "mix" in r:
+            lines.append("  mix: " + ", ".join(f"{k} {v}" for k, v in r["mix"].items()))
         lines.append("")
     return "\n".join(lines)
 
@@ -224,6 +300,8 @@ def _cmd(args: argparse.Namespace) -> int:
         packets["housekeeping"] = args.hk_packets
     if args.seismic_packets:
         packets["seismic"] = args.seismic_packets
+    if args.mixed_packets:
+        packets["mixed"] = args.mixed_packets
     if args.decoder != "best":
         from ground.parse import _parse_c
 
@@ -253,6 +331,7 @@ def register(bench_subparsers: Any) -> None:
     p.add_argument("--seconds", type=float, default=0.25, help="minimum seconds per round (default 0.25)")
     p.add_argument("--hk-packets", type=int, default=0, help="HK packets per container (default 10000)")
     p.add_argument("--seismic-packets", type=int, default=0, help="seismic packets per container (default 1000)")
+    p.add_argument("--mixed-packets", type=int, default=0, help="packets in the mixed workload (default 10000)")
     p.add_argument("--decoder", choices=("best", "avx512", "avx2", "ssse3", "scalar"), default="best",
                    help="the Cython parser's decoder (default: the best this CPU has; meta.field_decoder "
                         "in the JSON says which ran)")

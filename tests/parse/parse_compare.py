@@ -36,7 +36,7 @@ def assert_invariants(res, n: int, pending: int = 0, base: int = 0) -> None:
     acc = int(res.length.sum())
     rej = sum(r.end - r.start for r in res.rejected)
     assert acc + rej + pending == n, (acc, rej, pending, n)
-    spans = sorted([(int(o), int(o) + int(ln)) for o, ln in zip(res.offset, res.length)]
+    spans = sorted([(int(o), int(o) + int(ln)) for o, ln in zip(res.offset, res.length, strict=True)]
                    + [(r.start, r.end) for r in res.rejected])
     assert res.consumed + pending == n
     last = base

@@ -95,7 +95,7 @@ def test_known_values(level):
     data = make_packet(0x010, 3, payload)
     for P in (gp.CParser, gp.PyParser):
         t = P(D).parse(data).tables[0x010]
-        row = dict(zip(t.columns, t.values[0]))
+        row = dict(zip(t.columns, t.values[0], strict=True))
         assert row["a"] == 200
         assert row["b"] == -7 * 0.5 - 3
         assert row["c"] == 1234 * 0.001

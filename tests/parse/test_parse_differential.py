@@ -135,7 +135,7 @@ def test_stream_random_chunking_identical(data, cuts, rnd):
     a = _stream(gp.CParser, gp.CStreamParser, data, cuts)
     b = _stream(gp.PyParser, gp.PyStreamParser, data, cuts)
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert_same(x, y)
     # every byte is either in an accepted packet or in a rejected range, exactly once
     total = sum(int(r.length.sum()) + sum(q.end - q.start for q in r.rejected) for r in a)
@@ -157,3 +157,31 @@ def test_stream_on_valid_packets_accepts_everything_whatever_the_chunks():
             n += r.count
             i += k
         assert n == 300 and sp.flush().count == 0 and sp.pending == 0
+
+
+def test_mixed_workload_identical():
+    """What a real-firmware node journals (the bench's mixed workload: HK, POWER, THERMAL,
+    RADIATION, EVENT, SEISMIC interleaved at the default rates), clean, after garbage (the
+    outputs' census stops there and they grow by doubling) and cut into stream chunks."""
+    from lunabase.bench.parse import make_mixed, node_schedule
+
+    data = make_mixed(700)
+    a, b = gp.CParser().parse(data), gp.PyParser().parse(data)
+    assert_same(a, b)
+    assert a.count == 700 and a.rejected == []
+    want: dict[str, int] = {}
+    for _t, name in node_schedule(700):
+        want[name] = want.get(name, 0) + 1
+    assert {t.name: len(t) for t in a.tables.values()} == want
+    assert set(want) == {"HK", "POWER", "THERMAL", "RADIATION", "EVENT", "SEISMIC"}
+    rnd = random.Random(5)
+    for garbage_at in (0, 1, len(data) // 3, len(data) - 100):
+        bad = bytearray(data)
+        bad[garbage_at:garbage_at] = rnd.randbytes(37)
+        a, b = gp.CParser().parse(bytes(bad)), gp.PyParser().parse(bytes(bad))
+        assert_same(a, b)
+        assert_invariants(a, len(bad))
+    cuts = sorted(rnd.randrange(len(data)) for _ in range(9))
+    for x, y in zip(_stream(gp.CParser, gp.CStreamParser, data, cuts),
+                    _stream(gp.PyParser, gp.PyStreamParser, data, cuts), strict=True):
+        assert_same(x, y)

@@ -20,7 +20,7 @@ def _check(res, n, base=0):
     acc = int(res.length.sum())
     rej = 0
     last = base
-    spans = sorted([(int(o), int(o) + int(ln)) for o, ln in zip(res.offset, res.length)]
+    spans = sorted([(int(o), int(o) + int(ln)) for o, ln in zip(res.offset, res.length, strict=True)]
                    + [(r.start, r.end) for r in res.rejected])
     for s, e in spans:
         assert s == last and e > s

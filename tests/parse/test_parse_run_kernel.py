@@ -183,7 +183,7 @@ def test_custom_layouts_at_the_kernel_limits(apid, level):
     pkt = CUSTOM.packet(apid)
     raw = struct.unpack_from(pkt.payload_format, data, 12)
     nums = [f for f in pkt.fields if not f.type.startswith("bytes")]
-    for col, (f, v) in enumerate(zip(nums, raw)):
+    for col, (f, v) in enumerate(zip(nums, raw, strict=True)):
         assert t.values[0, col] == v * f.scale + f.add, f.name
 
 
