@@ -19,6 +19,11 @@ Schema (both backends; SQL types differ slightly)::
                                                   row per node and APID per ingest batch; see
                                                   decoded_segment); SEISMIC keeps int16 samples
     status(node_id, received, state, body)        every status message (birth, sleep, last will)
+    quarantine(received, topic, reason, size, detail, sample)
+                                                  messages ingest could not accept whole (bad
+                                                  topic, oversized, malformed status, an
+                                                  exception): topic and detail as text, the
+                                                  first bytes of the payload (docs/ground-data.md)
 
 ``ticks`` is the packet time tag in 2^-16 s since 2000-01-01T00:00:00Z (coarse << 16 | fine);
 ``crc`` is the packet's own CRC-16 trailer; ``received`` is ground Unix time.  The raw table
@@ -212,9 +217,30 @@ class Transaction(abc.ABC):
                         (self.a.node_id(site, node), received, str(status.get("state", "")),
                          json.dumps(status, sort_keys=True)))
 
+    def append_quarantine(self, received: float, topic: str, reason: str, size: int, detail: str,
+                          sample: bytes) -> None:
+        """Keep one message ingest could not accept (the caller bounds ``sample`` and ``detail``)."""
+        p = self.a._ph
+        self.db.execute(f"INSERT INTO quarantine VALUES ({p}, {p}, {p}, {p}, {p}, {p})",
+                        (received, _printable(topic, 256), _printable(reason, 64), int(size),
+                         _printable(detail, 512), bytes(sample)))
+
     @abc.abstractmethod
     def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, received: float) -> None:
         """Store the decoded segments of the fresh packets (used by rebuild)."""
+
+
+def _printable(s: str, limit: int) -> str:
+    """``s`` cut to ``limit`` characters, control characters and lone surrogates escaped.
+
+    Topics and error texts come from outside: PostgreSQL refuses NUL in text, and a lone
+    surrogate cannot be encoded at all.
+    """
+    s = s[:limit]
+    if s.isprintable() and s.isascii():
+        return s
+    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else repr(c)[1:-1]
+                   for c in s)[:limit * 4]
 
 
 class Archive(abc.ABC):
@@ -543,6 +569,18 @@ class Archive(abc.ABC):
             out.append(d)
         return out
 
+    def quarantined(self, limit: int = 100, reason: str | None = None) -> list[dict[str, Any]]:
+        """The newest quarantined messages first: [{"received","topic","reason","size","detail","sample"}]."""
+        p = self._ph
+        sql = "SELECT received, topic, reason, size, detail, sample FROM quarantine"
+        params: list[Any] = []
+        if reason is not None:
+            sql += f" WHERE reason = {p}"
+            params.append(reason)
+        sql += f" ORDER BY received DESC LIMIT {max(0, int(limit))}"
+        return [{"received": float(r[0]), "topic": r[1], "reason": r[2], "size": int(r[3]), "detail": r[4],
+                 "sample": bytes(r[5])} for r in self._select(sql, params)]
+
     # -- maintenance ---------------------------------------------------------------
     def retention(self, days: float, now_: float | None = None) -> int:
         """Delete packets and status received more than ``days`` ago; returns raw rows deleted."""
@@ -553,6 +591,7 @@ class Archive(abc.ABC):
             for spec in self.specs.values():
                 self.db.execute(f"DELETE FROM {spec.table} WHERE received < {p}", (cutoff,))
             self.db.execute(f"DELETE FROM status WHERE received < {p}", (cutoff,))
+            self.db.execute(f"DELETE FROM quarantine WHERE received < {p}", (cutoff,))
         return int(n)
 
     def rebuild(self, batch: int = 5000) -> int:

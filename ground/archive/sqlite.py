@@ -87,6 +87,9 @@ class SQLiteArchive(Archive):
         db.execute("CREATE TABLE IF NOT EXISTS status (node_id INTEGER NOT NULL, received REAL NOT NULL,"
                    " state TEXT, body TEXT NOT NULL)")
         db.execute("CREATE INDEX IF NOT EXISTS status_node ON status (node_id, received)")
+        db.execute("CREATE TABLE IF NOT EXISTS quarantine (received REAL NOT NULL, topic TEXT NOT NULL,"
+                   " reason TEXT NOT NULL, size INTEGER NOT NULL, detail TEXT NOT NULL, sample BLOB NOT NULL)")
+        db.execute("CREATE INDEX IF NOT EXISTS quarantine_received ON quarantine (received)")
         for spec in self.specs.values():
             db.execute(_create_sql(spec))
             db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_received ON {spec.table} (received)")

@@ -13,21 +13,39 @@ core used by replay and tests.
 
 from __future__ import annotations
 
-from ground.ingest._pipeline import BAD_STATUS, BAD_TOPIC, EMPTY, OVERSIZED, IngestSink, Pipeline
-from ground.ingest._stats import Gap, LinkStats, SeqTracker, link_view
+from ground.ingest._pipeline import (
+    BAD_STATUS,
+    BAD_TOPIC,
+    EMPTY,
+    INTERNAL,
+    OVERSIZED,
+    QUARANTINE_REASONS,
+    TOO_DEEP,
+    UNKNOWN_NODE,
+    IngestSink,
+    Pipeline,
+    Quarantined,
+    check_status,
+)
+from ground.ingest._stats import Gap, LinkStats, SeqTracker
 from ground.ingest._worker import IngestWorker, subscriptions
 
 __all__ = [
     "BAD_STATUS",
     "BAD_TOPIC",
     "EMPTY",
+    "INTERNAL",
     "OVERSIZED",
+    "QUARANTINE_REASONS",
+    "TOO_DEEP",
+    "UNKNOWN_NODE",
     "Gap",
     "IngestSink",
     "IngestWorker",
     "LinkStats",
     "Pipeline",
+    "Quarantined",
     "SeqTracker",
-    "link_view",
+    "check_status",
     "subscriptions",
 ]

@@ -29,6 +29,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ground.archive import Archive
 from ground.ingest._pipeline import IngestSink, Pipeline
+from ground.ratelog import RateLimitedLog
 from wire import topics
 
 log = logging.getLogger("lunabase.ingest")
@@ -128,12 +129,27 @@ class IngestWorker:
         self.connected = asyncio.Event()
         self.connections = 0
         self.acked = 0
+        self.failures = 0  # sessions ended by an error (broker or archive)
+        self.last_failure: str | None = None
+        self.failing_since: float | None = None  # time.time() of the first failure since the last commit
+        self.backlog = 0  # messages received from the broker, not yet processed
+        self.oldest_pending: float | None = None  # time.time() since which a backlog has been waiting
+        self.last_batch: float | None = None  # time.time() of the last batch processed and acknowledged
+        self.rlog = RateLimitedLog(log, 10.0)
         self._stop = asyncio.Event()
+
+    def lag_s(self, now: float | None = None) -> float:
+        """Seconds the oldest waiting message has waited (0 with no backlog); a bound, not exact."""
+        now = time.time() if now is None else now
+        return 0.0 if self.oldest_pending is None else max(0.0, now - self.oldest_pending)
 
     def stats(self) -> dict[str, Any]:
         snap = self.pipeline.snapshot()
         snap["worker"] = {"client_id": self.client_id, "broker": f"{self.host}:{self.port}", "share": self.share,
-                          "connected": self.connected.is_set(), "connections": self.connections, "acked": self.acked}
+                          "connected": self.connected.is_set(), "connections": self.connections, "acked": self.acked,
+                          "failures": self.failures, "last_failure": self.last_failure,
+                          "failing_since": self.failing_since, "backlog": self.backlog, "lag_s": self.lag_s(),
+                          "last_batch": self.last_batch}
         return snap
 
     def stop(self) -> None:
@@ -177,13 +193,19 @@ class IngestWorker:
                 self.connected.clear()
                 if self._stop.is_set():
                     break
+                self.failures += 1
+                self.last_failure = f"{type(e).__name__}: {e}"[:300]
+                if self.failing_since is None:
+                    self.failing_since = time.time()
                 if isinstance(e, aiomqtt.MqttError):
-                    log.warning("broker %s:%d: %s; reconnecting in %.1f s", self.host, self.port, e, delay)
+                    self.rlog.warning("broker", "broker %s:%d: %s; reconnecting in %.1f s", self.host, self.port, e,
+                                      delay)
                 else:
                     # e.g. the archive failed: the batch was not acknowledged, so the broker
-                    # keeps it; drop the connection and try again
-                    log.error("ingest batch failed (%s: %s); nothing of it was acknowledged; retrying in %.1f s",
-                              type(e).__name__, e, delay, exc_info=True)
+                    # keeps it; drop the connection and try again (a message the pipeline
+                    # cannot handle never gets here: it is quarantined and acknowledged)
+                    self.rlog.error("batch", "ingest batch failed (%s: %s); nothing of it was acknowledged; "
+                                    "retrying in %.1f s", type(e).__name__, e, delay, exc_info=True)
                 try:
                     await asyncio.wait_for(self._stop.wait(), delay)
                 except TimeoutError:
@@ -232,11 +254,19 @@ class IngestWorker:
                     except asyncio.QueueEmpty:
                         break
                 received = time.time()
+                if self.oldest_pending is None:
+                    self.oldest_pending = received
+                self.backlog = len(batch) + queue.qsize()
                 self.pipeline.process([(m.topic.value, m.payload, received) for m in batch])  # type: ignore[misc]
                 for m in batch:
                     if m.qos:
                         paho.ack(m.mid, m.qos)
                 self.acked += len(batch)
+                self.last_batch = time.time()
+                self.failing_since = None
+                self.backlog = queue.qsize()
+                # what is still queued arrived while this batch was processed, at the latest now
+                self.oldest_pending = self.last_batch if self.backlog else None
                 if self._stop.is_set():
                     return
                 await asyncio.sleep(0)  # let paho write the acks and read more
