@@ -27,7 +27,7 @@ from ground.ingest._pipeline import (
     Quarantined,
     check_status,
 )
-from ground.ingest._stats import Gap, LinkStats, SeqTracker
+from ground.ingest._stats import Gap, LinkStats, SeqTracker, link_view
 from ground.ingest._worker import IngestWorker, subscriptions
 
 __all__ = [
@@ -47,5 +47,6 @@ __all__ = [
     "Quarantined",
     "SeqTracker",
     "check_status",
+    "link_view",
     "subscriptions",
 ]
