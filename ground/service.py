@@ -26,6 +26,9 @@ from wire.inventory import Inventory
 
 log = logging.getLogger("ground.service")
 
+#: the longest history one /api/params request may cover (page through longer ones)
+MAX_HISTORY_DAYS = 31
+
 
 class BrokerUrl:
     """``mqtt://[user:pass@]host[:port]`` or ``mqtts://...`` (TLS)."""
@@ -139,10 +142,13 @@ class GroundService:
         ops = self.ops = Operations(self.inventory, store, publish=self.cmdlink.publish, history=self._history,
                                     **self._opts)
         ops.raw_fn = self._raw_packets
+        # only the inventory's nodes get a link entry each; others are quarantined under one
+        known = {(self.inventory.site, n.id) for n in self.inventory.nodes}
         self.ingest = IngestWorker(self.archive, self.broker.host, self.broker.port, username=self.username,
                                    password=self.password, client_id=self.client_id, share=self.share,
-                                   sinks=[ops], tls=self.tls)
+                                   sinks=[ops], tls=self.tls, pipeline=None, known=known)
         ops.links_fn = self._links
+        ops.health_fn = self._health
         self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(ops.commander.pump()))
         self.api = await ApiServer(self.ops, self.api_host, self.api_port).start()
         log.info("site %s: %d nodes in the inventory; broker %s as %s; client interface %s",
@@ -194,16 +200,32 @@ class GroundService:
 
     def _history(self, node: str, packet: str, field: str, since: float | None, until: float | None,
                   limit: int) -> dict[str, Any]:
-        if since is None and until is None:
-            since = time.time() - 3600.0
-        r = self.archive.parameter(f"{packet}.{field}", node=node, t0=since, t1=until)
-        t, v = stride(list(r["time"]), limit), stride(list(r["value"]), limit)
-        return {"node": node, "packet": packet, "field": field, "source": "archive", "count": len(r["time"]),
-                "time": [float(x) for x in t], "value": [float(x) for x in v]}
+        # bounded whatever is asked: at most MAX_HISTORY_DAYS, at most ``limit`` points,
+        # thinned by the database (the API runs this in a worker thread)
+        until = until if until is not None else time.time() + 3600.0
+        since = since if since is not None else until - 7200.0
+        if until - since > MAX_HISTORY_DAYS * 86400.0:
+            raise ValueError(f"history range longer than {MAX_HISTORY_DAYS} days: ask for a shorter one")
+        r = self.archive.parameter_decimated(f"{packet}.{field}", node, since, until, max(1, min(limit, 10000)))
+        return {"node": node, "packet": packet, "field": field, "source": "archive", "count": r["count"],
+                "time": [float(x) for x in r["time"]], "value": [float(x) for x in r["value"]]}
 
     def _raw_packets(self, node: str, limit: int) -> list[tuple[float, int, int, int, bytes]]:
-        rows = self.archive.raw_packets(node=node, t0=time.time() - 600, by_received=True)
-        return [(r.received, r.apid, r.seq, r.ticks, r.data) for r in rows[-limit:]]
+        rows = self.archive.latest_raw(node, limit)
+        return [(r.received, r.apid, r.seq, r.ticks, r.data) for r in rows]
+
+    def _health(self) -> dict[str, dict[str, Any]]:
+        """The parts of /api/health only the service can see: ingest, archive, broker, API."""
+        from ground import health
+
+        w = self.ingest
+        parts = {"ingest": health.ingest_part(w), "archive": health.archive_part(self.archive, w.pipeline),
+                 "broker": health.broker_part(w.connected.is_set(),
+                                              self.cmdlink is not None and self.cmdlink.connected.is_set(),
+                                              w.last_failure)}
+        if self.api is not None:
+            parts["api"] = health.part(True, **self.api.limiter.stats(), websockets=self.api.clients)
+        return parts
 
     def _links(self) -> dict[str, dict[str, Any]]:
         snap = self.ingest.pipeline.snapshot()["links"]

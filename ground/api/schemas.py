@@ -236,7 +236,19 @@ def _error(status: int, msg: str) -> web.Response:
 
 @web.middleware
 async def middleware(req: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check the request against its route's schema; 400/413 with a JSON reason if it does not match."""
+    """Check the request against its route's schema; 400/413 with a JSON reason if it does not match.
+
+    aiohttp's own plain-text errors (404, 405, 413 ...) are answered as JSON too.
+    """
+    try:
+        return await _checked(req, handler)
+    except web.HTTPException as e:
+        if e.status < 400 or e.content_type == "application/json":
+            raise
+        return _error(e.status, e.reason)
+
+
+async def _checked(req: web.Request, handler: Handler) -> web.StreamResponse:
     schema = schema_for(req)
     if schema is None:
         return await handler(req)

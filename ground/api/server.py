@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ground.api import schemas
+from ground.api.limits import ConnectionLimiter, LimitedSite
 from ground.ops import FINAL, AlarmError, CommandError, Operations
 
 log = logging.getLogger("ground.api")
@@ -68,12 +70,16 @@ def _handler(fn: Any) -> Any:
 class ApiServer:
     """Serves one ``Operations`` object over HTTP and WebSocket."""
 
-    def __init__(self, ops: Operations, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, ops: Operations, host: str = "127.0.0.1", port: int = 0, *,
+                 limiter: ConnectionLimiter | None = None, max_ws: int = 256) -> None:
         self.ops = ops
         self.host, self.port = host, port
-        self.app = web.Application()
+        # every route's request checked against ground/api/schemas.py first; bodies capped
+        self.app = web.Application(middlewares=[schemas.middleware], client_max_size=schemas.MAX_BODY)
         self.runner: web.AppRunner | None = None
         self.clients = 0
+        self.limiter = limiter or ConnectionLimiter()
+        self.max_ws = max_ws
         r = self.app.router
         r.add_get("/api/nodes", self.nodes)
         r.add_get("/api/latest", self.latest)
@@ -99,12 +105,11 @@ class ApiServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> ApiServer:
-        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0, **schemas.HANDLER_ARGS)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        site = LimitedSite(self.runner, self.host, self.port, self.limiter, reuse_address=True)
         await site.start()
-        server: Any = site._server  # noqa: SLF001 - the bound port when 0 was asked for
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = site.bound_port
         log.info("client interface on %s (HTTP /api/..., WebSocket /api/ws)", self.url)
         return self
 
@@ -117,7 +122,10 @@ class ApiServer:
 
     @_handler
     async def health(self, req: web.Request) -> web.Response:
-        return _json({"ok": True, "site": self.ops.site, "time": time.time(), "clients": self.clients})
+        # the truth about every part (ground/health.py); 200 either way, ``ok`` says it
+        h = self.ops.health()
+        h["clients"] = self.clients
+        return _json(h)
 
     @_handler
     async def nodes(self, req: web.Request) -> web.Response:
@@ -151,7 +159,7 @@ class ApiServer:
         return _json(self.ops.alarms.active(include_shelved=q.get("shelved", "1") in ("1", "true")))
 
     async def _body(self, req: web.Request) -> dict[str, Any]:
-        if not req.can_read_body:
+        if not req.body_exists:  # (the schema middleware already read it: aiohttp keeps the bytes)
             return {}
         b = await req.json()
         if not isinstance(b, dict):
@@ -225,7 +233,8 @@ class ApiServer:
         node = req.query.get("node")
         if not node:
             return _err(400, "node= is required")
-        return _json(self.ops.packets_view(node, int(req.query.get("limit", 20))))
+        return _json(await asyncio.get_running_loop().run_in_executor(  # archive read: off the event loop
+            None, self.ops.packets_view, node, int(req.query.get("limit", 20))))
 
     @_handler
     async def links(self, req: web.Request) -> web.Response:
@@ -245,8 +254,10 @@ class ApiServer:
         return {"type": "snapshot", "site": self.ops.site, "time": time.time(), "nodes": self.ops.nodes_view(),
                 "alarms": self.ops.alarms.active(include_shelved=True), "links": self.ops.links()}
 
-    async def ws(self, req: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=20.0)
+    async def ws(self, req: web.Request) -> web.StreamResponse:
+        if self.clients >= self.max_ws:
+            return _err(503, f"too many live clients ({self.max_ws})")
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=schemas.MAX_WS_MESSAGE)
         await ws.prepare(req)
         sub = self.ops.hub.subscribe()
         self.clients += 1

@@ -532,6 +532,61 @@ class Archive(abc.ABC):
         return {"site": t["site"], "node": t["node"], "time": t["time"], "value": t[field],
                 "time_quality": t["time_quality"]}
 
+    def parameter_decimated(self, name: str, node: str | None, t0: float, t1: float, max_points: int = 1000,
+                            site: str | None = None) -> dict[str, Any]:
+        """At most ``max_points`` of one parameter over [t0, t1), thinned in the database.
+
+        When the range holds more points than that, the range is cut into ``max_points``
+        equal time buckets and the database returns, for each bucket, the first sample of
+        its earliest segment (two ``substr``s of the segment blobs): the memory and time
+        of the query grow with ``max_points``, not with the range.  Returns
+        {"time", "value", "count"} (``count``: points in the range, before thinning).
+        """
+        packet, field = self.resolve(name)
+        spec = self.spec(packet)
+        j = spec.numeric.index(field)
+        lo, hi = unix_to_ticks(t0), unix_to_ticks(t1)
+        where: list[str] = []
+        params: list[Any] = []
+        if not self._node_filter(site, node, where, params) or hi <= lo:
+            return {"time": [], "value": [], "count": 0}
+        where += [f"t1 >= {self._ph}", f"t0 < {self._ph}"]
+        params += [lo, hi]
+        cond = " AND ".join(where)
+        nseg, npts = self._select(f"SELECT COUNT(*), COALESCE(SUM(n), 0) FROM {spec.table} WHERE {cond}", params)[0]
+        if int(npts) <= max_points:
+            r = self.parameter(name, node, t0, t1, site)
+            return {"time": r["time"].tolist(), "value": r["value"].tolist(), "count": len(r["time"])}
+        width = max(1, -(-(hi - lo) // max(1, max_points)))
+        sub = (f"SELECT node_id, MIN(t1) AS t1 FROM {spec.table} WHERE {cond}"
+               f" GROUP BY node_id, (t1 - {int(lo)}) / {int(width)}")
+        sql = (f"SELECT {self._substr('s.ticks', 1, 8)}, {self._substr('s.vals', j * 8 + 1, 8)}"
+               f" FROM {spec.table} s JOIN ({sub}) b ON s.node_id = b.node_id AND s.t1 = b.t1"
+               f" ORDER BY s.t1 LIMIT {int(max_points) * 2}")
+        rows = self._select(sql, params)
+        ticks = np.frombuffer(b"".join(bytes(r[0]) for r in rows), "<i8")
+        vals = np.frombuffer(b"".join(bytes(r[1]) for r in rows), "<f8")
+        keep = (ticks >= lo) & (ticks < hi)
+        ticks, vals = ticks[keep][:max_points], vals[keep][:max_points]
+        return {"time": ticks_to_unix(ticks).astype(np.float64).tolist(), "value": vals.tolist(), "count": int(npts)}
+
+    def _substr(self, column: str, start: int, length: int) -> str:
+        """SQL for bytes [start, start + length) of a blob column (1-based, both backends)."""
+        return f"substr({column}, {int(start)}, {int(length)})"
+
+    def latest_raw(self, node: str, limit: int, site: str | None = None) -> list[RawPacket]:
+        """The ``limit`` packets of ``node`` received last, newest last (an index walk, not a range load)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if not self._node_filter(site, node, where, params):
+            return []
+        sql = ("SELECT node_id, apid, seq, ticks, received, data FROM raw"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + f" ORDER BY received DESC, node_id DESC, apid DESC, ticks DESC, seq DESC LIMIT {max(0, int(limit))}")
+        names = self._names()
+        return [RawPacket(*names[r[0]], int(r[1]), int(r[2]), int(r[3]), float(r[4]), bytes(r[5]))
+                for r in self._select(sql, params)][::-1]
+
     def resolve(self, name: str) -> tuple[str, str]:
         """("PACKET", "field") for "PACKET.field" or a field name unique in the dictionary."""
         if "." in name:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import aiomqtt
@@ -89,7 +89,8 @@ class IngestWorker:
 
     Reconnects with back-off when the broker goes away.  ``share`` joins an MQTT 5
     shared subscription group so several workers split the load (give each a distinct
-    ``client_id``).  ``stats()`` returns the pipeline's counter snapshot.
+    ``client_id``).  ``known``: the (site, node) pairs to accept (the Pipeline's; others
+    are quarantined).  ``stats()`` returns the pipeline's counter snapshot.
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class IngestWorker:
         session_expiry_s: int = 7 * 86400,
         pipeline: Pipeline | None = None,
         parser: Any = None,
+        known: Collection[tuple[str, str]] | None = None,
     ) -> None:
         self.archive = archive
         self.host, self.port = host, port
@@ -125,7 +127,7 @@ class IngestWorker:
             raise ValueError(f"protocol must be 4 (MQTT 3.1.1) or 5 (MQTT 5), got {protocol!r}")
         self.protocol = protocol
         self.session_expiry_s = session_expiry_s
-        self.pipeline = pipeline or Pipeline(archive, sinks, parser=parser)
+        self.pipeline = pipeline or Pipeline(archive, sinks, parser=parser, known=known)
         self.connected = asyncio.Event()
         self.connections = 0
         self.acked = 0

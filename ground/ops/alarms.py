@@ -13,6 +13,8 @@ a new alarm (new id).
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,11 @@ from ground.ops.limits import LEVEL_NAMES, OK, PENDING, PacketLimits, condition,
 from ground.ops.store import OpsStore, Row
 from ground.parse import Table
 from wire.dictionary import Dictionary, load
+
+log = logging.getLogger("ground.ops")
+
+#: the longest an alarm can be shelved (a week); beyond that, acknowledge it or fix the limit
+MAX_SHELVE_MIN = 7 * 24 * 60
 
 _EVENT_SEV = {1: "WARNING", 2: "CRITICAL"}
 
@@ -53,6 +60,7 @@ class AlarmManager:
         self._open: dict[tuple[str, str, str, str], Row] = {}
         self.listeners: list[Callable[[Row], None]] = []
         for a in store.alarms(open_only=True):  # resume open alarms after a restart
+            _sane(a)
             self._open[(a["site"], a["node"], a["packet"], a["field"])] = a
 
     # -- checking ----------------------------------------------------------------------
@@ -184,6 +192,8 @@ class AlarmManager:
     def shelve(self, alarm_id: int, minutes: float, user: str = "operator", now: float | None = None) -> Row:
         """Hide an open alarm from the active list for ``minutes``."""
         now = time.time() if now is None else now
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= MAX_SHELVE_MIN:
+            raise ValueError(f"minutes must be a number in (0, {MAX_SHELVE_MIN}], got {minutes!r:.40}")
         a = self._get(alarm_id)
         a.update(shelved_until=now + minutes * 60.0, shelved_by=user, updated_at=now)
         self.store.update_alarm(a)
@@ -202,10 +212,14 @@ class AlarmManager:
         """Unshelve alarms whose shelving time is over (call periodically)."""
         now = time.time() if now is None else now
         for a in list(self._open.values()):
-            if a["shelved_until"] is not None and a["shelved_until"] <= now:
-                a.update(shelved_until=None, shelved_by=None, updated_at=now)
-                self.store.update_alarm(a)
-                self._log(a, f"{a['node']} {a['packet']}.{a['field']} alarm shelving expired", now, "INFO")
+            try:
+                if a["shelved_until"] is not None and a["shelved_until"] <= now:
+                    a.update(shelved_until=None, shelved_by=None, updated_at=now)
+                    self.store.update_alarm(a)
+                    self._log(a, f"{a['node']} {a['packet']}.{a['field']} alarm shelving expired", now, "INFO")
+            except Exception:  # noqa: BLE001 - one bad alarm row must not stop the others expiring
+                log.exception("alarm #%s: shelving expiry failed; unshelved", a.get("id"))
+                a["shelved_until"] = None
 
     def active(self, include_shelved: bool = False, now: float | None = None) -> list[Row]:
         """Open alarms (raised or acknowledged), red first, newest first."""
@@ -219,3 +233,12 @@ class AlarmManager:
 
 def event_severity(level: int) -> str:
     return _EVENT_SEV.get(level, "INFO")
+
+
+def _sane(a: Row) -> None:
+    """Repair an alarm row read back from disk so comparisons cannot raise (bad times become None)."""
+    for k in ("shelved_until", "raised_at", "updated_at", "acked_at", "cleared_at", "value"):
+        v = a.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            log.warning("alarm #%s: %s %r is not a number; ignored", a.get("id"), k, v)
+            a[k] = None

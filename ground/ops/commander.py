@@ -83,9 +83,11 @@ class Commander:
         self._finished: dict[int, Row] = {}
         self._waiters: dict[int, list[asyncio.Future[Row]]] = {}
         self._lock: asyncio.Lock | None = None
+        self.errors = 0  # commands the ground itself failed on (bad row, exception): failed, not retried
+        self.last_error: str | None = None
         for c in reversed(store.commands(limit=10000, open_only=True)):  # resume after restart
             self._cmds[c["id"]] = c
-            if c["counter"] is not None:
+            if isinstance(c.get("counter"), int):
                 self._by_counter[(c["node"], c["counter"])] = c["id"]
 
     # -- submission ----------------------------------------------------------------------
@@ -123,9 +125,14 @@ class Commander:
         not_after: float | None = None,
     ) -> Row:
         """Queue a command (released at once when the node is in contact); returns its row."""
+        if args is not None and not isinstance(args, dict):
+            raise CommandError("args must be an object of argument name -> value")
         args = dict(args or {})
         cd = self.validate(node, command, args, confirm)
         now = self.clock()
+        for name, t in (("not_before", not_before), ("not_after", not_after)):
+            if t is not None and not _is_time(t):
+                raise CommandError(f"{name} must be a Unix time in seconds (a finite number), got {t!r:.40}")
         if not_after is not None and not_before is not None and not_after < not_before:
             raise CommandError("not_after is before not_before")
         c: Row = {"site": self.site, "node": node, "command": cd.name, "opcode": cd.opcode, "args": args,
@@ -156,19 +163,26 @@ class Commander:
         async with self._lock:
             now = self.clock() if now is None else now
             for c in sorted(self._cmds.values(), key=lambda c: c["id"]):
-                st = c["stage"]
-                if st == QUEUED:
-                    if c["not_after"] is not None and now > c["not_after"]:
-                        self._stage(c, EXPIRED, "validity window closed before the node was reachable")
-                    elif (c["not_before"] is None or now >= c["not_before"]) and self.reachable(c["node"]):
-                        await self._release(c, now)
-                elif st in (SENT, ACCEPTED):
-                    sent = c.get("sent_at") or c["updated"]
-                    rt = 2.0 * self.light_time
-                    if st == SENT and now > sent + rt + self.ack_timeout:
-                        self._stage(c, TIMED_OUT, f"no ACCEPTED ack within {self.ack_timeout:g} s + {rt:g} s light time")
-                    elif st == ACCEPTED and now > sent + rt + self.exec_timeout:
-                        self._stage(c, TIMED_OUT, f"no EXECUTED ack within {self.exec_timeout:g} s + {rt:g} s light time")
+                try:
+                    await self._pump_one(c, now)
+                except Exception as e:  # noqa: BLE001 - one bad command must not hold the others
+                    self._ground_failed(c, e)
+
+    async def _pump_one(self, c: Row, now: float) -> None:
+        _check_row(c)
+        st = c["stage"]
+        if st == QUEUED:
+            if c["not_after"] is not None and now > c["not_after"]:
+                self._stage(c, EXPIRED, "validity window closed before the node was reachable")
+            elif (c["not_before"] is None or now >= c["not_before"]) and self.reachable(c["node"]):
+                await self._release(c, now)
+        elif st in (SENT, ACCEPTED):
+            sent = c.get("sent_at") or c["updated"]
+            rt = 2.0 * self.light_time
+            if st == SENT and now > sent + rt + self.ack_timeout:
+                self._stage(c, TIMED_OUT, f"no ACCEPTED ack within {self.ack_timeout:g} s + {rt:g} s light time")
+            elif st == ACCEPTED and now > sent + rt + self.exec_timeout:
+                self._stage(c, TIMED_OUT, f"no EXECUTED ack within {self.exec_timeout:g} s + {rt:g} s light time")
 
     async def _release(self, c: Row, now: float) -> None:
         if self.publish is None:
@@ -196,6 +210,17 @@ class Commander:
             return
         c["sent_at"] = self.clock()
         self._stage(c, SENT, f"counter {counter}, {len(tc)} B")
+
+    def _ground_failed(self, c: Row, e: Exception) -> None:
+        """Fail a command the ground cannot process (e.g. an unreadable row from the ops database)."""
+        self.errors += 1
+        self.last_error = f"#{c.get('id')}: {type(e).__name__}: {e}"[:300]
+        log.error("command #%s cannot be processed (%s: %s): marked FAILED", c.get("id"), type(e).__name__, e)
+        try:
+            self._stage(c, FAILED, f"ground error: {type(e).__name__}: {e}"[:300])
+        except Exception:  # noqa: BLE001 - not even storable: drop it from the queue, keep the others going
+            log.exception("command #%s could not be marked FAILED; dropped from the queue", c.get("id"))
+            self._cmds.pop(c.get("id"), None)  # type: ignore[arg-type]
 
     def _stage(self, c: Row, stage: str, reason: str) -> None:
         now = self.clock()
@@ -277,6 +302,24 @@ def wire_window(not_before: float | None, not_after: float | None) -> tuple[int,
     nb = 0 if not_before is None else max(1, math.floor(not_before - EPOCH_2000))
     na = 0 if not_after is None else min(0xFFFFFFFF, max(1, math.ceil(not_after - EPOCH_2000)))
     return nb, na
+
+
+def _is_time(t: Any) -> bool:
+    return isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and 0 <= t < 2**33
+
+
+def _check_row(c: Row) -> None:
+    """ValueError unless an open command row has the types the queue relies on (rows come from disk)."""
+    for k in ("not_before", "not_after"):
+        if c.get(k) is not None and not _is_time(c[k]):
+            raise ValueError(f"{k} {c[k]!r:.40} is not a Unix time")
+    if not isinstance(c.get("args"), dict):
+        raise ValueError(f"args {c.get('args')!r:.40} is not an object")
+    if c.get("counter") is not None and not isinstance(c["counter"], int):
+        raise ValueError(f"counter {c['counter']!r:.40} is not an integer")
+    for k in ("sent_at", "updated"):
+        if c.get(k) is not None and not _is_time(c[k]):
+            raise ValueError(f"{k} {c[k]!r:.40} is not a Unix time")
 
 
 def _fmt_args(args: dict[str, Any]) -> str:

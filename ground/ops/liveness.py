@@ -16,13 +16,17 @@ the offset between the node's latest packet time tag and its ground receive time
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ground.ratelog import RateLimitedLog
+
 UNKNOWN, ONLINE, ASLEEP, STALE, LOST = "UNKNOWN", "ONLINE", "ASLEEP", "STALE", "LOST"
 STATES = (UNKNOWN, ONLINE, ASLEEP, STALE, LOST)
+_rlog = RateLimitedLog(logging.getLogger("ground.ops"), 10.0)
 EPOCH_2000 = 946684800.0  # unix time of 2000-01-01T00:00:00Z, the node clock's epoch
 TICKS_PER_S = 65536.0
 
@@ -159,17 +163,23 @@ class NodeTracker:
         """Apply the time rules (stale, lost, missed contact) at ``now``."""
         now = time.time() if now is None else now
         for info in [self.nodes[only]] if only else list(self.nodes.values()):
-            if info.state == ASLEEP:
-                if info.next_contact is not None and now > info.next_contact + self.grace:
-                    self._set(info, LOST, f"missed announced contact by {now - info.next_contact:.0f} s", now)
-            elif info.state in (ONLINE, STALE) and info.last_contact is not None:
-                silent = now - info.last_contact
-                # a node on a duty cycle (HK next_contact > 0) may be silent until then
-                expected = info.next_contact_hk + self.grace if info.next_contact_hk else 0.0
-                if silent > self.lost_factor * info.hk_period and now > expected:
-                    self._set(info, LOST, f"silent for {silent:.0f} s", now)
-                elif silent > self.stale_factor * info.hk_period and now > expected:
-                    self._set(info, STALE, f"no packet for {silent:.1f} s (hk period {info.hk_period:g} s)", now)
+            try:
+                self._tick_one(info, now)
+            except Exception:  # noqa: BLE001 - one node's bad state must not stop the others' rules
+                _rlog.error(info.node, "liveness of %s failed", info.node, exc_info=True)
+
+    def _tick_one(self, info: NodeInfo, now: float) -> None:
+        if info.state == ASLEEP:
+            if info.next_contact is not None and now > info.next_contact + self.grace:
+                self._set(info, LOST, f"missed announced contact by {now - info.next_contact:.0f} s", now)
+        elif info.state in (ONLINE, STALE) and info.last_contact is not None:
+            silent = now - info.last_contact
+            # a node on a duty cycle (HK next_contact > 0) may be silent until then
+            expected = info.next_contact_hk + self.grace if info.next_contact_hk else 0.0
+            if silent > self.lost_factor * info.hk_period and now > expected:
+                self._set(info, LOST, f"silent for {silent:.0f} s", now)
+            elif silent > self.stale_factor * info.hk_period and now > expected:
+                self._set(info, STALE, f"no packet for {silent:.1f} s (hk period {info.hk_period:g} s)", now)
 
     def reachable(self, node: str) -> bool:
         """True when a command sent now should reach the node (it is ONLINE)."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ground import health as _health
 from ground.ingest import LinkStats
 from ground.ops.alarms import AlarmManager
 from ground.ops.commander import Commander
@@ -25,6 +26,7 @@ from ground.ops.limits import LEVEL_NAMES
 from ground.ops.liveness import ONLINE, TICKS_PER_S, NodeInfo, NodeTracker, node_to_unix
 from ground.ops.store import OpsStore
 from ground.parse import Parser, ParseResult
+from ground.ratelog import RateLimitedLog
 from wire.dictionary import Dictionary, load
 from wire.inventory import Inventory
 
@@ -92,6 +94,16 @@ class Operations:
         self.foreign: collections.Counter[str] = collections.Counter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._parser: Parser | None = None
+        # the timers' own health: each step of tick() isolated, counted, reported by health()
+        self.started = time.time()
+        self.ticks = 0
+        self.last_tick: float | None = None
+        self.tick_errors: collections.Counter[str] = collections.Counter()
+        self.tick_error: str | None = None
+        self.tick_failing: set[str] = set()
+        self._rlog = RateLimitedLog(log, 10.0)
+        #: the parts only the service knows (ingest, archive, broker): name -> part dict
+        self.health_fn: Callable[[], dict[str, dict[str, Any]]] | None = None
         self.store.listeners.append(lambda e: self.hub.publish({"type": "event", **e}))
         self.alarms.listeners.append(lambda a: self.hub.publish({"type": "alarm", **a}))
         self.commander.listeners.append(lambda c: self.hub.publish({"type": "command", **c}))
@@ -390,16 +402,57 @@ class Operations:
     async def tick(self, now: float | None = None) -> None:
         """Once a second: liveness rules, shelving expiry, command queue, link rates."""
         now = time.time() if now is None else now
-        self.nodes.tick(now)
-        self.alarms.expire_shelves(now)
-        await self.commander.pump(now)
+        failing: set[str] = set()
+        # each step isolated: one that raises is counted, reported (an event when it starts
+        # failing, a rate-limited log line) and the others still run, every second
+        self._step("liveness", failing, self.nodes.tick, now)
+        self._step("shelving", failing, self.alarms.expire_shelves, now)
+        try:
+            await self.commander.pump(now)
+        except Exception as e:  # noqa: BLE001
+            self._step_failed("commands", failing, e)
         if now - self._pruned > 3600.0:  # ops database retention, hourly
             self._pruned = now
-            self.store.prune(self.keep_days, now)
+            self._step("prune", failing, self.store.prune, self.keep_days, now)
         nd, self._node_dirty = self._node_dirty, set()
         for node in sorted(nd):  # last contact, SOC, temperatures... at most once a second
-            self.hub.publish({"type": "node", **self.node_view(self.nodes.get(node))})
-        self.hub.publish({"type": "link", "links": self.links()})
+            self._step("node_view", failing, lambda n=node: self.hub.publish(
+                {"type": "node", **self.node_view(self.nodes.get(n))}))
+        self._step("link_view", failing, lambda: self.hub.publish({"type": "link", "links": self.links()}))
+        self.tick_failing = failing
+        self.ticks += 1
+        self.last_tick = time.time()
+
+    def _step(self, name: str, failing: set[str], fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001
+            self._step_failed(name, failing, e)
+
+    def _step_failed(self, name: str, failing: set[str], e: Exception) -> None:
+        self.tick_errors[name] += 1
+        self.tick_error = f"{name}: {type(e).__name__}: {e}"[:300]
+        self._rlog.error(name, "ops tick: %s failed (%d time(s))", name, self.tick_errors[name], exc_info=True)
+        if name not in self.tick_failing and name not in failing:
+            try:
+                self.store.event("ground", f"ops {name} failed: {type(e).__name__}: {e}"[:300], site=self.site,
+                                 severity="ERROR", data={"step": name})
+            except Exception:  # noqa: BLE001 - the ops database itself may be what fails
+                pass
+        failing.add(name)
+
+    def health(self, now: float | None = None) -> dict[str, Any]:
+        """The ground's health (ground/health.py): the ops parts, plus the service's via ``health_fn``."""
+        now = time.time() if now is None else now
+        parts: dict[str, dict[str, Any]] = {}
+        if self.health_fn is not None:
+            try:
+                parts.update(self.health_fn())
+            except Exception as e:  # noqa: BLE001 - health must answer, and say what it could not check
+                parts["service"] = _health.part(False, f"service: health check failed: {type(e).__name__}: {e}")
+        parts["commands"] = _health.commands_part(self.commander, now)
+        parts["ticks"] = _health.ticks_part(self, now)
+        return _health.combine(parts, site=self.site)
 
     async def run(self) -> None:
         """The timers (param flush at ``param_hz``, ``tick`` every second) until cancelled."""
@@ -412,7 +465,7 @@ class Operations:
                 try:
                     await self.tick()
                 except Exception:  # noqa: BLE001 - timers must survive a bad tick
-                    log.exception("ops tick failed")
+                    self._rlog.error("tick", "ops tick failed", exc_info=True)
 
 
 def _subtable(table: Any, m: np.ndarray) -> Any:

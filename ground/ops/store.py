@@ -117,7 +117,7 @@ class OpsStore:
         out = []
         for r in rows:
             d = dict(r)
-            d["data"] = json.loads(d["data"]) if d["data"] else {}
+            d["data"] = _loads(d["data"], {})
             out.append(d)
         return out
 
@@ -174,8 +174,12 @@ class OpsStore:
         out = []
         for r in rows:
             d = dict(r)
-            d["args"] = json.loads(d["args"]) if d["args"] else {}
-            d["history"] = json.loads(d["history"]) if d["history"] else []
+            # rows come from disk: an unreadable field is passed on as it is (the commander
+            # fails such a command with a reason) instead of making every read raise
+            d["args"] = _loads(d["args"], {})
+            d["history"] = _loads(d["history"], [])
+            if not isinstance(d["history"], list):
+                d["history"] = []
             d["hazardous"], d["confirmed"] = bool(d["hazardous"]), bool(d["confirmed"])
             out.append(d)
         return out
@@ -200,3 +204,13 @@ class OpsStore:
                 self.db.execute("ROLLBACK")
                 raise
         return c
+
+
+def _loads(text: Any, empty: Any) -> Any:
+    """JSON ``text`` decoded; ``empty`` for NULL/''; the text itself when it is not JSON."""
+    if not text:
+        return empty
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        return text

@@ -296,3 +296,34 @@ def test_v1_postgres_archive_is_migrated() -> None:
     finally:
         a.drop_schema()  # type: ignore[attr-defined]
         a.close()
+
+
+def test_quarantine_table(archive: Archive) -> None:
+    """Quarantined messages keep topic, reason and sample; NUL and lone surrogates are escaped."""
+    with archive.transaction() as tx:
+        tx.append_quarantine(T0, "lunabase/moon/n\x00\ud800/tm", "bad_topic", 3, "detail\x00", b"\x00\xff\x01")
+        tx.append_quarantine(T0 + 1, "lunabase/moon/n01/status", "too_deep", 2000, "nested", b"[[[")
+    q = archive.quarantined()
+    assert [x["reason"] for x in q] == ["too_deep", "bad_topic"]
+    assert q[1]["topic"] == "lunabase/moon/n\\x00\\ud800/tm" and q[1]["sample"] == b"\x00\xff\x01"
+    assert archive.quarantined(reason="too_deep")[0]["size"] == 2000
+    assert archive.retention(1, now_=T0 + 10 * 86400) == 0 and archive.quarantined() == []
+
+
+def test_parameter_decimated_in_the_database(archive: Archive) -> None:
+    """A long range comes back thinned to max_points, values taken from the archive as stored."""
+    parser = Parser(archive.dictionary)
+    for b in range(40):  # 40 batches x 50 packets, 1 s apart
+        pl = b"".join(hk(b * 50 + i, unix_to_ticks(T0 + b * 50 + i), uptime=b * 50 + i) for i in range(50))
+        res = parser.parse(pl)
+        with archive.transaction() as tx:
+            tx.append_packets("moon", "n01", res, pl, T0 + b * 50)
+    full = archive.parameter_decimated("HK.uptime", "n01", T0, T0 + 2000, max_points=5000)
+    assert full["count"] == 2000 and full["value"] == [float(i) for i in range(2000)]
+    thin = archive.parameter_decimated("HK.uptime", "n01", T0, T0 + 2000, max_points=20)
+    assert thin["count"] == 2000 and 10 <= len(thin["value"]) <= 20
+    assert thin["value"] == sorted(thin["value"]) and set(thin["value"]) <= {float(i) for i in range(2000)}
+    assert thin["time"] == [T0 + v for v in thin["value"]]
+    assert archive.parameter_decimated("HK.uptime", "n02", T0, T0 + 2000)["count"] == 0
+    latest = archive.latest_raw("n01", 3)
+    assert [r.seq for r in latest] == [1997, 1998, 1999]
