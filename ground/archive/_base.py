@@ -560,13 +560,18 @@ class Archive(abc.ABC):
         width = max(1, -(-(hi - lo) // max(1, max_points)))
         sub = (f"SELECT node_id, MIN(t1) AS t1 FROM {spec.table} WHERE {cond}"
                f" GROUP BY node_id, (t1 - {int(lo)}) / {int(width)}")
-        sql = (f"SELECT {self._substr('s.ticks', 1, 8)}, {self._substr('s.vals', j * 8 + 1, 8)}"
+        sql = (f"SELECT {self._substr('s.ticks', 1, 8)}, {self._substr('s.vals', j * 8 + 1, 8)}, s.node_id"
                f" FROM {spec.table} s JOIN ({sub}) b ON s.node_id = b.node_id AND s.t1 = b.t1"
                f" ORDER BY s.t1 LIMIT {int(max_points) * 2}")
         rows = self._select(sql, params)
-        ticks = np.frombuffer(b"".join(bytes(r[0]) for r in rows), "<i8")
+        ticks = np.frombuffer(b"".join(bytes(r[0]) for r in rows), "<i8").astype(np.int64)
         vals = np.frombuffer(b"".join(bytes(r[1]) for r in rows), "<f8")
-        keep = (ticks >= lo) & (ticks < hi)
+        nid = np.array([int(r[2]) for r in rows], dtype=np.int64)
+        keep = (ticks >= lo) & (ticks < hi)  # buckets by the node's own time tags; times corrected below
+        for i, ranges in self.time_corrections().items():
+            m = nid == i
+            if m.any():
+                ticks[m], _q = correct_ticks(ticks[m], ranges)
         ticks, vals = ticks[keep][:max_points], vals[keep][:max_points]
         return {"time": ticks_to_unix(ticks).astype(np.float64).tolist(), "value": vals.tolist(), "count": int(npts)}
 
