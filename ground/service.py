@@ -150,7 +150,7 @@ class GroundService:
         ops.links_fn = self._links
         ops.health_fn = self._health
         self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(ops.commander.pump()))
-        self.api = await ApiServer(self.ops, self.api_host, self.api_port).start()
+        self.api = await ApiServer(self.ops, self.api_host, self.api_port, archive=self.archive).start()
         log.info("site %s: %d nodes in the inventory; broker %s as %s; client interface %s",
                  self.inventory.site, len(self.inventory.nodes), self.broker, self.username or "anonymous",
                  self.api.url)

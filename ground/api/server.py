@@ -71,7 +71,8 @@ class ApiServer:
     """Serves one ``Operations`` object over HTTP and WebSocket."""
 
     def __init__(self, ops: Operations, host: str = "127.0.0.1", port: int = 0, *,
-                 limiter: ConnectionLimiter | None = None, max_ws: int = 256) -> None:
+                 limiter: ConnectionLimiter | None = None, max_ws: int = 256, archive: Any = None,
+                 web_console: bool = True) -> None:
         self.ops = ops
         self.host, self.port = host, port
         # every route's request checked against ground/api/schemas.py first; bodies capped
@@ -99,6 +100,10 @@ class ApiServer:
         r.add_get("/api/seismic", self.seismic)
         r.add_get("/api/health", self.health)
         r.add_get("/api/ws", self.ws)
+        if web_console:  # the browser console (ground/web): pages, Open MCT, history, saved displays
+            from ground.web import WebConsole
+
+            self.web = WebConsole(self, archive)
 
     @property
     def url(self) -> str:

@@ -396,7 +396,8 @@ class Operations:
         for node in dirty:
             lat = self.latest.get(node, {})
             self.hub.publish({"type": "param", "node": node, "site": self.site,
-                              "packets": {p: {"t": e["t"], "values": e["values"], "levels": e.get("levels", {})}
+                              "packets": {p: {"t": e["t"], "ticks": e["ticks"], "values": e["values"],
+                                                  "levels": e.get("levels", {})}
                                           for p, e in lat.items()}})
 
     async def tick(self, now: float | None = None) -> None:

@@ -1,0 +1,130 @@
+"""History of one parameter sized for a plot: min/max per pixel bucket (Open MCT ``minmax``).
+
+``minmax(archive, "HK", "cpu_temp", node="n01", t0=..., t1=..., size=800)`` returns at most
+``2 * size`` points: for each of ``size`` equal time buckets between t0 and t1 the lowest
+and the highest value, each at its own time, in time order, so a spike of one sample in a
+week still shows.  When the range holds at most ``2 * size`` samples they are returned
+as they are (``decimated`` False).  ``page_after`` gives raw samples after a time for
+tables (``limit`` rows, ``more`` says whether another page follows).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ground.archive._base import Archive
+
+
+def _column(archive: Archive, packet: str, field: str, node: str, t0: float | None, t1: float | None,
+            site: str | None) -> tuple[np.ndarray, np.ndarray]:
+    tab = archive.table(packet, node=node, t0=t0, t1=t1, site=site, columns=[field])
+    return np.asarray(tab["time"], dtype=np.float64), np.asarray(tab[field], dtype=np.float64)
+
+
+def minmax(archive: Archive, packet: str, field: str, node: str, t0: float, t1: float, size: int,
+           site: str | None = None) -> dict[str, Any]:
+    """At most 2*size (time, value) points of ``packet.field`` of ``node`` in [t0, t1)."""
+    if not t1 > t0:
+        raise ValueError(f"the end ({t1}) must be after the start ({t0})")
+    size = max(1, min(int(size), 20000))
+    t, v = _column(archive, packet, field, node, t0, t1, site)
+    count = len(t)
+    ok = np.isfinite(v)
+    if not ok.all():
+        t, v = t[ok], v[ok]
+    if len(t) <= 2 * size:
+        return {"time": t.tolist(), "value": v.tolist(), "count": count, "decimated": False}
+    b = np.minimum(((t - t0) * (size / (t1 - t0))).astype(np.int64), size - 1)
+    # the samples are in time order, so each bucket is one contiguous run
+    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    lo_v = np.minimum.reduceat(v, starts)
+    hi_v = np.maximum.reduceat(v, starts)
+    bucket_of = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(v)]))
+    # the first sample of each bucket equal to its min (max): the point keeps its own time
+    lo_i = _first(v == lo_v[bucket_of], bucket_of, len(starts))
+    hi_i = _first(v == hi_v[bucket_of], bucket_of, len(starts))
+    idx = np.unique(np.concatenate([lo_i, hi_i]))  # sorted: time order, one point when min is max
+    return {"time": t[idx].tolist(), "value": v[idx].tolist(), "count": count, "decimated": True}
+
+
+def _first(mask: np.ndarray, bucket_of: np.ndarray, nb: int) -> np.ndarray:
+    """Index of the first True of each bucket (every bucket has one)."""
+    idx = np.flatnonzero(mask)
+    first = np.full(nb, -1, dtype=np.int64)
+    # reversed assignment: the earliest index of a bucket is written last and wins
+    first[bucket_of[idx][::-1]] = idx[::-1]
+    return first
+
+
+def page_after(archive: Archive, packet: str, field: str, node: str, t0: float, t1: float, limit: int,
+               site: str | None = None) -> dict[str, Any]:
+    """Raw samples in [t0, t1), the first ``limit`` of them; ``next`` is the t0 of the next page."""
+    limit = max(1, min(int(limit), 100000))
+    t, v = _column(archive, packet, field, node, t0, t1, site)
+    more = len(t) > limit
+    t, v = t[:limit], v[:limit]
+    nxt = None
+    if more:
+        # the next page starts just after the last time returned (time tags are 2^-16 s apart at least)
+        nxt = float(np.nextafter(t[-1], np.inf))
+    return {"time": t.tolist(), "value": [None if not np.isfinite(x) else float(x) for x in v],
+            "count": len(t), "more": more, "next": nxt}
+
+
+def latest(archive: Archive, packet: str, field: str, node: str, before: float, lookback: float = 86400.0,
+           site: str | None = None) -> dict[str, Any]:
+    """The last sample before ``before`` (looking back at most ``lookback`` s)."""
+    t, v = _column(archive, packet, field, node, before - lookback, before, site)
+    if not len(t):
+        return {"time": [], "value": [], "count": 0}
+    return {"time": [float(t[-1])], "value": [float(v[-1]) if np.isfinite(v[-1]) else None], "count": 1}
+
+
+def seismic(archive: Archive, node: str, t0: float, t1: float, size: int, packet: str = "SEISMIC",
+            site: str | None = None) -> dict[str, Any]:
+    """A waveform from the archive: every sample when they fit in 2*size per axis, else
+    min/max per bucket per axis.  Returns {"axes", "unit", "rate", "time", <axis>: [...]}."""
+    if not t1 > t0:
+        raise ValueError(f"the end ({t1}) must be after the start ({t0})")
+    size = max(1, min(int(size), 20000))
+    p = archive.dictionary.packet(packet)
+    spec = p.samples
+    if spec is None:
+        raise ValueError(f"packet {p.name} carries no sample block")
+    tab = archive.table(p.name, node=node, t0=t0 - 5.0, t1=t1, site=site, columns=["rate", "samples"])
+    out: dict[str, Any] = {"axes": list(spec.axes), "unit": spec.unit, "rate": None, "time": []}
+    for a in spec.axes:
+        out[a] = []
+    if not len(tab["time"]):
+        out["count"] = 0
+        return out
+    rate = np.asarray(tab["rate"], dtype=np.float64)
+    rate[~(rate > 0)] = 100.0
+    s = tab["samples"].astype(np.float64) * spec.scale  # (n, count, axes)
+    n, count, naxes = s.shape
+    t = (np.asarray(tab["time"], dtype=np.float64)[:, None] + np.arange(count)[None, :] / rate[:, None]).ravel()
+    s = s.reshape(n * count, naxes)
+    keep = (t >= t0) & (t < t1)
+    t, s = t[keep], s[keep]
+    order = np.argsort(t, kind="stable")
+    t, s = t[order], s[order]
+    out["rate"] = float(rate[-1])
+    out["count"] = len(t)
+    if len(t) <= 2 * size:
+        out["time"] = t.tolist()
+        for i, a in enumerate(spec.axes):
+            out[a] = [round(x, 4) for x in s[:, i].tolist()]
+        out["decimated"] = False
+        return out
+    b = np.minimum(((t - t0) * (size / (t1 - t0))).astype(np.int64), size - 1)
+    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+    # per bucket: the time of its first sample, then min and max of each axis (drawn as a band)
+    out["time"] = t[starts].tolist()
+    for i, a in enumerate(spec.axes):
+        col = s[:, i]
+        out[a + "_min"] = np.minimum.reduceat(col, starts).round(4).tolist()
+        out[a + "_max"] = np.maximum.reduceat(col, starts).round(4).tolist()
+    out["decimated"] = True
+    return out
