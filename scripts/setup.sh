@@ -27,6 +27,39 @@ if [ -z "$(find_mosquitto)" ]; then
 fi
 [ -n "$(find_mosquitto)" ] || die "mosquitto is still not found after installing it"
 
+# --- headless Chromium: the browser tests (web console: tests/web; trust: cross-site requests) ---
+# ONE block for every part that drives a browser: Debian's chromium and its chromedriver
+# (driven by selenium from PyPI, executable /usr/bin/chromium). Merge other needs in here.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's chromium and chromium-driver for the browser tests (apt-get, ~500 MB)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  else
+    say "WARNING: chromium/chromedriver are missing, so the browser tests will fail: run 'sudo apt-get install chromium chromium-driver'"
+  fi
+fi
+
+# --- the web console: NASA Open MCT's prebuilt dist/ (npm, version pinned in ground/web/package-lock.json) ---
+web=ground/web
+if [ ! -f $web/node_modules/openmct/dist/openmct.js ] || ! cmp -s $web/package-lock.json $web/node_modules/.lunabase-lock.json; then
+  if ! command -v npm >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's npm for the web console (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  if command -v npm >/dev/null; then
+    say "installing NASA Open MCT for the web console (npm ci in $web)"
+    (cd $web && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null) \
+      || die "npm ci in $web failed (the web console needs the openmct package pinned in $web/package-lock.json)"
+    cp $web/package-lock.json $web/node_modules/.lunabase-lock.json
+  else
+    say "WARNING: npm is missing, so the web console cannot be served: run 'sudo apt-get install npm', then this script again"
+  fi
+fi
+
 # --- the virtual environment ---
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
@@ -52,4 +85,4 @@ fi
   || { cat .venv/build.log >&2; die "building the Cython parser failed (log above)"; }
 "$VPY" -c 'import ground.parse as p; assert p.IMPLEMENTATION == "cython" or p.CParser is None' \
   || die "the Cython parser did not import"
-say "ready: $("$VPY" -c 'import ground.parse as p; print("parser", p.IMPLEMENTATION)'), $("$(find_mosquitto)" -h 2>/dev/null | head -1)"
+say "ready: $("$VPY" -c 'import ground.parse as p; print("parser", p.IMPLEMENTATION)'), $("$(find_mosquitto)" -h 2>/dev/null | head -1), Open MCT $(node -p "require('./$web/node_modules/openmct/package.json').version" 2>/dev/null || echo missing)"

@@ -33,6 +33,8 @@ export class Ground {
     this.dropped = 0;
     this.lastResync = 0;
     this.received = 0; // live messages
+    this.delivered = {}; // parameter id -> live samples handed to Open MCT (tests, benchmark)
+    this.history = {}; // parameter id -> the last history answer's summary (tests, benchmark)
     this.ws = null;
     this._retry = 500;
     this._flushTimer = null;
@@ -195,6 +197,8 @@ export class Ground {
       }
       const batch = s.queue;
       s.queue = [];
+      s.delivered += batch.length;
+      this.delivered[batch[0].id] = s.delivered;
       for (const cb of s.callbacks) {
         try {
           cb(batch);
@@ -209,7 +213,7 @@ export class Ground {
   subscribe(id, callback) {
     let s = this.subs.get(id);
     if (!s) {
-      s = { callbacks: new Set(), queue: [], lastStamp: null };
+      s = { callbacks: new Set(), queue: [], lastStamp: null, delivered: 0 };
       this.subs.set(id, s);
     }
     s.callbacks.add(callback);

@@ -216,6 +216,8 @@ export default function LunabasePlugin(ground, me) {
 
     function datums(d, res) {
       const key = d.identifier.key;
+      ground.history[key.slice(4)] = { strategy: res.strategy, points: res.time.length, count: res.count,
+        first: res.time.length ? res.time[0] : null, start: res.start, end: res.end, ms: res.ms, source: res.source };
       const out = new Array(res.time.length);
       for (let i = 0; i < res.time.length; i++) {
         out[i] = { id: key, utc: res.time[i] * 1000, value: res.value[i] };
@@ -322,7 +324,8 @@ export default function LunabasePlugin(ground, me) {
 
     function toFault(a) {
       const sev = SEV[a.severity] || 'WATCH';
-      const val = { value: a.value, rangeCondition: sev, monitoringResult: sev };
+      const v = typeof a.value === 'number' ? Number(a.value.toPrecision(6)) : a.value;
+      const val = { value: v, rangeCondition: sev, monitoringResult: sev };
       return {
         type: 'alarms',
         fault: {
@@ -332,10 +335,11 @@ export default function LunabasePlugin(ground, me) {
           severity: sev,
           acknowledged: a.state === 'acknowledged',
           shelved: Boolean(a.shelved_until && a.shelved_until * 1000 > Date.now()),
-          triggerTime: (a.raised_at || a.updated_at || 0) * 1000,
+          // shown as it is by the Fault Management list (and sorted as text): ISO UTC sorts right
+          triggerTime: new Date((a.raised_at || a.updated_at || 0) * 1000).toISOString(),
           currentValueInfo: val,
           triggerValueInfo: val,
-          shortDescription: `${a.value ?? ''} ${a.unit || ''} (${a.state}${a.acked_by ? `, acknowledged by ${a.acked_by}` : ''}${a.returned ? ', back in limits' : ''})`,
+          shortDescription: `${v ?? ""} ${a.unit || ""} (${a.state}${a.acked_by ? `, acknowledged by ${a.acked_by}` : ""}${a.returned ? ", back in limits" : ""})`,
           seqNum: a.id,
           lunabase: a
         }

@@ -236,6 +236,11 @@ function commander(el, ground, state, ready, openmct) {
     const err = h('div', { class: 'lb-cmd-error', role: 'alert' });
     const confirmBox = h('div', { class: 'lb-cmd-confirm', hidden: true });
     const send = h('button', { class: 'lb-send c-button c-button--major', type: 'button' }, 'Send');
+    // validity window (seconds from now): held by the ground until not-before, expired after not-after
+    const notBefore = h('input', { class: 'lb-not-before', type: 'number', min: 0, step: 'any', placeholder: 'now' });
+    const notAfter = h('input', { class: 'lb-not-after', type: 'number', min: 0, step: 'any', placeholder: 'never' });
+    const windowRow = h('div', { class: 'lb-cmd-window' }, h('label', {}, 'Release in (s) ', notBefore),
+      h('label', {}, 'Expire in (s) ', notAfter));
     let inputs = {};
     const cmdDef = () => cmds.find((c) => c.name === cmdSel.value);
     const renderArgs = () => {
@@ -295,7 +300,15 @@ function commander(el, ground, state, ready, openmct) {
       err.textContent = '';
       send.disabled = true;
       try {
-        const row = await ground.post('/api/commands', { node: nodeSel.value, command: c.name, args, confirm });
+        const body = { node: nodeSel.value, command: c.name, args, confirm };
+        const now = Date.now() / 1000;
+        if (notBefore.value !== '') {
+          body.not_before = now + Number(notBefore.value);
+        }
+        if (notAfter.value !== '') {
+          body.not_after = now + Number(notAfter.value);
+        }
+        const row = await ground.post('/api/commands', body);
         current = row.id;
         history.set(row.id, row);
         renderHistory();
@@ -328,7 +341,7 @@ function commander(el, ground, state, ready, openmct) {
     renderArgs();
     const form = r >= 1
       ? h('div', { class: 'lb-cmd-form' }, h('label', {}, 'Node ', nodeSel), h('label', {}, 'Command ', cmdSel), desc, argBox,
-        send, confirmBox, err, status)
+        windowRow, send, confirmBox, err, status)
       : h('p', { class: 'lb-role-note' }, `Your role (${(me.roles || []).join(', ') || 'none'}) may not send commands; `,
         'the history below is read-only.');
     root.replaceChildren(h('h2', {}, 'Command sender'), form, h('h3', {}, 'Command history'),

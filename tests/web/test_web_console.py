@@ -1,0 +1,243 @@
+"""The web console (NASA Open MCT + the lunabase plugin) in real headless Chromium, against a
+real ground, a private mosquitto, simulated nodes and the real firmware on the MicroPython VM.
+
+Each test saves screenshots under artifacts/web/.  Select them with ``-m browser``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from ground.testing import make_packet
+
+pytestmark = pytest.mark.browser
+
+TLM = "#/browse/lunabase:site/lunabase:node.{n}/lunabase:packet.{n}.{p}/lunabase:tlm.{n}.{p}.{f}"
+REALTIME = "tc.mode=local&tc.startDelta={back}&tc.endDelta=5000&tc.timeSystem=utc"
+
+
+def api(url: str, path: str, body: Any = None, method: str | None = None) -> Any:
+    req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                 method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+async def aapi(url: str, path: str, body: Any = None, method: str | None = None) -> Any:
+    return await asyncio.to_thread(api, url, path, body, method)
+
+
+async def open_console(page: Any, url: str, hash_: str = "") -> None:
+    await page.open(f"{url}/console/{hash_}")
+    await page.wait("return window.lunabaseGround && window.lunabaseGround.state === 'connected'",
+                    what="the console connected to the ground")
+
+
+async def test_overview_is_the_landing_page_and_tells_asleep_from_lost(console: Any, page: Any) -> None:
+    await open_console(page, console.url)
+    await page.wait("return document.querySelector('.lb-overview tr[data-node=\"n03\"] .lb-state')",
+                    what="the node overview")
+    await page.wait("return [...document.querySelectorAll('.lb-overview tr[data-node=\"n01\"] .lb-state')]"
+                    ".some(e => e.textContent === 'ONLINE')", what="n01 ONLINE")
+    assert await page.text('.lb-overview tr[data-node="n03"] .lb-state') == "ASLEEP"
+    assert await page.text('.lb-overview tr[data-node="n02"] .lb-limit') == "red"  # battery far below red
+    assert "connected" in (await page.text(".c-indicator.icon-connectivity")).lower()
+    await page.shot("overview")
+
+
+async def test_hk_plot_receives_live_points(console: Any, page: Any) -> None:
+    await open_console(page, console.url, TLM.format(n="n01", p="HK", f="cpu_temp") + "?" + REALTIME.format(back=120000))
+    await page.wait("return document.querySelector('.c-plot canvas, .gl-plot canvas')", what="the plot")
+    first = await page.wait("return window.lunabaseGround.delivered['n01.HK.cpu_temp']", what="first live batch")
+    # more samples keep arriving into the plot's subscription (batched every 100 ms)
+    later = await page.wait(f"const n = window.lunabaseGround.delivered['n01.HK.cpu_temp']; return n >= {first + 4} && n",
+                            what="more live points")
+    assert later >= first + 4
+    await asyncio.sleep(1.0)
+    await page.shot("hk-plot-live")
+
+
+async def test_last_hour_plots_from_the_archive_decimated(console: Any, page: Any) -> None:
+    node = console.base.sim.nodes["n01"]
+    now = time.time()
+    # an old pass: 40 min of HK at 1 Hz, 55 to 15 minutes ago, with a distinctive temperature ramp
+    pk = [make_packet("HK", node="n01", t=now - 3300 + i, seq=(5000 + i) % 16384, cpu_temp=40 + 20 * (i % 60) / 60,
+                      free_heap=61000, hk_period=1) for i in range(2400)]
+    for k in range(0, len(pk), 100):
+        await node.publish_tm(*pk[k:k + 100])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        h = await aapi(console.url, f"/api/web/history?node=n01&packet=HK&field=cpu_temp&start={now - 3600}"
+                       f"&end={now - 600}&strategy=page&limit=5000")
+        if h["count"] >= 2400:
+            break
+        await asyncio.sleep(0.3)
+    assert h["count"] == 2400, h["count"]
+    start, end = int((now - 3600) * 1000), int(now * 1000)
+    await open_console(page, console.url, TLM.format(n="n01", p="HK", f="cpu_temp") +
+                       f"?tc.mode=fixed&tc.startBound={start}&tc.endBound={end}&tc.timeSystem=utc")
+    got = await page.wait("const h = window.lunabaseGround.history['n01.HK.cpu_temp']; return h && h.strategy === 'minmax' && h",
+                          what="the plot's history request")
+    assert got["source"] == "archive"
+    assert got["first"] < now - 3000  # the old pass, only in the archive
+    # min/max per pixel: fewer points than samples, never more than two per bucket
+    assert got["count"] >= 2400 and got["points"] < got["count"], got
+    await asyncio.sleep(1.0)
+    await page.shot("hk-plot-last-hour")
+
+
+async def test_red_limit_is_shown_red(console: Any, page: Any) -> None:
+    await open_console(page, console.url, TLM.format(n="n02", p="POWER", f="battery_soc") + "?" +
+                       REALTIME.format(back=60000) + "&view=table")
+    cls = await page.wait("const r = document.querySelector('tr.is-limit--red, td.is-limit--red, .is-limit--red');"
+                          " return r && r.className", what="a red-limit row")
+    assert "is-limit--red" in cls
+    # and n01's healthy battery is not red
+    await open_console(page, console.url, TLM.format(n="n01", p="POWER", f="battery_soc") + "?" +
+                       REALTIME.format(back=60000) + "&view=table")
+    await page.wait("return document.querySelectorAll('tbody tr').length > 2", what="n01 rows")
+    assert not await page.js("return document.querySelector('.is-limit--red') !== null")
+    await open_console(page, console.url, TLM.format(n="n02", p="POWER", f="battery_soc") + "?" +
+                       REALTIME.format(back=60000) + "&view=table")
+    await page.wait("return document.querySelector('.is-limit--red')", what="red again")
+    await page.shot("red-limit")
+
+
+async def test_acknowledge_an_alarm_in_fault_management(console: Any, page: Any) -> None:
+    deadline = time.monotonic() + 20
+    alarm = None
+    while time.monotonic() < deadline and alarm is None:
+        alarm = next((a for a in await aapi(console.url, "/api/alarms")
+                      if a["node"] == "n02" and a["field"] == "battery_soc"), None)
+        await asyncio.sleep(0.3)
+    assert alarm is not None and alarm["state"] == "raised"
+    await open_console(page, console.url, "#/browse/faults.taxonomy:faultManagement.view")
+    label = "n02 POWER.battery_soc"
+    await page.wait(f"return [...document.querySelectorAll('.c-fault-mgmt__list-faultname')].some(e => e.textContent.includes({label!r}))",
+                    what="the n02 battery alarm listed")
+    await page.shot("alarms-before-ack")
+    await page.js(f"""for (const item of document.querySelectorAll('.c-fault-mgmt__list')) {{
+        if (item.textContent.includes({label!r})) {{ item.querySelector('input[type=checkbox]').click(); }} }}""")
+    await page.click("button.icon-check")  # the toolbar's Acknowledge
+    await page.click_text(".c-overlay button, .c-form button", "Acknowledge")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        rows = await aapi(console.url, "/api/alarms")
+        a = next(x for x in rows if x["id"] == alarm["id"])
+        if a["state"] == "acknowledged":
+            break
+        await asyncio.sleep(0.3)
+    assert a["state"] == "acknowledged", a
+    assert a["acked_by"]
+    await page.wait("return document.querySelector('.c-fault-mgmt__list.is-acknowledged')", what="shown acknowledged")
+    await page.shot("alarms-acknowledged")
+
+
+async def _command_form(page: Any, url: str, node: str, command: str) -> None:
+    await open_console(page, url, "#/browse/lunabase:site/lunabase:commands")
+    await page.wait(f"return document.querySelector('.lb-cmd-node option[value=\"{node}\"]')", what="the command form")
+    await page.js(f"""const n = document.querySelector('.lb-cmd-node'); n.value = {node!r};
+        const c = document.querySelector('.lb-cmd-command'); c.value = {command!r};
+        c.dispatchEvent(new Event('change'));""")
+
+
+async def test_command_to_the_real_firmware_reaches_executed(console: Any, firmware_node: str, page: Any) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        n = next((x for x in await aapi(console.url, "/api/nodes") if x["node"] == firmware_node), None)
+        if n and n["state"] == "ONLINE":
+            break
+        await asyncio.sleep(0.5)
+    assert n and n["state"] == "ONLINE", n
+    await _command_form(page, console.url, firmware_node, "PING")
+    await page.click(".lb-send")
+    stage = await page.wait("const s = document.querySelector('.lb-cmd-status .lb-cmd-stage');"
+                            " return s && ['EXECUTED','REJECTED','FAILED','TIMED_OUT'].includes(s.textContent) && s.textContent",
+                            timeout=45, what="the command's final stage")
+    await page.shot("command-executed")
+    assert stage == "EXECUTED"
+    stages = await page.js("return [...document.querySelectorAll('.lb-cmd-status .lb-stage')].map(e => e.textContent)")
+    assert stages[0] == "QUEUED" and "SENT" in stages and stages[-1] == "EXECUTED", stages
+    rows = await aapi(console.url, "/api/commands")
+    assert rows[0]["node"] == firmware_node and rows[0]["stage"] == "EXECUTED"
+    # the history table shows it too
+    await page.wait("return [...document.querySelectorAll('.lb-cmd-history .lb-cmd-row')].some(r => r.textContent.includes('EXECUTED'))",
+                    what="history row")
+
+
+async def test_refused_command_shows_the_grounds_reason(console: Any, page: Any) -> None:
+    await _command_form(page, console.url, "n01", "SET_RATE")
+    # a value the form itself refuses, before anything is sent
+    await page.js("document.querySelector('input[name=period_ms]').value = '0'")
+    await page.click(".lb-send")
+    err = await page.wait("return document.querySelector('.lb-cmd-error').textContent", what="the form's error")
+    assert "period_ms" in err and "minimum" in err
+    # a validity window the ground refuses: its own words reach the operator
+    await page.js("document.querySelector('input[name=period_ms]').value = '1000';"
+                  "document.querySelector('.lb-not-before').value = '600'; document.querySelector('.lb-not-after').value = '60'")
+    before = len(await aapi(console.url, "/api/commands"))
+    await page.click(".lb-send")
+    err = await page.wait("const t = document.querySelector('.lb-cmd-error').textContent; return t.includes('Refused') && t",
+                          what="the ground's refusal")
+    assert "Refused by the ground" in err and "not_after is before not_before" in err
+    assert len(await aapi(console.url, "/api/commands")) == before  # nothing was queued
+    await page.shot("command-refused")
+
+
+async def test_layout_survives_a_ground_restart(console: Any, page: Any) -> None:
+    name = f"Power wall {int(time.time())}"
+    await open_console(page, console.url, "#/browse/lunabase-saved:mine")
+    await page.wait("return document.querySelector('.c-create-button')", what="the Create button")
+    await page.click(".c-create-button")
+    await page.click_text(".c-menu li, .c-create-menu li, [role=menuitem]", "Display Layout")
+    await page.wait("return document.querySelector('.c-form input[type=text], .c-overlay input[type=text]')",
+                    what="the create form")
+    await page.js(f"""const i = document.querySelector('.c-form input[type=text], .c-overlay input[type=text]');
+        i.value = {name!r}; i.dispatchEvent(new Event('input', {{bubbles: true}}));""")
+    await page.shot("layout-create-form")
+    await page.click_text(".c-overlay button, .c-form button", "Ok")
+    deadline = time.monotonic() + 15
+    saved: list[Any] = []
+    while time.monotonic() < deadline:
+        saved = [o for o in await aapi(console.url, "/api/web/objects") if o["name"] == name]
+        if saved:
+            break
+        await asyncio.sleep(0.3)
+    assert saved and saved[0]["type"] == "layout", saved
+    key = saved[0]["key"]
+    while time.monotonic() < deadline:  # then the folder's composition names it (a second save)
+        folder = await aapi(console.url, "/api/web/objects/mine")
+        if any(i["key"] == key for i in folder.get("composition", [])):
+            break
+        await asyncio.sleep(0.3)
+    assert any(i["key"] == key for i in folder["composition"]), folder
+    await console.restart()
+    await open_console(page, console.url, "#/browse/lunabase-saved:mine")
+    await page.wait(f"return [...document.querySelectorAll('.c-tree__item, .c-grid-item, .c-list-item, .c-folder-view *')]"
+                    f".some(e => e.textContent.includes({name!r}))", what="the layout after the restart")
+    await page.shot("layout-after-restart")
+    obj = await aapi(console.url, f"/api/web/objects/{key}")
+    assert obj["name"] == name and obj["type"] == "layout"
+
+
+async def test_lost_ground_shows_disconnected_and_reconnects_by_itself(console: Any, page: Any) -> None:
+    await open_console(page, console.url)
+    await page.js("window.__sameTab = 1")
+    await console.stop()
+    await page.wait("return document.body.dataset.ground === 'disconnected' &&"
+                    " document.querySelector('.c-indicator.icon-connectivity').textContent.includes('disconnected')",
+                    what="disconnected shown")
+    await page.shot("ground-disconnected")
+    await console.start()
+    await page.wait("return window.lunabaseGround.state === 'connected' && document.body.dataset.ground === 'connected'",
+                    timeout=30, what="reconnected by itself")
+    assert await page.js("return window.__sameTab") == 1  # no reload: the page reconnected on its own
+    await page.wait("return document.querySelector('.lb-overview tr[data-node=\"n01\"] .lb-state-ONLINE')",
+                    what="live again")
+    await page.shot("ground-reconnected")
