@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ground.api import schemas
 from ground.archive import _decimate
 
 if TYPE_CHECKING:
@@ -41,10 +42,30 @@ STATIC = HERE / "static"
 CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
        "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-MAX_OBJECT_BYTES = 1 << 20
+MAX_OBJECT_BYTES = 256 * 1024  # a display layout with hundreds of items is tens of KiB
 MAX_OBJECTS = 10000
-KEY_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_SPAN_S = 400 * 86400.0
+
+
+_NAME = schemas.F("name", required=True)
+_T = schemas.F("num", schemas.T_MIN, schemas.T_MAX)
+_KEY = {"key": schemas.F("name", required=True)}
+#: the console's routes in the client interface's request schemas (checked before the handlers);
+#: PUT /api/web/objects/{key} is checked by its handler (an Open MCT object is free-form JSON)
+SCHEMAS = {
+    ("GET", "/api/web/history"): schemas.Schema(query={
+        "node": _NAME, "packet": _NAME, "field": _NAME, "start": _T, "end": _T,
+        "strategy": schemas.F("name", max_len=16), "size": schemas.F("int", 1, 20000),
+        "limit": schemas.F("int", 1, 100000)}),
+    ("GET", "/api/web/seismic"): schemas.Schema(query={"node": _NAME, "start": _T, "end": _T,
+                                                       "size": schemas.F("int", 1, 20000)}),
+    ("GET", "/api/web/objects"): schemas.Schema(),
+    ("GET", "/api/web/objects/{key}"): schemas.Schema(path=_KEY),
+    ("DELETE", "/api/web/objects/{key}"): schemas.Schema(path=_KEY),
+    ("GET", "/api/web/info"): schemas.Schema(),
+}
+schemas.SCHEMAS.update(SCHEMAS)
 
 
 def openmct_dist() -> Path | None:
@@ -297,7 +318,7 @@ class WebConsole:
     def _key(self, req: web.Request) -> str:
         key = req.match_info["key"]
         if not KEY_RE.match(key):
-            raise web.HTTPBadRequest(text=json.dumps({"error": "an object key is 1-128 of A-Z a-z 0-9 . _ : -"}),
+            raise web.HTTPBadRequest(text=json.dumps({"error": "an object key is 1-64 of A-Z a-z 0-9 . _ -"}),
                                      content_type="application/json")
         return key
 

@@ -366,9 +366,10 @@ export default function LunabasePlugin(ground, me) {
         const offs = [ground.on('alarm', refresh), ground.on('snapshot', refresh)];
         return () => offs.forEach((f) => f());
       },
-      async acknowledgeFault(fault, { comment = '' } = {}) {
+      async acknowledgeFault(fault) {
         try {
-          await ground.post(`/api/alarms/${encodeURIComponent(fault.id)}/ack`, comment ? { comment } : {});
+          // the ground's audit log records who acknowledged (its schema takes no comment)
+          await ground.post(`/api/alarms/${encodeURIComponent(fault.id)}/ack`, {});
           fault.acknowledged = true;
           return { success: true };
         } catch (e) {
@@ -376,11 +377,11 @@ export default function LunabasePlugin(ground, me) {
           return { success: false };
         }
       },
-      async shelveFault(fault, { shelved = true, comment = '', shelveDuration = 3600000 } = {}) {
+      async shelveFault(fault, { shelved = true, shelveDuration = 3600000 } = {}) {
         try {
           if (shelved) {
             await ground.post(`/api/alarms/${encodeURIComponent(fault.id)}/shelve`,
-              { minutes: Math.max(1, Math.round(shelveDuration / 60000)), comment });
+              { minutes: Math.max(1, Math.round(shelveDuration / 60000)) });
           } else {
             await ground.post(`/api/alarms/${encodeURIComponent(fault.id)}/unshelve`, {});
           }
