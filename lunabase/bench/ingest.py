@@ -61,49 +61,117 @@ def _now_ticks() -> int:
 
 
 # ------------------------------------------------------------------ publisher
+def _varlen(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class _RawPublisher:
+    """A minimal MQTT 3.1.1 QoS 1 publisher on a plain socket: the load generator.
+
+    The benchmark measures the subscriber, so the publisher must not be the bottleneck:
+    paho's Python client (a network thread, a lock and a callback per message) tops out
+    near the subscriber's own rate on a shared core.  This one writes prebuilt PUBLISH
+    frames in large writes and counts PUBACKs (4 bytes each), keeping at most
+    ``window`` messages unacknowledged so a packet id is never reused while in flight.
+    """
+
+    def __init__(self, port: int, client_id: str, window: int = 20000) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cid = client_id.encode()
+        var = b"\x00\x04MQTT\x04\x02" + (60).to_bytes(2, "big") + len(cid).to_bytes(2, "big") + cid
+        self.sock.sendall(b"\x10" + _varlen(len(var)) + var)
+        ack = b""
+        while len(ack) < 4:
+            chunk = self.sock.recv(4 - len(ack))
+            if not chunk:
+                raise ConnectionError("broker closed the connection before CONNACK")
+            ack += chunk
+        if ack[0] != 0x20 or ack[3] != 0:
+            raise ConnectionError(f"CONNACK refused: {ack.hex()}")
+        self.window = window
+        self.sent = self.acked = 0
+        self._pid = 0
+        self._rest = 0  # bytes of a PUBACK split across reads
+
+    def frame(self, topic: bytes, payload: bytes) -> bytes:
+        self._pid = self._pid % 65535 + 1
+        body = len(topic).to_bytes(2, "big") + topic + self._pid.to_bytes(2, "big") + payload
+        return b"\x32" + _varlen(len(body)) + body
+
+    def _read_acks(self, block: bool) -> None:
+        import socket
+
+        try:
+            data = self.sock.recv(65536, 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        if not data:
+            raise ConnectionError("broker closed the connection")
+        n = self._rest + len(data)  # PUBACKs are 4 bytes each; nothing else comes to a publisher
+        self.acked += n // 4
+        self._rest = n % 4
+
+    def send(self, frames: list[bytes]) -> None:
+        while self.sent - self.acked + len(frames) > self.window:
+            self._read_acks(True)
+        self.sock.sendall(b"".join(frames))
+        self.sent += len(frames)
+        self._read_acks(False)
+
+    def close(self) -> None:
+        while self.acked < self.sent:
+            self._read_acks(True)
+        self.sock.sendall(b"\xe0\x00")
+        self.sock.close()
+
+
 def publisher(port: int, total: int, per_msg: int, rate: float, base_ticks: int, cpu: int | None,
               qos: int = 1) -> None:
-    """Publish `total` HK packets spread over NODES nodes, per_msg per message.
+    """Publish `total` HK packets spread over NODES nodes, per_msg per message, QoS 1.
 
     rate > 0: paced at `rate` packets/s and stamped with the send time; else as fast as
-    possible with synthetic time tags (base_ticks + index).
+    possible with synthetic time tags (base_ticks + index), the messages built before
+    the first is sent.
     """
-    import paho.mqtt.client as mqtt
-
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
+    if qos != 1:
+        raise ValueError("the bench publishes QoS 1 only")
     _t, length = _hk_template()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
-    c.max_inflight_messages_set(0)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    topics = [f"lunabase/{SITE}/n{i:03d}/tm" for i in range(NODES)]
+    topics = [f"lunabase/{SITE}/n{i:03d}/tm".encode() for i in range(NODES)]
     seqs = [0] * NODES
     n_msgs = total // per_msg
-    infos = []
-    t0 = time.perf_counter()
-    for m in range(n_msgs):
+    pub = _RawPublisher(port, f"bench-pub-{os.getpid()}")
+
+    def message(m: int, ticks0: int) -> bytes:
         node = m % NODES
         buf = bytearray(length * per_msg)
-        if rate > 0:
-            d = t0 + m * per_msg / rate - time.perf_counter()
-            if d > 0:
-                time.sleep(d)  # no spinning: on 2 cores a spinning publisher starves the broker
-            ticks0 = _now_ticks()
-        else:
-            ticks0 = base_ticks + m * per_msg
         for k in range(per_msg):
             make_packet(buf, k * length, seqs[node], ticks0 + k, length)
             seqs[node] += 1
-        infos.append(c.publish(topics[node], bytes(buf), qos=qos))
-        if len(infos) > 20000:
-            infos[0].wait_for_publish(60)
-            infos = infos[-1000:]
-    for i in infos[-100:]:
-        i.wait_for_publish(120)
-    c.loop_stop()
-    c.disconnect()
+        return pub.frame(topics[node], bytes(buf))
+
+    if rate > 0:
+        t0 = time.perf_counter()
+        for m in range(n_msgs):
+            d = t0 + m * per_msg / rate - time.perf_counter()
+            if d > 0:
+                time.sleep(d)  # no spinning: on 2 cores a spinning publisher starves the broker
+            pub.send([message(m, _now_ticks())])
+    else:
+        frames = [message(m, base_ticks + m * per_msg) for m in range(n_msgs)]
+        chunk = max(1, 64 * 1024 // len(frames[0])) if frames else 1
+        for i in range(0, n_msgs, chunk):
+            pub.send(frames[i:i + chunk])
+    pub.close()
 
 
 # ------------------------------------------------------------------ lunabase ingest
@@ -211,7 +279,7 @@ def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, tim
                 p += 1
                 continue
             f = body.unpack_from(data, p + 12)
-            eng = [v * sc + ad for v, (sc, ad) in zip(f, scales)]
+            eng = [v * sc + ad for v, (sc, ad) in zip(f, scales, strict=True)]
             conn.execute(insert, (node, w0 & 0x7FF, w1 & 0x3FFF, (coarse << 16) | fine, now, data[p:p + total], *eng))
             state["n"] += 1
             p += total
