@@ -116,7 +116,7 @@ def parse_args(items: list[str]) -> dict[str, Any]:
 def run_command(a: argparse.Namespace) -> int:
     import time
 
-    from ground.client import GroundClient, GroundError
+    from ground.client import ApiError, GroundClient
 
     try:
         args = parse_args(a.args)
@@ -149,7 +149,7 @@ def run_command(a: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
-    except GroundError as e:
+    except ApiError as e:
         # status 0: the ground could not be reached (no HTTP status to show)
         print(f"lunabase command: {e.message}" + (f" (HTTP {e.status})" if e.status else ""), file=sys.stderr)
         return 1

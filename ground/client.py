@@ -7,8 +7,8 @@
         async for msg in g.live():          # reconnects by itself when the ground restarts
             ...
 
-Errors: ``GroundError`` (the ground answered 4xx/5xx; ``status`` and the ground's message)
-and ``GroundUnavailable`` (no connection).  ``live()`` never raises on disconnect: it
+Errors (ground/errors.py): ``ApiError`` (the ground answered 4xx/5xx; ``status`` and the
+ground's message) and its subclass ``GroundUnavailable`` (no connection).  ``live()`` never raises on disconnect: it
 yields ``{"type": "disconnected"}`` and keeps trying; each (re)connection starts with a
 ``{"type": "snapshot", ...}`` message.
 """
@@ -22,18 +22,8 @@ from typing import Any
 
 import aiohttp
 
-
-class GroundError(RuntimeError):
-    """The ground refused a request; ``status`` is the HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.message = message
-
-
-class GroundUnavailable(GroundError):
-    """The ground's interface could not be reached."""
+from ground.errors import ApiError, GroundUnavailable
+from ground.errors import GroundError as GroundError  # the root, re-exported for callers of the client
 
 
 class GroundClient:
@@ -72,7 +62,7 @@ class GroundClient:
                 text = await r.text()
                 data = json.loads(text) if text else None
                 if r.status >= 400:
-                    raise GroundError(r.status, (data or {}).get("error", text) if isinstance(data, dict) else text)
+                    raise ApiError(r.status, (data or {}).get("error", text) if isinstance(data, dict) else text)
                 return data
         except aiohttp.ClientConnectionError as e:
             raise GroundUnavailable(0, f"{self.url}: {e}") from None

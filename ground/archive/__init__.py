@@ -7,7 +7,7 @@
     >>> a.parameter("HK.free_heap", node="n01", t0=..., t1=...)  # {"node","time","value"}
     >>> a.table("SEISMIC", node="n01")["samples"]                  # int16 (n, 100, 3)
 
-Exceptions: ArchiveError (cannot open/use the archive).  See ground/archive/_base.py
+Exceptions: ArchiveError (cannot open/use the archive; ground/errors.py).  See ground/archive/_base.py
 for the schema.
 """
 
@@ -26,7 +26,6 @@ from ground.archive._base import (
     TIME_QUALITY,
     UNSYNCED,
     Archive,
-    ArchiveError,
     DecodedSpec,
     RawPacket,
     TimeCorrection,
@@ -35,6 +34,7 @@ from ground.archive._base import (
     ticks_to_unix,
     unix_to_ticks,
 )
+from ground.errors import ArchiveError
 from wire.dictionary import Dictionary
 
 __all__ = [

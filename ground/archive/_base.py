@@ -74,10 +74,6 @@ OPEN_END = 1 << 62  # hi of a correction range still open (the node has not sync
 KEY_COLLISION = "key_collision"
 
 
-class ArchiveError(RuntimeError):
-    """The archive cannot be opened or used; the message names the URL and the cause."""
-
-
 def unix_to_ticks(t: float) -> int:
     """Unix time -> time-tag ticks (2^-16 s since 2000)."""
     return int(round((t - EPOCH_UNIX) * TICKS_PER_S))

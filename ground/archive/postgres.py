@@ -21,12 +21,12 @@ from ground.archive._base import (
     KEY_COLLISION,
     SCHEMA_VERSION,
     Archive,
-    ArchiveError,
     DecodedSpec,
     Transaction,
     decoded_segment,
     packet_crcs,
 )
+from ground.errors import ArchiveError
 from ground.parse import ParseResult
 from wire.dictionary import Dictionary
 

@@ -14,7 +14,8 @@ alarm lifecycle), ``commander`` (signed, queued, ACK-verified telecommands), ``h
 (fan-out of live messages).
 """
 
-from ground.ops.alarms import AlarmError, AlarmManager
+from ground.errors import AlarmError, CommandError
+from ground.ops.alarms import AlarmManager
 from ground.ops.commander import (
     ACCEPTED,
     CANCELLED,
@@ -28,7 +29,6 @@ from ground.ops.commander import (
     SENT,
     TIMED_OUT,
     Commander,
-    CommandError,
 )
 from ground.ops.hub import Hub
 from ground.ops.limits import LEVEL_NAMES, PacketLimits, condition, limits_for

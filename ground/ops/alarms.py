@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ground.errors import AlarmError
 from ground.ops.limits import LEVEL_NAMES, OK, PENDING, PacketLimits, condition, limits_for
 from ground.ops.store import OpsStore, Row
 from ground.parse import Table
@@ -32,10 +33,6 @@ log = logging.getLogger("ground.ops")
 MAX_SHELVE_MIN = 7 * 24 * 60
 
 _EVENT_SEV = {1: "WARNING", 2: "CRITICAL"}
-
-
-class AlarmError(KeyError):
-    """No such alarm, or the operation does not apply to its state."""
 
 
 @dataclass

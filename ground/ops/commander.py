@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ground.errors import CommandError
 from ground.ops.liveness import EPOCH_2000
 from ground.ops.store import OpsStore, Row
 from ground.parse import Table
@@ -41,10 +42,6 @@ OPEN = (QUEUED, SENT, ACCEPTED)
 FINAL = (EXECUTED, REJECTED, FAILED, TIMED_OUT, EXPIRED, CANCELLED)
 
 Publish = Callable[[str, bytes], Awaitable[None]]
-
-
-class CommandError(ValueError):
-    """A command was refused before queueing (unknown node/command, bad args, no confirm)."""
 
 
 class Commander:
