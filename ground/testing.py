@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ground.ops.liveness import EPOCH_2000
 from ground.parse import ParseResult, PyParser
-from wire import ccsds, topics
+from wire import ccsds, timetag, topics
 from wire.dictionary import Dictionary, load
 
 _seqs: dict[tuple[str, int], int] = {}
@@ -57,8 +56,7 @@ def make_packet(packet: str | int, seq: int | None = None, t: float | None = Non
     if p.samples is not None and samples is not None:
         raw = np.round(np.asarray(samples) / p.samples.scale).astype(">i2")
         pb.buf[p.samples.offset:p.samples.offset + p.samples.size] = raw.tobytes()
-    node_t = (time.time() if t is None else t) - EPOCH_2000
-    return bytes(pb.finish(int(node_t), int((node_t % 1.0) * 65536) & 0xFFFF))
+    return bytes(pb.finish(*timetag.split(timetag.unix_to_node(time.time() if t is None else t))))
 
 
 def parse_packets(*packets: bytes) -> tuple[ParseResult, bytes]:
@@ -118,8 +116,7 @@ class FakeNode:
 
     def _ack_packet(self, counter: int, opcode: int, stage: int, reason: int, seq: int) -> bytes:
         struct.pack_into(">IBBBBH", self._ack.buf, 12, counter, opcode, stage, reason, 0, seq)
-        t = time.time() - EPOCH_2000
-        return bytes(self._ack.finish(int(t), int((t % 1.0) * 65536) & 0xFFFF))
+        return bytes(self._ack.finish(*timetag.split(timetag.unix_to_node(time.time()))))
 
     async def _run(self) -> None:
         import aiomqtt
@@ -131,7 +128,7 @@ class FakeNode:
             self._ready.set()
             async for msg in c.messages:
                 buf = bytes(msg.payload)  # type: ignore[arg-type]
-                now = int(time.time() - EPOCH_2000)
+                now = int(timetag.unix_to_node(time.time()))
                 st, opcode, counter, a0, a1, seq = ccsds.open_tc(self.key, self.node.encode(), buf, self.last_counter, now)
                 self.received.append((st, opcode, counter, buf[a0:a1]))
                 if self.behaviour == "silent":

@@ -22,11 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wire import ccsds, topics
+from wire import ccsds, timetag, topics
 
 __all__ = ["HilGround", "Sample", "TelemetryTimeout"]
 
-EPOCH_2000 = 946684800  # unix time of 2000-01-01T00:00:00Z (the packets' time origin)
 
 
 class TelemetryTimeout(AssertionError):
@@ -237,10 +236,10 @@ class HilGround:
         self._counter = max(self._counter + 1, int(time.time()))
         seq = self._tc_seq.get(node, 0)
         self._tc_seq[node] = (seq + 1) & ccsds.SEQ_MASK
-        t = time.time() - EPOCH_2000
+        coarse, fine = timetag.split(timetag.unix_to_node(time.time()))
         tc = ccsds.build_tc(
-            key, node.encode(), self.dictionary.tc_apid, seq, cmd.opcode, self._counter, cmd.pack_args(**(args or {})),
-            int(t), int((t % 1.0) * 65536) & 0xFFFF,
+            key, node.encode(), self.dictionary.tc_apid, seq, cmd.opcode, self._counter,
+            cmd.pack_args(**(args or {})), coarse, fine,
         )  # fmt: skip
         self._client.publish(topics.topic(self.site, node, topics.CMD), tc, qos=1)
         return self._counter

@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("sim.sensorbus")
+from wire import timetag
 
-EPOCH_2000 = 946684800.0  # 1970 -> 2000 epoch
+log = logging.getLogger("sim.sensorbus")
 
 
 def node_time() -> float:
     """Now, in node clock seconds (since 2000-01-01, host clock): the ``t0`` of quakes."""
-    return time.time() - EPOCH_2000
+    return timetag.unix_to_node(time.time())
 
 
 @dataclass

@@ -36,6 +36,7 @@ TYPE_TM = const(0)
 TYPE_TC = const(1)
 SEQ_UNSEGMENTED = const(3)
 SEQ_MASK = const(0x3FFF)
+SEQ_MOD = const(0x4000)  # sequence counts wrap here: 14 bits
 APID_MASK = const(0x07FF)
 
 PRIMARY_LEN = const(6)
@@ -44,6 +45,7 @@ HEADER_LEN = const(12)  # primary + secondary
 CRC_LEN = const(2)
 OVERHEAD = const(14)  # header + CRC: a packet is OVERHEAD + payload bytes
 FINE_PER_S = const(65536)
+EPOCH_UNIX = const(946684800)  # Unix time of 2000-01-01T00:00:00Z, the time tags' epoch
 
 TC_HEAD_LEN = const(15)  # opcode u8, flags u8, counter u32, not_before u32, not_after u32, id length u8
 MAC_LEN = const(16)

@@ -18,7 +18,6 @@ from typing import Any
 
 from ground.archive._base import (
     CORRECTED,
-    EPOCH_UNIX,
     ESTIMATED,
     KEY_COLLISION,
     OPEN_END,
@@ -31,11 +30,10 @@ from ground.archive._base import (
     TimeCorrection,
     Transaction,
     correct_ticks,
-    ticks_to_unix,
-    unix_to_ticks,
 )
 from ground.errors import ArchiveError
 from wire.dictionary import Dictionary
+from wire.timetag import EPOCH_UNIX, ticks_to_unix, unix_to_ticks  # re-exported: the archive's time axis
 
 __all__ = [
     "CORRECTED",

@@ -59,12 +59,9 @@ from typing import Any
 import numpy as np
 
 from ground.parse import Parser, ParseResult
-from wire import ccsds
 from wire.dictionary import Dictionary, PacketDef, load
+from wire.timetag import TICKS_PER_S, ticks_to_unix, unix_to_ticks
 
-#: Unix time of the wire epoch (2000-01-01T00:00:00Z)
-EPOCH_UNIX = 946684800.0
-TICKS_PER_S = ccsds.FINE_PER_S
 SCHEMA_VERSION = 2
 #: time quality codes in ``timecorr.quality`` -> names in query results
 SYNCED, CORRECTED, ESTIMATED, UNSYNCED = 0, 1, 2, 3
@@ -72,16 +69,6 @@ TIME_QUALITY = {SYNCED: "synced", CORRECTED: "corrected", ESTIMATED: "estimated"
 OPEN_END = 1 << 62  # hi of a correction range still open (the node has not synced yet)
 #: collisions.reason: same (node, APID, time tag, count, CRC) as an archived packet, other bytes
 KEY_COLLISION = "key_collision"
-
-
-def unix_to_ticks(t: float) -> int:
-    """Unix time -> time-tag ticks (2^-16 s since 2000)."""
-    return int(round((t - EPOCH_UNIX) * TICKS_PER_S))
-
-
-def ticks_to_unix(ticks: int | np.ndarray) -> Any:
-    """Time-tag ticks -> Unix time (float or float64 array)."""
-    return ticks / TICKS_PER_S + EPOCH_UNIX
 
 
 def packet_crcs(result: ParseResult, payload: bytes) -> np.ndarray:

@@ -166,14 +166,14 @@ class FakeGround:
         self._check()
         import struct
 
-        from wire import ccsds, defs
+        from wire import ccsds, defs, timetag
 
         out = []
         pb = ccsds.PacketBuffer(defs.APID_POWER, defs.POWER_LEN)
         for i in range(min(limit, 5)):
             struct.pack_into(defs.POWER_FMT, pb.buf, 12, 5000, 300, 3950, 120, 8000 + i, 1800, 1200, 0)
-            raw = bytes(pb.finish(int(time.time()) - 946684800, 0))
-            out.append({"node": node, "packet": "POWER", "apid": 2, "seq": pb.seq - 1, "time": time.time() - i,
+            raw = bytes(pb.finish(int(timetag.unix_to_node(time.time())), 0))
+            out.append({"node": node, "packet": "POWER", "apid": defs.APID_POWER, "seq": pb.seq - 1, "time": time.time() - i,
                         "hex": raw.hex(), "fields": {"battery_voltage": {"value": 3.95, "unit": "V", "limit": "ok"},
                                                      "battery_soc": {"value": 80.0 + i / 100, "unit": "%", "limit": "ok"}}})
         return out

@@ -9,14 +9,15 @@ from typing import Any
 
 import numpy as np
 
-SEQ_MOD = 16384
+from wire.ccsds import SEQ_MOD
+
 HALF = SEQ_MOD // 2
 RATE_WINDOW_S = 5
 
 
 @dataclass
 class Gap:
-    """A run of missing sequence counts on one (node, APID): [first, first + count) mod 16384."""
+    """A run of missing sequence counts on one (node, APID): [first, first + count) mod ``SEQ_MOD``."""
 
     site: str
     node: str

@@ -27,10 +27,9 @@ from typing import Any
 import numpy as np
 
 from ground.errors import CommandError
-from ground.ops.liveness import EPOCH_2000
 from ground.ops.store import OpsStore, Row
 from ground.parse import Table
-from wire import ccsds, topics
+from wire import ccsds, timetag, topics
 from wire.dictionary import CommandDef, Dictionary, load
 from wire.inventory import Inventory
 
@@ -187,16 +186,15 @@ class Commander:
         cd = self.dictionary.command(c["command"])
         args = dict(c["args"])
         if cd.name == "TIME_SYNC" and not args:
-            t = now + self.light_time - EPOCH_2000
-            args = {"coarse": int(t), "fine": int((t % 1.0) * 65536) & 0xFFFF}
+            coarse, fine = timetag.split(timetag.unix_to_node(now + self.light_time))
+            args = {"coarse": coarse, "fine": fine}
             c["args"] = args
         key = self.inventory.node(c["node"]).key
-        node_now = int(now - EPOCH_2000)
-        counter = self.store.next_counter(self.site, c["node"], floor=node_now)
-        t = now - EPOCH_2000
+        coarse, fine = timetag.split(timetag.unix_to_node(now))
+        counter = self.store.next_counter(self.site, c["node"], floor=coarse)
         nb, na = wire_window(c["not_before"], c["not_after"])
         tc = ccsds.build_tc(key, c["node"].encode(), self.dictionary.tc_apid, counter & ccsds.SEQ_MASK, cd.opcode,
-                            counter, cd.pack_args(**args), int(t), int((t % 1.0) * 65536) & 0xFFFF, 0, nb, na)
+                            counter, cd.pack_args(**args), coarse, fine, 0, nb, na)
         c["counter"] = counter
         self._by_counter[(c["node"], counter)] = c["id"]
         try:
@@ -296,8 +294,8 @@ def wire_window(not_before: float | None, not_after: float | None) -> tuple[int,
 
     Rounded outwards to whole seconds, so the node never refuses a TC the ground thinks valid.
     """
-    nb = 0 if not_before is None else max(1, math.floor(not_before - EPOCH_2000))
-    na = 0 if not_after is None else min(0xFFFFFFFF, max(1, math.ceil(not_after - EPOCH_2000)))
+    nb = 0 if not_before is None else max(1, math.floor(timetag.unix_to_node(not_before)))
+    na = 0 if not_after is None else min(0xFFFFFFFF, max(1, math.ceil(timetag.unix_to_node(not_after))))
     return nb, na
 
 

@@ -23,16 +23,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ground.ratelog import RateLimitedLog
+from wire.timetag import node_to_unix, ticks_to_unix
 
 UNKNOWN, ONLINE, ASLEEP, STALE, LOST = "UNKNOWN", "ONLINE", "ASLEEP", "STALE", "LOST"
 STATES = (UNKNOWN, ONLINE, ASLEEP, STALE, LOST)
 _rlog = RateLimitedLog(logging.getLogger("ground.ops"), 10.0)
-EPOCH_2000 = 946684800.0  # unix time of 2000-01-01T00:00:00Z, the node clock's epoch
-TICKS_PER_S = 65536.0
-
-
-def node_to_unix(node_s: float) -> float:
-    return node_s + EPOCH_2000
 
 
 @dataclass
@@ -119,7 +114,7 @@ class NodeTracker:
         info = self.get(node)
         info.last_contact = info.last_packet = received
         if last_ticks is not None and last_ticks > 0:
-            info.clock_offset = received - node_to_unix(last_ticks / TICKS_PER_S)
+            info.clock_offset = received - ticks_to_unix(last_ticks)
         if hk:
             if "hk_period" in hk and hk["hk_period"] > 0:
                 info.hk_period = float(hk["hk_period"])

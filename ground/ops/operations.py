@@ -23,16 +23,17 @@ from ground.ops.alarms import AlarmManager
 from ground.ops.commander import Commander
 from ground.ops.hub import Hub
 from ground.ops.limits import LEVEL_NAMES
-from ground.ops.liveness import ONLINE, TICKS_PER_S, NodeInfo, NodeTracker, node_to_unix
+from ground.ops.liveness import ONLINE, NodeInfo, NodeTracker
 from ground.ops.store import OpsStore
 from ground.parse import Parser, ParseResult
 from ground.ratelog import RateLimitedLog
+from wire.defs import APID_ACK, APID_EVENT, APID_HK, APID_SEISMIC
 from wire.dictionary import Dictionary, load
 from wire.inventory import Inventory
+from wire.timetag import ticks_to_unix
 
 log = logging.getLogger("ground.ops")
 
-APID_EVENT, APID_ACK, APID_SEISMIC = 6, 7, 5
 LIVENESS_LEVEL = {"ONLINE": 0, "ASLEEP": 0, "STALE": 1, "LOST": 2}
 HistoryFn = Callable[[str, str, str, float | None, float | None, int], dict[str, Any]]
 
@@ -160,7 +161,7 @@ class Operations:
                 entry["levels"] = {f.name: LEVEL_NAMES[int(x)] for f, x in zip(self.alarms.limits[apid].fields, lv[-1])}
             self.latest[node][pname] = entry
             self.recent[(node, pname)].append((received, last.copy()))
-            if apid == 1:
+            if apid == APID_HK:
                 hk = dict(zip(table.columns, last.tolist()))
             elif apid == APID_EVENT:
                 self._node_events(site, node, sub, result, rows, received)
@@ -169,7 +170,7 @@ class Operations:
             elif apid == APID_SEISMIC and sub.raw_samples is not None:
                 rate_col = table.columns.index("rate")
                 for k, r in enumerate(rows):
-                    t0 = node_to_unix(int(result.ticks[r]) / TICKS_PER_S)
+                    t0 = ticks_to_unix(int(result.ticks[r]))
                     self.seismic[node].append((t0, float(values[k, rate_col]), sub.raw_samples[k] * sub.sample_scale))
             if self.telemetry_listeners:
                 for k in range(len(values)):

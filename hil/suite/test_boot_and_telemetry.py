@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from wire import ccsds
+
 pytestmark = [pytest.mark.hil, pytest.mark.slow]
 
 
@@ -22,7 +24,7 @@ def test_sequence_counts_increase_without_gaps(node, ground) -> None:
     ground.await_telemetry(lambda s: s.node == node.id and s.packet == "HK" and s["uptime"] >= 3, timeout=60)
     seqs = [s.seq for s in ground.samples if s.node == node.id and s.packet == "HK"]
     assert len(seqs) >= 2
-    assert all((b - a) % 16384 == 1 for a, b in zip(seqs, seqs[1:])), seqs
+    assert all((b - a) % ccsds.SEQ_MOD == 1 for a, b in zip(seqs, seqs[1:])), seqs
 
 
 def test_soft_reset_reboots_and_counts_the_boot(node, ground) -> None:

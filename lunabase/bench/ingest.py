@@ -32,23 +32,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wire import ccsds, timetag
+from wire.defs import APID_HK
+
 PER_MESSAGE = 20
 NODES = 10
 SITE = "bench"
-HK_APID = 1
 
 
 # ------------------------------------------------------------------ packets
 def _hk_template() -> tuple[bytes, int]:
     from wire.dictionary import load
 
-    p = load().packet(HK_APID)
+    p = load().packet(APID_HK)
     return bytes(p.length), p.length
 
 
 def make_packet(buf: bytearray, off: int, seq: int, ticks: int, length: int) -> None:
     """An HK packet at buf[off:off+length] (payload: uptime = seq, free_heap = 50000)."""
-    struct.pack_into(">HHHIH", buf, off, 0x0800 | HK_APID, 0xC000 | (seq & 0x3FFF), length - 7,
+    struct.pack_into(">HHHIH", buf, off, 0x0800 | APID_HK, 0xC000 | (seq & ccsds.SEQ_MASK), length - 7,
                      (ticks >> 16) & 0xFFFFFFFF, ticks & 0xFFFF)
     struct.pack_into(">IHBBI", buf, off + 12, seq, 1, 0, 0, 50000)
     c = binascii.crc_hqx(memoryview(buf)[off:off + length - 2], 0xFFFF)
@@ -57,7 +59,7 @@ def make_packet(buf: bytearray, off: int, seq: int, ticks: int, length: int) -> 
 
 
 def _now_ticks() -> int:
-    return int((time.time() - 946684800.0) * 65536)
+    return timetag.unix_to_ticks(time.time())
 
 
 # ------------------------------------------------------------------ publisher
@@ -201,7 +203,7 @@ def ingest_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, ti
             n = int(fresh.sum())
             self.fresh += n
             self.last = now
-            sent = result.ticks[fresh] / 65536.0 + 946684800.0
+            sent = timetag.ticks_to_unix(result.ticks[fresh])
             self.lat.append(now - sent)
             self.deliv.append(received - sent)
 
@@ -253,7 +255,7 @@ def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, tim
     conn.execute("PRAGMA synchronous=NORMAL")
     from wire.dictionary import load
 
-    hkdef = load().packet(HK_APID)
+    hkdef = load().packet(APID_HK)
     names = [f.name for f in hkdef.fields]
     conn.execute("CREATE TABLE IF NOT EXISTS hk (node TEXT, apid INT, seq INT, ticks INT, received REAL, data BLOB, "
                  + ", ".join(f"{n} REAL" for n in names) + ")")

@@ -133,11 +133,12 @@ async def _step(n: int, seconds: float, heap: str, log: Any) -> dict[str, Any]:
         boot_s = time.monotonic() - t_start
         await asyncio.sleep(2.0)  # settle
         from sim.sensorbus import node_time
+        from wire import ccsds
 
         own0 = sum(os.times()[:2])
-        cpu0, t0, w0 = _cpu_total(base), time.monotonic(), int(node_time() * 65536)
+        cpu0, t0, w0 = _cpu_total(base), time.monotonic(), int(node_time() * ccsds.FINE_PER_S)
         await asyncio.sleep(seconds)
-        cpu1, t1, w1 = _cpu_total(base), time.monotonic(), int(node_time() * 65536)
+        cpu1, t1, w1 = _cpu_total(base), time.monotonic(), int(node_time() * ccsds.FINE_PER_S)
         own1 = sum(os.times()[:2])
         rss = sum(_proc_rss_mb(nd.pid) for nd in base.nodes.values() if nd.pid)
         pss = sum(_proc_pss_mb(nd.pid) for nd in base.nodes.values() if nd.pid)

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ground.ops.liveness import EPOCH_2000
 from ground.service import GroundService
 from ground.testing import FakeNode, make_packet
 from lunabase import ROOT
 from lunabase.mosquitto import Mosquitto
+from wire.ccsds import EPOCH_UNIX as EPOCH_2000
 from wire.inventory import Inventory
 
 SHOTS = ROOT / "artifacts" / "console"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ground.ops import Commander, CommandError, OpsStore
-from ground.ops.liveness import EPOCH_2000
 from ground.testing import make_packet, parse_packets
 from wire import ccsds
+from wire.ccsds import EPOCH_UNIX as EPOCH_2000
 from wire.dictionary import load
 from wire.inventory import Inventory
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ground.ops import OpsStore
-from ground.ops.liveness import ASLEEP, EPOCH_2000, LOST, ONLINE, STALE, UNKNOWN, NodeTracker
+from ground.ops.liveness import ASLEEP, LOST, ONLINE, STALE, UNKNOWN, NodeTracker
+from wire.ccsds import EPOCH_UNIX as EPOCH_2000
 
 T0 = 1_800_000_000.0  # a ground unix time
 

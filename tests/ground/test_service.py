@@ -101,7 +101,7 @@ async def test_queued_for_sleeping_node_released_on_wake_and_counter_survives_re
     async with FakeNode(broker.host, broker.port, "moon", "n01", key) as node:
         async with service(broker, inv, tmp_path) as g:
             await g.wait_connected()
-            await node.publish_status("asleep", next_contact=time.time() + 3600 - 946684800, mode="NIGHT")
+            await node.publish_status("asleep", next_contact=time.time() + 3600 - ccsds.EPOCH_UNIX, mode="NIGHT")
             await until(lambda: g.ops.nodes.get("n01").state == "ASLEEP", what="asleep")
             async with GroundClient(g.api.url) as c:
                 q = await c.send_command("n01", "SET_RATE", {"sensor": "THERMAL", "period_ms": 60000},
