@@ -271,9 +271,9 @@ TC_FLOOR_SKEW_S = 60  # the ground's clock may lag the flasher's by this much
 
 def tc_floor(now: float | None = None) -> int:
     """The counter floor a flash writes: wire-epoch seconds now, minus the allowed skew."""
-    from hil.ground import EPOCH_2000
+    from wire import timetag
 
-    return int((time.time() if now is None else now) - EPOCH_2000) - TC_FLOOR_SKEW_S
+    return int(timetag.unix_to_node(time.time() if now is None else now)) - TC_FLOOR_SKEW_S
 
 
 def raise_tc_counter(board: Board, floor: int) -> int:
