@@ -108,6 +108,8 @@ def _with_console(args: argparse.Namespace, work: Path) -> int:
             time.sleep(0.2)
         from ground.console.cli import run_console
 
+        print(f"web console: open http://127.0.0.1:{port}/ in a browser (NASA Open MCT, served by the ground)",
+              flush=True)
         return run_console(f"http://127.0.0.1:{port}")
     finally:
         if child.poll() is None:
@@ -181,6 +183,7 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
             (work / "ready").write_text(f"http://127.0.0.1:{api_port}\n")
         else:
             say(f"console  run `lunabase console --ground http://127.0.0.1:{api_port}` in another terminal")
+            say(f"web      open http://127.0.0.1:{api_port}/ in a browser (the web console, NASA Open MCT)")
         t_end = time.monotonic() + args.duration if args.duration else None
         while not stop.is_set():
             timeout = 5.0 if t_end is None else max(0.0, min(5.0, t_end - time.monotonic()))

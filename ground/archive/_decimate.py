@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ground.archive._base import Archive
+from ground.archive._base import TICKS_PER_S, Archive, unix_to_ticks
 
 
 def _column(archive: Archive, packet: str, field: str, node: str, t0: float | None, t1: float | None,
@@ -23,17 +23,57 @@ def _column(archive: Archive, packet: str, field: str, node: str, t0: float | No
     return np.asarray(tab["time"], dtype=np.float64), np.asarray(tab[field], dtype=np.float64)
 
 
+#: above this many archive segments in the range, the database thins the range first
+EXACT_MAX_SEGMENTS = 20000
+#: database buckets per plot bucket when it thins (the min/max is taken over their samples)
+THIN_FACTOR = 4
+
+
+def _segments(archive: Archive, packet: str, node: str, t0: float, t1: float, site: str | None) -> int:
+    spec = archive.spec(packet)
+    where: list[str] = []
+    params: list[Any] = []
+    if not archive._node_filter(site, node, where, params):  # noqa: SLF001 - same package
+        return 0
+    where += [f"t1 >= {archive._ph}", f"t0 < {archive._ph}"]  # noqa: SLF001
+    params += [unix_to_ticks(t0), unix_to_ticks(t1)]
+    return int(archive._select(f"SELECT COUNT(*) FROM {spec.table} WHERE " + " AND ".join(where), params)[0][0])  # noqa: SLF001
+
+
 def minmax(archive: Archive, packet: str, field: str, node: str, t0: float, t1: float, size: int,
            site: str | None = None) -> dict[str, Any]:
-    """At most 2*size (time, value) points of ``packet.field`` of ``node`` in [t0, t1)."""
+    """At most 2*size (time, value) points of ``packet.field`` of ``node`` in [t0, t1).
+
+    Up to EXACT_MAX_SEGMENTS archive segments in the range, every sample is read and the
+    min and max of each bucket are exact (``method`` "exact").  Beyond, the database thins
+    the range to THIN_FACTOR * size buckets first (``Archive.parameter_decimated``: one
+    sample per bucket, the work grows with the plot's width, not with the range), and the
+    min/max envelope is taken over those (``method`` "database"): a week of 1 Hz data costs
+    what an hour does, and a spike narrower than a thinned bucket can be missed.
+    """
     if not t1 > t0:
         raise ValueError(f"the end ({t1}) must be after the start ({t0})")
     size = max(1, min(int(size), 20000))
+    if _segments(archive, packet, node, t0, t1, site) > EXACT_MAX_SEGMENTS:
+        r = archive.parameter_decimated(f"{packet}.{field}", node, t0, t1, THIN_FACTOR * size, site=site)
+        t, v = np.asarray(r["time"], dtype=np.float64), np.asarray(r["value"], dtype=np.float64)
+        out = _envelope(t, v, t0, t1, size, int(r["count"]))
+        out["method"] = "database"
+        return out
     t, v = _column(archive, packet, field, node, t0, t1, site)
-    count = len(t)
+    out = _envelope(t, v, t0, t1, size, len(t))
+    out["method"] = "exact"
+    return out
+
+
+def _envelope(t: np.ndarray, v: np.ndarray, t0: float, t1: float, size: int, count: int) -> dict[str, Any]:
+    """The min and max sample of each of ``size`` buckets (all samples when they fit in 2*size)."""
     ok = np.isfinite(v)
     if not ok.all():
         t, v = t[ok], v[ok]
+    if len(t) > 1 and (np.diff(t) < 0).any():  # corrected time tags need not be monotonic
+        o = np.argsort(t, kind="stable")
+        t, v = t[o], v[o]
     if len(t) <= 2 * size:
         return {"time": t.tolist(), "value": v.tolist(), "count": count, "decimated": False}
     b = np.minimum(((t - t0) * (size / (t1 - t0))).astype(np.int64), size - 1)
@@ -67,8 +107,8 @@ def page_after(archive: Archive, packet: str, field: str, node: str, t0: float, 
     t, v = t[:limit], v[:limit]
     nxt = None
     if more:
-        # the next page starts just after the last time returned (time tags are 2^-16 s apart at least)
-        nxt = float(np.nextafter(t[-1], np.inf))
+        # the next page starts just after the last time returned: queries select whole ticks (2^-16 s)
+        nxt = float(t[-1]) + 0.75 / TICKS_PER_S
     return {"time": t.tolist(), "value": [None if not np.isfinite(x) else float(x) for x in v],
             "count": len(t), "more": more, "next": nxt}
 
