@@ -74,7 +74,8 @@ def _creds(a: argparse.Namespace, user: str | None, pw: str | None) -> tuple[str
         from wire.inventory import Inventory
 
         inv = Inventory.load(a.inventory)
-        user, pw = user or inv.ground_user, pw or inv.ground_password
+        acct = inv.ground_account(getattr(a, "account", "") or "")
+        user, pw = user or acct[0], pw or acct[1]
     user = a.username or user
     pw = a.password or os.environ.get("LUNABASE_MQTT_PASSWORD") or pw
     return user, pw
@@ -137,8 +138,9 @@ def run_broker_config(a: argparse.Namespace) -> int:
     inv = Inventory.load(a.inventory)
     files = write_broker_config(inv, a.out, port=a.port, bind=a.bind, tls_port=a.tls_port,
                                 use_mosquitto_passwd=False if a.python_hash else None, user=a.user)
-    print(f"site {inv.site}: {len(inv.nodes)} node accounts + ground account {inv.ground_user!r}")
-    print(f"  {files.config}\n  {files.password_file} (mode 0600)\n  {files.acl_file}")
+    print(f"site {inv.site}: {len(inv.nodes)} node accounts + ground account {inv.ground_user!r} and "
+          f"{len(inv.ground_clients)} ground client accounts ({inv.ground_user}-{{{','.join(inv.ground_clients)}}})")
+    print(f"  {files.config}\n  {files.password_file} (mode 0600)\n  {files.acl_file} (mode 0600)")
     if files.tls:
         print(f"  TLS on port {a.tls_port}: CA {files.tls.cafile} (give it to clients), cert {files.tls.certfile}")
     print(f"run: mosquitto -c {files.config}")
@@ -230,12 +232,16 @@ def register(sub: Any) -> None:
                        "examples:\n"
                        "  lunabase ingest --broker mqtt://127.0.0.1:1884 --inventory base.toml --archive sqlite:///base.db\n"
                        "  lunabase ingest --broker mqtts://ground:PW@broker:8883 --ca ca.crt \\\n"
-                       "      --archive postgresql://lunabase@db/lunabase --share ingest --client-id ingest-2")
+                       "      --archive postgresql://lunabase@db/lunabase --share ingest --inventory base.toml --account 2")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://[user:pass@]host:port or mqtts://")
     _broker_args(p)
     p.add_argument("--archive", default="sqlite:///lunabase-archive.db", help="sqlite:///path or postgresql://...")
     p.add_argument("--share", help="join MQTT shared subscription group GROUP ($share/GROUP/...)")
-    p.add_argument("--client-id", default="lunabase-ingest", help="MQTT client id (the persistent session's name)")
+    p.add_argument("--client-id", default="lunabase-ingest",
+                   help="MQTT client id (the persistent session's name; a secured broker uses the account name)")
+    p.add_argument("--account", default="", metavar="NAME",
+                   help="with --inventory: the ground client account <ground_user>-NAME (one per concurrent "
+                        "worker: the broker ties client ids to accounts); default the main ground account")
     p.add_argument("--protocol", type=int, choices=(4, 5), default=4, help="MQTT 3.1.1 (4, default) or 5")
     p.add_argument("--max-batch", type=int, default=4000, help="messages per archive transaction at most")
     p.add_argument("--stats-file", help="write the counter snapshot (JSON) here every --stats-interval s")

@@ -56,6 +56,9 @@ def register(sub: Any) -> None:
     g.add_argument("--keep-days", type=float, default=90.0, help="ops database retention (events, closed alarms)")
     g.add_argument("--client-id", default="lunabase-ground", help="MQTT client id (the persistent session's name)")
     g.add_argument("--share", default=None, help="shared-subscription group ($share/GROUP/...) for several workers")
+    g.add_argument("--instance", default="", metavar="N",
+                   help="which ground (2, 3, 4 with the default inventory): broker accounts ground-N and "
+                        "ground-N-cmd instead of ground and ground-cmd (the broker ties client ids to accounts)")
     g.set_defaults(func=run_ground)
 
     c = sub.add_parser("command", help="send a telecommand through a running ground",
@@ -81,7 +84,8 @@ def run_ground(a: argparse.Namespace) -> int:
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
     svc = GroundService(a.broker, a.inventory, a.archive, ops_db=a.ops_db, api_host=a.api_host,
                         api_port=a.api_port, light_time=a.light_time, ack_timeout=a.ack_timeout,
-                        exec_timeout=a.exec_timeout, grace=a.grace, keep_days=a.keep_days, client_id=a.client_id, share=a.share)
+                        exec_timeout=a.exec_timeout, grace=a.grace, keep_days=a.keep_days, client_id=a.client_id, share=a.share,
+                        instance=a.instance)
 
     async def main() -> None:
         await svc.start()

@@ -109,16 +109,23 @@ class GroundService:
         client_id: str = "lunabase-ground",
         share: str | None = None,
         tls: ssl.SSLContext | None = None,
+        instance: str = "",
     ) -> None:
         self.broker = BrokerUrl(broker)
         self.inventory = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
         self.archive_url = archive
         self.ops_db = str(ops_db) if ops_db else _default_ops_db(archive)
-        username = self.broker.username or self.inventory.ground_user
-        password = self.broker.password or (self.inventory.ground_password or None)
-        if not password:
-            username = self.broker.username  # anonymous broker (tests, demo)
-        self.username, self.password = username, password
+        # the broker ties client ids to accounts (use_username_as_clientid): the ingest and
+        # the command link each connect with an account of their own from the inventory
+        # (instance "": ground / ground-cmd; instance "2": ground-2 / ground-2-cmd)
+        ingest_acct = self.inventory.ground_account(instance)
+        cmd_acct = self.inventory.ground_account(f"{instance}-cmd" if instance else "cmd")
+        if self.broker.username:  # explicit credentials in the URL: used for both
+            ingest_acct = cmd_acct = (self.broker.username, self.broker.password or "")
+        if not ingest_acct[1]:  # anonymous broker (tests)
+            ingest_acct = cmd_acct = (self.broker.username or "", "")
+        self.username, self.password = ingest_acct[0] or None, ingest_acct[1] or None
+        self.cmd_username, self.cmd_password = cmd_acct[0] or None, cmd_acct[1] or None
         self.tls = tls if tls is not None else (ssl.create_default_context() if self.broker.tls else None)
         self.client_id, self.share = client_id, share
         self.api_host, self.api_port = api_host, api_port
@@ -137,7 +144,7 @@ class GroundService:
 
         self.archive = open_archive(self.archive_url)
         log.info("archive %s; ops database %s", self.archive_url, self.ops_db)
-        self.cmdlink = CommandLink(self.broker, self.username, self.password, self.tls, self.client_id + "-cmd")
+        self.cmdlink = CommandLink(self.broker, self.cmd_username, self.cmd_password, self.tls, self.client_id + "-cmd")
         store = OpsStore(self.ops_db)
         ops = self.ops = Operations(self.inventory, store, publish=self.cmdlink.publish, history=self._history,
                                     **self._opts)

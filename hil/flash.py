@@ -414,7 +414,7 @@ def main_flash(args: argparse.Namespace) -> int:
     if not broker.user:
         inv = Inventory.load(args.inventory)
         if inv.ground_password:
-            monitor = Broker(broker.host, broker.port, inv.ground_user, inv.ground_password)
+            monitor = Broker(broker.host, broker.port, *inv.ground_account("monitor"))
     try:
         board = Board.open(args.port, baudrate=args.baud)
     except BoardError as e:

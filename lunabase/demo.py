@@ -196,7 +196,7 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
             if t_end is not None and time.monotonic() >= t_end:
                 break
         if print_summaries:
-            print(format_report(sim.report()))
+            print(format_report(await _archived_report(sim, ground)))
             _print_ground(ground)
         return 0
     finally:
@@ -205,6 +205,19 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
         await ground.stop()
         await asyncio.to_thread(broker.stop)
         (work / "ready").unlink(missing_ok=True)
+
+
+async def _archived_report(sim: Any, ground: Any, settle_s: float = 3.0) -> dict[str, dict[str, Any]]:
+    """The simulator's report plus, per node, how many of the packets it saw on the broker
+    the ground's archive holds: delivery is counted at the archive, so packets lost between
+    the broker and the archive (a displaced ground session, a dead ingest) show."""
+    await asyncio.sleep(settle_s)  # what is in flight lands
+    rep = sim.report()
+    for nid, r in rep.items():
+        seen = sim.accounting.keys(nid) if sim.accounting else set()
+        have = await asyncio.to_thread(ground.archive.packet_keys, nid, ground.inventory.site)
+        r["archived"] = len(seen & have)
+    return rep
 
 
 def _print_nodes(ground: Any) -> None:

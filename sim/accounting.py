@@ -128,6 +128,10 @@ class NodeCount:
         m = self.hk.get("mode")
         return MODES[int(m)] if m is not None and 0 <= int(m) < 4 else None
 
+    def keys(self) -> set[tuple[int, int, int]]:
+        """(APID, 14-bit sequence count, time tag ticks) of every distinct packet seen."""
+        return {(a, u % SEQ_MOD, t) for a, ac in self.apids.items() for u, t in ac.seqs.items()}
+
     def summary(self) -> dict[str, Any]:
         return {
             "produced": self.produced,
@@ -235,7 +239,7 @@ class Accounting:
                 nc.rejected[r.reason] = nc.rejected.get(r.reason, 0) + 1
             apids, seqs, ticks_l = res.apid.tolist(), res.seq.tolist(), res.ticks.tolist()
             fresh = []
-            for a, s, tk in zip(apids, seqs, ticks_l):
+            for a, s, tk in zip(apids, seqs, ticks_l, strict=True):
                 ac = nc.apids.get(a)
                 if ac is None:
                     ac = nc.apids[a] = ApidCount()
@@ -244,7 +248,7 @@ class Accounting:
                 fresh.append(ac.duplicates == dups)
             ev = res.tables.get(EVENT_APID)
             if ev is not None and len(ev):
-                for row, code in zip(ev.rows.tolist(), ev.column("code").tolist()):
+                for row, code in zip(ev.rows.tolist(), ev.column("code").tolist(), strict=True):
                     if not fresh[row]:
                         continue
                     name = EVENT_NAMES.get(int(code), str(int(code)))
@@ -257,7 +261,7 @@ class Accounting:
             if hk is not None and len(hk):
                 ticks = res.ticks.tolist()
                 for i, row in enumerate(hk.rows.tolist()):
-                    vals = dict(zip(hk.columns, hk.values[i].tolist()))
+                    vals = dict(zip(hk.columns, hk.values[i].tolist(), strict=True))
                     m = vals.get("mode")
                     if m is not None and 0 <= int(m) < 4:
                         name = MODES[int(m)]
@@ -270,3 +274,9 @@ class Accounting:
     def report(self) -> dict[str, dict[str, Any]]:
         with self.lock:
             return {n: c.summary() for n, c in sorted(self.nodes.items())}
+
+    def keys(self, node: str) -> set[tuple[int, int, int]]:
+        """The distinct packets seen of node (see NodeCount.keys)."""
+        with self.lock:
+            c = self.nodes.get(node)
+            return c.keys() if c is not None else set()

@@ -356,8 +356,11 @@ class SimBase:
             self.broker = Mosquitto(workdir=self.dir / "broker")
             await asyncio.to_thread(self.broker.start)
             self.broker_host, self.broker_port = self.broker.host, self.broker.port
-        user = self.broker_user or (self.inventory.ground_user if self.broker_url else "")
-        password = self.broker_password or (self.inventory.ground_password if self.broker_url else "")
+        # its own ground client account: the broker ties client ids to accounts, so sharing
+        # the ground's would make the two connections take turns kicking each other off
+        acct = self.inventory.ground_account("sim") if self.broker_url else ("", "")
+        user = self.broker_user or acct[0]
+        password = self.broker_password or acct[1]
         self.accounting = Accounting(self.broker_host, self.broker_port, self.inventory.site, user, password).start()
         await self.bus.start()
         for spec in sc.nodes:
@@ -468,7 +471,6 @@ class SimBase:
                 log.exception("environment step failed")
 
     def _step(self, initial: bool = False) -> None:
-        sc = self.scenario
         substeps, quakes = self.env.advance(self.sim_time()) if not initial else ([], [])
         now_node = node_time()
         for q in quakes:
@@ -563,10 +565,22 @@ class SimBase:
 
 
 def format_report(rep: dict[str, dict[str, Any]]) -> str:
-    cols = ("produced", "delivered", "missing", "lost", "duplicated", "dropped_oldest", "pending", "mode", "soc", "brownouts", "corrupted")
+    """The per-node table; with an ``archived`` column (packets the ground's archive holds,
+    lunabase demo) the last line says what share of the produced packets reached it."""
+    cols: tuple[str, ...] = ("produced", "delivered", "missing", "lost", "duplicated", "dropped_oldest", "pending",
+                             "mode", "soc", "brownouts", "corrupted")
+    archived = any("archived" in r for r in rep.values())
+    if archived:
+        cols = ("produced", "delivered", "archived", *cols[2:])
     lines = ["node      " + " ".join(f"{c:>14}" for c in cols)]
     for nid, r in rep.items():
         lines.append(f"{nid:<10}" + " ".join(f"{str(r.get(c, '-')):>14}" for c in cols))
+    if archived:
+        produced = sum(int(r.get("produced", 0)) for r in rep.values())
+        got = sum(int(r.get("archived", 0)) for r in rep.values())
+        share = f"{100.0 * got / produced:.2f} %" if produced else "-"
+        lines.append(f"archived {got} of {produced} packets produced ({share}); "
+                     f"{sum(int(r.get('delivered', 0)) for r in rep.values()) - got} seen on the broker but not archived")
     return "\n".join(lines)
 
 
@@ -583,7 +597,7 @@ async def run_scenario(
     base = SimBase(sc, broker_url=broker_url, progress=progress, inventory_path=inventory_path, workdir=workdir)
     try:
         async with base:
-            rep = await base.run(duration_s)
+            await base.run(duration_s)
             await asyncio.sleep(min(3.0, 2 * sc.link_delay_s + 0.5))  # let in-flight packets land
             return base.report()
     finally:

@@ -12,10 +12,21 @@ nodes to start) and the flashing tool (what to write into a node's config)::
     hk_period_s = 1              # expected housekeeping period (staleness)
 
 Keys and passwords are secrets: the file is written with mode 0600.
+
+Broker accounts: every node has its own; the ground has ``ground_user`` (its main ingest
+connection) plus one account per other ground-side connection, ``<ground_user>-<name>``
+for each name in ``ground_clients`` (the command link, further ingest workers, the
+simulator's observer, the flasher's monitor...).  The broker ties each client id to its
+account (``use_username_as_clientid``), so every connection that may be up at the same
+time needs an account of its own.  Their passwords are derived from ``ground_password``
+(HMAC-SHA256), so only that one secret is stored.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -26,6 +37,10 @@ from pathlib import Path
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 SITE_ID = NODE_ID
 BOARDS = ("esp32", "rp2", "sim")
+# ground-side broker connections besides the main ingest ("": ground_user itself):
+# the command link, up to three more ground instances (ingest + command link each, e.g.
+# shared-subscription workers), the simulator's observer, the flasher's and HIL monitors
+DEFAULT_GROUND_CLIENTS = ("cmd", "2", "2-cmd", "3", "3-cmd", "4", "4-cmd", "sim", "monitor", "hil")
 
 
 class InventoryError(ValueError):
@@ -55,11 +70,17 @@ class Inventory:
     nodes: list[Node] = field(default_factory=list)
     ground_user: str = "ground"
     ground_password: str = ""
+    ground_clients: list[str] = field(default_factory=lambda: list(DEFAULT_GROUND_CLIENTS))
 
     def __post_init__(self) -> None:
         if not SITE_ID.match(self.site):
             raise InventoryError(f"site {self.site!r}: use 1-32 of a-z 0-9 _ -")
         ids = [n.id for n in self.nodes]
+        for c in self.ground_clients:
+            if not NODE_ID.match(c) or len(self.ground_user) + 1 + len(c) > 64:
+                raise InventoryError(f"ground client {c!r}: use a-z 0-9 _ - (the account is {self.ground_user}-{c})")
+            if f"{self.ground_user}-{c}" in ids:
+                raise InventoryError(f"node id {self.ground_user}-{c} is reserved for a ground account")
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise InventoryError(f"node ids appear twice: {sorted(dup)}")
@@ -71,6 +92,24 @@ class Inventory:
             if n.key in by_key:
                 raise InventoryError(f"nodes {by_key[n.key]} and {n.id} have the same telecommand key: give each its own")
             by_key[n.key] = n.id
+
+    def ground_account(self, client: str = "") -> tuple[str, str]:
+        """(username, password) of a ground-side broker connection ("" = the main ingest)."""
+        if not client:
+            return self.ground_user, self.ground_password
+        if client not in self.ground_clients:
+            raise InventoryError(f"no ground client {client!r} in the inventory of site {self.site} (known: "
+                                 f"{', '.join(self.ground_clients)}); add it to ground_clients and regenerate "
+                                 "the broker config (lunabase broker-config)")
+        user = f"{self.ground_user}-{client}"
+        if not self.ground_password:
+            return user, ""
+        mac = hmac.new(self.ground_password.encode(), b"lunabase broker account " + user.encode(), hashlib.sha256)
+        return user, base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+
+    def ground_accounts(self) -> list[tuple[str, str]]:
+        """Every ground-side broker account: the main one, then one per ground client."""
+        return [self.ground_account("")] + [self.ground_account(c) for c in self.ground_clients]
 
     def node(self, node_id: str) -> Node:
         for n in self.nodes:
@@ -112,6 +151,7 @@ class Inventory:
                 nodes=nodes,
                 ground_user=raw.get("ground_user", "ground"),
                 ground_password=raw.get("ground_password", ""),
+                ground_clients=list(raw.get("ground_clients", DEFAULT_GROUND_CLIENTS)),
             )
         except KeyError as e:
             raise InventoryError(f"{path}: missing field {e}") from None
@@ -124,6 +164,8 @@ class Inventory:
             f'site = "{self.site}"',
             f'ground_user = "{self.ground_user}"',
             f'ground_password = "{self.ground_password}"',
+            "# other ground-side broker connections: account <ground_user>-<name> each",
+            "ground_clients = [" + ", ".join(f'"{c}"' for c in self.ground_clients) + "]",
         ]
         for n in self.nodes:
             out += [

@@ -412,6 +412,16 @@ class Archive(abc.ABC):
                 out = out[:int(limit)]
         return out
 
+    def packet_keys(self, node: str | None = None, site: str | None = None) -> set[tuple[int, int, int]]:
+        """(APID, sequence count, time tag ticks) of every archived packet (e.g. to check what
+        reached the archive against what a node produced)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if not self._node_filter(site, node, where, params):
+            return set()
+        sql = "SELECT apid, seq, ticks FROM raw" + (" WHERE " + " AND ".join(where) if where else "")
+        return {(int(a), int(s), int(t)) for a, s, t in self._select(sql, params)}
+
     def count_raw(self, node: str | None = None, apid: int | None = None, site: str | None = None) -> int:
         where: list[str] = []
         params: list[Any] = []

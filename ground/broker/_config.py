@@ -46,7 +46,18 @@ def hash_password(password: str, salt: bytes | None = None, iterations: int = PB
 def _accounts(inv: Inventory) -> list[tuple[str, str]]:
     if not inv.ground_password:
         raise ValueError(f"inventory of site {inv.site}: ground_password is empty; the ground account needs one")
-    return [(inv.ground_user, inv.ground_password)] + [(n.id, n.password) for n in inv.nodes]
+    return inv.ground_accounts() + [(n.id, n.password) for n in inv.nodes]
+
+
+def write_private(path: str | Path, data: str | bytes) -> Path:
+    """Write a file that holds a secret: mode 0600 on every save, even over an older, looser file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return path
 
 
 def password_file_text(inv: Inventory) -> str:
@@ -66,27 +77,22 @@ def write_password_file(inv: Inventory, path: str | Path, use_mosquitto_passwd: 
     tool = shutil.which("mosquitto_passwd") if use_mosquitto_passwd is not False else None
     if use_mosquitto_passwd and not tool:
         raise FileNotFoundError("mosquitto_passwd is not installed (Debian: apt-get install mosquitto)")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
+    write_private(path, "")
     if tool:
         for user, pw in _accounts(inv):
             subprocess.run([tool, "-b", str(path), user, pw], check=True, capture_output=True)
     else:
-        path.write_text(password_file_text(inv))
+        write_private(path, password_file_text(inv))
     os.chmod(path, 0o600)
     return path
 
 
 def acl_text(inv: Inventory) -> str:
-    """mosquitto ACL rules: each node only its own topics, the ground everything + cmd writes."""
+    """mosquitto ACL rules: each node only its own topics, the ground accounts everything + cmd writes."""
     p = topics.PREFIX
-    out = [
-        f"# lunabase ACLs for site {inv.site} (generated from the inventory; do not edit by hand)",
-        "",
-        f"user {inv.ground_user}",
-        f"topic read {p}/#",
-        f"topic write {p}/+/+/{topics.CMD}",
-    ]
+    out = [f"# lunabase ACLs for site {inv.site} (generated from the inventory; do not edit by hand)"]
+    for user, _ in inv.ground_accounts():
+        out += ["", f"user {user}", f"topic read {p}/#", f"topic write {p}/+/+/{topics.CMD}"]
     for n in inv.nodes:
         out += [
             "",
@@ -99,9 +105,15 @@ def acl_text(inv: Inventory) -> str:
 
 
 def security_config(password_file: Path, acl_file: Path) -> str:
-    """Lines to append to a mosquitto config (e.g. lunabase.mosquitto.Mosquitto extra_config)."""
+    """Lines to append to a mosquitto config (e.g. lunabase.mosquitto.Mosquitto extra_config).
+
+    ``use_username_as_clientid``: the client id is the account name, whatever the client
+    asks for, so one account's credentials cannot take over (and disconnect) another
+    client's session — a node can only ever be itself.
+    """
     return "\n".join([
         "allow_anonymous false",
+        "use_username_as_clientid true",
         f"password_file {password_file}",
         f"acl_file {acl_file}",
         "max_queued_messages 0",
@@ -153,8 +165,7 @@ def write_broker_config(inv: Inventory, out_dir: str | Path, port: int = 1883, b
     d = Path(out_dir).resolve()
     d.mkdir(parents=True, exist_ok=True)
     pw = write_password_file(inv, d / "passwd", use_mosquitto_passwd)
-    acl = d / "acl"
-    acl.write_text(acl_text(inv))
+    acl = write_private(d / "acl", acl_text(inv))
     if tls_port and tls is None:
         tls = make_self_signed(d / "tls")
     lines = [

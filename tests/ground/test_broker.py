@@ -159,3 +159,111 @@ async def test_ground_ingest_through_acls_with_shared_subscription(secured, tmp_
     await task
     assert archive.count_raw(node="n01") == 5
     archive.close()
+
+
+def _attack(b: Mosquitto, user: str, pw: str, ids: list[str], until: float, log: list[str]) -> None:
+    """Connect again and again with one node's credentials under other clients' ids (persistent
+    sessions, as the issue's attacker did), holding each connection a moment."""
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    i = 0
+    while time.monotonic() < until:
+        ident = ids[i % len(ids)]
+        i += 1
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ident, clean_session=False)
+        c.username_pw_set(user, pw)
+        try:
+            rc = c.connect(b.host, b.port, keepalive=5)
+            c.loop_start()
+            time.sleep(0.3)
+            c.loop_stop()
+            c.disconnect()
+            log.append(f"{ident}: {rc}")
+        except OSError as e:
+            log.append(f"{ident}: {e}")
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["use_username_as_clientid", "control-without"])
+async def test_node_credentials_cannot_displace_another_client(tmp_path, tied) -> None:  # noqa: ANN001
+    """n01's credentials under the ids of n02, the ground's ingest and its command link: with
+    use_username_as_clientid the broker renames them n01, so nobody is kicked off and the
+    ground archives every packet n02 publishes meanwhile.  The control shows the attack
+    does displace them without it (what the issue found)."""
+    import threading
+    import time
+
+    from ground.archive import open_archive
+    from ground.broker import write_broker_config
+    from ground.ingest import IngestWorker
+    from ground.ingest.testing import hk
+
+    inv = Inventory.generate("moon", ["n01", "n02"])
+    files = write_broker_config(inv, tmp_path / "broker", port=free_port(), use_mosquitto_passwd=False)
+    assert "use_username_as_clientid true" in files.config.read_text()
+    conf = files.config.read_text().split("\n")
+    port = int(next(x for x in conf if x.startswith("listener ")).split()[1])
+    keep = ("password_file", "acl_file", "use_username_as_clientid") if tied else ("password_file", "acl_file")
+    extra = "\n".join(x for x in conf if x.startswith(keep))
+    archive = open_archive(f"sqlite:///{tmp_path}/hijack.db")
+    with Mosquitto(port=port, extra_config=extra, allow_anonymous=False) as b:
+        user, pw = inv.ground_account()
+        w = IngestWorker(archive, b.host, b.port, username=user, password=pw, client_id="lunabase-ground")
+        task = asyncio.create_task(w.run())
+        await asyncio.wait_for(w.connected.wait(), 10)
+        log: list[str] = []
+        victims = ["n02", "lunabase-ground", "ground", "ground-cmd", "lunabase-ground-cmd"]
+        t = threading.Thread(target=_attack, args=(b, "n01", inv.node("n01").password, victims,
+                                                   time.monotonic() + 6, log))
+        t.start()
+        n = 0
+        kicked = None
+        try:
+            async with _client(b, "n02", inv.node("n02").password, "n02") as c2:
+                t_end = time.monotonic() + 6
+                while time.monotonic() < t_end:
+                    await c2.publish(topics.topic("moon", "n02", "tm"), hk(n), qos=1)  # raises once n02 is kicked
+                    n += 1
+                    await asyncio.sleep(0.02)
+        except aiomqtt.MqttError as e:
+            kicked = e
+        await asyncio.to_thread(t.join)
+        for _ in range(200):
+            if archive.count_raw(node="n02") >= n:
+                break
+            await asyncio.sleep(0.05)
+        w.stop()
+        await task
+        blog = b.log_path.read_text()
+    archive_n02 = archive.count_raw(node="n02")
+    archive.close()
+    assert len(log) >= 5 and all(x.endswith(": 0") for x in log), log  # the attacker got in (as n01)...
+    takeovers = [x for x in blog.splitlines() if "already connected, closing old connection" in x
+                 and "Client n01 already" not in x]
+    if not tied:
+        assert takeovers and (kicked is not None or w.connections > 1), blog[-3000:]
+        return
+    assert not takeovers, takeovers
+    assert kicked is None and w.connections == 1  # ... neither n02 nor the ground's ingest was disconnected
+    assert archive_n02 == n > 100  # and the ground archived every packet
+
+
+def test_generated_secrets_are_private_on_every_save(tmp_path) -> None:  # noqa: ANN001
+    import stat
+
+    from ground.broker import write_broker_config
+
+    inv = Inventory.generate("moon", ["n01"])
+    d = tmp_path / "b"
+    files = write_broker_config(inv, d, port=free_port(), use_mosquitto_passwd=False)
+    for p in (files.password_file, files.acl_file):
+        p.chmod(0o644)  # loosened by hand (or an older version's file)
+    files = write_broker_config(inv, d, port=free_port(), use_mosquitto_passwd=False)
+    for p in (files.password_file, files.acl_file):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    # one account per ground-side connection, passwords derived (stable across loads)
+    users = [x.split(":")[0] for x in files.password_file.read_text().splitlines()]
+    assert users[:3] == ["ground", "ground-cmd", "ground-2"] and "n01" in users and "ground-sim" in users
+    inv.save(tmp_path / "inv.toml")
+    assert Inventory.load(tmp_path / "inv.toml").ground_account("cmd") == inv.ground_account("cmd")

@@ -159,3 +159,15 @@ def test_cli_rejects_an_unknown_scenario(capsys: pytest.CaptureFixture[str]) -> 
 
     assert main(["sim", "run", "no-such-scenario"]) == 2
     assert "no scenario" in capsys.readouterr().err
+
+
+def test_report_counts_delivery_at_the_archive() -> None:
+    """A packet the broker delivered to the observer but the archive lacks is not delivered."""
+    from sim.runner import format_report
+
+    rep = {"alpha": {"produced": 100, "delivered": 100, "archived": 76}, "bravo": {"produced": 50, "delivered": 50,
+                                                                                   "archived": 50}}
+    out = format_report(rep)
+    assert "archived 126 of 150 packets produced (84.00 %); 24 seen on the broker but not archived" in out
+    assert "100.00 %" not in out
+    assert "archived" not in format_report({"alpha": {"produced": 1, "delivered": 1}})
