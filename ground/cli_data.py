@@ -16,18 +16,18 @@ import ssl
 import sys
 import time
 from typing import Any
-from urllib.parse import unquote, urlparse
+
+from wire.brokerurl import BrokerUrl, BrokerUrlError
 
 log = logging.getLogger("lunabase.ingest")
 
 
 def _broker(url: str) -> tuple[str, int, str | None, str | None, bool]:
-    u = urlparse(url if "://" in url else "mqtt://" + url)
-    if u.scheme not in ("mqtt", "mqtts"):
-        raise SystemExit(f"{url}: the broker URL must start with mqtt:// or mqtts://")
-    tls = u.scheme == "mqtts"
-    return (u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883),
-            unquote(u.username) if u.username else None, unquote(u.password) if u.password else None, tls)
+    try:
+        b = BrokerUrl.parse(url)
+    except BrokerUrlError as e:
+        raise SystemExit(str(e)) from None
+    return b.host, b.port, b.username, b.password, b.tls
 
 
 def _time(s: str | None) -> float | None:

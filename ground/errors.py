@@ -12,7 +12,7 @@
 The builtin second bases keep older ``except ValueError``/``KeyError`` handlers working.
 Bad *input data* (packets, payloads, status messages) never raises: it is counted and
 reported (docs/ground-data.md).  Errors of the wire contract (``wire.inventory.InventoryError``,
-``wire.dictionary.DictionaryError``, ``wire.inventory.BrokerUrlError``) are the wire's own.
+``wire.dictionary.DictionaryError``, ``wire.brokerurl.BrokerUrlError``) are the wire's own.
 """
 
 from __future__ import annotations

@@ -17,34 +17,17 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from ground.api import ApiServer
 from ground.ingest import link_view
 from ground.ops import Operations, OpsStore
+from wire.brokerurl import BrokerUrl
 from wire.inventory import Inventory
 
 log = logging.getLogger("ground.service")
 
 #: the longest history one /api/params request may cover (page through longer ones)
 MAX_HISTORY_DAYS = 31
-
-
-class BrokerUrl:
-    """``mqtt://[user:pass@]host[:port]`` or ``mqtts://...`` (TLS)."""
-
-    def __init__(self, url: str) -> None:
-        u = urlparse(url if "://" in url else "mqtt://" + url)
-        if u.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"{url}: broker URL must start with mqtt:// or mqtts://")
-        self.tls = u.scheme == "mqtts"
-        self.host = u.hostname or "127.0.0.1"
-        self.port = u.port or (8883 if self.tls else 1883)
-        self.username = unquote(u.username) if u.username else None
-        self.password = unquote(u.password) if u.password else None
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
 class CommandLink:
@@ -111,7 +94,7 @@ class GroundService:
         tls: ssl.SSLContext | None = None,
         instance: str = "",
     ) -> None:
-        self.broker = BrokerUrl(broker)
+        self.broker = BrokerUrl.parse(broker)
         self.inventory = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
         self.archive_url = archive
         self.ops_db = str(ops_db) if ops_db else _default_ops_db(archive)

@@ -33,9 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from hil.board import Board, BoardError, BoardInfo
+from wire.brokerurl import BrokerUrl, BrokerUrlError
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "firmware" / "MANIFEST"
@@ -57,10 +57,11 @@ class Broker:
 
     @classmethod
     def parse(cls, url: str) -> Broker:
-        u = urlparse(url if "://" in url else "mqtt://" + url)
-        if u.scheme not in ("mqtt", "tcp") or not u.hostname:
-            raise FlashError(f"--broker {url!r}: use mqtt://host:port")
-        return cls(u.hostname, u.port or 1883, u.username or "", u.password or "")
+        try:
+            b = BrokerUrl.parse(url, schemes=("mqtt",), need_host=True)
+        except BrokerUrlError as e:
+            raise FlashError(f"--broker {e}") from None
+        return cls(b.host, b.port, b.username or "", b.password or "")
 
 
 @dataclass

@@ -309,12 +309,12 @@ def main_gateway(args: argparse.Namespace) -> int:
 
 def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_every: float = 10.0) -> int:
     """Run the gateway described by the CLI `args` until `stop` is set."""
-    from urllib.parse import urlparse
-
     import paho.mqtt.client as mqtt
 
-    u = urlparse(args.broker if "://" in args.broker else "mqtt://" + args.broker)
-    user, password = u.username or "", u.password or ""
+    from wire.brokerurl import BrokerUrl
+
+    b = BrokerUrl.parse(args.broker, schemes=("mqtt",))
+    user, password = b.username or "", b.password or ""
     site = args.site
     if args.inventory:
         from wire.inventory import Inventory
@@ -341,10 +341,10 @@ def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_e
 
     client.on_connect = on_connect
     client.on_message = on_message
-    client.connect_async(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+    client.connect_async(b.host, b.port, keepalive=30)
     client.loop_start()
     gw.start()
-    print(f"gateway: {args.port} <-> {gw.tm_topic} / {gw.cmd_topic} on {u.hostname}:{u.port or 1883}", flush=True)
+    print(f"gateway: {args.port} <-> {gw.tm_topic} / {gw.cmd_topic} on {b.host}:{b.port}", flush=True)
     try:
         while not stop.wait(report_every):
             s = gw.stats

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from sim.accounting import Accounting
 from sim.environment import (
@@ -42,6 +41,7 @@ from sim.faults import Fault, Faults
 from sim.link import LIGHT_TIME_S, LinkProxy, Visibility
 from sim.node import VirtualNode, build_firmware
 from sim.sensorbus import SensorBus, node_time
+from wire.brokerurl import BrokerUrl
 from wire.inventory import Inventory, Node
 
 log = logging.getLogger("sim.runner")
@@ -249,10 +249,9 @@ def _station_config(spec: NodeSpec) -> StationConfig:
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
-    u = urlparse(url if "://" in url else "mqtt://" + url)
-    if u.scheme not in ("mqtt", "tcp", ""):
-        raise ValueError(f"broker URL {url!r}: only mqtt://host:port (plain TCP) is supported by the link emulator")
-    return u.hostname or "127.0.0.1", u.port or 1883
+    """(host, port) of a plain-TCP broker URL: the link emulator relays MQTT bytes, not TLS."""
+    b = BrokerUrl.parse(url, schemes=("mqtt",))
+    return b.host, b.port
 
 
 class SimBase:
