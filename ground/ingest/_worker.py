@@ -16,8 +16,10 @@ ack could acknowledge a different, uncommitted message.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
+import struct
 import time
 from collections.abc import Collection, Iterable
 from typing import Any
@@ -38,35 +40,100 @@ TM_FILTER = f"{topics.PREFIX}/+/+/{topics.TM}"
 STATUS_FILTER = f"{topics.PREFIX}/+/+/{topics.STATUS}"
 
 
-def _install_batch_reader(client: aiomqtt.Client) -> bool:
-    """Read every available MQTT packet per socket wake-up, not one (aiomqtt's default).
+_RECV_BYTES = 256 * 1024  # one recv() per socket wake-up serves every MQTT packet it holds
+_PUBACK = 0x40
 
-    paho's loop_read() handles one packet per call, so aiomqtt pays a whole event-loop
-    turn per message; draining up to 1024 packets per wake-up lets a burst be taken in
-    one go (and batched into one commit).  False (the caller logs it) if paho's internals differ.
+
+class _Inbox:
+    """PUBLISH messages taken straight from paho, in arrival order: (topic, payload, mid, qos)."""
+
+    def __init__(self) -> None:
+        self.items: collections.deque[tuple[str, bytes, int, int]] = collections.deque()
+        self.wake = asyncio.Event()
+
+    def put(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+        # an invalid UTF-8 topic becomes one the pipeline quarantines (bad_topic), never an exception here
+        self.items.append((topic.decode("utf-8", "replace"), payload, mid, qos))
+        self.wake.set()
+
+
+def _install_fast_path(client: aiomqtt.Client, inbox: _Inbox) -> bool:
+    """Take PUBLISH packets from paho into ``inbox`` with as little work per message as possible.
+
+    Where the time went (docs/ground-data.md, profiled under ``lunabase bench ingest``):
+    paho reads a packet with 3-4 ``recv`` calls (type byte, length bytes, body), matches
+    every topic against its per-topic callback trie, and aiomqtt wraps each message in a
+    ``Message`` and a validated ``Topic`` and passes it through an ``asyncio.Queue`` --
+    about half of the ingest's CPU with one packet per message.  Here:
+
+    * one ``recv`` of up to 256 KiB per socket wake-up; paho's packet reader is served
+      from that buffer, and every packet in it is read in the same wake-up;
+    * a PUBLISH (MQTT 3.1.1, QoS 0/1) is decoded in place and appended to ``inbox``;
+      MQTT 5 and QoS 2 go through paho's own decoder and land in ``inbox`` as well.
+
+    Connection handling, keepalive, SUBSCRIBE/SUBACK, TLS and the session stay paho's and
+    aiomqtt's.  False (the caller logs it and uses aiomqtt's own reading) if paho's
+    internals differ from what this expects.
     """
     paho = client._client  # noqa: SLF001
     sock = paho.socket()
-    read = getattr(paho, "_packet_read", None)
-    handle = getattr(paho, "_loop_rc_handle", None)
-    if sock is None or read is None or handle is None:
+    names = ("_packet_read", "_loop_rc_handle", "_sock_recv", "_handle_publish", "_in_packet", "_packet_queue",
+             "_protocol")
+    if sock is None or not all(hasattr(paho, n) for n in names):
         return False
+    read, handle = paho._packet_read, paho._loop_rc_handle  # noqa: SLF001
+    sock_recv, handle_publish = paho._sock_recv, paho._handle_publish  # noqa: SLF001
+    v311 = paho._protocol != 5  # noqa: SLF001 (paho's MQTTv5 == 5)
+    buf = b""
+    pos = 0
+
+    def buffered_recv(bufsize: int) -> bytes:
+        nonlocal buf, pos
+        if pos >= len(buf):
+            data = sock_recv(_RECV_BYTES)  # BlockingIOError (nothing to read) goes to paho as before
+            if not data:
+                return data  # EOF: paho ends the session
+            buf, pos = data, 0
+        out = buf[pos:pos + bufsize]
+        pos += len(out)
+        return out
+
+    def fast_publish() -> Any:
+        pkt = paho._in_packet["packet"]  # noqa: SLF001 (the body after the fixed header)
+        qos = (paho._in_packet["command"] & 0x06) >> 1  # noqa: SLF001
+        n = len(pkt)
+        if v311 and qos < 2 and n >= 2:
+            tl = (pkt[0] << 8) | pkt[1]
+            p = 2 + tl + (2 if qos else 0)
+            if tl and p <= n:
+                mid = (pkt[p - 2] << 8) | pkt[p - 1] if qos else 0
+                inbox.put(bytes(pkt[2:2 + tl]), bytes(memoryview(pkt)[p:]), mid, qos)
+                return 0  # MQTT_ERR_SUCCESS; manual ack: the PUBACK is the consumer's
+        return handle_publish()  # malformed, MQTT 5 properties, QoS 2: paho's way (ends in on_message below)
+
+    def on_message(message: Any) -> None:
+        inbox.put(message._topic, message.payload, message.mid, message.qos)  # noqa: SLF001 (raw topic bytes)
+
+    paho._sock_recv = buffered_recv  # noqa: SLF001
+    paho._handle_publish = fast_publish  # noqa: SLF001
+    paho._handle_on_message = on_message  # noqa: SLF001
     fd = sock.fileno()
     loop = asyncio.get_running_loop()
 
     def on_readable() -> None:
         try:
-            for _ in range(1024):
+            for _ in range(4096):
                 if paho._sock is None:  # noqa: SLF001
                     return
                 rc = read()
                 if rc > 0:
                     handle(rc)
                     return
-                if rc == -1:  # MQTT_ERR_AGAIN: nothing more buffered
-                    pending = getattr(paho._sock, "pending", None)  # noqa: SLF001
+                if rc == -1 and pos >= len(buf):  # MQTT_ERR_AGAIN with nothing buffered here
+                    pending = getattr(paho._sock, "pending", None)  # noqa: SLF001 (TLS buffers too)
                     if not (pending and pending() > 0):
                         return
+            loop.call_soon(on_readable)  # more buffered: continue after the consumer had a turn
         except Exception as exc:  # noqa: BLE001  (as aiomqtt does: a broken socket ends the session)
             if not client._disconnected.done():  # noqa: SLF001
                 client._disconnected.set_exception(exc)  # noqa: SLF001
@@ -74,6 +141,18 @@ def _install_batch_reader(client: aiomqtt.Client) -> bool:
     loop.remove_reader(fd)
     loop.add_reader(fd, on_readable)
     return True
+
+
+def _ack(paho: Any, batch: list[tuple[str, bytes, int, int]]) -> None:
+    """Acknowledge a committed batch in arrival order: all its PUBACKs in one socket write."""
+    if any(q == 2 for _t, _p, _m, q in batch):
+        for _t, _p, mid, qos in batch:
+            if qos:
+                paho.ack(mid, qos)
+        return
+    mids = [0x40020000 | mid for _t, _p, mid, qos in batch if qos]
+    if mids:  # PUBACK = 0x40, remaining length 2, packet id (the same 4 bytes in MQTT 3.1.1 and 5)
+        paho._packet_queue(_PUBACK, struct.pack(f">{len(mids)}I", *mids), 0, 0)  # noqa: SLF001
 
 
 def subscriptions(share: str | None = None) -> list[str]:
@@ -219,9 +298,22 @@ class IngestWorker:
         client = self._client()
         async with client:
             self.connections += 1
-            if self.batch_reader and not _install_batch_reader(client):
-                log.warning("paho internals differ from what the batch reader expects: reading one MQTT "
-                            "message per event-loop turn (slower, nothing lost)")
+            inbox: _Inbox | None = _Inbox()
+            if not self.batch_reader:
+                inbox = None
+            elif not _install_fast_path(client, inbox):  # type: ignore[arg-type]
+                inbox = None
+                log.warning("paho internals differ from what the ingest's fast path expects: reading through "
+                            "aiomqtt, one MQTT message per event-loop turn (slower, nothing lost)")
+            else:
+                # what aiomqtt took before the fast path was in place (a persistent session's
+                # backlog arrives right after CONNACK) comes first
+                queue: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001
+                early = []
+                while not queue.empty():
+                    m = queue.get_nowait()
+                    early.append((m.topic.value, m.payload, m.mid, m.qos))
+                inbox.items.extendleft(reversed(early))  # type: ignore[union-attr, arg-type]
             for f in subscriptions(self.share):
                 if self.protocol == 5:
                     await client.subscribe(f, options=SubscribeOptions(qos=1))
@@ -231,9 +323,55 @@ class IngestWorker:
                      self.port, " (TLS)" if self.tls else "", "5" if self.protocol == 5 else "3.1.1", self.username or "anonymous",
                      ", ".join(subscriptions(self.share)))
             self.connected.set()
-            await self._consume(client)
+            if inbox is None:
+                await self._consume_aiomqtt(client)
+            else:
+                await self._consume(client, inbox)
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _consume(self, client: aiomqtt.Client, inbox: _Inbox) -> None:
+        """Batches from the fast path's inbox: process (one commit), then acknowledge."""
+        paho = client._client  # noqa: SLF001
+        items = inbox.items
+        disconnected: asyncio.Future[None] = client._disconnected  # noqa: SLF001
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            while True:
+                if not items:
+                    inbox.wake.clear()
+                    wake = asyncio.ensure_future(inbox.wake.wait())
+                    done, _ = await asyncio.wait({wake, stop, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+                    wake.cancel()
+                    if stop in done:
+                        return
+                    if not items:
+                        if disconnected.done():
+                            exc = disconnected.exception()
+                            raise aiomqtt.MqttError("Disconnected during message iteration") from exc
+                        continue
+                if self.linger_s and len(items) < self.max_batch // 4:
+                    # fewer, larger commits for at most linger_s of extra latency
+                    await asyncio.sleep(self.linger_s)
+                batch = [items.popleft() for _ in range(min(len(items), self.max_batch))]
+                received = time.time()
+                if self.oldest_pending is None:
+                    self.oldest_pending = received
+                self.backlog = len(batch) + len(items)
+                self.pipeline.process([(t, p, received) for t, p, _m, _q in batch])
+                _ack(paho, batch)  # only now: the batch is committed
+                self.acked += len(batch)
+                self.last_batch = time.time()
+                self.failing_since = None
+                self.backlog = len(items)
+                # what is still queued arrived while this batch was processed, at the latest now
+                self.oldest_pending = self.last_batch if self.backlog else None
+                if self._stop.is_set():
+                    return
+                await asyncio.sleep(0)  # let paho write the acks and read more
+        finally:
+            stop.cancel()
+
+    async def _consume_aiomqtt(self, client: aiomqtt.Client) -> None:
+        """The slow path (paho internals not as expected): aiomqtt's message iterator."""
         queue: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001 (batch drain)
         it = client.messages.__aiter__()
         paho = client._client  # noqa: SLF001
