@@ -149,12 +149,26 @@ class ObjectStore:
             self.db.close()
 
 
+# The privilege each route needs, in the ground's access contract (ground/auth: the guard reads
+# ``__lb_privilege__`` from the handler and refuses a route that declares none).  The page and
+# Open MCT's files are public: they hold no data, and the login page must load.
+PUBLIC, READ, DISPLAYS = "public", "read", "displays.manage"
+
+
+def requires(privilege: str) -> Any:
+    """Declare the privilege a handler needs (the same attribute ground.auth's ``requires`` sets)."""
+    def deco(fn: Any) -> Any:
+        fn.__lb_privilege__ = privilege
+        fn.__lb_ws__ = False
+        return fn
+    return deco
+
+
 def _user(req: web.Request) -> str:
     """The authenticated account of a request when the ground authenticates, else "operator"."""
-    for k in ("user", "identity", "account"):
-        u = req.get(k)
-        if u is not None:
-            return str(getattr(u, "name", None) or (u.get("name") if isinstance(u, dict) else u))
+    for k, u in req.items():  # the guard stores an Identity under a RequestKey named "identity"
+        if getattr(k, "name", k) == "identity" and u is not None:
+            return str(getattr(u, "name", u))
     return "operator"
 
 
@@ -201,9 +215,11 @@ class WebConsole:
 
     # -- pages and static files ----------------------------------------------------------
 
+    @requires(PUBLIC)
     async def root(self, req: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/console/")
 
+    @requires(PUBLIC)
     async def static(self, req: web.Request) -> web.StreamResponse:
         rel = req.match_info["path"] or "index.html"
         if rel == "index.html" and self.dist is None:
@@ -218,6 +234,7 @@ class WebConsole:
         resp.headers["Cache-Control"] = "no-cache"
         return resp
 
+    @requires(PUBLIC)
     async def openmct(self, req: web.Request) -> web.StreamResponse:
         if self.dist is None:
             return _err(503, f"Open MCT {OPENMCT_VERSION} is not installed: run scripts/setup.sh")
@@ -228,6 +245,7 @@ class WebConsole:
         resp.headers["Cache-Control"] = "public, max-age=86400"
         return resp
 
+    @requires(READ)
     async def info(self, req: web.Request) -> web.Response:
         return _json({"site": self.ops.site, "openmct": OPENMCT_VERSION if self.dist else None,
                       "archive": self.archive is not None, "time": time.time()})
@@ -254,6 +272,7 @@ class WebConsole:
             raise KeyError(f"packet {p.name} has no numeric field {field!r}")
         return node, p.name, field
 
+    @requires(READ)
     async def history(self, req: web.Request) -> web.Response:
         """One parameter's history: strategy=minmax (size buckets), latest, or page (limit rows)."""
         q = req.query
@@ -293,6 +312,7 @@ class WebConsole:
                    ms=round((time.perf_counter() - t_start) * 1000, 1))
         return _json(out)
 
+    @requires(READ)
     async def seismic(self, req: web.Request) -> web.Response:
         """A waveform between start and end from the archive (min/max per bucket when long)."""
         q = req.query
@@ -322,14 +342,17 @@ class WebConsole:
                                      content_type="application/json")
         return key
 
+    @requires(READ)
     async def list_objects(self, req: web.Request) -> web.Response:
         return _json(self.objects.list())
 
+    @requires(READ)
     async def get_object(self, req: web.Request) -> web.Response:
         key = self._key(req)
         obj = self.objects.get(key)
         return _err(404, f"no saved object {key}") if obj is None else _json(obj)
 
+    @requires(DISPLAYS)
     async def put_object(self, req: web.Request) -> web.Response:
         key = self._key(req)
         if req.content_type != "application/json":
@@ -356,6 +379,7 @@ class WebConsole:
         self.ops.hub.publish({"type": "web_object", "key": key, "modified": modified, "by": user})
         return _json({"ok": True, "key": key, "modified": modified})
 
+    @requires(DISPLAYS)
     async def delete_object(self, req: web.Request) -> web.Response:
         key = self._key(req)
         if not self.objects.delete(key):

@@ -45,8 +45,11 @@ export class Ground {
 
   async request(method, path, body, { signal } = {}) {
     const init = { method, credentials: 'same-origin', signal, headers: { Accept: 'application/json' } };
-    if (body !== undefined) {
+    if (method !== 'GET') {
+      // the ground takes state changes as JSON only (a cross-site "simple request" cannot be)
       init.headers['Content-Type'] = 'application/json';
+    }
+    if (body !== undefined) {
       init.body = JSON.stringify(body);
     }
     const resp = await fetch(path, init);

@@ -4,6 +4,7 @@
 
 import { Ground } from './ground.js';
 import LunabasePlugin from './plugin.js';
+import { can } from './views.js';
 
 const ground = new Ground();
 window.lunabaseGround = ground; // for tests and the benchmark: read-only use
@@ -81,7 +82,11 @@ function start(me) {
     who.on('click', logout);
   }
   openmct.indicators.add(who);
+  // controls the role may not use are hidden by lunabase.css (the ground still refuses them)
   document.body.dataset.roles = (me.roles || []).join(' ');
+  document.body.dataset.canAlarms = can(me, 'alarms.manage') ? '1' : '0';
+  document.body.dataset.canDisplays = can(me, 'displays.manage') ? '1' : '0';
+  document.body.dataset.canCommand = can(me, 'command') ? '1' : '0';
   if (!location.hash || location.hash === '#/' || location.hash === '#') {
     location.hash = '#/browse/lunabase:site/lunabase:overview?tc.mode=local&tc.startDelta=900000&tc.endDelta=15000&tc.timeSystem=utc';
   }

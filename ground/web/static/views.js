@@ -1,10 +1,24 @@
 // lunabase views inside Open MCT: what it lacks for running a base. Plain DOM, no build
 // step; every string from the ground goes in through textContent (never innerHTML).
 
-const ROLE_RANK = { viewer: 0, operator: 1, commander: 2, admin: 3 };
+// what each role may do, as the ground's role table says (ground/auth/roles.py); used only when
+// /api/auth/me gives no privilege list. Display only: the ground checks every request itself.
+const ROLE_PRIVILEGES = {
+  viewer: ['read'],
+  operator: ['read', 'alarms.manage', 'command', 'displays.manage'],
+  commander: ['read', 'alarms.manage', 'command', 'command.hazardous', 'command.approve', 'command.cancel_any',
+    'displays.manage'],
+  admin: ['read', 'accounts.manage', 'links.manage', 'archive.manage', 'displays.manage']
+};
 
-export function rank(me) {
-  return Math.max(-1, ...((me && me.roles) || []).map((r) => ROLE_RANK[r] ?? -1));
+/** May this user do ``privilege``? (A ground without accounts allows everything.) */
+export function can(me, privilege) {
+  if (!me || me.anonymous) {
+    return Boolean(me);
+  }
+  const privs = me.privileges && me.privileges.length ? me.privileges
+    : (me.roles || []).flatMap((r) => ROLE_PRIVILEGES[r] || []);
+  return privs.includes(privilege);
 }
 
 export function h(tag, attrs = {}, ...children) {
@@ -195,7 +209,9 @@ function stagesOf(c) {
 
 function commander(el, ground, state, ready, openmct) {
   const me = state.me;
-  const r = rank(me);
+  const mayCommand = can(me, 'command');
+  const mayHazard = can(me, 'command.hazardous');
+  const mayApprove = can(me, 'command.approve');
   const root = h('div', { class: 'lb-view lb-commander' });
   el.append(root);
   const history = new Map();
@@ -207,9 +223,32 @@ function commander(el, ground, state, ready, openmct) {
       h('td', {}, `#${c.id}`), h('td', {}, utc(c.submitted)), h('td', {}, c.node), h('td', {}, c.command),
       h('td', {}, JSON.stringify(c.args || {})), h('td', {}, c.user || ''),
       h('td', { class: 'lb-cmd-stage' }, c.stage), h('td', {}, stagesOf(c)), h('td', { class: 'lb-cmd-reason' }, c.reason || ''),
-      h('td', {}, r >= 1 ? h('button', { class: 'lb-resend', title: 'Fill the form with this command',
-        onclick: () => fill(c) }, 'Edit / resend') : ''))));
+      h('td', {}, actions(c)))));
   };
+  const act = async (c, verb) => {
+    try {
+      await ground.post(`/api/commands/${c.id}/${verb}`, {});
+    } catch (e) {
+      status.textContent = `#${c.id} ${verb} refused by the ground: ${e.reason || e.message}`;
+    }
+  };
+  // controls the role may not use are not shown (the ground refuses them anyway)
+  function actions(c) {
+    const out = [];
+    if (mayCommand) {
+      out.push(h('button', { class: 'lb-resend', title: 'Fill the form with this command', onclick: () => fill(c) },
+        'Edit / resend'));
+    }
+    if (c.stage === 'AWAITING_APPROVAL' && mayApprove && c.user !== me.name) {
+      out.push(h('button', { class: 'lb-approve', onclick: () => act(c, 'approve') }, 'Approve'),
+        h('button', { class: 'lb-deny', onclick: () => act(c, 'deny') }, 'Deny'));
+    }
+    if ((c.stage === 'QUEUED' || c.stage === 'AWAITING_APPROVAL') && mayCommand &&
+      (c.user === me.name || can(me, 'command.cancel_any') || me.anonymous)) {
+      out.push(h('button', { class: 'lb-cancel-cmd', onclick: () => act(c, 'cancel') }, 'Cancel'));
+    }
+    return out;
+  }
   let fill = () => {};
   const off = ground.on('command', (c) => {
     history.set(c.id, c);
@@ -229,8 +268,8 @@ function commander(el, ground, state, ready, openmct) {
     const cmds = state.dictionary.commands;
     const nodeSel = h('select', { class: 'lb-cmd-node', name: 'node' }, state.nodes.map((n) => h('option', { value: n }, n)));
     const cmdSel = h('select', { class: 'lb-cmd-command', name: 'command' }, cmds.map((c) => h('option', {
-      value: c.name, disabled: c.hazardous && r < 2 }, c.name + (c.hazardous ? ' (hazardous)' : '') +
-      (c.hazardous && r < 2 ? ' - needs commander' : ''))));
+      value: c.name, disabled: c.hazardous && !mayHazard }, c.name + (c.hazardous ? ' (hazardous)' : '') +
+      (c.hazardous && !mayHazard ? ' - needs commander' : ''))));
     const argBox = h('div', { class: 'lb-cmd-args' });
     const desc = h('p', { class: 'lb-cmd-desc' });
     const err = h('div', { class: 'lb-cmd-error', role: 'alert' });
@@ -339,7 +378,7 @@ function commander(el, ground, state, ready, openmct) {
       submit(false);
     });
     renderArgs();
-    const form = r >= 1
+    const form = mayCommand
       ? h('div', { class: 'lb-cmd-form' }, h('label', {}, 'Node ', nodeSel), h('label', {}, 'Command ', cmdSel), desc, argBox,
         windowRow, send, confirmBox, err, status)
       : h('p', { class: 'lb-role-note' }, `Your role (${(me.roles || []).join(', ') || 'none'}) may not send commands; `,
