@@ -1,4 +1,5 @@
-"""``lunabase ground`` (run the ground segment) and ``lunabase command`` (send a telecommand)."""
+"""``lunabase ground`` (run the ground segment), ``lunabase command`` (send a telecommand) and
+``lunabase health`` (ask a running ground how it is, for people and for monitoring)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,25 @@ def register(sub: Any) -> None:
     c.add_argument("--api", default=DEFAULT_API, help=f"ground API URL (default {DEFAULT_API})")
     c.add_argument("--json", action="store_true", help="print the final command row as JSON")
     c.set_defaults(func=run_command)
+
+    h = sub.add_parser("health", help="is a running ground well? (exit 0 ok, 1 not ok, 2 unreachable)",
+                       description="Ask a running ground for its health: ingest, archive, broker, command "
+                                   "queue, ops timers (docs/ground-ops.md, Health).",
+                       epilog=HEALTH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    h.add_argument("--api", default=DEFAULT_API, help=f"ground API URL (default {DEFAULT_API})")
+    h.add_argument("--timeout", type=float, default=10.0, help="s to wait for the answer (default 10)")
+    h.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    h.set_defaults(func=run_health)
+
+HEALTH_EPILOG = """\
+examples:
+  lunabase health                       # one line per part, reasons when not ok
+  lunabase health --api http://base:8700 --json
+  lunabase health || page-the-operator  # monitoring: the exit status says it
+
+Exit status: 0 every part ok, 1 some part is not (the reasons are printed), 2 the ground
+did not answer (not running, wrong --api, or too slow: --timeout).
+"""
 
 
 def run_ground(a: argparse.Namespace) -> int:
@@ -157,6 +177,42 @@ def run_command(a: argparse.Namespace) -> int:
         # status 0: the ground could not be reached (no HTTP status to show)
         print(f"lunabase command: {e.message}" + (f" (HTTP {e.status})" if e.status else ""), file=sys.stderr)
         return 1
+
+
+def format_health(h: dict[str, Any]) -> str:
+    """The health answer in a few lines: the verdict, each part with its key figures, the reasons."""
+    lines = [f"{'ok' if h.get('ok') else 'NOT OK'}: site {h.get('site', '?')}"]
+    for name, p in (h.get("parts") or {}).items():
+        figures = {k: v for k, v in p.items() if k not in ("ok", "reason") and not isinstance(v, (dict, list))
+                   and v is not None}
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in list(figures.items())[:6])
+        lines.append(f"  {name:<9} {'ok ' if p.get('ok') else 'BAD'}  {shown}")
+    for r in h.get("reasons") or []:
+        lines.append(f"  reason: {r}")
+    return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    s = str(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def run_health(a: argparse.Namespace) -> int:
+    from ground.client import GroundClient, GroundError
+
+    async def main() -> dict[str, Any]:
+        async with GroundClient(a.api, timeout=a.timeout) as g:
+            return await g.health()
+
+    try:
+        h = asyncio.run(main())
+    except (GroundError, TimeoutError, OSError) as e:
+        print(f"lunabase health: {a.api} did not answer: {getattr(e, 'message', None) or e}", file=sys.stderr)
+        return 2
+    print(json.dumps(h, indent=2) if a.json else format_health(h), flush=True)
+    return 0 if h.get("ok") else 1
 
 
 def main(argv: list[str] | None = None) -> int:

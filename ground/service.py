@@ -21,6 +21,7 @@ from typing import Any
 from ground.api import ApiServer
 from ground.ingest import link_view
 from ground.ops import Operations, OpsStore
+from ground.ratelog import limit_logger
 from wire.brokerurl import BrokerUrl
 from wire.inventory import Inventory
 
@@ -125,6 +126,8 @@ class GroundService:
         from ground.archive import open_archive
         from ground.ingest import IngestWorker
 
+        # asyncio logs every failed accept() (e.g. out of descriptors): once per 10 s is enough
+        limit_logger("asyncio", 10.0)
         self.archive = open_archive(self.archive_url)
         log.info("archive %s; ops database %s", self.archive_url, self.ops_db)
         self.cmdlink = CommandLink(self.broker, self.cmd_username, self.cmd_password, self.tls, self.client_id + "-cmd")

@@ -445,7 +445,8 @@ class Pipeline:
                                        "detail": q.detail[:200], "size": len(payload)})
         self.rlog.warning(q.reason, "quarantined a %d-byte message on %r: %s (%d %s so far)", len(payload),
                           topic[:MAX_TOPIC], q.detail[:200], self.quarantine[q.reason], q.reason)
-        self._notify_rejected(st, [Rejected(0, len(payload), q.reason)], payload)
+        if (st.site, st.node) != UNKNOWN:  # the ?/? bucket is no node's: on_quarantined only
+            self._notify_rejected(st, [Rejected(0, len(payload), q.reason)], payload)
         for sink in self.sinks:
             hook = getattr(sink, "on_quarantined", None)
             if hook is not None:

@@ -213,7 +213,15 @@ class Operations:
                 self.store.event("link", f"{node}: rejected {r.end - r.start} B ({r.reason})", site=site, node=node,
                                  severity="WARNING", data={"reason": r.reason, "bytes": r.end - r.start})
 
-    # -- internals --------------------------------------------------------------------------
+    def on_quarantined(self, topic: str, reason: str, detail: str, received: float) -> None:
+        """A message ingest quarantined (ground/ingest): an event, at most one per reason every 10 s."""
+        now = time.time()
+        key = ("?", reason)
+        if now - self._reject_logged.get(key, 0.0) > 10.0:
+            self._reject_logged[key] = now
+            self.store.event("link", f"quarantined a message on {topic[:80]!r}: {reason} ({detail[:120]})",
+                             site=self.site, severity="WARNING", data={"reason": reason, "topic": topic[:128]})
+
 
     def _foreign(self, site: str, node: str) -> None:
         key = f"{site}/{node}"
