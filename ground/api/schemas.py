@@ -209,6 +209,15 @@ SCHEMAS: dict[tuple[str, str], Schema] = {
 }
 
 
+#: routes that check their own input instead (files served by path; the web console's saved
+#: objects, whose body is an Open MCT document checked by its handler with its own cap);
+#: tests/ground/test_api_hostile.py fails on a route in neither SCHEMAS nor EXEMPT
+EXEMPT: set[tuple[str, str]] = {
+    ("GET", "/"), ("GET", "/console"), ("GET", "/console/{path}"), ("GET", "/openmct/{path}"),
+    ("PUT", "/api/web/objects/{key}"),
+}
+
+
 def schema_for(req: web.Request) -> Schema | None:
     """The schema of the route ``req`` matched (None: no schema, e.g. 404 or a static file)."""
     route = req.match_info.route
