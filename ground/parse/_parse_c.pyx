@@ -144,7 +144,7 @@ cdef extern from "lb_parse.h" nogil:
     ctypedef void (*lb_scan_fn)(lb_plan*, const uint8_t*, Py_ssize_t, int, Py_ssize_t, lb_scan*)
     ctypedef uint16_t (*lb_crc_fn)(const uint8_t*, Py_ssize_t, uint16_t)
     lb_scan_fn lb_scans[4]
-    ctypedef Py_ssize_t (*lb_census_fn)(const lb_plan*, const uint8_t*, Py_ssize_t, Py_ssize_t*)
+    ctypedef Py_ssize_t (*lb_census_fn)(const lb_plan*, const uint8_t*, Py_ssize_t, Py_ssize_t, Py_ssize_t*)
     lb_census_fn lb_censuses[4]
     lb_crc_fn lb_crcs[4]
     int lb_cpu_level()
@@ -238,6 +238,9 @@ def crc16(data, uint16_t crc=0xFFFF):
 _REASON_NAMES = (None, BAD_VERSION, BAD_LENGTH, TRUNCATED, BAD_CRC, UNKNOWN_APID, BAD_TYPE)
 _TYPE_CODES = {"u8": LB_T_U8, "i8": LB_T_I8, "u16": LB_T_U16, "i16": LB_T_I16, "u32": LB_T_U32, "i32": LB_T_I32,
                "f32": LB_T_F32}
+cdef enum:
+    _CENSUS_BYTES = 32768  # bytes the census walks at most
+
 _SIZES = {"u8": 1, "i8": 1, "u16": 2, "i16": 2, "u32": 4, "i32": 4, "f32": 4}
 
 
@@ -494,13 +497,14 @@ cdef class Parser:
 
     cdef object _run(self, const uint8_t* buf, Py_ssize_t n, bint final, Py_ssize_t base):
         # Outputs are sized from a census (the packets found by walking the length fields
-        # from the start: exact for a clean container) and grown by doubling when the
-        # scan finds more (after garbage): sizing every APID for the worst case would
-        # allocate, fault in and trim megabytes per call on mixed traffic.
+        # of the first 32 kB: exact for a clean container that short, extrapolated for a
+        # longer one) and grown by doubling when the scan finds more: sizing every APID
+        # for the worst case would allocate, fault in and trim megabytes per call on
+        # mixed traffic.
         cdef lb_scan o
         cdef int nl = max(1, self.P.nlay), li
         cdef cnp.npy_intp dims[3]
-        cdef Py_ssize_t worst = n // self.min_len + 1, q, cap, total_est
+        cdef Py_ssize_t worst = n // self.min_len + 1, q, cap, walked, total_est = 0
         cdef Py_ssize_t* est = <Py_ssize_t*>calloc(nl, sizeof(Py_ssize_t))
         memset(&o, 0, sizeof(lb_scan))
         o.bad_start = -1
@@ -516,7 +520,13 @@ cdef class Parser:
                     or o.samp == NULL):
                 raise MemoryError()
             with nogil:
-                total_est = _census_fn(&self.P, buf, n, est)
+                walked = _census_fn(&self.P, buf, n, _CENSUS_BYTES, est)
+            if walked < n:
+                for li in range(nl):  # extrapolated, with some room
+                    if est[li]:
+                        est[li] = <Py_ssize_t>(est[li] * (<double>n / walked) * 1.1) + 8
+            for li in range(nl):
+                total_est += est[li]
             cap = min(worst, max(total_est, 16))
             dims[0] = cap
             apid_a = cnp.PyArray_EMPTY(1, dims, cnp.NPY_UINT16, 0)

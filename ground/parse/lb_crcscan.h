@@ -14,7 +14,7 @@ static void LB_FN(lb_crcscan)(const uint8_t* b, Py_ssize_t n, Py_ssize_t* good_o
         if (4 * total <= n - p && (Py_ssize_t)LB_FN(lb_be16)(b + p + total + 4) + 7 == total
                 && (Py_ssize_t)LB_FN(lb_be16)(b + p + 2 * total + 4) + 7 == total
                 && (Py_ssize_t)LB_FN(lb_be16)(b + p + 3 * total + 4) + 7 == total) {
-            LB_FN(lb_crc16x4)(b + p, total, c);
+            LB_FN(lb_crc16x4_in)(b + p, total, c);
             const Py_ssize_t g = (c[0] == 0) + (c[1] == 0) + (c[2] == 0) + (c[3] == 0);
             good += g;
             bad += 4 - g;

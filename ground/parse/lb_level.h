@@ -52,10 +52,8 @@ static LB_INLINE void LB_FN(lb_crc16x2)(const uint8_t* p, const uint8_t* q, Py_s
     *cp = a; *cq = c;
 }
 
-/* four packets of length n back to back (p, p+n, p+2n, p+3n).  Out of line: the
-   callers keep many values live, and inlined into them the four chains no longer fit
-   in the registers */
-static LB_NOINLINE void LB_FN(lb_crc16x4)(const uint8_t* p, Py_ssize_t n, uint16_t* out) {
+/* four packets of length n back to back (p, p+n, p+2n, p+3n) */
+static LB_INLINE void LB_FN(lb_crc16x4_in)(const uint8_t* p, Py_ssize_t n, uint16_t* out) {
     const Py_ssize_t s = n;
     uint64_t w0, w1, w2, w3;
     uint16_t a = 0xFFFF, c = 0xFFFF, d = 0xFFFF, e = 0xFFFF;
@@ -69,6 +67,13 @@ static LB_NOINLINE void LB_FN(lb_crc16x4)(const uint8_t* p, Py_ssize_t n, uint16
         p++; n--;
     }
     out[0] = a; out[1] = c; out[2] = d; out[3] = e;
+}
+
+/* out of line for the scanner and the CRC-only pass: they keep many values live, and
+   inlined into them the four chains no longer fit in the registers (the run kernel,
+   whose plan lives in vector registers, inlines it) */
+static LB_NOINLINE void LB_FN(lb_crc16x4)(const uint8_t* p, Py_ssize_t n, uint16_t* out) {
+    LB_FN(lb_crc16x4_in)(p, n, out);
 }
 
 /* --- field decoders -------------------------------------------------------------- */
@@ -244,7 +249,7 @@ static LB_INLINE Py_ssize_t LB_FN(lb_run_body)(const lb_run* f, const lb_quad* q
         if (((h0 & LB_HDR_MASK) ^ hdr) | ((h1 & LB_HDR_MASK) ^ hdr)
                 | ((h2 & LB_HDR_MASK) ^ hdr) | ((h3 & LB_HDR_MASK) ^ hdr))
             break;
-        LB_FN(lb_crc16x4)(q, t, crc);
+        LB_FN(lb_crc16x4_in)(q, t, crc);
         if (crc[0] | crc[1] | crc[2] | crc[3])
             break;
         for (int h = 0; h < 4; h++) {
@@ -343,11 +348,14 @@ static LB_INLINE uint16_t LB_FN(lb_crc_at)(const uint8_t* b, Py_ssize_t n, Py_ss
 }
 
 /* The census the outputs are sized from: the packets of each layout found by walking
-   the length fields from the start of a clean container, up to the first thing that is
-   not a packet of the dictionary (the scan grows the outputs when it finds more).
-   Returns the total. */
-static Py_ssize_t LB_FN(lb_census)(const lb_plan* P, const uint8_t* b, Py_ssize_t n, Py_ssize_t* counts) {
-    Py_ssize_t p = 0, tot = 0;
+   the length fields from the start of a clean container, over at most `limit` bytes
+   and up to the first thing that is not a packet of the dictionary.  Returns the bytes
+   walked (the caller extrapolates; the scan grows the outputs when it finds more). */
+static Py_ssize_t LB_FN(lb_census)(const lb_plan* P, const uint8_t* b, Py_ssize_t n, Py_ssize_t limit,
+                                   Py_ssize_t* counts) {
+    Py_ssize_t p = 0;
+    if (limit < n)
+        n = limit;
     while (n - p >= 6) {
         const uint16_t w0 = LB_FN(lb_be16)(b + p);
         const Py_ssize_t total = (Py_ssize_t)LB_FN(lb_be16)(b + p + 4) + 7;
@@ -355,10 +363,9 @@ static Py_ssize_t LB_FN(lb_census)(const lb_plan* P, const uint8_t* b, Py_ssize_
         if (li < 0 || total != P->lay[li].len || total > n - p)
             break;
         counts[li]++;
-        tot++;
         p += total;
     }
-    return tot;
+    return p;
 }
 
 /* One pass over the container with the reference scanner's rules (version, length

@@ -185,3 +185,16 @@ def test_mixed_workload_identical():
     for x, y in zip(_stream(gp.CParser, gp.CStreamParser, data, cuts),
                     _stream(gp.PyParser, gp.PyStreamParser, data, cuts), strict=True):
         assert_same(x, y)
+
+
+def test_outputs_grow_past_the_census():
+    """The census walks the first 32 kB: an APID that only appears after it, and more
+    packets than extrapolated, make the outputs grow (by doubling) mid-scan."""
+    from lunabase.bench.parse import make_container
+
+    data = make_container("HK", 600) + make_container("POWER", 3000) + make_container("HK", 2000)
+    a, b = gp.CParser().parse(data), gp.PyParser().parse(data)
+    assert_same(a, b)
+    assert a.count == 5600 and len(a.tables[2]) == 3000
+    data = b"\x01" * 7 + data  # garbage first: the census finds nothing
+    assert_same(gp.CParser().parse(data), gp.PyParser().parse(data))
