@@ -183,9 +183,9 @@ def format_health(h: dict[str, Any]) -> str:
     """The health answer in a few lines: the verdict, each part with its key figures, the reasons."""
     lines = [f"{'ok' if h.get('ok') else 'NOT OK'}: site {h.get('site', '?')}"]
     for name, p in (h.get("parts") or {}).items():
-        figures = {k: v for k, v in p.items() if k not in ("ok", "reason") and not isinstance(v, (dict, list))
-                   and v is not None}
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in list(figures.items())[:6])
+        figures = {k: v for k, v in p.items() if k not in ("ok", "reason", "last_commit", "last_tick", "last_batch")
+                   and not isinstance(v, (dict, list)) and v is not None}
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in list(figures.items())[:9])
         lines.append(f"  {name:<9} {'ok ' if p.get('ok') else 'BAD'}  {shown}")
     for r in h.get("reasons") or []:
         lines.append(f"  reason: {r}")

@@ -231,12 +231,20 @@ def _print_nodes(ground: Any) -> None:
         soc = n.get("soc")
         line.append(f"{n.get('node')}:{n.get('state')}/{n.get('mode') or '-'}"
                     + (f" soc {soc:.0f}%" if isinstance(soc, (int, float)) else ""))
-    print(f"[ground] {'  '.join(line) or 'no nodes yet'}  | active alarms: {len(alarms)}", flush=True)
+    h = ops.health()
+    ground_state = "ground ok" if h["ok"] else "GROUND NOT OK: " + "; ".join(h["reasons"])
+    print(f"[ground] {'  '.join(line) or 'no nodes yet'}  | active alarms: {len(alarms)} | {ground_state}",
+          flush=True)
 
 
 def _print_ground(ground: Any) -> None:
+    from ground.cli_ops import format_health
+
     if ground.ops is None:
         return
+    # what the ground says of itself (the same answer as /api/health and `lunabase health`)
+    for ln in format_health(ground.ops.health()).splitlines():
+        print(f"[ground] health {ln.strip()}")
     for node, link in sorted(ground.ops.links().items()):
         errors = link.get("errors") or {}
         print(f"[ground] link {node}: {link.get('packets', '?')} packets, gaps {link.get('gaps', 0)}, "

@@ -4,7 +4,7 @@
 
 * snapshot: dictionary, nodes, alarms, events, commands, links (GET);
 * live: ``async for msg in client.live()`` folds every pushed message into the model;
-* poll: every ``poll_s`` it re-reads nodes / alarms / links / events — a cheap
+* poll: every ``poll_s`` it re-reads nodes / alarms / links / health / events — a cheap
   safety net for pushes lost while reconnecting, and the console's liveness probe:
   when a poll fails the connection shows "reconnecting" until the ground answers again.
 
@@ -96,6 +96,9 @@ class Feed:
         links = await self.call("links")
         if links is not None:
             m.set_links(links)
+        health = await self.call("health")
+        if health is not None:
+            m.set_health(health)
         if m.max_event_id is not None and not full:
             events = await self.call("events", limit=200, after_id=m.max_event_id)
         else:

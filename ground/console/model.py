@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-TOPICS = ("nodes", "latest", "alarms", "events", "commands", "links", "dictionary", "connection", "series")
+TOPICS = ("nodes", "latest", "alarms", "events", "commands", "links", "dictionary", "connection", "series", "health")
 SERIES_LEN = 600  # samples kept per plotted parameter
 
 
@@ -50,6 +50,7 @@ class BaseModel:
         self.commands: dict[str, dict[str, Any]] = {}
         self.links: dict[str, dict[str, Any]] = {}
         self.dictionary: dict[str, Any] = {}
+        self.health: dict[str, Any] = {}  # GET /api/health: {"ok", "reasons", "parts"}
         self.series: dict[tuple[str, str, str], deque[tuple[float, float]]] = {}
         self.versions: dict[str, int] = {t: 0 for t in TOPICS}
         self._event_keys: set[Any] = set()
@@ -78,6 +79,19 @@ class BaseModel:
             self.bump("connection")
 
     # -- snapshots (GET) ------------------------------------------------------------
+    def set_health(self, h: Any) -> None:
+        """The ground's own health (``ok`` false with ``reasons`` when a part is broken)."""
+        if isinstance(h, dict) and h != self.health:
+            self.health = h
+            self.bump("health")
+
+    def health_problem(self) -> str | None:
+        """None when the ground says it is ok (or has not said yet), else its first reason."""
+        if not self.health or self.health.get("ok", True):
+            return None
+        reasons = self.health.get("reasons") or ["not ok"]
+        return str(reasons[0]) + (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "")
+
     def set_nodes(self, nodes: list[dict[str, Any]]) -> None:
         self.nodes = {node_key(n): n for n in nodes}
         self.bump("nodes")

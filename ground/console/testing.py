@@ -42,6 +42,7 @@ class FakeGround:
         self.node_ids = nodes
         self.fail = False
         self.rate_hz = rate_hz
+        self.health_reasons: list[str] = []  # what /api/health says is broken (empty: ok)
         self.t0 = time.time()
         self._ids = itertools.count(1)
         self.alarm_list: list[dict[str, Any]] = [
@@ -177,6 +178,11 @@ class FakeGround:
                         "hex": raw.hex(), "fields": {"battery_voltage": {"value": 3.95, "unit": "V", "limit": "ok"},
                                                      "battery_soc": {"value": 80.0 + i / 100, "unit": "%", "limit": "ok"}}})
         return out
+
+    async def health(self) -> dict[str, Any]:
+        self._check()
+        return {"ok": not self.health_reasons, "reasons": list(self.health_reasons), "time": time.time(),
+                "parts": {}}
 
     async def links(self) -> list[dict[str, Any]]:
         self._check()

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 
 class StatusBar(Static):
-    """One line at the top: connection state, base summary, current screen, UTC clock."""
+    """One line at the top: connection state, base summary, the ground's health when it is not ok,
+    current screen, UTC clock."""
 
     DEFAULT_CSS = """
     StatusBar { height: 1; background: $panel; color: $text; }
@@ -28,6 +29,7 @@ class StatusBar(Static):
     def __init__(self, title: str, **kw: Any) -> None:
         super().__init__("", **kw)
         self.title = title
+        self.text = ""  # the line last shown (tests read it)
 
     def show(self, model: BaseModel, node: str | None) -> None:
         """Redraw from the model (cheap; called on the screen's tick)."""
@@ -57,12 +59,16 @@ class StatusBar(Static):
             if states.get(s):
                 t.append(f"{states[s]} {s.lower()}", style=render.STATE_STYLES[s] if live else "")
                 t.append(" ")
+        problem = model.health_problem() if live else None
+        if problem:  # the ground itself is in trouble (ingest, archive, broker, queue, timers)
+            t.append(f" ✖ GROUND: {problem[:70]} ", style="bold white on red")
         n_al = model.unacked_count()
         if n_al:
             t.append(f" ▲{n_al} unacked ", style="bold white on red")
         elif model.alarms:
             t.append(f" {len(model.alarms)} alarms ", style="yellow")
         t.append("  " + time.strftime("%H:%M:%SZ", time.gmtime()), style="dim")
+        self.text = t.plain
         self.update(t)
 
 

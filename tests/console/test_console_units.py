@@ -12,7 +12,7 @@ from ground.console.app import ConsoleApp
 from ground.console.model import BaseModel
 from ground.console.screens import OverviewScreen, validate_arg
 from ground.console.testing import FakeGround
-from ground.console.widgets import LiveTable
+from ground.console.widgets import LiveTable, StatusBar
 
 
 def plain(r: object, width: int = 60) -> str:
@@ -83,6 +83,16 @@ def test_model_folds_the_ground_shapes() -> None:
     assert list(m.series[("n01", "HK", "cpu_temp")]) == [(1.0, 5.0), (2.0, 6.0)]
 
 
+def test_model_keeps_the_grounds_health() -> None:
+    m = BaseModel("x")
+    assert m.health_problem() is None  # not said yet: no alarm about it
+    m.set_health({"ok": True, "reasons": [], "parts": {}})
+    assert m.health_problem() is None
+    v = m.version("health")
+    m.set_health({"ok": False, "reasons": ["archive: 12 MB free on /data (< 512 MB)", "ticks: late"], "parts": {}})
+    assert m.health_problem() == "archive: 12 MB free on /data (< 512 MB) (+1 more)" and m.version("health") != v
+
+
 def test_argument_validation() -> None:
     period = {"name": "period_ms", "type": "u32", "min": 1, "max": 86400000}
     assert validate_arg(period, "500") == (500, None)
@@ -125,6 +135,19 @@ async def test_fake_ground_reconnecting_state() -> None:
         await wait_for(pilot, lambda: app.model.conn.state == "reconnecting", what="reconnecting")
         fake.fail = False
         await wait_for(pilot, lambda: app.model.conn.state == "live", what="live again")
+
+
+async def test_status_bar_shows_a_ground_that_is_not_ok() -> None:
+    fake = FakeGround()
+    app = ConsoleApp(fake, "fake", poll_s=0.3)
+    async with app.run_test(size=(120, 24)) as pilot:
+        await wait_for(pilot, lambda: app.model.conn.state == "live", what="live")
+        bar = app.screen.query_one(StatusBar)
+        assert "GROUND" not in bar.text
+        fake.health_reasons = ["ingest: failing for 12 s, nothing acknowledged (OSError: disk full)"]
+        await wait_for(pilot, lambda: "GROUND: ingest: failing" in bar.text, what="the health problem shown")
+        fake.health_reasons = []
+        await wait_for(pilot, lambda: "GROUND" not in bar.text, what="the problem gone")
 
 
 def test_cli_help_teaches(capsys) -> None:  # noqa: ANN001
