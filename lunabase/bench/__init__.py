@@ -1,7 +1,7 @@
 """`lunabase bench`: how fast the pieces are on this machine, next to naive baselines.
 
 Each sub-benchmark is a module here with ``register(bench_subparsers)`` that adds its own
-subcommand (``parse``, ``ingest``, ``sim``); a module that is not in this checkout is
+subcommand (``parse``, ``ingest``, ``sim``, ``console``); a module that is not in this checkout is
 skipped.  Top-level imports stay light: the work is imported inside each handler.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 
-SUBCOMMANDS = ("parse", "ingest", "sim")
+SUBCOMMANDS = ("parse", "ingest", "sim", "console")
 
 
 def register(subparsers) -> None:  # type: ignore[no-untyped-def]
     p = subparsers.add_parser(
         "bench",
-        help="benchmarks: parser, ingest, simulator",
+        help="benchmarks: parser, ingest, simulator, web console",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

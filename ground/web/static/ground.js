@@ -35,6 +35,7 @@ export class Ground {
     this.received = 0; // live messages
     this.delivered = {}; // parameter id -> live samples handed to Open MCT (tests, benchmark)
     this.history = {}; // parameter id -> the last history answer's summary (tests, benchmark)
+    this.trace = null; // [node, packet, ticks, receipt ms] per live packet when a benchmark asks
     this.ws = null;
     this._retry = 500;
     this._flushTimer = null;
@@ -175,7 +176,11 @@ export class Ground {
   }
 
   _param(msg) {
+    const now = this.trace ? performance.timeOrigin + performance.now() : 0;
     for (const [pname, p] of Object.entries(msg.packets || {})) {
+      if (this.trace && this.trace.length < 200000) {
+        this.trace.push([msg.node, pname, p.ticks, now]); // lunabase bench console: receipt times
+      }
       const stamp = p.ticks !== undefined && p.ticks !== null ? ticksToMs(p.ticks) : p.t * 1000;
       for (const [field, value] of Object.entries(p.values || {})) {
         const id = `${msg.node}.${pname}.${field}`;
