@@ -9,12 +9,15 @@ Rules (see docs/ground-data.md):
     (its last will included) and read only ``lunabase/S/N/cmd``;
   * the ground account reads ``lunabase/#`` and writes ``lunabase/+/+/cmd``;
   * no anonymous access; ``max_queued_messages 0`` (mosquitto's default of 1000 silently
-    drops QoS 1 messages for a subscriber that falls behind).
+    drops QoS 1 messages for a subscriber that falls behind);
+  * ``max_packet_size`` (``MAX_PACKET_SIZE``, 257 KiB): nothing bigger than the ingest
+    accepts gets through the broker.
 """
 
 from __future__ import annotations
 
 from ground.broker._config import (
+    MAX_PACKET_SIZE,
     BrokerFiles,
     TlsFiles,
     acl_text,
@@ -28,6 +31,7 @@ from ground.broker._config import (
 )
 
 __all__ = [
+    "MAX_PACKET_SIZE",
     "BrokerFiles",
     "TlsFiles",
     "acl_text",

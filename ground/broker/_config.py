@@ -104,12 +104,17 @@ def acl_text(inv: Inventory) -> str:
     return "\n".join(out) + "\n"
 
 
+#: mosquitto's max_packet_size in the generated config: 256 KiB of payload + topic and headers
+MAX_PACKET_SIZE = 256 * 1024 + 1024
+
+
 def security_config(password_file: Path, acl_file: Path) -> str:
     """Lines to append to a mosquitto config (e.g. lunabase.mosquitto.Mosquitto extra_config).
 
     ``use_username_as_clientid``: the client id is the account name, whatever the client
     asks for, so one account's credentials cannot take over (and disconnect) another
-    client's session — a node can only ever be itself.
+    client's session — a node can only ever be itself.  ``max_packet_size``: no message
+    larger than the ingest would accept reaches the broker's queues or the ground.
     """
     return "\n".join([
         "allow_anonymous false",
@@ -117,6 +122,9 @@ def security_config(password_file: Path, acl_file: Path) -> str:
         f"password_file {password_file}",
         f"acl_file {acl_file}",
         "max_queued_messages 0",
+        # no MQTT packet over the ingest's TM cap (256 KiB) plus headers: a node cannot make
+        # the broker and the ground hold megabytes per message (the sender is disconnected)
+        f"max_packet_size {MAX_PACKET_SIZE}",
     ]) + "\n"
 
 

@@ -267,3 +267,31 @@ def test_generated_secrets_are_private_on_every_save(tmp_path) -> None:  # noqa:
     assert users[:3] == ["ground", "ground-cmd", "ground-2"] and "n01" in users and "ground-sim" in users
     inv.save(tmp_path / "inv.toml")
     assert Inventory.load(tmp_path / "inv.toml").ground_account("cmd") == inv.ground_account("cmd")
+
+
+async def test_broker_refuses_oversized_packets(tmp_path) -> None:
+    """A node with its own password cannot push a 1 MB status through the generated config."""
+    from ground.broker import MAX_PACKET_SIZE
+
+    inv = Inventory.generate("moon", ["n01"])
+    pw = write_password_file(inv, tmp_path / "passwd")
+    acl = tmp_path / "acl"
+    acl.write_text(acl_text(inv))
+    n1 = inv.node("n01")
+    got: list = []
+    with Mosquitto(extra_config=security_config(pw, acl), allow_anonymous=False) as b:
+        async with _client(b, inv.ground_user, inv.ground_password, inv.ground_user, v5=True) as g:
+            await g.subscribe("lunabase/#", qos=1)
+            async def offend() -> None:
+                async with _client(b, "n01", n1.password, "n01") as c1:
+                    await c1.publish(topics.topic("moon", "n01", "status"), b"{" + b" " * 1_000_000 + b"}", qos=1)
+                    await asyncio.sleep(0.3)
+
+            try:
+                await asyncio.wait_for(offend(), 2.0)
+            except (aiomqtt.MqttError, TimeoutError):
+                pass  # the broker closes the offender's connection
+            async with _client(b, "n01", n1.password, "n01") as c1:
+                await c1.publish(topics.topic("moon", "n01", "tm"), b"x" * (MAX_PACKET_SIZE - 2048), qos=1)
+            await _collect(g, got, 1.5)
+    assert [len(p) for _t, p in got] == [MAX_PACKET_SIZE - 2048]
