@@ -137,12 +137,15 @@ def run_broker_config(a: argparse.Namespace) -> int:
 
     inv = Inventory.load(a.inventory)
     files = write_broker_config(inv, a.out, port=a.port, bind=a.bind, tls_port=a.tls_port,
-                                use_mosquitto_passwd=False if a.python_hash else None, user=a.user)
+                                use_mosquitto_passwd=False if a.python_hash else None, user=a.user,
+                                plaintext=a.plaintext, tls_hosts=a.tls_host, renew_server_cert=a.renew_server_cert)
     print(f"site {inv.site}: {len(inv.nodes)} node accounts + ground account {inv.ground_user!r} and "
           f"{len(inv.ground_clients)} ground client accounts ({inv.ground_user}-{{{','.join(inv.ground_clients)}}})")
     print(f"  {files.config}\n  {files.password_file} (mode 0600)\n  {files.acl_file} (mode 0600)")
     if files.tls:
-        print(f"  TLS on port {a.tls_port}: CA {files.tls.cafile} (give it to clients), cert {files.tls.certfile}")
+        print(f"  TLS on port {a.tls_port}{'' if a.plaintext else ' (plaintext listener closed)'}: "
+              f"CA {files.tls.cafile} (give it to clients: --ca), server certificate {files.tls.certfile}, "
+              f"keys {files.tls.keyfile} and {files.tls.cafile.with_suffix('.key')} (mode 0600; keep ca.key offline)")
     print(f"run: mosquitto -c {files.config}")
     if not a.user:
         print("  (started as root, mosquitto switches to user 'mosquitto': chown the directory to it, or use --user)")
@@ -257,7 +260,14 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="directory for mosquitto.conf, passwd, acl (and tls/)")
     p.add_argument("--port", type=int, default=1883, help="plain MQTT listener port (default 1883)")
     p.add_argument("--bind", default="127.0.0.1", help="listen address (0.0.0.0 for every interface)")
-    p.add_argument("--tls-port", type=int, help="also a TLS listener (self-signed certificates generated)")
+    p.add_argument("--tls-port", type=int, help="a TLS listener on this port (site CA and server certificate made "
+                   "in OUT/tls with the openssl CLI, kept on later runs); the plaintext listener is then closed")
+    p.add_argument("--tls-host", action="append", default=[], metavar="NAME",
+                   help="a name or IP address nodes and the ground use to reach the broker (repeatable; "
+                        "localhost and 127.0.0.1 are always in the certificate)")
+    p.add_argument("--plaintext", action="store_true", help="keep the plaintext listener (--port) next to TLS")
+    p.add_argument("--renew-server-cert", action="store_true",
+                   help="issue a new server certificate (same CA: flashed nodes keep working)")
     p.add_argument("--user", help="account mosquitto runs as when started as root (must own the files)")
     p.add_argument("--python-hash", action="store_true", help="hash passwords in Python, not with mosquitto_passwd")
     p.set_defaults(func=run_broker_config)

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 class MosquittoError(RuntimeError):
@@ -63,7 +64,9 @@ class Mosquitto:
         persistence: bool = True,
         workdir: str | Path | None = None,
         allow_anonymous: bool = True,
+        tls: Any = None,
     ) -> None:
+        """``tls``: a ground.broker.TlsFiles; the listener is then TLS only (no plaintext port)."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="lunabase-mosq-")
@@ -71,8 +74,11 @@ class Mosquitto:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.dir / "mosquitto.conf"
         self.log_path = self.dir / "mosquitto.log"
+        self.tls = tls
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *([f"cafile {tls.cafile}", f"certfile {tls.certfile}", f"keyfile {tls.keyfile}", "tls_version tlsv1.2"]
+              if tls is not None else []),
             f"allow_anonymous {'true' if allow_anonymous else 'false'}",
             "max_queued_messages 0",
             "max_inflight_messages 0",
@@ -95,7 +101,7 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
         if self.proc and self.proc.poll() is None:
@@ -117,7 +123,7 @@ class Mosquitto:
             except OSError:
                 if time.monotonic() > deadline:
                     self.kill()
-                    raise MosquittoError(f"mosquitto did not listen on {self.port} within {timeout}s\n{self.log()}")
+                    raise MosquittoError(f"mosquitto did not listen on {self.port} within {timeout}s\n{self.log()}") from None
                 time.sleep(0.02)
 
     def stop(self) -> None:

@@ -112,7 +112,7 @@ async def _tell_ground(raw, e):
     node = raw["node"]
     b = raw["broker"]
     c = Client(node, 60, b.get("user", ""), b.get("password", ""), "", "", 256, None, None)
-    await c.connect(b["host"], b.get("port", 1883), False, 10000, True)
+    await c.connect(b["host"], b.get("port", 1883), None, 10000, True)
     pb = ccsds.PacketBuffer(defs.APID_EVENT, defs.EVENT_LEN)
     struct.pack_into(defs.EVENT_FMT, pb.buf, ccsds.HEADER_LEN, defs.EVENT_CONFIG_ERROR, defs.SEVERITY_ERROR, 0, 0, 0,
                      getattr(e, "field", "config").encode()[:24])

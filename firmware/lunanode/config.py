@@ -20,7 +20,9 @@ _DEFAULTS = {
         "port": 1883,
         "user": "",
         "password": "",
-        "tls": False,
+        "tls": False,  # mqtts: the broker's certificate is verified against "ca"
+        "ca": "ca.der",  # the CA certificate (DER) on the node's filesystem (lunabase flash --ca)
+        "tls_host": "",  # name the broker's certificate must carry ("": host)
         "keepalive": 30,  # s
         "window": 4,  # QoS 1 messages in flight
         "max_msg": 1024,  # bytes of packets per MQTT message (container)
@@ -184,6 +186,13 @@ def validate(raw):
     if link == "mqtt":
         if not b["host"]:
             raise ConfigError("broker.host", "missing (required)")
+        if b["tls"]:
+            try:
+                with open(b["ca"], "rb") as f:
+                    f.read(1)
+            except OSError:
+                # never fall back to an unverified connection
+                raise ConfigError("broker.ca", "tls needs the broker's CA certificate (DER) at %s: lunabase flash --ca" % b["ca"])
         if board != "sim" and not cfg["wifi"]["ssid"]:
             raise ConfigError("wifi.ssid", "missing: board %s needs WiFi" % board)
     else:

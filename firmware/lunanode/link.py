@@ -35,6 +35,10 @@ class Link:
         self.t_cmd = topics.topic(site, node, topics.CMD).encode()
         self.client = mqtt.Client(node, b["keepalive"], b["user"], b["password"], self.t_status, "", b["rx_max"],
                                   self._on_puback, self._on_message)
+        self.ca = None  # the broker's CA (DER), read once: mqtts verifies against it
+        if b["tls"]:
+            with open(b["ca"], "rb") as f:
+                self.ca = f.read()
         w = b["window"]
         self.w = w
         self.kind = [0] * w
@@ -174,7 +178,7 @@ class Link:
                 c = self.client
                 c.keepalive = a.cfg["power"]["night_keepalive"] if a.power.low_battery() else b["keepalive"]
                 c.will_msg = self.status_json("offline").encode()
-                sp = await c.connect(b["host"], b["port"], b["tls"], b["connect_timeout_ms"])
+                sp = await c.connect(b["host"], b["port"], self.ca, b["connect_timeout_ms"], False, b["tls_host"])
                 self.connects += 1
                 if self.connects > 1:
                     self.reconnects += 1

@@ -170,15 +170,22 @@ class Client:
         self.oversize_pid = 0
         self._ssl = None
 
-    async def connect(self, host, port, tls=False, timeout_ms=10000, clean=False):
-        # -> session_present; raises OSError / MQTTError (caller backs off)
+    async def connect(self, host, port, ca=None, timeout_ms=10000, clean=False, tls_host=None):
+        # -> session_present; raises OSError / MQTTError / ValueError (a certificate the CA
+        # did not sign or not for tls_host; caller backs off).  ca: the CA certificate (DER)
+        # for mqtts, verified (CERT_REQUIRED); None = plain MQTT
         self.close()
-        if tls:
-            import ssl  # pyright: ignore[reportMissingImports]  # absent on the unix port
+        if ca is not None:
+            ctx = self._ssl
+            if ctx is None:  # one context for every reconnect
+                import ssl  # pyright: ignore[reportMissingImports]
 
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_NONE  # broker cert pinning: docs/firmware.md
-            self.r, self.w = await asyncio.wait_for_ms(asyncio.open_connection(host, port, ssl=ctx), timeout_ms)
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(cadata=ca)
+                self._ssl = ctx
+            self.r, self.w = await asyncio.wait_for_ms(
+                asyncio.open_connection(host, port, ssl=ctx, server_hostname=tls_host or host), timeout_ms)
         else:
             self.r, self.w = await asyncio.wait_for_ms(asyncio.open_connection(host, port), timeout_ms)
         buf = bytearray(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,37 +137,116 @@ def tls_listener(port: int, tls: TlsFiles, bind: str = "127.0.0.1") -> str:
         f"certfile {tls.certfile}",
         f"keyfile {tls.keyfile}",
         "tls_version tlsv1.2",
+        "require_certificate false",  # clients authenticate with their account's password
     ]) + "\n"
 
 
-def make_self_signed(out_dir: str | Path, hostname: str = "localhost", days: int = 825) -> TlsFiles:
-    """A throw-away CA and a server certificate for ``hostname`` and 127.0.0.1 (needs openssl)."""
+# Certificates are valid from 2000-01-01 (the wire epoch): a board whose clock was never set
+# (no RTC battery, no NTP on the Moon) still accepts them; the ground's TIME_SYNC needs the
+# link first.  EC P-256 keys: the smallest handshake for a node's mbedtls.
+VALID_FROM = "20000101000000Z"
+_CA_CNF = """[ca]
+default_ca = lb
+[lb]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = pol
+unique_subject = no
+copy_extensions = none
+[pol]
+commonName = supplied
+[v3_ca]
+basicConstraints = critical,CA:TRUE,pathlen:0
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = {san}
+"""
+
+
+def _san(hosts: list[str]) -> str:
+    import ipaddress
+
+    out = []
+    for h in hosts:
+        try:
+            ipaddress.ip_address(h)
+            out.append(f"IP:{h}")
+        except ValueError:
+            out.append(f"DNS:{h}")
+    return ",".join(out)
+
+
+def make_self_signed(out_dir: str | Path, hostname: str = "localhost", days: int = 3650,
+                     hosts: list[str] | None = None, renew: bool = False, ca_days: int = 36500) -> TlsFiles:
+    """The site's CA and the broker's server certificate in out_dir (openssl CLI, EC P-256).
+
+    An existing CA (``ca.crt`` + ``ca.key``) is kept, so nodes flashed with it keep working;
+    the server certificate is issued when missing or with ``renew`` (for ``hostname``,
+    ``hosts``, localhost and 127.0.0.1).  Both are valid from 2000-01-01; the server
+    certificate for ``days``, the CA for ``ca_days``.  Key files are 0600 on every call.
+    """
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     openssl = shutil.which("openssl")
     if not openssl:
         raise FileNotFoundError("openssl is not installed (Debian: apt-get install openssl)")
+    names = list(dict.fromkeys([hostname, *(hosts or []), "localhost", "127.0.0.1"]))
 
     def run(*args: str) -> None:
-        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
+        r = subprocess.run([openssl, *args], capture_output=True, cwd=d, text=True)
+        if r.returncode:
+            raise RuntimeError(f"openssl {args[0]} failed: {r.stderr.strip()}")
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", str(days),
-        "-subj", "/CN=lunabase test CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", f"/CN={hostname}")
-    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{hostname},IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.crt", "-days", str(days), "-extfile", "ext.cnf")
+    def fresh_db() -> None:
+        write_private(d / "index.txt", "")
+        (d / "serial").write_text(secrets.token_hex(8) + "\n")
+        (d / "ca.cnf").write_text(_CA_CNF.format(san=_san(names)))
+
+    def newkey(name: str) -> None:
+        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name)
+        os.chmod(d / name, 0o600)
+
+    if not ((d / "ca.crt").exists() and (d / "ca.key").exists()):
+        fresh_db()
+        newkey("ca.key")
+        run("req", "-new", "-key", "ca.key", "-out", "ca.csr", "-subj", "/CN=lunabase site CA")
+        run("ca", "-batch", "-config", "ca.cnf", "-selfsign", "-keyfile", "ca.key", "-in", "ca.csr", "-out", "ca.crt",
+            "-startdate", VALID_FROM, "-days", str(ca_days), "-extensions", "v3_ca", "-notext")
+        renew = True
+    if renew or not ((d / "server.crt").exists() and (d / "server.key").exists()):
+        fresh_db()
+        newkey("server.key")
+        run("req", "-new", "-key", "server.key", "-out", "server.csr", "-subj", f"/CN={hostname}")
+        enddate = time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + days * 86400))
+        run("ca", "-batch", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key", "-in", "server.csr",
+            "-out", "server.crt", "-startdate", VALID_FROM, "-enddate", enddate, "-extensions", "server", "-notext")
     for k in ("ca.key", "server.key"):
-        os.chmod(d / k, 0o600)
+        os.chmod(d / k, 0o600)  # also when kept from an earlier run
+    # openssl ca's bookkeeping (database, serial, a copy of each certificate by serial)
+    for junk in [*d.glob("index.txt*"), *d.glob("serial*"), *d.glob("*.csr"), d / "ca.cnf"]:
+        junk.unlink(missing_ok=True)
+    for pem in d.glob("*.pem"):
+        if re.fullmatch(r"[0-9A-F]+\.pem", pem.name):
+            pem.unlink()
     return TlsFiles(d / "ca.crt", d / "server.crt", d / "server.key")
 
 
 def write_broker_config(inv: Inventory, out_dir: str | Path, port: int = 1883, bind: str = "127.0.0.1",
                         tls_port: int | None = None, tls: TlsFiles | None = None,
-                        use_mosquitto_passwd: bool | None = None, user: str | None = None) -> BrokerFiles:
-    """Write mosquitto.conf, passwd and acl into out_dir; with tls_port, a TLS listener too
-    (self-signed certificates are generated into out_dir/tls when ``tls`` is not given).
+                        use_mosquitto_passwd: bool | None = None, user: str | None = None,
+                        plaintext: bool = False, tls_hosts: list[str] | None = None,
+                        renew_server_cert: bool = False) -> BrokerFiles:
+    """Write mosquitto.conf, passwd and acl into out_dir; with tls_port, a TLS listener
+    (the site CA and a server certificate are made in out_dir/tls when ``tls`` is not
+    given, see make_self_signed) and no plaintext listener unless ``plaintext``.
 
     ``user``: the account mosquitto switches to when started as root (its ``user``
     option); it must be able to read passwd/acl (mode 0600) and write data/.
@@ -175,7 +256,8 @@ def write_broker_config(inv: Inventory, out_dir: str | Path, port: int = 1883, b
     pw = write_password_file(inv, d / "passwd", use_mosquitto_passwd)
     acl = write_private(d / "acl", acl_text(inv))
     if tls_port and tls is None:
-        tls = make_self_signed(d / "tls")
+        hosts = [h for h in (tls_hosts or []) if h]
+        tls = make_self_signed(d / "tls", hosts[0] if hosts else "localhost", hosts=hosts, renew=renew_server_cert)
     lines = [
         f"# mosquitto configuration for lunabase site {inv.site} (generated by `lunabase broker-config`)",
         "per_listener_settings false",
@@ -190,7 +272,7 @@ def write_broker_config(inv: Inventory, out_dir: str | Path, port: int = 1883, b
         "log_type error",
         "log_type warning",
         "log_type notice",
-        f"listener {port} {bind}",
+        *([] if tls_port and not plaintext else [f"listener {port} {bind}"]),
     ]
     (d / "data").mkdir(exist_ok=True)
     conf = "\n".join(lines) + "\n"
