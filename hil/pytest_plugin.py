@@ -171,7 +171,7 @@ def board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Board]:
 @pytest.fixture
 def ground(request: pytest.FixtureRequest) -> Iterator[HilGround]:
     """A private mosquitto and the test ground subscribed to it."""
-    from lunabase.mosquitto import Mosquitto
+    from sim.mosquitto import Mosquitto
 
     host = "0.0.0.0" if request.config.getoption("--hil-host") else "127.0.0.1"
     with Mosquitto() as m:

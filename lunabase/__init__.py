@@ -1,8 +1,7 @@
 """lunabase: telemetry stack for lunar surface stations (the `lunabase` command lives in cli.py)."""
 
-from pathlib import Path
+from sim import ROOT
 
 __version__ = "0.1.0"
 
-#: the source checkout (firmware/, scenarios and docs are read from here)
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "__version__"]  # ROOT: the source checkout (defined in sim/, which runs the firmware)

@@ -83,7 +83,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """The error roots a wrong path, URL, inventory or board raises (ground/errors.py, hil/rawrepl.py)."""
     from ground.errors import GroundError
     from hil.rawrepl import BoardError
-    from lunabase.mosquitto import MosquittoError
+    from sim.mosquitto import MosquittoError
     from wire.dictionary import DictionaryError
     from wire.inventory import InventoryError
 

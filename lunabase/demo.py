@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _with_console(args: argparse.Namespace, work: Path) -> int:
-    from lunabase.mosquitto import free_port
+    from sim.mosquitto import free_port
 
     port = args.api_port or free_port()
     ready = work / "ready"
@@ -137,7 +137,7 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
     """Broker + ground + simulated base until the duration ends or SIGINT/SIGTERM."""
     from ground.broker import acl_text, security_config, write_password_file
     from ground.service import GroundService
-    from lunabase.mosquitto import Mosquitto, free_port
+    from sim.mosquitto import Mosquitto, free_port
     from sim.runner import Scenario, SimBase, format_report
     from wire.inventory import Inventory
 

@@ -12,7 +12,7 @@
   journal was full), from its latest HK packet.
 - *missing*: produced − delivered.
 - *lost*: missing − dropped (never below 0): gone without the node knowing (e.g. a
-  payload corrupted on the link and rejected by the parser).
+  payload corrupted on the link and rejected by the decoder).
 - *dropped_delivered*: dropped − missing (never below 0).  The node counts every
   unacknowledged packet of a journal segment it discards; a packet whose MQTT message
   reached the broker but whose PUBACK was lost when the link was cut is counted as
@@ -24,21 +24,88 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from wire import topics
+from wire import ccsds, topics
+from wire.ccsds import SEQ_MOD
+from wire.defs import APID_EVENT, APID_HK, APID_SEISMIC
+from wire.dictionary import Dictionary, PacketDef, load
 
 log = logging.getLogger("sim.accounting")
 
-SEQ_MOD = 16384
-HK_APID = 1
-EVENT_APID = 6
-SEISMIC_APID = 5
 MODES = ("DAY", "NIGHT", "EMERGENCY", "SAFE")
 EVENT_NAMES: dict[int, str] = {}
+
+
+@dataclass
+class Decoded:
+    """One packet the oracle accepted: header facts and its numeric fields (engineering units)."""
+
+    apid: int
+    seq: int
+    ticks: int
+    values: dict[str, float]
+    peak: float = 0.0  # largest |sample| of a sample block, in its unit
+
+
+def decode(payload: bytes, dictionary: Dictionary) -> tuple[list[Decoded], list[tuple[int, int]]]:
+    """Decode one MQTT payload with the wire contract alone: (packets, rejected byte ranges).
+
+    Deliberately not the ground's parser, so the simulator's delivery figures are an
+    independent oracle for it: a packet counts when its header is a TM packet of a known
+    APID with the dictionary's length and its CRC holds; anything else is skipped a byte
+    at a time until a packet starts, and the skipped bytes form one rejected range.
+    """
+    packets: list[Decoded] = []
+    rejected: list[tuple[int, int]] = []
+    n, p, bad = len(payload), 0, -1
+    while p < n:
+        pdef = _packet_at(payload, p, dictionary)
+        if pdef is None:
+            if bad < 0:
+                bad = p
+            p += 1
+            continue
+        if bad >= 0:
+            rejected.append((bad, p))
+            bad = -1
+        packets.append(_decode_one(payload, p, pdef))
+        p += pdef.length
+    if bad >= 0:
+        rejected.append((bad, n))
+    return packets, rejected
+
+
+def _packet_at(buf: bytes, p: int, dictionary: Dictionary) -> PacketDef | None:
+    if len(buf) - p < ccsds.HEADER_LEN + ccsds.CRC_LEN:
+        return None
+    ptype, apid, _seq, total, _c, _f = ccsds.peek(buf, p)
+    if buf[p] >> 5 != ccsds.VERSION or ptype != ccsds.TYPE_TM or not (buf[p] >> 3) & 1:
+        return None
+    if not dictionary.has_apid(apid):
+        return None
+    pdef = dictionary.packet(apid)
+    if total != pdef.length or p + total > len(buf) or not ccsds.check(buf, p, total):
+        return None
+    return pdef
+
+
+def _decode_one(buf: bytes, p: int, pdef: PacketDef) -> Decoded:
+    _t, apid, seq, _n, coarse, fine = ccsds.peek(buf, p)
+    values: dict[str, float] = {}
+    for f in pdef.numeric_fields:
+        (raw,) = struct.unpack_from(">" + f.struct_code, buf, p + f.offset)
+        values[f.name] = f.to_eng(raw)
+    peak = 0.0
+    s = pdef.samples
+    if s is not None and s.count:
+        raw_samples = struct.unpack_from(f">{s.count * len(s.axes)}{s.struct_code}", buf, p + s.offset)
+        peak = max(abs(x) for x in raw_samples) * s.scale
+    return Decoded(apid, seq, (coarse << 16) | fine, values, peak)
 
 
 @dataclass
@@ -162,12 +229,8 @@ class Accounting:
         self.lock = threading.Lock()
         self.connected = threading.Event()
         self._client: Any = None
-        from ground.parse import Parser
-
-        self.parser = Parser()
-        from wire.dictionary import load
-
-        EVENT_NAMES.update(load().enums.get("event", {}))
+        self.dictionary = load()
+        EVENT_NAMES.update(self.dictionary.enums.get("event", {}))
 
     def node(self, node: str) -> NodeCount:
         with self.lock:
@@ -230,45 +293,35 @@ class Accounting:
             return
         if kind != topics.TM:
             return
-        res = self.parser.parse(payload)
+        packets, rejected = decode(payload, self.dictionary)
         with self.lock:
             nc.messages += 1
             nc.last_rx = time.monotonic()
-            for r in res.rejected:
-                nc.rejected_bytes += r.end - r.start
-                nc.rejected[r.reason] = nc.rejected.get(r.reason, 0) + 1
-            apids, seqs, ticks_l = res.apid.tolist(), res.seq.tolist(), res.ticks.tolist()
-            fresh = []
-            for a, s, tk in zip(apids, seqs, ticks_l, strict=True):
-                ac = nc.apids.get(a)
+            for a, b in rejected:
+                nc.rejected_bytes += b - a
+                nc.rejected["undecodable"] = nc.rejected.get("undecodable", 0) + 1
+            for pk in packets:
+                ac = nc.apids.get(pk.apid)
                 if ac is None:
-                    ac = nc.apids[a] = ApidCount()
+                    ac = nc.apids[pk.apid] = ApidCount()
                 dups = ac.duplicates
-                ac.add(s, tk)
-                fresh.append(ac.duplicates == dups)
-            ev = res.tables.get(EVENT_APID)
-            if ev is not None and len(ev):
-                for row, code in zip(ev.rows.tolist(), ev.column("code").tolist(), strict=True):
-                    if not fresh[row]:
-                        continue
-                    name = EVENT_NAMES.get(int(code), str(int(code)))
+                ac.add(pk.seq, pk.ticks)
+                fresh = ac.duplicates == dups
+                if pk.apid == APID_EVENT and fresh:
+                    code = int(pk.values["code"])
+                    name = EVENT_NAMES.get(code, str(code))
                     nc.events[name] = nc.events.get(name, 0) + 1
-            seis = res.tables.get(SEISMIC_APID)
-            if seis is not None and len(seis) and seis.raw_samples is not None and seis.raw_samples.size:
-                peak = float(abs(seis.raw_samples.astype("int32")).max()) * seis.sample_scale
-                nc.seismic_peak = max(nc.seismic_peak, peak)
-            hk = res.tables.get(HK_APID)
-            if hk is not None and len(hk):
-                ticks = res.ticks.tolist()
-                for i, row in enumerate(hk.rows.tolist()):
-                    vals = dict(zip(hk.columns, hk.values[i].tolist(), strict=True))
+                elif pk.apid == APID_SEISMIC:
+                    nc.seismic_peak = max(nc.seismic_peak, pk.peak)
+                elif pk.apid == APID_HK:
+                    vals = pk.values
                     m = vals.get("mode")
                     if m is not None and 0 <= int(m) < 4:
                         name = MODES[int(m)]
                         if not nc.hk_modes or nc.hk_modes[-1] != name:
                             nc.hk_modes.append(name)
-                    if ticks[row] >= nc.hk_ticks or vals.get("boot_count", 0) > nc.hk.get("boot_count", 0):
-                        nc.hk_ticks = ticks[row]
+                    if pk.ticks >= nc.hk_ticks or vals.get("boot_count", 0) > nc.hk.get("boot_count", 0):
+                        nc.hk_ticks = pk.ticks
                         nc.hk = vals
 
     def report(self) -> dict[str, dict[str, Any]]:

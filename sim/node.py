@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lunabase import ROOT
+from sim import ROOT
 
 EXIT_RESET = 75
 FIRMWARE = ROOT / "firmware"

@@ -284,7 +284,7 @@ class SimBase:
         self.inventory_path = Path(inventory_path) if inventory_path else None
         self.progress = progress
         self.broker_user, self.broker_password = broker_user, broker_password
-        self.broker: Any = None  # lunabase.mosquitto.Mosquitto when private
+        self.broker: Any = None  # sim.mosquitto.Mosquitto when private
         self.broker_host, self.broker_port = "127.0.0.1", 0
         self.bus = SensorBus(on_report=self._on_report)
         self.env = scenario.environment()
@@ -350,7 +350,7 @@ class SimBase:
         if self.broker_url:
             self.broker_host, self.broker_port = parse_broker_url(self.broker_url)
         else:
-            from lunabase.mosquitto import Mosquitto
+            from sim.mosquitto import Mosquitto
 
             self.broker = Mosquitto(workdir=self.dir / "broker")
             await asyncio.to_thread(self.broker.start)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lunabase import ROOT
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 
 ARTIFACTS = ROOT / "artifacts"
 

@@ -1,6 +1,6 @@
 import socket
 
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 
 
 def test_private_broker_starts_restarts_and_stops() -> None:

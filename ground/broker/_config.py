@@ -111,7 +111,7 @@ MAX_PACKET_SIZE = 256 * 1024 + 1024
 
 
 def security_config(password_file: Path, acl_file: Path) -> str:
-    """Lines to append to a mosquitto config (e.g. lunabase.mosquitto.Mosquitto extra_config).
+    """Lines to append to a mosquitto config (e.g. sim.mosquitto.Mosquitto extra_config).
 
     ``use_username_as_clientid``: the client id is the account name, whatever the client
     asks for, so one account's credentials cannot take over (and disconnect) another

@@ -126,7 +126,7 @@ def _pct(xs: list[float], q: float) -> float:
 async def _measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from ground.service import GroundService
     from ground.web import openmct_dist
-    from lunabase.mosquitto import Mosquitto
+    from sim.mosquitto import Mosquitto
     from wire.inventory import Inventory
 
     if openmct_dist() is None:

@@ -397,7 +397,7 @@ def run(quick: bool = False, per_message: int = PER_MESSAGE, rate: float = 5000.
         progress: Any = None) -> dict[str, Any]:
     """The whole benchmark; returns the JSON-able result."""
     import ground.parse as gp
-    from lunabase.mosquitto import Mosquitto
+    from sim.mosquitto import Mosquitto
 
     say = progress or (lambda s: None)
     cpus = sorted(os.sched_getaffinity(0))

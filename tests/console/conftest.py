@@ -28,7 +28,7 @@ import pytest
 from ground.service import GroundService
 from ground.testing import FakeNode, make_packet
 from lunabase import ROOT
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 from wire.ccsds import EPOCH_UNIX as EPOCH_2000
 from wire.inventory import Inventory
 

@@ -10,7 +10,7 @@ import threading
 import time
 
 from firmware_helpers import node_config, wait_for
-from lunabase.mosquitto import free_port
+from sim.mosquitto import free_port
 
 
 def read_packet(conn: socket.socket) -> tuple[int, bytes]:

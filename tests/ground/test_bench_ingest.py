@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from lunabase.bench import ingest as bench
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 
 
 def test_raw_publisher_frames_and_packet_ids_wrap():

@@ -17,7 +17,7 @@ from ground.broker import (
     tls_listener,
     write_password_file,
 )
-from lunabase.mosquitto import Mosquitto, free_port
+from sim.mosquitto import Mosquitto, free_port
 from wire import topics
 from wire.inventory import Inventory
 

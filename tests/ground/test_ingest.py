@@ -14,7 +14,7 @@ import pytest
 from ground.archive import open_archive, unix_to_ticks
 from ground.ingest import IngestWorker, Pipeline
 from ground.ingest.testing import hk, packet
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 from wire import topics
 
 T0 = 1_780_000_000.0

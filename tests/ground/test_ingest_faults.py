@@ -19,7 +19,7 @@ from ground.archive import open_archive, unix_to_ticks
 from ground.ingest import IngestWorker
 from ground.ingest.testing import hk, packet
 from lunabase import ROOT
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 from wire import ccsds, topics
 
 T0 = 1_780_000_000.0

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ground.archive import open_archive, unix_to_ticks
 from ground.ingest import INTERNAL, QUARANTINE_REASONS, IngestWorker, Pipeline, check_status
 from ground.ingest.testing import hk
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 from wire import topics
 
 T0 = 1_780_000_000.0

@@ -16,7 +16,7 @@ from ground.export import export_packet, export_parameters
 from ground.ingest import IngestWorker, Pipeline
 from ground.ingest.testing import hk, packet
 from ground.replay import Replayer
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 
 T0 = 1_780_000_000.0
 

@@ -144,7 +144,7 @@ async def test_lost_on_last_will_and_garbage_counted(broker, inv, tmp_path):
 def test_cli_ground_and_command(broker, inv, tmp_path):
     """`lunabase ground` as a process, `lunabase command --wait` against it, a fake node answering."""
     inv_path = inv.save(tmp_path / "base.toml")
-    from lunabase.mosquitto import free_port
+    from sim.mosquitto import free_port
 
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")

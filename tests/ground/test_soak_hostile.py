@@ -22,7 +22,7 @@ from ground.client import GroundClient
 from ground.ingest import QUARANTINE_REASONS
 from ground.ingest.testing import hk
 from ground.service import GroundService
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 from wire.inventory import Inventory
 
 NODES = ["n01", "n02", "n03"]

@@ -15,7 +15,7 @@ from hil.board import Board
 from hil.flash import Broker, FlashError, flash, node_config
 from hil.rawrepl import RawReplError
 from hil.virtual_board import VirtualBoard
-from lunabase.mosquitto import free_port
+from sim.mosquitto import free_port
 from wire.inventory import Inventory
 
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))

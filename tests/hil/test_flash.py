@@ -13,7 +13,7 @@ from hil.board import Board
 from hil.flash import Broker, flash, node_config, tc_floor
 from hil.ground import HilGround
 from hil.virtual_board import VirtualBoard
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 from wire.inventory import Inventory
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 
 from ground.parse import PyParser
 from hil.gateway import Gateway, frame_packets
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 from wire import ccsds, cobs, topics
 from wire.dictionary import load
 
