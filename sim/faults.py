@@ -139,18 +139,24 @@ class Faults:
         if duration_s and mode != "ok":
             self._later(duration_s, self.base.bus.set_fault, node, field_name, None)
 
+    def _link(self, node: str) -> Any:
+        link = self.base.links.get(node)
+        if link is None:
+            raise ValueError(f"{node}: no link emulator (link.direct = true, or no such node): no link faults")
+        return link
+
     def link_cut(self, node: str, duration_s: float = 0.0) -> None:
-        self.base.links[node].cut()
+        self._link(node).cut()
         self._note(f"{node}: link cut" + (f" for {duration_s:g} s" if duration_s else ""))
         if duration_s:
             self._later(duration_s, self.link_restore, node)
 
     def link_restore(self, node: str) -> None:
-        self.base.links[node].restore()
+        self._link(node).restore()
         self._note(f"{node}: link restored")
 
     def corrupt(self, node: str, count: int = 1, raw: bool = False) -> None:
-        link = self.base.links[node]
+        link = self._link(node)
         (link.corrupt_raw if raw else link.corrupt)(count)
         self._note(f"{node}: corrupt {count} {'chunk(s)' if raw else 'PUBLISH payload(s)'}")
 

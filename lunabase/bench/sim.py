@@ -3,7 +3,8 @@ heap) this machine runs with 1 Hz housekeeping plus a 100 Hz seismometer each (o
 packet per second), with delivery ≥ 99.9 %.
 
 Ramp: for each step (default 25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800 nodes) start a fresh simulated
-base (private mosquitto, sensor bus, a zero-delay link proxy per node, the nodes), wait
+base (private mosquitto, sensor bus, the nodes connected to the broker directly: ``link.direct``, no
+link emulator), wait
 until every node has delivered telemetry, measure for ``--seconds`` (default 20), then
 let the backlog drain for a few seconds.  A step passes when
 
@@ -123,7 +124,7 @@ async def _step_in(n: int, seconds: float, heap: str, log: Any, workdir: str) ->
             "progress_s": 0,
             "heap": heap,
             "site": {"preset": "equator", "local_time_h": 10.0},
-            "link": {"delay_s": 0},
+            "link": {"direct": True},  # no light time to emulate: nodes talk to the broker
             "environment": {"spe_per_year": 0, "deep_per_day": 0, "shallow_per_year": 0},
             "defaults": {"battery_wh": 200, "soc": 90, "firmware": {"rates": {"hk_ms": 1000, "seismic_hz": 100}}},
             "node": [{"id": "b", "count": n}],

@@ -171,3 +171,17 @@ def test_report_counts_delivery_at_the_archive() -> None:
     assert "archived 126 of 150 packets produced (84.00 %); 24 seen on the broker but not archived" in out
     assert "100.00 %" not in out
     assert "archived" not in format_report({"alpha": {"produced": 1, "delivered": 1}})
+
+
+def test_direct_link_refuses_what_only_an_emulator_does() -> None:
+    node = [{"id": "a"}]
+    assert Scenario.from_dict({"link": {"direct": True}, "node": node}).link_direct
+    with pytest.raises(ScenarioError, match="no delay_s"):
+        Scenario.from_dict({"link": {"direct": True, "delay_s": 1.28}, "node": node})
+    with pytest.raises(ScenarioError, match="no outages"):
+        Scenario.from_dict({"link": {"direct": True, "outages": [{"at_s": 1, "duration_s": 2}]}, "node": node})
+    with pytest.raises(ScenarioError, match="true or false"):
+        Scenario.from_dict({"link": {"direct": "yes"}, "node": node})
+    with pytest.raises(ScenarioError, match="link_cut"):
+        Scenario.from_dict({"link": {"direct": True}, "node": node,
+                            "fault": [{"at_s": 1, "kind": "link_cut", "node": "a"}]})

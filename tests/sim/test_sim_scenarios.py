@@ -196,3 +196,21 @@ async def test_light_time_bandwidth_and_relay_windows_lose_nothing() -> None:
         await asyncio.sleep(3)
         r = rep()
         assert r["missing"] == 0 and r["dropped_oldest"] == 0, _diag(base)
+
+
+async def test_direct_link_nodes_talk_to_the_broker_without_an_emulator() -> None:
+    sc = _scenario({"link": {"direct": True}, "site": {"preset": "equator", "local_time_h": 10.0},
+                    "node": [{"id": "d1"}]})
+    assert sc.link_direct and sc.link_delay_s == 0
+    async with SimBase(sc) as base:
+        acct = base.accounting
+        assert acct is not None
+        await wait_for(base, "the node delivers telemetry", lambda: acct.report().get("d1", {}).get("delivered", 0) >= 3,
+                       60)
+        assert base.links == {}  # no proxy in between
+        cfg = json.loads((base.nodes["d1"].dir / "config.json").read_text())
+        assert (cfg["broker"]["host"], cfg["broker"]["port"]) == (base.broker_host, base.broker_port)
+        rep = base.report()["d1"]
+        assert rep["link_cuts"] == 0 and rep["corrupted"] == 0
+        with pytest.raises(ValueError, match="no link emulator"):
+            base.faults.link_cut("d1")
