@@ -17,7 +17,7 @@ from firmware_helpers import node_config, wait_for
 from ground.archive import open_archive
 from ground.broker import TlsFiles, make_self_signed
 from ground.ingest import IngestWorker
-from lunabase.mosquitto import Mosquitto
+from sim.mosquitto import Mosquitto
 from wire import defs
 
 pytestmark = pytest.mark.slow
