@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +180,30 @@ class SQLiteArchive(Archive):
             self.db.close()
 
 
+_RAW_COLS = "INSERT OR IGNORE INTO raw (node_id, apid, ticks, seq, crc, received, data) VALUES "
+_ROWS_PER_INSERT = 64  # 448 parameters: under SQLite's oldest limit of 999 per statement
+_RAW_MULTI = _RAW_COLS + ",".join(["(?,?,?,?,?,?,?)"] * _ROWS_PER_INSERT)
+
+
+def _insert_raw(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """INSERT OR IGNORE raw rows, 64 per statement; returns how many were inserted.
+
+    One statement per row spends about a third of the insert's time stepping the
+    statement and crossing into SQLite per row (measured: 3.4-3.9 -> 2.4-2.5 us per row
+    with the raw_received index, docs/ground-data.md).
+    """
+    k = _ROWS_PER_INSERT
+    full = len(rows) // k * k
+    n = 0
+    if full:
+        flat = list(chain.from_iterable(rows[:full]))
+        w = 7 * k
+        n += db.executemany(_RAW_MULTI, [flat[i:i + w] for i in range(0, len(flat), w)]).rowcount
+    if full < len(rows):
+        n += db.executemany(_RAW_COLS + "(?,?,?,?,?,?,?)", rows[full:]).rowcount
+    return n
+
+
 class _SQLiteTx(Transaction):
     a: SQLiteArchive
     db: sqlite3.Connection
@@ -217,8 +241,7 @@ class _SQLiteTx(Transaction):
             sql = "INSERT OR IGNORE INTO raw (node_id, apid, ticks, seq, crc, received, data) VALUES (?,?,?,?,?,?,?)"
             db = self.db
             db.execute("SAVEPOINT pk")
-            cur = db.executemany(sql, rows)
-            if cur.rowcount != len(rows):
+            if _insert_raw(db, rows) != len(rows):
                 # some keys are already archived (redelivery after a restart): find which, one
                 # by one, and tell a true duplicate (same bytes) from a collision (other bytes)
                 db.execute("ROLLBACK TO pk")
