@@ -169,7 +169,8 @@ async def _measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             o.add_argument(a)
         d = await asyncio.to_thread(webdriver.Chrome, service=Service("/usr/bin/chromedriver"), options=o)
         try:
-            url = g.api.url  # type: ignore[union-attr]
+            assert g.api is not None
+            url = g.api.url
             await asyncio.to_thread(d.get, f"{url}/console/")
             deadline = time.monotonic() + 30
             while not await asyncio.to_thread(

@@ -33,6 +33,16 @@ async def aapi(url: str, path: str, body: Any = None, method: str | None = None)
     return await asyncio.to_thread(api, url, path, body, method)
 
 
+async def poll(fetch: Any, ok: Any, timeout: float = 20.0) -> Any:
+    """Call ``await fetch()`` until ``ok(result)`` or the timeout; returns the last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = await fetch()
+        if ok(r) or time.monotonic() > deadline:
+            return r
+        await asyncio.sleep(0.3)
+
+
 async def open_console(page: Any, url: str, hash_: str = "") -> None:
     await page.open(f"{url}/console/{hash_}")
     await page.wait("return window.lunabaseGround && window.lunabaseGround.state === 'connected'",
@@ -71,13 +81,8 @@ async def test_last_hour_plots_from_the_archive_decimated(console: Any, page: An
                       free_heap=61000, hk_period=1) for i in range(2400)]
     for k in range(0, len(pk), 100):
         await node.publish_tm(*pk[k:k + 100])
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        h = await aapi(console.url, f"/api/web/history?node=n01&packet=HK&field=cpu_temp&start={now - 3600}"
-                       f"&end={now - 600}&strategy=page&limit=5000")
-        if h["count"] >= 2400:
-            break
-        await asyncio.sleep(0.3)
+    h = await poll(lambda: aapi(console.url, f"/api/web/history?node=n01&packet=HK&field=cpu_temp&start={now - 3600}"
+                                f"&end={now - 600}&strategy=page&limit=5000"), lambda h: h["count"] >= 2400)
     assert h["count"] == 2400, h["count"]
     start, end = int((now - 3600) * 1000), int(now * 1000)
     await open_console(page, console.url, TLM.format(n="n01", p="HK", f="cpu_temp") +
@@ -110,12 +115,11 @@ async def test_red_limit_is_shown_red(console: Any, page: Any) -> None:
 
 
 async def test_acknowledge_an_alarm_in_fault_management(console: Any, page: Any) -> None:
-    deadline = time.monotonic() + 20
-    alarm = None
-    while time.monotonic() < deadline and alarm is None:
-        alarm = next((a for a in await aapi(console.url, "/api/alarms")
-                      if a["node"] == "n02" and a["field"] == "battery_soc"), None)
-        await asyncio.sleep(0.3)
+    async def battery_alarm() -> Any:
+        return next((a for a in await aapi(console.url, "/api/alarms")
+                     if a["node"] == "n02" and a["field"] == "battery_soc"), None)
+
+    alarm = await poll(battery_alarm, lambda a: a is not None)
     assert alarm is not None and alarm["state"] == "raised"
     await open_console(page, console.url, "#/browse/faults.taxonomy:faultManagement.view")
     label = "n02 POWER.battery_soc"
@@ -126,13 +130,10 @@ async def test_acknowledge_an_alarm_in_fault_management(console: Any, page: Any)
         if (item.textContent.includes({label!r})) {{ item.querySelector('input[type=checkbox]').click(); }} }}""")
     await page.click("button.icon-check")  # the toolbar's Acknowledge
     await page.click_text(".c-overlay button, .c-form button", "Acknowledge")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        rows = await aapi(console.url, "/api/alarms")
-        a = next(x for x in rows if x["id"] == alarm["id"])
-        if a["state"] == "acknowledged":
-            break
-        await asyncio.sleep(0.3)
+    async def the_alarm() -> Any:
+        return next(x for x in await aapi(console.url, "/api/alarms") if x["id"] == alarm["id"])
+
+    a = await poll(the_alarm, lambda a: a["state"] == "acknowledged", 15)
     assert a["state"] == "acknowledged", a
     assert a["acked_by"]
     await page.wait("return document.querySelector('.c-fault-mgmt__list.is-acknowledged')", what="shown acknowledged")
@@ -148,12 +149,10 @@ async def _command_form(page: Any, url: str, node: str, command: str) -> None:
 
 
 async def test_command_to_the_real_firmware_reaches_executed(console: Any, firmware_node: str, page: Any) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        n = next((x for x in await aapi(console.url, "/api/nodes") if x["node"] == firmware_node), None)
-        if n and n["state"] == "ONLINE":
-            break
-        await asyncio.sleep(0.5)
+    async def the_node() -> Any:
+        return next((x for x in await aapi(console.url, "/api/nodes") if x["node"] == firmware_node), None)
+
+    n = await poll(the_node, lambda n: n is not None and n["state"] == "ONLINE", 60)
     assert n and n["state"] == "ONLINE", n
     await _command_form(page, console.url, firmware_node, "PING")
     await page.click(".lb-send")
@@ -202,21 +201,19 @@ async def test_layout_survives_a_ground_restart(console: Any, page: Any) -> None
         i.value = {name!r}; i.dispatchEvent(new Event('input', {{bubbles: true}}));""")
     await page.shot("layout-create-form")
     await page.click_text(".c-overlay button, .c-form button", "Ok")
-    deadline = time.monotonic() + 15
-    saved: list[Any] = []
-    while time.monotonic() < deadline:
-        saved = [o for o in await aapi(console.url, "/api/web/objects") if o["name"] == name]
-        if saved:
-            break
-        await asyncio.sleep(0.3)
+    async def named() -> list[Any]:
+        return [o for o in await aapi(console.url, "/api/web/objects") if o["name"] == name]
+
+    saved = await poll(named, bool, 15)
     assert saved and saved[0]["type"] == "layout", saved
     key = saved[0]["key"]
-    while time.monotonic() < deadline:  # then the folder's composition names it (a second save)
-        folder = await aapi(console.url, "/api/web/objects/mine")
-        if any(i["key"] == key for i in folder.get("composition", [])):
-            break
-        await asyncio.sleep(0.3)
-    assert any(i["key"] == key for i in folder["composition"]), folder
+
+    def lists_it(folder: Any) -> bool:
+        return any(i["key"] == key for i in folder.get("composition", []))
+
+    # then the folder's composition names it (a second save)
+    folder = await poll(lambda: aapi(console.url, "/api/web/objects/mine"), lists_it, 15)
+    assert lists_it(folder), folder
     await console.restart()
     await open_console(page, console.url, "#/browse/lunabase-saved:mine")
     await page.wait(f"return [...document.querySelectorAll('.c-tree__item, .c-grid-item, .c-list-item, .c-folder-view *')]"
@@ -241,3 +238,48 @@ async def test_lost_ground_shows_disconnected_and_reconnects_by_itself(console: 
     await page.wait("return document.querySelector('.lb-overview tr[data-node=\"n01\"] .lb-state-ONLINE')",
                     what="live again")
     await page.shot("ground-reconnected")
+
+
+async def test_seismic_waveform_live_and_from_the_archive(console: Any, page: Any) -> None:
+    seis = "#/browse/lunabase:site/lunabase:node.n01/lunabase:seismic.n01"
+    await open_console(page, console.url, seis + "?" + REALTIME.format(back=60000))
+    info = await page.wait("const i = document.querySelector('.lb-seismic-info'); const c = document.querySelector("
+                           "'.lb-seismic-canvas'); return i && c && Number(c.dataset.samples) >= 200 && i.textContent",
+                           what="the live waveform")
+    assert info.startswith("live") and "100 Hz" in info
+    await page.shot("seismic-live")
+    now_ms = int(time.time() * 1000)
+    await open_console(page, console.url, seis + f"?tc.mode=fixed&tc.startBound={now_ms - 60000}"
+                       f"&tc.endBound={now_ms}&tc.timeSystem=utc")
+    info = await page.wait("const i = document.querySelector('.lb-seismic-info');"
+                           " return i && i.textContent.startsWith('archive') && i.textContent", what="archive waveform")
+    n = int(info.split(":")[1].split()[0])
+    assert n >= 200  # 100 samples a batch, a batch every second from the simulated node
+    await page.shot("seismic-archive")
+
+
+async def test_event_log_filters_links_and_the_resync_indicator(console: Any, page: Any) -> None:
+    await open_console(page, console.url, "#/browse/lunabase:site/lunabase:events")
+    await page.wait("return document.querySelectorAll('.lb-events tbody tr').length > 3", what="events")
+    # filter: only n01's events, then only text matching 'booted'
+    await page.js("const s = document.querySelector('.lb-ev-node'); s.value = 'n01'; s.dispatchEvent(new Event('change'))")
+    nodes = await page.js("return [...document.querySelectorAll('.lb-events tbody tr td:nth-child(4)')].map(e => e.textContent)")
+    assert nodes and set(nodes) == {"n01"}, nodes
+    await page.js("const t = document.querySelector('.lb-ev-text'); t.value = 'booted'; t.dispatchEvent(new Event('input'))")
+    msgs = await page.js("return [...document.querySelectorAll('.lb-events tbody tr td:nth-child(5)')].map(e => e.textContent)")
+    assert msgs and all("booted" in m for m in msgs), msgs
+    await page.shot("event-log-filtered")
+    await open_console(page, console.url, "#/browse/lunabase:site/lunabase:links")
+    pps = await page.wait("const r = document.querySelector('.lb-links tr[data-node=\"n01\"]');"
+                          " return r && r.children[3].textContent", what="link counters")
+    assert int(pps) > 0  # packets archived from n01
+    await page.shot("links")
+    # the ground drops a console that fell behind: overflow its queue at once, as a burst would
+    hub = console.ground.ops.hub
+    assert hub.subscribers
+    for _ in range(hub.maxsize + 1):
+        hub.publish({"type": "noop"})
+    text = await page.wait("const e = document.querySelector('.c-indicator.icon-connectivity');"
+                           " return e && e.textContent.includes('resynced') && e.textContent", what="resync indicator")
+    assert "dropped" in text
+    await page.shot("resync-indicator")

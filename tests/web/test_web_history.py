@@ -36,11 +36,14 @@ def archive(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Archive]:
         psycopg.connect(PG_DSN, connect_timeout=3).close()
     except Exception as e:  # noqa: BLE001
         pytest.skip(f"no PostgreSQL at {PG_DSN}: {e}")
+    from ground.archive.postgres import PostgresArchive
+
     a = open_archive(PG_DSN, schema=f"lb_web_{uuid.uuid4().hex[:12]}")
+    assert isinstance(a, PostgresArchive)
     try:
         yield a
     finally:
-        a.drop_schema()  # type: ignore[attr-defined]
+        a.drop_schema()
         a.close()
 
 

@@ -536,17 +536,17 @@ function seismic(el, ground, node, openmct) {
       ctx.fillStyle = '#ccc';
       ctx.fillText(`${a} ±${m.toFixed(2)} ${d.unit || ''}`, 6, lane * i + 12);
     });
-    info.textContent = `${live ? 'live, last 30 s' : 'archive'}: ${d.count ?? n} samples at ${d.rate ?? '?'} Hz` +
-      `${d.decimated || (d.decimation && d.decimation > 1) ? ' (min/max per pixel)' : ''}`;
+    const how = d.decimated ? ' (min/max per pixel)' : d.decimation > 1 ? ` (means of ${d.decimation})` : '';
+    info.textContent = `${live ? 'live, last 30 s' : 'archive'}: ${d.count ?? n} samples at ${d.rate ?? '?'} Hz${how}`;
     canvas.dataset.samples = String(d.count ?? n);
   };
   const tick = async () => {
     if (!alive) {
       return;
     }
-    const clock = openmct.time.getClock ? openmct.time.getClock() : openmct.time.clock();
+    const live = openmct.time.isRealTime ? openmct.time.isRealTime() : Boolean(openmct.time.clock());
     try {
-      if (clock) {
+      if (live) {
         const d = await ground.get(`/api/seismic?node=${encodeURIComponent(node)}&seconds=30&max_points=${canvas.width * 2}`);
         draw(d, true);
       } else {
@@ -557,7 +557,7 @@ function seismic(el, ground, node, openmct) {
     } catch (e) {
       info.textContent = `${node}: ${e.reason || e.message}`;
     }
-    timer = setTimeout(tick, clock ? 1000 : 5000);
+    timer = setTimeout(tick, live ? 1000 : 5000);
   };
   tick();
   const onBounds = (b, isTick) => {
