@@ -57,6 +57,10 @@ def register(sub: Any) -> None:
     g.add_argument("--keep-days", type=float, default=90.0, help="ops database retention (events, closed alarms)")
     g.add_argument("--client-id", default="lunabase-ground", help="MQTT client id (the persistent session's name)")
     g.add_argument("--share", default=None, help="shared-subscription group ($share/GROUP/...) for several workers")
+    g.add_argument("--ca", default=None, help="with mqtts://: the CA certificate (PEM) that signed the broker's "
+                   "(broker-config's tls/ca.crt; default: the system's CAs)")
+    g.add_argument("--tls-cert", default=None, help="serve the client interface over HTTPS with this PEM certificate")
+    g.add_argument("--tls-key", default=None, help="its private key (PEM), if not in --tls-cert")
     g.add_argument("--instance", default="", metavar="N",
                    help="which ground (2, 3, 4 with the default inventory): broker accounts ground-N and "
                         "ground-N-cmd instead of ground and ground-cmd (the broker ties client ids to accounts)")
@@ -75,6 +79,7 @@ def register(sub: Any) -> None:
     c.add_argument("--not-after", type=float, default=None, metavar="S", help="expire if not released within S s")
     c.add_argument("--user", default=os.environ.get("USER", "operator"))
     c.add_argument("--api", default=DEFAULT_API, help=f"ground API URL (default {DEFAULT_API})")
+    c.add_argument("--ca", default=None, help="for an https:// ground: the CA (PEM) its certificate must chain to")
     c.add_argument("--json", action="store_true", help="print the final command row as JSON")
     c.set_defaults(func=run_command)
 
@@ -105,7 +110,7 @@ def run_ground(a: argparse.Namespace) -> int:
     svc = GroundService(a.broker, a.inventory, a.archive, ops_db=a.ops_db, api_host=a.api_host,
                         api_port=a.api_port, light_time=a.light_time, ack_timeout=a.ack_timeout,
                         exec_timeout=a.exec_timeout, grace=a.grace, keep_days=a.keep_days, client_id=a.client_id, share=a.share,
-                        instance=a.instance)
+                        instance=a.instance, ca=a.ca, tls_cert=a.tls_cert, tls_key=a.tls_key)
 
     async def main() -> None:
         await svc.start()
@@ -150,7 +155,7 @@ def run_command(a: argparse.Namespace) -> int:
     now = time.time()
 
     async def main() -> int:
-        async with GroundClient(a.api, user=a.user) as g:
+        async with GroundClient(a.api, user=a.user, ca=a.ca) as g:
             row = await g.send_command(a.node, a.name, args, confirm=a.confirm,
                                        not_before=now + a.not_before if a.not_before is not None else None,
                                        not_after=now + a.not_after if a.not_after is not None else None)

@@ -29,9 +29,11 @@ from ground.errors import GroundError as GroundError  # the root, re-exported fo
 class GroundClient:
     """Async client for one ground (``url`` like ``http://127.0.0.1:8700``)."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0, user: str = "operator") -> None:
+    def __init__(self, url: str, *, timeout: float = 30.0, user: str = "operator", ca: str | None = None) -> None:
+        """``ca``: for an https:// ground, the CA (PEM) its certificate must chain to (default: the system's)."""
         self.url = url.rstrip("/")
         self.user = user
+        self.ca = ca
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -48,7 +50,12 @@ class GroundClient:
 
     def _s(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            conn = None
+            if self.url.startswith("https:"):
+                import ssl
+
+                conn = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=self.ca))  # verified, never off
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=conn)
         return self._session
 
     async def _req(self, method: str, path: str, params: dict[str, Any] | None = None,

@@ -73,6 +73,22 @@ class CommandLink:
             delay = min(delay * 2, 5.0)
 
 
+def broker_tls(ca: str | Path | None = None) -> ssl.SSLContext:
+    """A client context for mqtts: the broker's certificate verified (chain to ``ca``, or the
+    system's CAs; host name), TLS 1.2 at least."""
+    ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def api_tls(cert: str | Path, key: str | Path | None = None) -> ssl.SSLContext:
+    """A server context for the client interface (HTTPS/WSS) from a PEM certificate (+ key)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
+
+
 class GroundService:
     """Everything ``lunabase ground`` runs; ``start()``/``stop()`` or ``async with``."""
 
@@ -94,7 +110,12 @@ class GroundService:
         share: str | None = None,
         tls: ssl.SSLContext | None = None,
         instance: str = "",
+        ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
     ) -> None:
+        """``ca``: the CA that must have signed the broker's certificate (mqtts; default the
+        system's).  ``tls_cert``/``tls_key``: serve the client interface over HTTPS."""
         self.broker = BrokerUrl.parse(broker)
         self.inventory = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
         self.archive_url = archive
@@ -110,7 +131,8 @@ class GroundService:
             ingest_acct = cmd_acct = (self.broker.username or "", "")
         self.username, self.password = ingest_acct[0] or None, ingest_acct[1] or None
         self.cmd_username, self.cmd_password = cmd_acct[0] or None, cmd_acct[1] or None
-        self.tls = tls if tls is not None else (ssl.create_default_context() if self.broker.tls else None)
+        self.tls = tls if tls is not None else (broker_tls(ca) if self.broker.tls else None)
+        self.api_tls = api_tls(tls_cert, tls_key) if tls_cert else None
         self.client_id, self.share = client_id, share
         self.api_host, self.api_port = api_host, api_port
         self._opts: dict[str, Any] = dict(light_time=light_time, ack_timeout=ack_timeout, exec_timeout=exec_timeout,
@@ -143,7 +165,8 @@ class GroundService:
         ops.links_fn = self._links
         ops.health_fn = self._health
         self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(ops.commander.pump()))
-        self.api = await ApiServer(self.ops, self.api_host, self.api_port, archive=self.archive).start()
+        self.api = await ApiServer(self.ops, self.api_host, self.api_port, archive=self.archive,
+                                   ssl_context=self.api_tls).start()
         log.info("site %s: %d nodes in the inventory; broker %s as %s; client interface %s",
                  self.inventory.site, len(self.inventory.nodes), self.broker, self.username or "anonymous",
                  self.api.url)

@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", required=True, help="serial port: /dev/ttyUSB0, /dev/ttyACM0, a pty, socket://host:port")
     p.add_argument("--node", required=True, help="node id from the inventory")
     p.add_argument("--inventory", default="base.toml", help="base inventory TOML (keys, passwords)")
-    p.add_argument("--broker", required=True, help="mqtt://host:port the node connects to")
+    p.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port the node connects to")
+    p.add_argument("--ca", default=None, help="with mqtts://: the site CA certificate (PEM, broker-config's "
+                   "tls/ca.crt); uploaded as ca.der, the node verifies the broker's certificate with it")
     p.add_argument("--wifi-ssid", default="", help="WiFi network (esp32/rp2 boards)")
     p.add_argument("--wifi-password", default="")
     p.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
@@ -61,7 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--site", default="", help="site id (default: from --inventory, else 'lunabase')")
     p.add_argument("--inventory", default="",
                    help="base inventory TOML: the site and, when --broker names no user, the node's broker account")
-    p.add_argument("--broker", required=True, help="mqtt://[user:password@]host:port")
+    p.add_argument("--broker", required=True, help="mqtt://[user:password@]host:port or mqtts://... (with --ca)")
+    p.add_argument("--ca", default=None, help="with mqtts://: the CA certificate (PEM) the broker's must be signed by")
     p.add_argument("--baud", type=int, default=115200, help="UART speed (default 115200)")
     p.add_argument("--offline-after", type=float, default=30.0, metavar="S",
                    help="publish the node offline after S seconds without a good frame (default 30; "

@@ -54,14 +54,37 @@ class Broker:
     port: int = 1883
     user: str = ""
     password: str = ""
+    tls: bool = False
+    ca: str | None = None  # the site CA (PEM) that signed the broker's certificate, for mqtts
 
     @classmethod
-    def parse(cls, url: str) -> Broker:
+    def parse(cls, url: str, ca: str | None = None) -> Broker:
         try:
-            b = BrokerUrl.parse(url, schemes=("mqtt",), need_host=True)
+            b = BrokerUrl.parse(url, schemes=("mqtt", "mqtts"), need_host=True)
         except BrokerUrlError as e:
             raise FlashError(f"--broker {e}") from None
-        return cls(b.host, b.port, b.username or "", b.password or "")
+        if b.tls and not ca:
+            raise FlashError(f"--broker {b}: mqtts needs --ca (the site CA certificate, broker-config's tls/ca.crt): "
+                             "the node verifies the broker with it")
+        return cls(b.host, b.port, b.username or "", b.password or "", b.tls, ca)
+
+    def paho_tls(self, client: Any) -> None:
+        """Configure a paho client for this broker: TLS verified against the CA when mqtts."""
+        if self.tls:
+            import ssl
+
+            client.tls_set_context(ssl.create_default_context(cafile=self.ca))
+
+
+def ca_der(pem_path: str | Path) -> bytes:
+    """The CA certificate as DER (the nodes' mbedtls takes DER), from a PEM file; FlashError if unreadable."""
+    import ssl
+
+    try:
+        text = Path(pem_path).read_text()
+        return ssl.PEM_cert_to_DER_cert(text[text.index("-----BEGIN CERTIFICATE-----"):])
+    except (OSError, ValueError) as e:
+        raise FlashError(f"--ca {pem_path}: not a PEM certificate ({e})") from None
 
 
 @dataclass
@@ -158,6 +181,8 @@ def node_config(
         "broker": {"host": broker.host, "port": broker.port, "user": node.id, "password": node.password},
         "rates": {"hk_ms": int(node.hk_period_s * 1000)},
     }
+    if broker.tls:
+        cfg["broker"].update(tls=True, ca=CA_FILE)
     if wifi_ssid:
         cfg["wifi"] = {"ssid": wifi_ssid, "password": wifi_password}
     for k, v in (extra or {}).items():
@@ -167,6 +192,9 @@ def node_config(
         else:
             cfg[k] = v
     return cfg
+
+
+CA_FILE = "ca.der"  # where the flasher puts the site CA on the node (config broker.ca)
 
 
 def board_hashes(board: Board, paths: list[str], timeout: float = 60.0) -> dict[str, str | None]:
@@ -237,6 +265,7 @@ def wait_birth(
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lunabase-flash-{node}-{time.time_ns() % 10**9}")
     if broker.user:
         c.username_pw_set(broker.user, broker.password)
+    broker.paho_tls(c)
     c.on_message = on_message
     c.on_connect = on_connect
     try:
@@ -298,6 +327,7 @@ def flash(
     monitor_broker: Broker | None = None,
     out: Any = None,
     counter_floor: int | None = None,
+    ca: bytes | None = None,
 ) -> FlashReport:
     """Flash an open `board` with the firmware and `config`; see the module docstring.
 
@@ -320,6 +350,8 @@ def flash(
     step(f"board: MicroPython {i.version} on {i.platform}, .mpy v{i.mpy_version}.{i.mpy_sub_version} arch {i.arch}")
     image = build_image(i, compile_mpy)
     image["config.json"] = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
+    if ca is not None:
+        image[config["broker"].get("ca", CA_FILE)] = ca  # the site CA (DER): the node verifies the broker
     step(f"build: {len(image)} files, {sum(map(len, image.values()))} bytes")
     try:
         stale = [p[:-4] + ".py" for p in image if p.endswith(".mpy")] + [
@@ -402,7 +434,7 @@ def main_flash(args: argparse.Namespace) -> int:
     """The `lunabase flash` handler."""
     from wire.inventory import Inventory
 
-    broker = Broker.parse(args.broker)
+    broker = Broker.parse(args.broker, getattr(args, "ca", None))
     extra = {}
     for kv in args.set:
         k, _, v = kv.partition("=")
@@ -415,7 +447,7 @@ def main_flash(args: argparse.Namespace) -> int:
     if not broker.user:
         inv = Inventory.load(args.inventory)
         if inv.ground_password:
-            monitor = Broker(broker.host, broker.port, *inv.ground_account("monitor"))
+            monitor = Broker(broker.host, broker.port, *inv.ground_account("monitor"), broker.tls, broker.ca)
     try:
         board = Board.open(args.port, baudrate=args.baud)
     except BoardError as e:
@@ -429,6 +461,7 @@ def main_flash(args: argparse.Namespace) -> int:
             force=args.force,
             birth_timeout=args.birth_timeout,
             monitor_broker=monitor,
+            ca=ca_der(broker.ca) if broker.tls and broker.ca else None,
         )
     print(
         f"flashed {args.node} on {args.port}: {len(rep.uploaded)} uploaded, {len(rep.unchanged)} unchanged"

@@ -313,7 +313,10 @@ def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_e
 
     from wire.brokerurl import BrokerUrl
 
-    b = BrokerUrl.parse(args.broker, schemes=("mqtt",))
+    b = BrokerUrl.parse(args.broker, schemes=("mqtt", "mqtts"))
+    ca = getattr(args, "ca", None)
+    if b.tls and not ca:
+        raise SystemExit(f"--broker {b}: mqtts needs --ca (the site CA certificate)")
     user, password = b.username or "", b.password or ""
     site = args.site
     if args.inventory:
@@ -327,6 +330,10 @@ def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_e
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gateway-{args.node}")
     if user:
         client.username_pw_set(user, password)
+    if b.tls:
+        import ssl
+
+        client.tls_set_context(ssl.create_default_context(cafile=ca))  # verified: CERT_REQUIRED, host name
     gw = Gateway(args.port, site, args.node, lambda t, p: client.publish(t, p, qos=1), baudrate=args.baud,
                  publish_status=lambda t, p: client.publish(t, p, qos=1, retain=True),
                  offline_after=getattr(args, "offline_after", 30.0))

@@ -135,7 +135,7 @@ def _tail(path: Path, n: int = 25) -> str:
 
 async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> int:
     """Broker + ground + simulated base until the duration ends or SIGINT/SIGTERM."""
-    from ground.broker import acl_text, security_config, write_password_file
+    from ground.broker import acl_text, make_self_signed, security_config, write_password_file
     from ground.service import GroundService
     from sim.mosquitto import Mosquitto, free_port
     from sim.runner import Scenario, SimBase, format_report
@@ -157,14 +157,18 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
     pw = write_password_file(inv, bdir / "passwd")
     acl = bdir / "acl"
     acl.write_text(acl_text(inv))
-    broker = Mosquitto(workdir=bdir, extra_config=security_config(pw, acl), allow_anonymous=False)
+    # TLS only: the site CA (kept in broker/tls across runs) signs the broker's certificate;
+    # every node, the ground and the simulator's observer verify it
+    tls = await asyncio.to_thread(make_self_signed, bdir / "tls")
+    broker = Mosquitto(workdir=bdir, extra_config=security_config(pw, acl), allow_anonymous=False, tls=tls)
     await asyncio.to_thread(broker.start)
     say = print if print_summaries else log.info
-    say(f"broker   mosquitto on 127.0.0.1:{broker.port} (per-node accounts and ACLs; log {broker.log_path})")
+    say(f"broker   mosquitto on mqtts://127.0.0.1:{broker.port}, TLS only, certificate verified against "
+        f"{tls.cafile} (per-node accounts, client ids tied to accounts, ACLs; log {broker.log_path})")
 
     api_port = args.api_port or free_port()
-    ground = GroundService(f"mqtt://127.0.0.1:{broker.port}", inv, archive=f"sqlite:///{work / 'archive.db'}",
-                           api_port=api_port, light_time=scenario.link_delay_s)
+    ground = GroundService(broker.url, inv, archive=f"sqlite:///{work / 'archive.db'}",
+                           api_port=api_port, light_time=scenario.link_delay_s, ca=tls.cafile)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -174,7 +178,7 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
         await ground.start()
         await ground.wait_connected(30)
         say(f"ground   archive {work / 'archive.db'}; client interface http://127.0.0.1:{api_port}")
-        sim = SimBase(scenario, broker_url=f"mqtt://127.0.0.1:{broker.port}", workdir=work / "sim", inventory=inv,
+        sim = SimBase(scenario, broker_url=broker.url, workdir=work / "sim", inventory=inv, ca=tls.cafile,
                       progress=(print if print_summaries else log.info))
         await sim.start()
         say(f"base     {len(ids)} virtual nodes ({', '.join(ids)}) at site {inv.site}, light time "

@@ -225,6 +225,7 @@ class Accounting:
         self.host, self.port, self.site = host, port, site
         self.user, self.password = user, password
         self.client_id = client_id or f"lunabase-sim-acct-{time.monotonic_ns() % 10**9}"
+        self.tls: Any = None  # an ssl.SSLContext for an mqtts broker (verified)
         self.nodes: dict[str, NodeCount] = {}
         self.lock = threading.Lock()
         self.connected = threading.Event()
@@ -246,6 +247,8 @@ class Accounting:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
         if self.user:
             c.username_pw_set(self.user, self.password)
+        if self.tls is not None:
+            c.tls_set_context(self.tls)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.reconnect_delay_set(1, 2)

@@ -263,8 +263,9 @@ def _station_config(spec: NodeSpec) -> StationConfig:
 
 
 def parse_broker_url(url: str) -> tuple[str, int]:
-    """(host, port) of a plain-TCP broker URL: the link emulator relays MQTT bytes, not TLS."""
-    b = BrokerUrl.parse(url, schemes=("mqtt",))
+    """(host, port) of a broker URL (mqtt:// or mqtts://; with TLS the link emulator relays
+    the encrypted bytes and cannot corrupt single MQTT payloads)."""
+    b = BrokerUrl.parse(url, schemes=("mqtt", "mqtts"))
     return b.host, b.port
 
 
@@ -286,8 +287,16 @@ class SimBase:
         progress: Callable[[str], None] | None = None,
         broker_user: str = "",
         broker_password: str = "",
+        ca: str | Path | None = None,
     ) -> None:
+        """``ca``: with an mqtts:// ``broker_url``, the CA (PEM) that signed the broker's
+        certificate: every node verifies the broker with it (uploaded as ca.der), and so
+        does the delivery observer."""
         self.scenario = scenario
+        self.tls = bool(broker_url) and BrokerUrl.parse(broker_url or "", schemes=("mqtt", "mqtts")).tls
+        if self.tls and not ca:
+            raise ValueError(f"{broker_url}: an mqtts broker needs ca= (the CA that signed its certificate)")
+        self.ca = Path(ca) if ca else None
         #: MicroPython heap per node: the scenario's (default 128K) unless LUNABASE_NODE_HEAP says otherwise
         self.heap = os.environ.get("LUNABASE_NODE_HEAP") or scenario.heap
         self.broker_url = broker_url
@@ -374,7 +383,14 @@ class SimBase:
         acct = self.inventory.ground_account("sim") if self.broker_url else ("", "")
         user = self.broker_user or acct[0]
         password = self.broker_password or acct[1]
-        self.accounting = Accounting(self.broker_host, self.broker_port, self.inventory.site, user, password).start()
+        self.accounting = Accounting(self.broker_host, self.broker_port, self.inventory.site, user, password)
+        ca_der = None
+        if self.tls and self.ca is not None:
+            import ssl
+
+            self.accounting.tls = ssl.create_default_context(cafile=str(self.ca))
+            ca_der = ssl.PEM_cert_to_DER_cert(self.ca.read_text())
+        self.accounting.start()
         await self.bus.start()
         for spec in sc.nodes:
             inv_node = self.inventory.node(spec.id)
@@ -391,6 +407,7 @@ class SimBase:
                     bandwidth=sc.link_bandwidth,
                     seed=sc.seed,
                     name=spec.id,
+                    mqtt=not self.tls,  # TLS: the bytes are opaque to the emulator
                 )
                 await link.start()
                 self.links[spec.id] = link
@@ -404,6 +421,8 @@ class SimBase:
             if (node.dir / "data").exists():
                 self.accounting.node(spec.id).fresh = False
             node.write_config()  # always: ports change from run to run
+            if ca_der is not None:
+                (node.dir / "ca.der").write_bytes(ca_der)
             self.nodes[spec.id] = node
         await asyncio.to_thread(self.accounting.wait_connected, 10)
         self._t0 = time.monotonic()
@@ -438,6 +457,8 @@ class SimBase:
             "broker": {"host": host, "port": proxy_port, "user": spec.id, "password": inv.password},
             "sim": {"host": "127.0.0.1", "port": self.bus.port},
         }
+        if self.tls:  # the node verifies the broker (behind its link proxy: 127.0.0.1 is in the certificate)
+            cfg["broker"].update(tls=True, ca="ca.der")
         return _merge(cfg, copy.deepcopy(spec.firmware))
 
     async def stop(self) -> None:

@@ -99,7 +99,8 @@ class LimitedSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Gate(self.limiter, server()), self._host, self._port, reuse_address=self._reuse_address)
+            lambda: _Gate(self.limiter, server()), self._host, self._port, reuse_address=self._reuse_address,
+            ssl=self._ssl_context)
         self._bound_port = self.bound_port
 
     @property

@@ -72,8 +72,10 @@ class ApiServer:
 
     def __init__(self, ops: Operations, host: str = "127.0.0.1", port: int = 0, *,
                  limiter: ConnectionLimiter | None = None, max_ws: int = 256, archive: Any = None,
-                 web_console: bool = True) -> None:
+                 web_console: bool = True, ssl_context: Any = None) -> None:
+        """``ssl_context``: an ssl.SSLContext with the server certificate: HTTPS and WSS."""
         self.ops = ops
+        self.ssl_context = ssl_context
         self.host, self.port = host, port
         # every route's request checked against ground/api/schemas.py first; bodies capped
         self.app = web.Application(middlewares=[schemas.middleware], client_max_size=schemas.MAX_BODY)
@@ -107,12 +109,13 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> ApiServer:
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0, **schemas.HANDLER_ARGS)
         await self.runner.setup()
-        site = LimitedSite(self.runner, self.host, self.port, self.limiter, reuse_address=True)
+        site = LimitedSite(self.runner, self.host, self.port, self.limiter, reuse_address=True,
+                           ssl_context=self.ssl_context)
         await site.start()
         self.port = site.bound_port
         log.info("client interface on %s (HTTP /api/..., WebSocket /api/ws)", self.url)

@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--ground", default="http://127.0.0.1:8700", metavar="URL",
                    help="the ground's client interface (default: %(default)s)")
     p.add_argument("--user", default=None, help="operator name recorded with acks and commands (default: login name)")
+    p.add_argument("--ca", default=None, help="for an https:// ground: the CA (PEM) its certificate must chain to")
     p.add_argument("--poll", type=float, default=2.0, metavar="S",
                    help="seconds between safety-net re-reads of nodes/alarms/links (default: %(default)s)")
     p.set_defaults(func=run)
@@ -54,16 +55,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler: run the console until the operator quits."""
-    return run_console(args.ground, user=args.user, poll_s=args.poll)
+    return run_console(args.ground, user=args.user, poll_s=args.poll, ca=args.ca)
 
 
-def run_console(url: str, user: str | None = None, poll_s: float = 2.0) -> int:
+def run_console(url: str, user: str | None = None, poll_s: float = 2.0, ca: str | None = None) -> int:
     """Open the console on the ground at ``url``; returns an exit code."""
     from ground.client import GroundClient
     from ground.console.app import ConsoleApp, _whoami
 
     user = user or _whoami()
     # a short request timeout: a hung ground shows RECONNECTING within seconds, not half a minute
-    app = ConsoleApp(GroundClient(url, user=user, timeout=10.0), url, user=user, poll_s=poll_s)
+    app = ConsoleApp(GroundClient(url, user=user, timeout=10.0, ca=ca), url, user=user, poll_s=poll_s)
     app.run()
     return 0

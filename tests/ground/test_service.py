@@ -218,3 +218,32 @@ async def test_remote_test_api_over_the_client_interface(broker, inv, tmp_path):
                 assert "LOW_BATTERY: batt low" in ev["message"] and ev["severity"] == "ERROR"
         finally:
             await t.close()
+
+
+async def test_ground_over_tls_both_ways(inv, tmp_path):
+    """mqtts to the broker verified against the site CA (and refused without it), the client
+    interface served over HTTPS, verified by GroundClient with --ca."""
+    from ground.broker import make_self_signed
+    from sim.mosquitto import Mosquitto
+
+    tls = make_self_signed(tmp_path / "tls")
+    with Mosquitto(tls=tls) as b:
+        assert b.url.startswith("mqtts://")
+        svc = GroundService(b.url, inv, f"sqlite:///{tmp_path}/a.db", api_port=0, light_time=0, ca=tls.cafile,
+                            tls_cert=tls.certfile, tls_key=tls.keyfile)
+        async with svc:
+            await svc.wait_connected(15)
+            assert svc.api is not None and svc.api.url.startswith("https://")
+            url = svc.api.url.replace("127.0.0.1", "localhost")
+            async with GroundClient(url, ca=str(tls.cafile)) as g:
+                assert (await g.health())["ok"] in (True, False)  # answered over verified HTTPS
+            async with GroundClient(url) as g:  # the system's CAs do not know the site CA
+                with pytest.raises(Exception) as e:  # noqa: B017 - GroundClient wraps aiohttp's error
+                    await g.health()
+                assert "certificate" in str(e.value).lower(), e.value
+        # without the site CA the ground does not connect (the system's CAs did not sign it)
+        bad = GroundService(b.url, inv, f"sqlite:///{tmp_path}/b.db", api_port=0, light_time=0)
+        async with bad:
+            with pytest.raises(TimeoutError):
+                await bad.wait_connected(3)
+            assert bad.ingest.connections == 0

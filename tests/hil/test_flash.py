@@ -68,3 +68,24 @@ def test_flash_again_uploads_only_what_changed(vboard: VirtualBoard, broker: Mos
         changed = flash(b, node_config(inventory, "n02", br, extra={"rates.hk_ms": 500}), None)
         assert changed.uploaded == ["config.json"]
         assert (vboard.dir / "data" / "tc").read_text() == str(floor + 10**6)
+
+
+def test_flash_over_mqtts_uploads_the_ca_and_the_node_verifies_the_broker(
+    vboard: VirtualBoard, inventory: Path, tmp_path: Path
+) -> None:
+    """`--broker mqtts://... --ca ca.crt`: the CA goes onto the board as ca.der, the config says
+    tls, and the birth arrives over verified TLS (the flasher's monitor verifies too)."""
+    from ground.broker import make_self_signed
+    from hil.flash import ca_der
+
+    tls = make_self_signed(tmp_path / "tls")
+    with Mosquitto(tls=tls) as b:
+        br = Broker.parse(f"mqtts://127.0.0.1:{b.port}", ca=str(tls.cafile))
+        cfg = node_config(inventory, "n01", br)
+        assert cfg["broker"]["tls"] is True and cfg["broker"]["ca"] == "ca.der"
+        with Board.open(vboard.port) as board:
+            rep = flash(board, cfg, br, birth_timeout=90, ca=ca_der(tls.cafile))
+        assert rep.birth and rep.birth["state"] == "online"
+        assert (vboard.dir / "ca.der").read_bytes() == ca_der(tls.cafile)
+    with pytest.raises(Exception, match="mqtts needs --ca"):
+        Broker.parse("mqtts://127.0.0.1:8883")

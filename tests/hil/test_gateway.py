@@ -156,23 +156,30 @@ def test_gateway_over_a_pty_with_mqtt_and_a_disconnect(tmp_path: Path) -> None:
                 os.close(fd)
 
 
-def test_mqtt_commands_reach_the_uart(tmp_path: Path) -> None:
-    """Through main_gateway's wiring: a TC published on the cmd topic comes out of the UART."""
+@pytest.mark.parametrize("tls", [False, True], ids=["mqtt", "mqtts"])
+def test_mqtt_commands_reach_the_uart(tmp_path: Path, tls: bool) -> None:
+    """Through main_gateway's wiring: a TC published on the cmd topic comes out of the UART
+    (mqtts: the gateway verifies the broker against --ca)."""
     import argparse
+    import ssl
 
+    from ground.broker import make_self_signed
     from hil import gateway as gwmod
 
     link = tmp_path / "ttyCMD"
     m, s = _pty(link)
     os.set_blocking(m, False)
-    with Mosquitto() as broker:
+    certs = make_self_signed(tmp_path / "tls") if tls else None
+    with Mosquitto(tls=certs) as broker:
         args = argparse.Namespace(port=str(link), node="n09", site="moon", inventory="", baud=115200,
-                                  broker=f"mqtt://127.0.0.1:{broker.port}")  # fmt: skip
+                                  broker=broker.url, ca=str(certs.cafile) if certs else None)  # fmt: skip
         done = threading.Event()
         t = threading.Thread(target=lambda: (gwmod.main_gateway_until(args, done)), daemon=True)
         t.start()
         try:
             pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            if certs:
+                pub.tls_set_context(ssl.create_default_context(cafile=str(certs.cafile)))
             pub.connect(broker.host, broker.port)
             pub.loop_start()
             tc = ccsds.build_tc(b"k" * 32, b"n01", 0x7F, 1, 1, 7, b"\x01\x02")
