@@ -287,3 +287,23 @@ async def test_event_log_filters_links_and_the_resync_indicator(console: Any, pa
                            " return e && e.textContent.includes('resynced') && e.textContent", what="resync indicator")
     assert "dropped" in text
     await page.shot("resync-indicator")
+
+
+async def test_staleness_follows_sleep_aware_liveness(console: Any, page: Any) -> None:
+    await open_console(page, console.url)
+    await page.wait("return document.querySelector('.lb-overview tr[data-node=\"n01\"] .lb-state-ONLINE')", what="n01 ONLINE")
+    stale_js = """const done = arguments[arguments.length - 1];
+        Promise.all(arguments[0].map(async (k) => {
+          const o = await window.openmct.objects.get(`lunabase:${k}`);
+          return (await window.openmct.telemetry.isStale(o)).isStale;
+        })).then(done, (e) => done(String(e)));"""
+    keys = ["tlm.n01.HK.cpu_temp", "tlm.n03.HK.free_heap"]
+    assert await page.call(page.d.execute_async_script, stale_js, keys) == [False, False]
+    # n01 and n02 fall silent; n03 announced its sleep (next contact in an hour): not stale
+    assert console.base.sim.task is not None
+    console.base.sim.task.cancel()
+    await page.wait("return document.querySelector('.lb-overview tr[data-node=\"n01\"] .lb-state-STALE')",
+                    timeout=30, what="n01 STALE")
+    assert await page.text('.lb-overview tr[data-node="n03"] .lb-state') == "ASLEEP"
+    assert await page.call(page.d.execute_async_script, stale_js, keys) == [True, False]
+    await page.shot("staleness-asleep-is-not-stale")
