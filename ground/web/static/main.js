@@ -49,19 +49,31 @@ async function logout() {
   }
 }
 
-function start(me) {
+async function start(me) {
+  let station = null;
+  try {
+    // station time: the remote clock ticks on a node's own time tags (its HK uptime packets)
+    const nodes = await ground.get('/api/nodes');
+    station = (nodes.find((n) => n.state === 'ONLINE') || nodes[0] || {}).node || null;
+  } catch (e) {
+    station = null;
+  }
   document.getElementById('lb-login').remove(); // Open MCT mounts itself on the body's first element
   const openmct = window.openmct;
   openmct.setAssetPath('/openmct');
   openmct.install(openmct.plugins.Espresso());
   openmct.install(openmct.plugins.UTCTimeSystem());
   const now = Date.now();
-  openmct.install(openmct.plugins.Conductor({
-    menuOptions: [
-      { name: 'Realtime', timeSystem: 'utc', clock: 'local', clockOffsets: { start: -15 * 60 * 1000, end: 15 * 1000 } },
-      { name: 'Fixed', timeSystem: 'utc', bounds: { start: now - 60 * 60 * 1000, end: now } }
-    ]
-  }));
+  const menuOptions = [
+    { name: 'Realtime', timeSystem: 'utc', clock: 'local', clockOffsets: { start: -15 * 60 * 1000, end: 15 * 1000 } },
+    { name: 'Fixed', timeSystem: 'utc', bounds: { start: now - 60 * 60 * 1000, end: now } }
+  ];
+  if (station) {
+    openmct.install(openmct.plugins.RemoteClock({ namespace: 'lunabase', key: `tlm.${station}.HK.uptime` }));
+    menuOptions.push({ name: `Station time (${station})`, timeSystem: 'utc', clock: 'remote-clock',
+      clockOffsets: { start: -15 * 60 * 1000, end: 15 * 1000 } });
+  }
+  openmct.install(openmct.plugins.Conductor({ menuOptions }));
   openmct.install(openmct.plugins.DisplayLayout({ showAsView: ['summary-widget', 'example.imagery'] }));
   openmct.install(openmct.plugins.SummaryWidget());
   openmct.install(openmct.plugins.LADTable());
