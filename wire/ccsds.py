@@ -71,10 +71,19 @@ def _make_table():
 CRC_TABLE = _make_table()  # big-endian u16 per byte value; shared with the parsers
 
 
+try:  # CPython: the same CRC (poly 0x1021, MSB first, no reflection, no final xor) in C
+    from binascii import crc_hqx as _crc_hqx
+except ImportError:  # MicroPython has no crc_hqx: the table loop below
+    _crc_hqx = None
+
+
 def crc16(buf, start=0, end=-1, crc=0xFFFF):
-    """CRC-16/CCITT-FALSE of buf[start:end] (end=-1: to the end); allocation-free."""
+    """CRC-16/CCITT-FALSE of buf[start:end] (end=-1: to the end); allocation-free on MicroPython."""
     if end < 0:
         end = len(buf)
+    if _crc_hqx is not None:
+        # ~100x faster on CPython, where the simulator's delivery oracle checks every packet
+        return _crc_hqx(memoryview(buf)[start:end], crc)
     t = CRC_TABLE
     i = start
     while i < end:

@@ -53,3 +53,25 @@ def test_spacepackets_splits_a_container():
     packet_ids = tuple(PacketId(PacketType.TM, True, p.apid) for p in D.packets)
     res = parse_space_packets(bytearray(data), packet_ids)
     assert [bytes(x) for x in res.tm_list] == [_file(p.name.lower()) for p in D.packets]
+
+
+def test_crc16_c_and_table_paths_agree(monkeypatch) -> None:
+    """CPython computes crc16 with binascii.crc_hqx; MicroPython runs the table loop: same CRC."""
+    import os
+    import random
+
+    from wire import ccsds as c
+
+    assert c._crc_hqx is not None  # CPython
+    rnd = random.Random(7)
+    cases = [(os.urandom(rnd.randint(0, 700)), rnd.randint(0, 0xFFFF)) for _ in range(200)]
+    fast = []
+    for b, init in cases:
+        s = rnd.randint(0, len(b))
+        e = rnd.randint(s, len(b))
+        fast.append((b, s, e, init, c.crc16(b, s, e, init), c.crc16(bytearray(b), s, -1, init)))
+    monkeypatch.setattr(c, "_crc_hqx", None)
+    for b, s, e, init, crc, to_end in fast:
+        assert c.crc16(b, s, e, init) == crc
+        assert c.crc16(b, s, -1, init) == to_end
+    assert c.crc16(b"123456789") == 0x29B1  # the CRC-16/CCITT-FALSE check value
