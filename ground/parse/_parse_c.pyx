@@ -100,6 +100,12 @@ cdef extern from "lb_parse.h" nogil:
         int32_t quad0
         int32_t nquads
         int32_t run
+        int32_t split
+    ctypedef struct lb_split:
+        int32_t total
+    void lb_split_init(lb_split* s, Py_ssize_t total)
+    enum:
+        LB_SPLIT_MIN
     ctypedef struct lb_plan:
         int16_t lidx[2048]
         int32_t nlay
@@ -113,6 +119,7 @@ cdef extern from "lb_parse.h" nogil:
         double* f_add
         lb_pair* pairs
         lb_quad* quads
+        lb_split* splits
         Py_ssize_t run_packets
     ctypedef struct lb_rej:
         Py_ssize_t start
@@ -290,7 +297,8 @@ cdef class Parser:
         self.P.f_add = <double*>calloc(nf, sizeof(double))
         self.P.pairs = <lb_pair*>calloc(nf, sizeof(lb_pair))
         self.P.quads = <lb_quad*>aligned_alloc(32, ((nf * sizeof(lb_quad) + 31) // 32) * 32)
-        if (self.P.lay == NULL or self.P.runs == NULL or self.P.f_c == NULL or self.P.f_off == NULL
+        self.P.splits = <lb_split*>calloc(nl, sizeof(lb_split))
+        if (self.P.splits == NULL or self.P.lay == NULL or self.P.runs == NULL or self.P.f_c == NULL or self.P.f_off == NULL
                 or self.P.f_type == NULL or self.P.f_scale == NULL or self.P.f_add == NULL
                 or self.P.pairs == NULL or self.P.quads == NULL):
             raise MemoryError()
@@ -326,6 +334,9 @@ cdef class Parser:
                 if typ == "f32":
                     self.P.lay[i].generic = 1
                 j += 1
+            self.P.lay[i].split = lay.length >= LB_SPLIT_MIN
+            if self.P.lay[i].split:
+                lb_split_init(&self.P.splits[i], lay.length)
             self._plan_pairs(i, lay, np_)
             self._plan_quads(i, nq_)
             self._plan_run(i, lay)
@@ -479,6 +490,7 @@ cdef class Parser:
         free(self.P.f_add)
         free(self.P.pairs)
         free(self.P.quads)
+        free(self.P.splits)
 
     def parse(self, data):
         """Parse one complete container; a packet cut off at the end is ``truncated``."""

@@ -2,9 +2,11 @@
  * level by lb_level.h in the benchmark's extension only, _bench_c): walk packets by
  * their length field and check each CRC (residue 0), nothing else, with the fastest CRC
  * the parser has at this level: four packets at a time when four of the same length
- * follow, else two, else one.  Counts good and bad packets and where it stopped. */
-static void LB_FN(lb_crcscan)(const uint8_t* b, Py_ssize_t n, Py_ssize_t* good_o, Py_ssize_t* bad_o,
-                              Py_ssize_t* end_o) {
+ * follow, else two, else one, a long one as four chains over its quarters when
+ * by_len[length] has the tables (the parser has them for its layouts' lengths).
+ * Counts good and bad packets and where it stopped. */
+static void LB_FN(lb_crcscan)(const uint8_t* b, Py_ssize_t n, lb_split* const* by_len, Py_ssize_t nlen,
+                              Py_ssize_t* good_o, Py_ssize_t* bad_o, Py_ssize_t* end_o) {
     Py_ssize_t p = 0, good = 0, bad = 0;
     uint16_t c[4];
     while (n - p >= 6) {
@@ -28,7 +30,8 @@ static void LB_FN(lb_crcscan)(const uint8_t* b, Py_ssize_t n, Py_ssize_t* good_o
             p += 2 * total;
             continue;
         }
-        if (LB_FN(lb_crc16_in)(b + p, total, 0xFFFF) == 0)
+        const lb_split* sp = total < nlen ? by_len[total] : NULL;
+        if ((sp != NULL ? LB_FN(lb_crc16_split)(b + p, sp) : LB_FN(lb_crc16_in)(b + p, total, 0xFFFF)) == 0)
             good++;
         else
             bad++;

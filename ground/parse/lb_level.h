@@ -76,6 +76,22 @@ static LB_NOINLINE void LB_FN(lb_crc16x4)(const uint8_t* p, Py_ssize_t n, uint16
     LB_FN(lb_crc16x4_in)(p, n, out);
 }
 
+/* one packet of s->total bytes as four chains (see lb_split in lb_parse.h) */
+static LB_INLINE uint16_t LB_FN(lb_crc16_split)(const uint8_t* p, const lb_split* s) {
+    const Py_ssize_t q = s->quarter;
+    uint16_t a = 0xFFFF, c = 0, d = 0, e = 0;
+    const uint8_t* r = p;
+    for (Py_ssize_t k = 0; k < q; k += 8) {
+        uint64_t w0, w1, w2, w3;
+        memcpy(&w0, r, 8); memcpy(&w1, r + q, 8); memcpy(&w2, r + 2 * q, 8); memcpy(&w3, r + 3 * q, 8);
+        LB_CRC_STEP(a, w0); LB_CRC_STEP(c, w1); LB_CRC_STEP(d, w2); LB_CRC_STEP(e, w3);
+        r += 8;
+    }
+    e = LB_FN(lb_crc16_in)(p + 4 * q, s->total - 4 * q, e);  /* the last chain takes the rest */
+    return (uint16_t)(s->t[0][0][a >> 8] ^ s->t[0][1][a & 0xFF] ^ s->t[1][0][c >> 8] ^ s->t[1][1][c & 0xFF]
+                      ^ s->t[2][0][d >> 8] ^ s->t[2][1][d & 0xFF] ^ e);
+}
+
 /* --- field decoders -------------------------------------------------------------- */
 
 /* integer layouts, one field per step, branch-free */
@@ -314,9 +330,10 @@ static LB_NOINLINE Py_ssize_t LB_FN(lb_run_vbmi)(const lb_run* f, LB_RUN_PARAMS)
 /* CRC residue of the packet at p (its length already checked).  When the next packets
    have the same first word and length, their CRCs are computed together (four, else
    two, independent chains) and kept for when the scan gets there: same bytes, same
-   length, same CRC */
+   length, same CRC.  Else a long packet of its layout's length (sp) runs as four chains
+   over its quarters. */
 static LB_INLINE uint16_t LB_FN(lb_crc_at)(const uint8_t* b, Py_ssize_t n, Py_ssize_t p, Py_ssize_t total,
-                                           uint16_t w0, lb_precrc* pre) {
+                                           uint16_t w0, lb_precrc* pre, const lb_split* sp) {
     uint16_t c[4];
     const Py_ssize_t q = p + total;
     if (pre->n > 0) {
@@ -344,6 +361,8 @@ static LB_INLINE uint16_t LB_FN(lb_crc_at)(const uint8_t* b, Py_ssize_t n, Py_ss
         return c[0];
     }
 #undef LB_SAME
+    if (sp != NULL && sp->total == total)
+        return LB_FN(lb_crc16_split)(b + p, sp);
     return LB_FN(lb_crc16_in)(b + p, total, 0xFFFF);
 }
 
@@ -403,6 +422,12 @@ static void LB_FN(lb_scan)(lb_plan* P, const uint8_t* b, Py_ssize_t n, int final
     while (p < n) {
 #if LB_LEVEL >= 2
         if (run_li >= 0 && p >= run_block && bad_start < 0) {
+            /* not even the next packet continues the run (mixed traffic): no call */
+            uint64_t h;
+            if (n - p < 8 || (memcpy(&h, b + p, 8), (h & LB_HDR_MASK) != P->runs[run_li].hdr)) {
+                run_li = -1;
+                goto scan_one;
+            }
             const Py_ssize_t k = cnt_o[run_li];
             const lb_layout* L = lay + run_li;
             /* no further than the outputs have room for: the scan asks for more there */
@@ -429,6 +454,7 @@ static void LB_FN(lb_scan)(lb_plan* P, const uint8_t* b, Py_ssize_t n, int final
             if (p >= n)
                 break;
         }
+    scan_one:;
 #endif
         int reason = LB_R_NONE;
         Py_ssize_t whole = 0;
@@ -461,7 +487,8 @@ static void LB_FN(lb_scan)(lb_plan* P, const uint8_t* b, Py_ssize_t n, int final
                             break;
                         reason = LB_R_TRUNCATED;
                     }
-                } else if (LB_FN(lb_crc_at)(b, n, p, total, w0, &pre) != 0) {
+                } else if (LB_FN(lb_crc_at)(b, n, p, total, w0, &pre,
+                                            li >= 0 && lay[li].split ? P->splits + li : NULL) != 0) {
                     reason = LB_R_BAD_CRC;
                 } else if (reason != LB_R_NONE) {
                     whole = total;  /* the CRC proves the boundary: skip it whole */

@@ -70,6 +70,40 @@ static void lb_crc_tables(const uint8_t* base /* 512 bytes, big-endian entries *
     ^ lb_T[2][(uint8_t)((w) >> 40)] ^ lb_T[1][(uint8_t)((w) >> 48)] ^ lb_T[0][(uint8_t)((w) >> 56)])
 #define LB_CRC_BYTE(a, c) (a) = (uint16_t)(((a) << 8) ^ lb_T[0][((a) >> 8) ^ (c)])
 
+/* One long packet's CRC as four chains over its quarters (independent dependency
+   chains, so the table loads of one fill the latency of the others), combined with the
+   CRC's linearity: R(I, A B) = shift(R(I, A), |B|) ^ R(0, B), where shift(c, k) is c fed
+   k zero bytes (c * x^8k mod P, a linear map: two 256-entry tables per shift).  Used for
+   a packet of the dictionary's length of at least LB_SPLIT_MIN bytes whose neighbours are
+   not of its length (a SEISMIC batch among housekeeping). */
+#define LB_SPLIT_MIN 128
+typedef struct {
+    int32_t total;     /* the packet length the tables are for */
+    int32_t quarter;   /* bytes per chain (a multiple of 8); the last chain also takes the rest */
+    uint16_t t[3][2][256];  /* shift by total - (j + 1) * quarter bytes: [j][0] high byte, [j][1] low */
+} lb_split;
+
+static void lb_split_init(lb_split* s, Py_ssize_t total) {
+    s->total = (int32_t)total;
+    s->quarter = (int32_t)((total / 4) & ~(Py_ssize_t)7);
+    for (int j = 0; j < 3; j++) {
+        const Py_ssize_t k = total - (Py_ssize_t)(j + 1) * s->quarter;
+        uint16_t basis[16];
+        for (int bit = 0; bit < 16; bit++) {  /* the images of the 16 unit registers */
+            uint16_t c = (uint16_t)(1u << bit);
+            for (Py_ssize_t z = 0; z < k; z++) c = (uint16_t)((c << 8) ^ lb_T[0][c >> 8]);
+            basis[bit] = c;
+        }
+        for (int v = 0; v < 256; v++) {
+            uint16_t hi = 0, lo = 0;
+            for (int bit = 0; bit < 8; bit++)
+                if (v & (1 << bit)) { hi ^= basis[8 + bit]; lo ^= basis[bit]; }
+            s->t[j][0][v] = hi;
+            s->t[j][1][v] = lo;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------------- */
 /* Decode plans (built by Parser.__init__ from compile_layout(), read by the levels) */
 /* ------------------------------------------------------------------------------- */
@@ -141,7 +175,7 @@ typedef struct {
     int32_t pair0, npairs;   /* SSSE3 plan (npairs 0: scalar) */
     int32_t quad0, nquads;   /* AVX2 plan */
     int32_t run;       /* 1: runs[] holds an AVX-512 run plan */
-    int32_t pad_;
+    int32_t split;     /* 1: splits[] holds the four-chain CRC tables for its length */
 } lb_layout;
 
 /* everything a scan reads: owned by the Cython Parser */
@@ -158,6 +192,7 @@ typedef struct {
     double* f_add;
     lb_pair* pairs;
     lb_quad* quads;          /* 32-byte aligned */
+    lb_split* splits;        /* per layout */
     Py_ssize_t run_packets;  /* packets a run kernel took (a diagnostic) */
 } lb_plan;
 
@@ -348,7 +383,8 @@ static const lb_census_fn lb_censuses[4] = LB_LEVELS4(lb_census);
 static const lb_crc_fn lb_crcs[4] = LB_LEVELS4(lb_crc16);
 #ifdef LB_CRCSCAN
 /* the benchmark's CRC-only pass (lb_crcscan.h), only in the benchmark's extension */
-typedef void (*lb_crcscan_fn)(const uint8_t*, Py_ssize_t, Py_ssize_t*, Py_ssize_t*, Py_ssize_t*);
+typedef void (*lb_crcscan_fn)(const uint8_t*, Py_ssize_t, lb_split* const*, Py_ssize_t, Py_ssize_t*, Py_ssize_t*,
+                              Py_ssize_t*);
 static const lb_crcscan_fn lb_crcscans[4] = LB_LEVELS4(lb_crcscan);
 #endif
 

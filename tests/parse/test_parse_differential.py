@@ -198,3 +198,21 @@ def test_outputs_grow_past_the_census():
     assert a.count == 5600 and len(a.tables[2]) == 3000
     data = b"\x01" * 7 + data  # garbage first: the census finds nothing
     assert_same(gp.CParser().parse(data), gp.PyParser().parse(data))
+
+
+def test_long_packet_four_chain_crc_catches_every_flip():
+    """A SEISMIC batch between other packets has its CRC computed as four chains over its
+    quarters, combined by shifting: a bit flipped anywhere in it (each quarter, the tail,
+    the trailer) is a bad CRC, exactly as the pure twin finds."""
+    from lunabase.bench.parse import make_container
+
+    hk, seis = make_container("HK", 1), make_container("SEISMIC", 1)
+    clean = hk + seis + hk
+    assert gp.CParser().parse(clean).count == 3
+    for pos in (0, 5, 12, 150, 151, 152, 153, 303, 304, 455, 456, 457, 460, 600, 613, 614, 615):
+        for bit in (0, 7):
+            data = bytearray(clean)
+            data[len(hk) + pos] ^= 1 << bit
+            a, b = gp.CParser().parse(bytes(data)), gp.PyParser().parse(bytes(data))
+            assert_same(a, b)
+            assert a.count == 2 and a.reasons  # the two HK packets, the batch rejected
