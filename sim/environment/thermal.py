@@ -23,6 +23,7 @@ toward the equilibrium temperature of the current inputs (stable for any step si
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,25 @@ def surface_temp_c(site: Site, sun: SunState) -> float:
     return night_k(site, sun.hours_since_sunset) - K0
 
 
+@functools.lru_cache(maxsize=4096)
+def _equilibrium_c(g_open: float, g_closed: float, closed_c: float, open_c: float, sink_c: float,
+                   power_w: float) -> float:
+    # 50 bisection steps per node per environment step; nodes of one model at one site
+    # ask the same question every step, so the answer is cached (the same float either way)
+    def conductance(temp_c: float) -> float:
+        x = max(0.0, min(1.0, (temp_c - closed_c) / (open_c - closed_c)))
+        return g_closed + x * (g_open - g_closed)
+
+    lo, hi = sink_c, sink_c + power_w / g_closed + 1.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if conductance(mid) * (mid - sink_c) < power_w:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
 @dataclass
 class NodeThermal:
     """A node's enclosure: lumped heat capacity, louvred conductance to the sink.
@@ -87,14 +107,8 @@ class NodeThermal:
 
     def equilibrium_c(self, sink_c: float, power_w: float) -> float:
         """The temperature at which the louvred conductance carries ``power_w`` to the sink."""
-        lo, hi = sink_c, sink_c + power_w / self.g_closed_w_k + 1.0
-        for _ in range(50):
-            mid = 0.5 * (lo + hi)
-            if self.conductance(mid) * (mid - sink_c) < power_w:
-                lo = mid
-            else:
-                hi = mid
-        return 0.5 * (lo + hi)
+        return _equilibrium_c(self.g_open_w_k, self.g_closed_w_k, self.louvre_closed_c, self.louvre_open_c, sink_c,
+                              power_w)
 
     def step(self, dt: float, surface_c: float, power_w: float) -> None:
         """Advance ``dt`` seconds with ``power_w`` dissipated inside (load + heater + RHU)."""
