@@ -41,7 +41,7 @@ def ingest_part(worker: Any, now: float | None = None) -> Part:
     now = time.time() if now is None else now
     p = worker.pipeline
     lag = worker.lag_s(now)
-    figures = {
+    figures: dict[str, Any] = {
         "connected": worker.connected.is_set(), "backlog": worker.backlog, "lag_s": round(lag, 2),
         "last_commit": p.last_commit, "last_commit_age_s": round(now - p.last_commit, 2) if p.last_commit else None,
         "batches": p.batches, "failed_batches": p.failed_batches, "isolated_batches": p.isolated_batches,
@@ -83,7 +83,7 @@ def archive_part(archive: Any, pipeline: Any = None) -> Part:
 
 
 def broker_part(ingest_connected: bool, command_connected: bool, last_failure: str | None = None) -> Part:
-    figures = {"ingest_connected": ingest_connected, "command_connected": command_connected,
+    figures: dict[str, Any] = {"ingest_connected": ingest_connected, "command_connected": command_connected,
                "last_failure": last_failure}
     if not ingest_connected:
         return part(False, f"broker: ingest not connected ({last_failure or 'connecting'})", **figures)
@@ -98,7 +98,7 @@ def commands_part(commander: Any, now: float | None = None) -> Part:
     queued = [c for c in list(commander._cmds.values()) if c.get("stage") == "QUEUED"]  # noqa: SLF001
     in_flight = sum(1 for c in list(commander._cmds.values()) if c.get("stage") in ("SENT", "ACCEPTED"))  # noqa: SLF001
     oldest = min(queued, key=lambda c: c.get("submitted") or now, default=None)
-    figures = {"queued": len(queued), "in_flight": in_flight, "errors": commander.errors,
+    figures: dict[str, Any] = {"queued": len(queued), "in_flight": in_flight, "errors": commander.errors,
                "last_error": commander.last_error,
                "oldest_queued": None if oldest is None else {
                    "id": oldest.get("id"), "node": oldest.get("node"), "command": oldest.get("command"),
@@ -117,7 +117,7 @@ def ticks_part(ops: Any, now: float | None = None) -> Part:
     """The ops timers (liveness, shelving, command queue): alive, and each step working."""
     now = time.time() if now is None else now
     last = ops.last_tick
-    figures = {"last_tick": last, "age_s": round(now - last, 2) if last else None, "ticks": ops.ticks,
+    figures: dict[str, Any] = {"last_tick": last, "age_s": round(now - last, 2) if last else None, "ticks": ops.ticks,
                "errors": dict(ops.tick_errors), "last_error": ops.tick_error}
     if last is None:
         if now - ops.started > TICK_LATE_S:

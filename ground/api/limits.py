@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -59,7 +59,7 @@ class _Gate(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         addr = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else "?"
         if not self.limiter.admit(addr):
-            transport.abort()
+            cast("asyncio.Transport", transport).abort()
             return
         self.addr = addr
         self.inner.connection_made(transport)
@@ -105,5 +105,6 @@ class LimitedSite(web.TCPSite):
 
     @property
     def bound_port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        server = cast("asyncio.Server | None", self._server)
+        assert server is not None
+        return server.sockets[0].getsockname()[1]

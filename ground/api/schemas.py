@@ -24,11 +24,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 MAX_BODY = 64 * 1024
 MAX_QUERY = 4096
@@ -236,7 +236,6 @@ def check(schema: Schema, req: web.Request, body: Any) -> None:
         schema.check_body(body)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, msg: str) -> web.Response:
@@ -244,13 +243,13 @@ def _error(status: int, msg: str) -> web.Response:
 
 
 @web.middleware
-async def middleware(req: web.Request, handler: Handler) -> web.StreamResponse:
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check the request against its route's schema; 400/413 with a JSON reason if it does not match.
 
     aiohttp's own plain-text errors (404, 405, 413 ...) are answered as JSON too.
     """
     try:
-        return await _checked(req, handler)
+        return await _checked(request, handler)
     except web.HTTPException as e:
         if e.status < 400 or e.content_type == "application/json":
             raise

@@ -215,7 +215,7 @@ class Commander:
             self._stage(c, FAILED, f"ground error: {type(e).__name__}: {e}"[:300])
         except Exception:  # noqa: BLE001 - not even storable: drop it from the queue, keep the others going
             log.exception("command #%s could not be marked FAILED; dropped from the queue", c.get("id"))
-            self._cmds.pop(c.get("id"), None)  # type: ignore[arg-type]
+            self._cmds.pop(int(c.get("id") or 0), None)
 
     def _stage(self, c: Row, stage: str, reason: str) -> None:
         now = self.clock()
