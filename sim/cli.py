@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("scenario", help="scenario name (see `lunabase sim list`) or path to a .toml")
-    r.add_argument("--broker", help="use this broker (mqtt://host:port) instead of a private mosquitto")
+    r.add_argument("--broker", help="use this broker (mqtt://host:port, or mqtts:// with --ca) instead of a private mosquitto")
+    r.add_argument("--ca", help="with an mqtts:// broker: the CA (PEM) that signed its certificate; every node and "
+                   "the observer verify the broker with it")
     r.add_argument(
         "--ground-inventory",
         metavar="PATH",
@@ -62,10 +64,15 @@ def _run(args: argparse.Namespace) -> int:
     except ScenarioError as e:
         print(f"lunabase sim: {e}", file=sys.stderr)
         return 2
+    if args.broker and args.broker.startswith("mqtts:") and not args.ca:
+        print(f"lunabase sim: --broker {args.broker.split('@')[-1]}: mqtts needs --ca (the CA that signed the "
+              "broker's certificate)", file=sys.stderr)
+        return 2
     progress = None if args.quiet else (lambda line: print(line, flush=True))
 
     async def main() -> dict[str, dict[str, Any]]:
-        base = SimBase(sc, broker_url=args.broker, workdir=args.workdir, inventory_path=args.ground_inventory, progress=progress)
+        base = SimBase(sc, broker_url=args.broker, workdir=args.workdir, inventory_path=args.ground_inventory,
+                       progress=progress, ca=args.ca)
         try:
             async with base:
                 try:

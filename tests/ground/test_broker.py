@@ -161,7 +161,59 @@ async def test_ground_ingest_through_acls_with_shared_subscription(secured, tmp_
     archive.close()
 
 
-def _attack(b: Mosquitto, user: str, pw: str, ids: list[str], until: float, log: list[str]) -> None:
+class _Generated:
+    """mosquitto running the configuration write_broker_config generated, unmodified."""
+
+    def __init__(self, files, port: int) -> None:  # noqa: ANN001
+        import subprocess
+
+        from sim.mosquitto import find_mosquitto, wait_port
+
+        self.host, self.port = "127.0.0.1", port
+        self.log_path = files.config.parent / "mosquitto.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([find_mosquitto(), "-v", "-c", str(files.config)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        wait_port(self.host, port, 10)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._log.close()
+
+
+def _generate(inv: Inventory, d, **kw):  # noqa: ANN001, ANN202
+    import os
+
+    from ground.broker import write_broker_config
+
+    port = free_port()
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    files = write_broker_config(inv, d, port=port, use_mosquitto_passwd=False, user="root" if root else None, **kw)
+    return files, port
+
+
+def test_generated_config_opens_only_its_listeners(tmp_path) -> None:  # noqa: ANN001
+    """Every listener option sits inside a listener block: no default listener on 1883 (a
+    global use_username_as_clientid made mosquitto 2.0 open one on every interface)."""
+    import re
+
+    inv = Inventory.generate("moon", ["n01"])
+    for kw in ({}, {"tls_port": free_port()}, {"tls_port": free_port(), "plaintext": True}):
+        files, port = _generate(inv, tmp_path / "b", **kw)
+        g = _Generated(files, kw.get("tls_port") or port)
+        try:
+            import time
+
+            time.sleep(0.3)
+            opened = sorted(int(p) for p in re.findall(r"listen socket on port (\d+)", g.log_path.read_text()))
+        finally:
+            g.close()
+        want = sorted(([port] if not kw.get("tls_port") or kw.get("plaintext") else []) + ([kw["tls_port"]] if "tls_port" in kw else []))
+        assert opened == want, (kw, opened, files.config.read_text())
+
+
+def _attack(b, user: str, pw: str, ids: list[str], until: float, log: list[str]) -> None:
     """Connect again and again with one node's credentials under other clients' ids (persistent
     sessions, as the issue's attacker did), holding each connection a moment."""
     import time
@@ -195,19 +247,17 @@ async def test_node_credentials_cannot_displace_another_client(tmp_path, tied) -
     import time
 
     from ground.archive import open_archive
-    from ground.broker import write_broker_config
     from ground.ingest import IngestWorker
     from ground.ingest.testing import hk
 
     inv = Inventory.generate("moon", ["n01", "n02"])
-    files = write_broker_config(inv, tmp_path / "broker", port=free_port(), use_mosquitto_passwd=False)
+    files, port = _generate(inv, tmp_path / "broker")
     assert "use_username_as_clientid true" in files.config.read_text()
-    conf = files.config.read_text().split("\n")
-    port = int(next(x for x in conf if x.startswith("listener ")).split()[1])
-    keep = ("password_file", "acl_file", "use_username_as_clientid") if tied else ("password_file", "acl_file")
-    extra = "\n".join(x for x in conf if x.startswith(keep))
+    if not tied:  # the control: the same generated config without the option
+        files.config.write_text(files.config.read_text().replace("use_username_as_clientid true\n", ""))
     archive = open_archive(f"sqlite:///{tmp_path}/hijack.db")
-    with Mosquitto(port=port, extra_config=extra, allow_anonymous=False) as b:
+    b = _Generated(files, port)
+    try:
         user, pw = inv.ground_account()
         w = IngestWorker(archive, b.host, b.port, username=user, password=pw, client_id="lunabase-ground")
         task = asyncio.create_task(w.run())
@@ -236,6 +286,8 @@ async def test_node_credentials_cannot_displace_another_client(tmp_path, tied) -
         w.stop()
         await task
         blog = b.log_path.read_text()
+    finally:
+        b.close()
     archive_n02 = archive.count_raw(node="n02")
     archive.close()
     assert len(log) >= 5 and all(x.endswith(": 0") for x in log), log  # the attacker got in (as n01)...
@@ -295,3 +347,43 @@ async def test_broker_refuses_oversized_packets(tmp_path) -> None:
                 await c1.publish(topics.topic("moon", "n01", "tm"), b"x" * (MAX_PACKET_SIZE - 2048), qos=1)
             await _collect(g, got, 1.5)
     assert [len(p) for _t, p in got] == [MAX_PACKET_SIZE - 2048]
+
+
+async def test_several_ingest_workers_each_with_its_account(tmp_path) -> None:  # noqa: ANN001
+    """With client ids tied to accounts, shared-subscription workers still work: each runs
+    under its own ground client account (ground, ground-2), both stay connected, and between
+    them every packet is archived once."""
+    from ground.archive import open_archive
+    from ground.ingest import IngestWorker
+    from ground.ingest.testing import hk
+
+    inv = Inventory.generate("moon", ["n01"])
+    files, port = _generate(inv, tmp_path / "broker")
+    archive = open_archive(f"sqlite:///{tmp_path}/two.db")
+    b = _Generated(files, port)
+    try:
+        workers = []
+        for acct in ("", "2"):
+            user, pw = inv.ground_account(acct)
+            workers.append(IngestWorker(archive, b.host, b.port, username=user, password=pw,
+                                        client_id="lunabase-ingest", share="ingest"))  # same requested id: harmless
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        await asyncio.wait_for(asyncio.gather(*(w.connected.wait() for w in workers)), 10)
+        async with _client(b, "n01", inv.node("n01").password, "n01") as c1:
+            for i in range(200):
+                await c1.publish(topics.topic("moon", "n01", "tm"), hk(i), qos=1)
+        for _ in range(200):
+            if archive.count_raw(node="n01") >= 200:
+                break
+            await asyncio.sleep(0.05)
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks)
+        blog = b.log_path.read_text()
+    finally:
+        b.close()
+    assert archive.count_raw(node="n01") == 200
+    assert [w.connections for w in workers] == [1, 1]  # neither displaced the other
+    assert all(w.acked > 0 for w in workers), [w.acked for w in workers]  # both took a share
+    assert "New client connected" in blog and " u'ground-2'" in blog, blog[-2000:]
+    archive.close()
