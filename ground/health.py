@@ -98,7 +98,10 @@ def commands_part(commander: Any, now: float | None = None) -> Part:
     queued = [c for c in list(commander._cmds.values()) if c.get("stage") == "QUEUED"]  # noqa: SLF001
     in_flight = sum(1 for c in list(commander._cmds.values()) if c.get("stage") in ("SENT", "ACCEPTED"))  # noqa: SLF001
     oldest = min(queued, key=lambda c: c.get("submitted") or now, default=None)
+    finals = dict(getattr(commander, "finals", {}))
     figures: dict[str, Any] = {"queued": len(queued), "in_flight": in_flight, "errors": commander.errors,
+               "finished": finals,
+               "failures": sum(n for st, n in finals.items() if st not in ("EXECUTED", "CANCELLED")),
                "last_error": commander.last_error,
                "oldest_queued": None if oldest is None else {
                    "id": oldest.get("id"), "node": oldest.get("node"), "command": oldest.get("command"),

@@ -80,6 +80,7 @@ class Commander:
         self._waiters: dict[int, list[asyncio.Future[Row]]] = {}
         self._lock: asyncio.Lock | None = None
         self.errors = 0  # commands the ground itself failed on (bad row, exception): failed, not retried
+        self.finals: dict[str, int] = {}  # final stage -> commands that reached it since start
         self.last_error: str | None = None
         for c in reversed(store.commands(limit=10000, open_only=True)):  # resume after restart
             self._cmds[c["id"]] = c
@@ -221,6 +222,8 @@ class Commander:
         now = self.clock()
         c["stage"], c["reason"], c["updated"] = stage, reason, now
         c["history"] = list(c["history"]) + [[stage, now, reason]]
+        if stage in FINAL:
+            self.finals[stage] = self.finals.get(stage, 0) + 1
         self.store.update_command({k: v for k, v in c.items() if k != "sent_at"})
         sev = {REJECTED: "ERROR", FAILED: "ERROR", TIMED_OUT: "WARNING", EXPIRED: "WARNING"}.get(stage, "INFO")
         self.store.event("command", f"{c['node']} {c['command']} #{c['id']} {stage}" + (f": {reason}" if reason else ""),

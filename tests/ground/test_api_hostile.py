@@ -76,6 +76,7 @@ async def test_ground_on_an_ops_db_with_bad_rows_still_commands(tmp_path) -> Non
     assert ops.alarms.active(include_shelved=True)[0]["shelved_until"] is None
     h = ops.health()
     assert h["parts"]["commands"]["ok"] and h["parts"]["commands"]["errors"] == 2
+    assert h["parts"]["commands"]["failures"] == 2 and h["parts"]["commands"]["finished"] == {"FAILED": 2}
     ops.store.close()
 
 
