@@ -224,6 +224,7 @@ class GroundService:
             raise ValueError(f"history range longer than {MAX_HISTORY_DAYS} days: ask for a shorter one")
         r = self.archive.parameter_decimated(f"{packet}.{field}", node, since, until, max(1, min(limit, 10000)))
         return {"node": node, "packet": packet, "field": field, "source": "archive", "count": r["count"],
+                "count_exact": r.get("exact", True),
                 "time": [float(x) for x in r["time"]], "value": [float(x) for x in r["value"]]}
 
     def _raw_packets(self, node: str, limit: int) -> list[tuple[float, int, int, int, bytes]]:
