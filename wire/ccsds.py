@@ -220,12 +220,6 @@ TC_WRONG_NODE = const(10)
 TC_NOT_YET_VALID = const(11)
 
 
-def tc_window(buf):
-    """(not_before, not_after) of a TC that open_tc has checked."""
-    _o, _f, _c, nb, na, _n = struct.unpack_from(TC_HEAD_FMT, buf, HEADER_LEN)
-    return nb, na
-
-
 def open_tc(key, node, buf, last_counter, now):
     """Check a received telecommand addressed to node (bytes id) at node time now (wire s).
 

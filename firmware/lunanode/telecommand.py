@@ -35,30 +35,21 @@ _ARGS_LEN = {
 }
 
 
-def read_counter():
-    # (last counter, lost): absent = 0 (fresh flash), present but not a number = lost
-    b = store.read("tc")
-    if b is None:
-        return 0, False
-    try:
-        v = int(b)
-        if 0 <= v <= 0xFFFFFFFF:
-            return v, False
-    except ValueError:
-        pass
-    return 0, True
-
-
 class Telecommands:
     def __init__(self, app):
         self.app = app
         self.key = app.cfg["key"]
         self.node = app.cfg["node"].encode()
-        self.last, lost = read_counter()
+        # absent = 0 (fresh flash); present but not a number = lost
+        self.last = 0
         self.nonce = 0  # != 0: counter lost, only TC_RESYNC(nonce) is accepted
-        if lost:
-            self.nonce = (struct.unpack(">I", os.urandom(4))[0] & 0x7FFFFFFF) | 1
-            self.lost_event(0)
+        b = store.read("tc")
+        if b is not None:
+            try:
+                self.last = int(b)
+            except ValueError:
+                self.nonce = (struct.unpack(">I", os.urandom(4))[0] & 0x7FFFFFFF) | 1
+                self.lost_event(0)
         self.accepted = 0
         self.rejected = 0
         self.pb = ccsds.PacketBuffer(defs.APID_ACK, defs.ACK_LEN)
