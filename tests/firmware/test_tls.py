@@ -112,3 +112,36 @@ def test_node_and_ground_refuse_a_broker_the_site_ca_did_not_sign(make_node, sit
 def test_tls_without_a_ca_is_a_config_error(make_node, site_ca) -> None:
     node = make_node(node_config(18830, broker={"tls": True, "ca": "missing.der"})).start()
     wait_for(lambda: "CONFIG_ERROR broker.ca" in node.log(), 30, "config error", node)
+
+
+def test_node_and_ground_end_to_end_over_tls(make_node, site_ca, tmp_path: Path) -> None:
+    """The whole path over verified TLS: the firmware on the VM publishes into a running ground
+    (GroundService: ingest, archive, ops) that verifies the broker with the site CA; the ground
+    commands the node back over the same TLS broker with a validity window, and it executes."""
+    from firmware_helpers import KEY, SITE
+
+    from ground.service import GroundService
+    from wire.inventory import Inventory, Node
+
+    inv = Inventory(SITE, [Node("n01", KEY, "unused-on-an-anonymous-broker")], ground_password="")
+    with Mosquitto(tls=site_ca) as b:
+        node = tls_node(make_node, b.port, site_ca).start()
+
+        async def run() -> tuple[int, dict]:
+            svc = GroundService(b.url, inv, f"sqlite:///{tmp_path}/ground.db", api_port=0, light_time=0,
+                                ca=site_ca.cafile, ops_db=tmp_path / "ops.db")
+            async with svc:
+                await svc.wait_connected(15)
+                assert svc.ops is not None
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline and svc.archive.count_raw(node="n01", apid=defs.APID_HK) < 5:
+                    await asyncio.sleep(0.2)
+                now = time.time()
+                c = await svc.ops.commander.submit("n01", "PING", user="test", not_before=now - 5, not_after=now + 60)
+                done = await svc.ops.commander.wait(c["id"], 30)
+                return svc.archive.count_raw(node="n01", apid=defs.APID_HK), done
+
+        hk, done = asyncio.run(run())
+        assert hk >= 5, node.log()
+        assert done["stage"] == "EXECUTED", (done, node.log())
+        node.kill()
