@@ -88,6 +88,7 @@ def register(sub: Any) -> None:
                                    "queue, ops timers (docs/ground-ops.md, Health).",
                        epilog=HEALTH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     h.add_argument("--api", default=DEFAULT_API, help=f"ground API URL (default {DEFAULT_API})")
+    h.add_argument("--ca", default=None, help="for an https:// ground: the CA (PEM) its certificate must chain to")
     h.add_argument("--timeout", type=float, default=10.0, help="s to wait for the answer (default 10)")
     h.add_argument("--json", action="store_true", help="print the whole answer as JSON")
     h.set_defaults(func=run_health)
@@ -208,7 +209,7 @@ def run_health(a: argparse.Namespace) -> int:
     from ground.client import GroundClient, GroundError
 
     async def main() -> dict[str, Any]:
-        async with GroundClient(a.api, timeout=a.timeout) as g:
+        async with GroundClient(a.api, timeout=a.timeout, ca=a.ca) as g:
             return await g.health()
 
     try:

@@ -240,10 +240,10 @@ class RemoteGroundTestAPI:
     ``assert_no_alarm`` is a coroutine here.
     """
 
-    def __init__(self, url: str, user: str = "test") -> None:
+    def __init__(self, url: str, user: str = "test", ca: str | None = None) -> None:
         from ground.client import GroundClient
 
-        self.client = GroundClient(url, user=user)
+        self.client = GroundClient(url, user=user, ca=ca)
 
     async def close(self) -> None:
         await self.client.close()
