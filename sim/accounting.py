@@ -113,6 +113,8 @@ class ApidCount:
     seqs: dict[int, int] = field(default_factory=dict)  # unwrapped sequence count -> time tag (ticks)
     last: int = -1  # last unwrapped count received (reference for unwrapping)
     duplicates: int = 0
+    lo: int = -1  # lowest and highest unwrapped count seen: report() is O(1) per APID, not O(packets)
+    hi: int = -1
 
     def window(self, t0: int, t1: int) -> tuple[int, int]:
         """(produced, delivered) among packets time-tagged in [t0, t1] (ticks): produced is
@@ -133,16 +135,22 @@ class ApidCount:
             self.duplicates += 1
         else:
             self.seqs[u] = ticks
+            if self.hi < 0:
+                self.lo = self.hi = u
+            elif u > self.hi:
+                self.hi = u
+            elif u < self.lo:
+                self.lo = u
         self.last = max(self.last, u) if abs(u - self.last) < SEQ_MOD // 2 else u
 
     @property
     def produced(self) -> int:
-        return max(self.seqs) + 1 if self.seqs else 0
+        return self.hi + 1 if self.seqs else 0
 
     @property
     def span(self) -> int:
         """Sequence counts from the first to the last one seen."""
-        return max(self.seqs) - min(self.seqs) + 1 if self.seqs else 0
+        return self.hi - self.lo + 1 if self.seqs else 0
 
 
 @dataclass

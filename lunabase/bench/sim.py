@@ -66,6 +66,37 @@ def flash_dir() -> str | None:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
+def _favour_simulator(base: Any) -> str:
+    """Let the simulator's own threads (event loop: sensor bus, environment; the delivery
+    accounting's MQTT thread) run before the node VMs when the cores are oversubscribed.
+
+    With a thousand VMs runnable now and then, the scheduler gives each thread an equal
+    share, so the one thread that accounts for every node's packets got ~1/20 of a core
+    and fell tens of seconds behind (nothing was lost: it simply had not read the window's
+    packets when the step was scored).  The nodes lose nothing: they get every cycle the
+    simulator does not use.  Returns what was done (in the step's JSON).
+    """
+    import threading
+
+    tids = [threading.get_native_id()]
+    th = getattr(getattr(base.accounting, "_client", None), "_thread", None)
+    if th is not None and th.native_id:
+        tids.append(th.native_id)
+    try:
+        for tid in tids:  # Linux nice values are per thread
+            os.setpriority(os.PRIO_PROCESS, tid, -5)
+        return "simulator threads at nice -5"
+    except OSError:
+        pass
+    for nd in base.nodes.values():  # not allowed to raise ours: lower theirs
+        if nd.pid:
+            try:
+                os.setpriority(os.PRIO_PROCESS, nd.pid, 5)
+            except OSError:
+                return "unchanged (no permission)"
+    return "node VMs at nice 5"
+
+
 def _proc_cpu(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -136,6 +167,7 @@ async def _step_in(n: int, seconds: float, heap: str, log: Any, workdir: str) ->
     async with base:
         acct = base.accounting
         assert acct is not None
+        priority = _favour_simulator(base)
         deadline = time.monotonic() + 60 + n * 0.5
         while True:
             rep = acct.report()
@@ -209,6 +241,7 @@ async def _step_in(n: int, seconds: float, heap: str, log: Any, workdir: str) ->
             "pending_max": pending_max,  # largest node journal backlog after the drain (HK journal_depth)
             "loop_lag_max_ms": lag_max,  # largest node scheduler lateness in its last HK
             "modes": modes,
+            "priority": priority,
             "ok": delivery >= TARGET and not slow,
         }
         if slow:
