@@ -148,8 +148,10 @@ class GroundService:
         from ground.archive import open_archive
         from ground.ingest import IngestWorker
 
-        # asyncio logs every failed accept() (e.g. out of descriptors): once per 10 s is enough
+        # asyncio logs every failed accept() (e.g. out of descriptors) and aiohttp every failed
+        # request with a traceback: once per 10 s per message is enough (the count follows)
         limit_logger("asyncio", 10.0)
+        limit_logger("aiohttp.server", 10.0)
         self.archive = open_archive(self.archive_url)
         log.info("archive %s; ops database %s", self.archive_url, self.ops_db)
         self.cmdlink = CommandLink(self.broker, self.cmd_username, self.cmd_password, self.tls, self.client_id + "-cmd")

@@ -215,3 +215,29 @@ def test_fuzz_topics_and_payloads(fuzz_pipeline, topic: str, payload: bytes) -> 
 
 class _Zero:
     status_messages = 0
+
+
+def test_rate_limited_logs_count_what_they_hold_back(caplog) -> None:
+    import logging
+
+    from ground.ratelog import RateLimitedLog, RateLimitFilter
+
+    now = [0.0]
+    rl = RateLimitedLog(logging.getLogger("lb.test.rl"), 10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="lb.test.rl"):
+        for _ in range(1000):
+            rl.warning("bad_status", "status refused")
+        rl.warning("too_deep", "too deep")
+        now[0] = 11.0
+        rl.warning("bad_status", "status refused")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs == ["status refused", "too deep", "status refused (+999 similar suppressed in 10 s)"]
+    assert rl.suppressed == {"bad_status": 999}
+    f = RateLimitFilter(10.0, clock=lambda: now[0])
+    lg = logging.getLogger("lb.test.rf")
+    lg.addFilter(f)
+    with caplog.at_level(logging.ERROR, logger="lb.test.rf"):
+        caplog.clear()
+        for _ in range(500):
+            lg.error("socket.accept() out of system resource")
+    assert len(caplog.records) == 1 and f.suppressed == {"socket.accept() out of system resource": 499}
