@@ -205,7 +205,10 @@ def make_self_signed(out_dir: str | Path, hostname: str = "localhost", days: int
     openssl = shutil.which("openssl")
     if not openssl:
         raise FileNotFoundError("openssl is not installed (Debian: apt-get install openssl)")
-    names = list(dict.fromkeys([hostname, *(hosts or []), "localhost", "127.0.0.1"]))
+    names: list[str] = []
+    for h in (hostname, *(hosts or []), "localhost", "127.0.0.1"):
+        if h not in names:
+            names.append(h)
 
     def run(*args: str) -> None:
         r = subprocess.run([openssl, *args], capture_output=True, cwd=d, text=True)

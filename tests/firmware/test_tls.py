@@ -10,6 +10,7 @@ import ssl
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from firmware_helpers import node_config, wait_for
@@ -51,7 +52,7 @@ def _hk_free_heap(archive) -> list[int]:  # noqa: ANN001
     return [struct.unpack_from(defs.HK_FMT, p.data, 12)[i] for p in archive.raw_packets(node="n01", apid=defs.APID_HK)]
 
 
-async def _ingest_until(archive, b: Mosquitto, ctx: ssl.SSLContext, pred, timeout: float) -> IngestWorker:  # noqa: ANN001
+async def _ingest_until(archive, b: Mosquitto, ctx: ssl.SSLContext | None, pred, timeout: float) -> IngestWorker:  # noqa: ANN001
     w = IngestWorker(archive, b.host, b.port, client_id="ground-tls", tls=ctx)
     task = asyncio.create_task(w.run())
     deadline = time.monotonic() + timeout
@@ -78,7 +79,7 @@ def test_node_publishes_over_verified_tls_into_the_archive(make_node, site_ca, t
     plain_archive = open_archive(f"sqlite:///{tmp_path}/plain.db")
     with Mosquitto() as b:
         node2 = make_node(node_config(b.port), name="plain", heap=TLS_HEAP).start()
-        asyncio.run(_ingest_until(plain_archive, b, None,  # type: ignore[arg-type]
+        asyncio.run(_ingest_until(plain_archive, b, None,
                                   lambda: plain_archive.count_raw(node="n01", apid=defs.APID_HK) >= 12, 90))
         plain_heap = _hk_free_heap(plain_archive)
         node2.kill()
@@ -127,7 +128,7 @@ def test_node_and_ground_end_to_end_over_tls(make_node, site_ca, tmp_path: Path)
     with Mosquitto(tls=site_ca) as b:
         node = tls_node(make_node, b.port, site_ca).start()
 
-        async def run() -> tuple[int, dict]:
+        async def run() -> tuple[int, dict[str, Any]]:
             svc = GroundService(b.url, inv, f"sqlite:///{tmp_path}/ground.db", api_port=0, light_time=0,
                                 ca=site_ca.cafile, ops_db=tmp_path / "ops.db")
             async with svc:

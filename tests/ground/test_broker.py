@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import ssl
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -45,13 +46,13 @@ def secured(request: pytest.FixtureRequest, tmp_path, certs):  # noqa: ANN001, A
         yield inv, b, tls, tls_port
 
 
-def _client(b: Mosquitto, user: str, pw: str, ident: str, v5: bool = False) -> aiomqtt.Client:
+def _client(b: Mosquitto | _Generated, user: str, pw: str, ident: str, v5: bool = False) -> aiomqtt.Client:
     # nodes speak MQTT 3.1.1 (umqtt / mqtt_as); the ground MQTT 5
     return aiomqtt.Client(b.host, b.port, username=user, password=pw, identifier=ident,
                           protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311)
 
 
-async def _collect(client: aiomqtt.Client, into: list, stop: float = 1.0) -> None:
+async def _collect(client: aiomqtt.Client, into: list[tuple[str, Any]], stop: float = 1.0) -> None:
     try:
         async with asyncio.timeout(stop):
             async for m in client.messages:
@@ -63,7 +64,7 @@ async def _collect(client: aiomqtt.Client, into: list, stop: float = 1.0) -> Non
 async def test_node_cannot_publish_as_another(secured) -> None:  # noqa: ANN001
     inv, b, _tls, _p = secured
     n1, n2 = inv.node("n01"), inv.node("n02")
-    got: list = []
+    got: list[tuple[str, Any]] = []
     async with _client(b, inv.ground_user, inv.ground_password, "ground", v5=True) as g:
         await g.subscribe("lunabase/#", qos=1)
         for forged in (topics.topic("moon", "n02", "tm"), topics.topic("moon", "n02", "status"),
@@ -84,7 +85,7 @@ async def test_node_cannot_publish_as_another(secured) -> None:  # noqa: ANN001
 
 async def test_node_reads_only_its_own_commands(secured) -> None:  # noqa: ANN001
     inv, b, _tls, _p = secured
-    got1: list = []
+    got1: list[tuple[str, Any]] = []
     async with _client(b, "n01", inv.node("n01").password, "n01") as c1:
         await c1.subscribe(topics.topic("moon", "n02", "cmd"), qos=1)
         await c1.subscribe("lunabase/#", qos=1)
@@ -121,7 +122,7 @@ async def test_tls_listener(secured) -> None:  # noqa: ANN001
     if tls is None:
         pytest.skip("openssl is not installed")
     ctx = ssl.create_default_context(cafile=str(tls.cafile))
-    got: list = []
+    got: list[tuple[str, Any]] = []
     async with aiomqtt.Client(b.host, tls_port, username=inv.ground_user, password=inv.ground_password,
                               identifier="g-tls", tls_context=ctx, protocol=aiomqtt.ProtocolVersion.V5) as g:
         await g.subscribe("lunabase/#", qos=1)
@@ -330,7 +331,7 @@ async def test_broker_refuses_oversized_packets(tmp_path) -> None:
     acl = tmp_path / "acl"
     acl.write_text(acl_text(inv))
     n1 = inv.node("n01")
-    got: list = []
+    got: list[tuple[str, Any]] = []
     with Mosquitto(extra_config=security_config(pw, acl), allow_anonymous=False) as b:
         async with _client(b, inv.ground_user, inv.ground_password, inv.ground_user, v5=True) as g:
             await g.subscribe("lunabase/#", qos=1)

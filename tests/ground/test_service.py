@@ -55,8 +55,11 @@ async def test_end_to_end_commands_and_telemetry(broker, inv, tmp_path):
             st, op, ctr, *_ = node.received[-1]
             assert st == ccsds.TC_OK and op == 1 and ctr == done["counter"]
             t.assert_no_alarm(node="n01")
+            # listen first: the alarm can be raised before a listener added afterwards would see it
+            alarm = asyncio.create_task(t.await_event(kind="alarm", node="n01", contains="free_heap", timeout=10))
+            await asyncio.sleep(0)
             await node.publish_tm(make_packet("HK", node="n01", free_heap=5000, uptime=7, boot_count=3, hk_period=30))  # red < 8000
-            ev = await t.await_event(kind="alarm", node="n01", contains="free_heap", timeout=10)
+            ev = await alarm
             assert "RED" in ev["message"]
             with pytest.raises(AssertionError, match="free_heap"):
                 t.assert_no_alarm(node="n01", param="HK.free_heap")
