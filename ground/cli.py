@@ -12,7 +12,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    for name in ("ground.cli_data", "ground.cli_ops"):
+    for name in ("ground.cli_data", "ground.cli_ops", "ground.auth.cli"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as e:

@@ -1,5 +1,6 @@
-"""``lunabase ground`` (run the ground segment), ``lunabase command`` (send a telecommand) and
-``lunabase health`` (ask a running ground how it is, for people and for monitoring)."""
+"""``lunabase ground`` (run the ground segment), ``lunabase command`` (send a telecommand),
+``lunabase approve``/``deny`` (the second person of a two-person command) and ``lunabase health``
+(ask a running ground how it is, for people and for monitoring)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ It runs ingest (broker -> archive), limits/alarms, node liveness, verified comma
 the client interface (HTTP + WebSocket, docs/ground-api.md) in one process, and logs what
 it connects to and every payload it rejects.  The ops database (alarms, events, command
 audit, TC counters) defaults to <archive>-ops.db next to a SQLite archive.
+
+Every client logs in: accounts live in --users (create the first admin with
+`lunabase users add NAME --role admin`); the ground refuses to start without that file or
+when group/other users can read it.  Hazardous commands need a second account's approval
+(--two-person / --single-person change which commands).
 """
 
 COMMAND_EPILOG = """\
@@ -33,7 +39,11 @@ examples:
   lunabase command n01 SET_MODE mode=SAFE duration_s=0 --confirm --wait
   lunabase command n03 REPLAY apid=1 from_seq=100 count=50 --not-after 3600   # queue for 1 h
 
-Arguments are NAME=VALUE (integers or enum names); hazardous commands need --confirm.
+Arguments are NAME=VALUE (integers or enum names); hazardous commands need --confirm and,
+under the two-person rule, wait AWAITING_APPROVAL until another commander runs
+`lunabase approve ID` (or `lunabase deny ID`).  You log in with $LUNABASE_TOKEN,
+$LUNABASE_USER + $LUNABASE_PASSWORD, ~/.config/lunabase/credentials (lunabase login), or
+a password prompt.
 The command goes through a running ground's API (--api, or $LUNABASE_API); a node that is
 asleep or out of contact gets it queued until it is back (within --not-before/--not-after).
 Exit status: 0 executed (or queued/sent without --wait), 1 refused/rejected/failed/timed out.
@@ -64,6 +74,18 @@ def register(sub: Any) -> None:
     g.add_argument("--instance", default="", metavar="N",
                    help="which ground (2, 3, 4 with the default inventory): broker accounts ground-N and "
                         "ground-N-cmd instead of ground and ground-cmd (the broker ties client ids to accounts)")
+    g.add_argument("--users", default=os.environ.get("LUNABASE_USERS", "lunabase-users.json"), metavar="FILE",
+                   help="accounts file (lunabase users; default $LUNABASE_USERS or %(default)s)")
+    g.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name clients use besides 127.0.0.1/localhost/::1 and the bind host (repeat)")
+    g.add_argument("--allowed-origin", action="append", default=[], metavar="URL",
+                   help="a web origin (scheme://host:port) allowed to send state changes and open the WebSocket")
+    g.add_argument("--two-person", action="append", default=[], metavar="PATTERN",
+                   help="commands (fnmatch) that need a second account's approval besides the hazardous ones")
+    g.add_argument("--single-person", action="append", default=[], metavar="PATTERN",
+                   help="hazardous commands exempted from the two-person rule (logged at start)")
+    g.add_argument("--approval-timeout", type=float, default=600.0, metavar="S",
+                   help="s a command may await approval before it EXPIRES (default 600)")
     g.set_defaults(func=run_ground)
 
     c = sub.add_parser("command", help="send a telecommand through a running ground",
@@ -77,7 +99,7 @@ def register(sub: Any) -> None:
     c.add_argument("--timeout", type=float, default=60.0, help="with --wait, s to wait (default 60)")
     c.add_argument("--not-before", type=float, default=None, metavar="S", help="release no earlier than S s from now")
     c.add_argument("--not-after", type=float, default=None, metavar="S", help="expire if not released within S s")
-    c.add_argument("--user", default=os.environ.get("USER", "operator"))
+    c.add_argument("--user", default=None, help="account to log in as (else from the credential)")
     c.add_argument("--api", default=DEFAULT_API, help=f"ground API URL (default {DEFAULT_API})")
     c.add_argument("--ca", default=None, help="for an https:// ground: the CA (PEM) its certificate must chain to")
     c.add_argument("--json", action="store_true", help="print the final command row as JSON")
@@ -93,6 +115,18 @@ def register(sub: Any) -> None:
     h.add_argument("--json", action="store_true", help="print the whole answer as JSON")
     h.set_defaults(func=run_health)
 
+    for verb in ("approve", "deny"):
+        v = sub.add_parser(verb, help=f"{verb} another account's command awaiting approval (two-person rule)",
+                           description=f"{verb.capitalize()} a command that waits AWAITING_APPROVAL. "
+                           "Nobody approves or denies their own command.")
+        v.add_argument("id", type=int, help="command id (lunabase command prints it; the console shows it)")
+        if verb == "deny":
+            v.add_argument("--reason", default="", help="recorded in the command's history")
+        v.add_argument("--user", default=None, help="account to log in as")
+        v.add_argument("--api", default=DEFAULT_API, help=f"ground API URL (default {DEFAULT_API})")
+        v.set_defaults(func=run_approve, verb=verb)
+
+
 HEALTH_EPILOG = """\
 examples:
   lunabase health                       # one line per part, reasons when not ok
@@ -105,13 +139,27 @@ did not answer (not running, wrong --api, or too slow: --timeout).
 
 
 def run_ground(a: argparse.Namespace) -> int:
+    from ground.auth import AccountStore, AuthError, TwoPersonPolicy
     from ground.service import GroundService
 
     logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
-    svc = GroundService(a.broker, a.inventory, a.archive, ops_db=a.ops_db, api_host=a.api_host,
-                        api_port=a.api_port, light_time=a.light_time, ack_timeout=a.ack_timeout,
-                        exec_timeout=a.exec_timeout, grace=a.grace, keep_days=a.keep_days, client_id=a.client_id, share=a.share,
-                        instance=a.instance, ca=a.ca, tls_cert=a.tls_cert, tls_key=a.tls_key)
+    policy = TwoPersonPolicy(require=a.two_person, exempt=a.single_person, timeout=a.approval_timeout)
+    if a.single_person:
+        logging.getLogger("ground.service").warning("two-person rule lifted for %s", ", ".join(a.single_person))
+    from wire.inventory import Inventory
+
+    inventory = Inventory.load(a.inventory)
+    try:
+        users = AccountStore.open(a.users)  # a secrets problem is named before anything starts
+        svc = GroundService(a.broker, inventory, a.archive, ops_db=a.ops_db, api_host=a.api_host,
+                            api_port=a.api_port, light_time=a.light_time, ack_timeout=a.ack_timeout,
+                            exec_timeout=a.exec_timeout, grace=a.grace, keep_days=a.keep_days, client_id=a.client_id,
+                            share=a.share, instance=a.instance, ca=a.ca, tls_cert=a.tls_cert, tls_key=a.tls_key,
+                            users=users, allowed_hosts=a.allowed_host,
+                            allowed_origins=a.allowed_origin, two_person=policy)
+    except (AuthError, FileNotFoundError) as e:
+        print(f"lunabase ground: {e}", file=sys.stderr)
+        return 1
 
     async def main() -> None:
         await svc.start()
@@ -146,6 +194,7 @@ def parse_args(items: list[str]) -> dict[str, Any]:
 def run_command(a: argparse.Namespace) -> int:
     import time
 
+    from ground.auth.credentials import load_credentials
     from ground.client import ApiError, GroundClient
 
     try:
@@ -156,11 +205,14 @@ def run_command(a: argparse.Namespace) -> int:
     now = time.time()
 
     async def main() -> int:
-        async with GroundClient(a.api, user=a.user, ca=a.ca) as g:
+        async with GroundClient(a.api, credentials=load_credentials(a.api, user=a.user, prompt=True),
+                                ca=a.ca) as g:
             row = await g.send_command(a.node, a.name, args, confirm=a.confirm,
                                        not_before=now + a.not_before if a.not_before is not None else None,
                                        not_after=now + a.not_after if a.not_after is not None else None)
-            print(f"#{row['id']} {a.node} {row['command']}: {row['stage']}", flush=True)
+            print(f"#{row['id']} {a.node} {row['command']}: {row['stage']} (as {g.user})", flush=True)
+            if row["stage"] == "AWAITING_APPROVAL":
+                print(f"#{row['id']}: another commander approves it with: lunabase approve {row['id']}", flush=True)
             if a.wait:
                 deadline = time.monotonic() + a.timeout
                 seen = len(row["history"])
@@ -175,7 +227,7 @@ def run_command(a: argparse.Namespace) -> int:
                     seen = len(row["history"])
             if a.json:
                 print(json.dumps(row, indent=2))
-            return 0 if row["stage"] in ("EXECUTED", "QUEUED", "SENT", "ACCEPTED") else 1
+            return 0 if row["stage"] in ("EXECUTED", "AWAITING_APPROVAL", "QUEUED", "SENT", "ACCEPTED") else 1
 
     try:
         return asyncio.run(main())
@@ -206,19 +258,48 @@ def _short(v: Any) -> str:
 
 
 def run_health(a: argparse.Namespace) -> int:
-    from ground.client import GroundClient, GroundError
+    from ground.auth.credentials import load_credentials
+    from ground.client import ApiError, GroundClient, GroundError, GroundUnavailable
 
     async def main() -> dict[str, Any]:
-        async with GroundClient(a.api, timeout=a.timeout, ca=a.ca) as g:
+        async with GroundClient(a.api, timeout=a.timeout, credentials=load_credentials(a.api), ca=a.ca) as g:
             return await g.health()
 
     try:
         h = asyncio.run(main())
+    except ApiError as e:
+        if not isinstance(e, GroundUnavailable) and e.status in (401, 403, 429):
+            print(f"lunabase health: {a.api} refused: {e.message} (a viewer account's token: LUNABASE_TOKEN)",
+                  file=sys.stderr)
+            return 2
+        print(f"lunabase health: {a.api} did not answer: {e.message}", file=sys.stderr)
+        return 2
     except (GroundError, TimeoutError, OSError) as e:
         print(f"lunabase health: {a.api} did not answer: {getattr(e, 'message', None) or e}", file=sys.stderr)
         return 2
     print(json.dumps(h, indent=2) if a.json else format_health(h), flush=True)
     return 0 if h.get("ok") else 1
+
+
+def run_approve(a: argparse.Namespace) -> int:
+    from ground.auth.credentials import load_credentials
+    from ground.client import ApiError, GroundClient
+
+    async def main() -> int:
+        async with GroundClient(a.api, credentials=load_credentials(a.api, user=a.user, prompt=True)) as g:
+            if a.verb == "approve":
+                row = await g.approve_command(a.id)
+            else:
+                row = await g.deny_command(a.id, a.reason)
+            print(f"#{row['id']} {row['node']} {row['command']} (sent by {row['user']}): {row['stage']}, "
+                  f"{a.verb} by {g.user}", flush=True)
+            return 0
+
+    try:
+        return asyncio.run(main())
+    except ApiError as e:
+        print(f"lunabase {a.verb}: {e.message}" + (f" (HTTP {e.status})" if e.status else ""), file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ground.api import ApiServer
+from ground.auth import AccountStore, Auth, TwoPersonPolicy
 from ground.ingest import link_view
 from ground.ops import Operations, OpsStore
 from ground.ratelog import limit_logger
@@ -113,6 +114,10 @@ class GroundService:
         ca: str | Path | None = None,
         tls_cert: str | Path | None = None,
         tls_key: str | Path | None = None,
+        users: AccountStore | str | Path | None = None,
+        allowed_hosts: list[str] | tuple[str, ...] = (),
+        allowed_origins: list[str] | tuple[str, ...] = (),
+        two_person: TwoPersonPolicy | None = None,
     ) -> None:
         """``ca``: the CA that must have signed the broker's certificate (mqtts; default the
         system's).  ``tls_cert``/``tls_key``: serve the client interface over HTTPS."""
@@ -143,6 +148,15 @@ class GroundService:
         self.api: ApiServer | None = None
         self.cmdlink: CommandLink | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        # accounts: a secrets file (refused when others may read it) or, for tests, in memory
+        if users is None:
+            self.users = AccountStore()
+        elif isinstance(users, AccountStore):
+            self.users = users
+        else:
+            self.users = AccountStore.open(users)
+        self.auth = Auth(self.users, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins,
+                         policy=two_person)
 
     async def start(self) -> GroundService:
         from ground.archive import open_archive
@@ -167,8 +181,10 @@ class GroundService:
         ops.links_fn = self._links
         ops.health_fn = self._health
         self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(ops.commander.pump()))
-        self.api = await ApiServer(self.ops, self.api_host, self.api_port, archive=self.archive,
+        self.api = await ApiServer(self.ops, self.api_host, self.api_port, auth=self.auth, archive=self.archive,
                                    ssl_context=self.api_tls).start()
+        if not self.users.users:
+            log.warning("no accounts: nobody can use the client interface (lunabase users add NAME --role admin)")
         log.info("site %s: %d nodes in the inventory; broker %s as %s; client interface %s",
                  self.inventory.site, len(self.inventory.nodes), self.broker, self.username or "anonymous",
                  self.api.url)

@@ -10,6 +10,9 @@ Importable without a running ground or console::
   answers ACK packets (ACCEPTED then EXECUTED, or REJECTED with the reason).
 - ``GroundTestAPI``: ``send_and_assert_command``, ``await_telemetry``, ``await_event``,
   ``assert_no_alarm`` over an in-process ``Operations``.
+- ``add_test_accounts``: one account per role (``viewer``, ``operator``, ``commander``,
+  ``commander2``, ``admin``, all with ``TEST_PASSWORD``) in a ground's ``AccountStore``,
+  so tests log in like every client instead of weakening the server.
 """
 
 from __future__ import annotations
@@ -28,6 +31,38 @@ from wire import ccsds, timetag, topics
 from wire.dictionary import Dictionary, load
 
 _seqs: dict[tuple[str, int], int] = {}
+
+TEST_PASSWORD = "lunabase-test-pw"
+TEST_ACCOUNTS = {"viewer": ["viewer"], "operator": ["operator"], "commander": ["commander"],
+                 "commander2": ["commander"], "admin": ["admin"]}
+
+
+def test_auth(accounts: dict[str, list[str]] | None = None) -> Any:
+    """An ``ground.auth.Auth`` over an in-memory store holding the test accounts (for ``ApiServer``)."""
+    from ground.auth import AccountStore, Auth
+
+    store = AccountStore()
+    add_test_accounts(store, accounts)
+    return Auth(store)
+
+
+test_auth.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test
+
+
+def add_test_accounts(store: Any, accounts: dict[str, list[str]] | None = None,
+                      password: str = TEST_PASSWORD) -> dict[str, str]:
+    """Add test accounts (name -> roles; default ``TEST_ACCOUNTS``) to an ``AccountStore``.
+
+    Hashes use a cheap scrypt cost (tests only: the cost is stored with each hash, so the
+    server checks them the normal way).  Returns name -> password.
+    """
+    store.scrypt_n = 2 ** 10
+    out = {}
+    for name, roles in (accounts or TEST_ACCOUNTS).items():
+        if name not in store.users:
+            store.add(name, password, roles, by="test-fixture")
+        out[name] = password
+    return out
 
 
 def make_packet(packet: str | int, seq: int | None = None, t: float | None = None, *,
@@ -240,10 +275,11 @@ class RemoteGroundTestAPI:
     ``assert_no_alarm`` is a coroutine here.
     """
 
-    def __init__(self, url: str, user: str = "test", ca: str | None = None) -> None:
+    def __init__(self, url: str, user: str | None = None, password: str | None = None, *,
+                 token: str | None = None, ca: str | None = None) -> None:
         from ground.client import GroundClient
 
-        self.client = GroundClient(url, user=user, ca=ca)
+        self.client = GroundClient(url, user=user, password=password, token=token, ca=ca)
 
     async def close(self) -> None:
         await self.client.close()
@@ -253,7 +289,7 @@ class RemoteGroundTestAPI:
                                       confirm: bool = False) -> dict[str, Any]:
         row = await self.client.send_command(node, name, args or {}, confirm=confirm)
         deadline = time.monotonic() + timeout
-        while row["stage"] in ("QUEUED", "SENT", "ACCEPTED") and time.monotonic() < deadline:
+        while row["stage"] in ("AWAITING_APPROVAL", "QUEUED", "SENT", "ACCEPTED") and time.monotonic() < deadline:
             row = await self.client.command(row["id"], wait=max(0.1, min(5.0, deadline - time.monotonic())))
         if row["stage"] != expect:
             raise AssertionError(f"{name} #{row['id']} on {node}: {row['stage']} ({row['reason']}), expected {expect}")

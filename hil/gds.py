@@ -7,6 +7,11 @@
 
 The service runs on its own event loop thread; ``api`` wraps ``ground.testing.GroundTestAPI``
 so each call runs on that loop and blocks until it is done (coroutines and plain methods alike).
+
+``remote`` is the same helper set over the ground's client interface, logged in like every
+client: the ground gets an accounts file in ``workdir`` (0600) with ``hil`` (operator) and
+``hil-commander`` (commander) holding random passwords (``accounts`` maps name -> password),
+and ``remote`` is ``ground.testing.RemoteGroundTestAPI`` logged in as ``hil``.
 """
 
 from __future__ import annotations
@@ -51,17 +56,30 @@ class GdsThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="hil gds", daemon=True)
         self.service: Any = None
         self.api: Any = None
+        self.remote: Any = None
+        self.url = ""
+        self.accounts: dict[str, str] = {}
 
     def start(self, timeout: float = 30.0) -> GdsThread:
+        import secrets
+
+        from ground.auth import AccountStore
         from ground.service import GroundService
-        from ground.testing import GroundTestAPI
+        from ground.testing import GroundTestAPI, RemoteGroundTestAPI
 
         self.thread.start()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        users = AccountStore.open(self.workdir / "users.json", create=True)
+        for name, role in (("hil", "operator"), ("hil-commander", "commander")):
+            pw = self.accounts[name] = secrets.token_urlsafe(16)
+            if name in users.users:
+                users.set_password(name, pw, by="hil")
+            else:
+                users.add(name, pw, [role], by="hil")
 
         async def go() -> Any:
             s = GroundService(self.broker_url, self.inventory, archive=f"sqlite:///{self.workdir / 'archive.db'}",
-                              api_port=0, light_time=self.light_time)  # fmt: skip
+                              api_port=0, light_time=self.light_time, users=users)  # fmt: skip
             await s.start()
             await s.wait_connected(timeout)
             return s
@@ -72,10 +90,16 @@ class GdsThread:
             self.stop()
             raise
         self.api = _SyncProxy(GroundTestAPI(self.service.ops), self.loop)
+        self.url = self.service.api.url
+        self._remote = RemoteGroundTestAPI(self.url, "hil", self.accounts["hil"])
+        self.remote = _SyncProxy(self._remote, self.loop)
         return self
 
     def stop(self) -> None:
         try:
+            if self.remote is not None:
+                asyncio.run_coroutine_threadsafe(self._remote.close(), self.loop).result(10)
+                self.remote = None
             if self.service is not None:
                 asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(30)
         finally:

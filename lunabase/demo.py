@@ -12,6 +12,11 @@ What runs (all on 127.0.0.1, ports picked free unless given):
 
 On a terminal the console opens in the foreground and quitting it (q) stops everything;
 without one (or with --no-console) a summary line per node is printed every few seconds.
+
+The ground has accounts like a real one: flight and capcom (commanders: one sends a
+hazardous command, the other approves it), ops (operator), guest (viewer) and admin, with
+random passwords kept in <workdir>/demo-passwords (0600) and printed at start.  The
+console logs in as flight.
 """
 
 from __future__ import annotations
@@ -41,8 +46,56 @@ examples:
   lunabase demo --api-port 8700          then `lunabase console` from another terminal
 
 files (kept between runs; --fresh starts over): .lunabase/demo/ — base.toml (inventory,
-secrets), broker/ (mosquitto config, passwords, ACLs, log), archive.db, nodes/, demo.log
+secrets), broker/ (mosquitto config, passwords, ACLs, log), archive.db, nodes/, demo.log,
+users.json (ground accounts, 0600), demo-passwords (their passwords, 0600)
 """
+
+DEMO_ACCOUNTS = (("flight", "commander"), ("capcom", "commander"), ("ops", "operator"), ("guest", "viewer"),
+                 ("admin", "admin"))
+
+
+def demo_accounts(work: Path) -> dict[str, tuple[str, str]]:
+    """The demo ground's accounts (name -> (role, password)), made on the first run.
+
+    The passwords sit in ``demo-passwords`` (0600) so a demo can print them; a real ground
+    keeps only the hashes (lunabase users add).
+    """
+    import json
+    import secrets
+
+    from ground.auth import AccountStore
+    from ground.auth.accounts import check_private, write_private
+
+    pw_path = work / "demo-passwords"
+    store = AccountStore.open(work / "users.json", create=True)
+    known: dict[str, list[str]] = {}
+    if pw_path.exists():
+        check_private(pw_path)
+        known = json.loads(pw_path.read_text())
+    out = {}
+    for name, role in DEMO_ACCOUNTS:
+        if name not in known or name not in store.users:
+            pw = secrets.token_urlsafe(9)
+            if name in store.users:
+                store.set_password(name, pw, by="lunabase-demo")
+            else:
+                store.add(name, pw, [role], by="lunabase-demo")
+            known[name] = [role, pw]
+        out[name] = (known[name][0], known[name][1])
+    write_private(pw_path, json.dumps(known, indent=1) + "\n")
+    return out
+
+
+def login_help(url: str, accounts: dict[str, tuple[str, str]]) -> str:
+    lines = ["accounts (passwords also in demo-passwords, 0600):"]
+    for name, (role, pw) in accounts.items():
+        lines.append(f"  {name:8} {role:10} password {pw}")
+    f_pw, c_pw = accounts["flight"][1], accounts["capcom"][1]
+    lines += [f"log in   LUNABASE_USER=flight LUNABASE_PASSWORD={f_pw} lunabase console --ground {url}",
+              f"         LUNABASE_USER=flight LUNABASE_PASSWORD={f_pw} lunabase command n01 PING --wait --api {url}",
+              f"approve  hazardous commands wait for a second commander: LUNABASE_USER=capcom "
+              f"LUNABASE_PASSWORD={c_pw} lunabase approve ID --api {url}"]
+    return "\n".join(lines)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,11 +159,14 @@ def _with_console(args: argparse.Namespace, work: Path) -> int:
                 print(f"the demo base did not come up within 120 s; see {work / 'demo.log'}", file=sys.stderr)
                 return 1
             time.sleep(0.2)
+        from ground.auth.credentials import Credentials
         from ground.console.cli import run_console
 
-        print(f"web console: open http://127.0.0.1:{port}/ in a browser (NASA Open MCT, served by the ground)",
-              flush=True)
-        return run_console(f"http://127.0.0.1:{port}")
+        url = f"http://127.0.0.1:{port}"
+        accounts = demo_accounts(work)
+        print(f"web console: open {url}/ in a browser (NASA Open MCT, served by the ground)", flush=True)
+        print(login_help(url, accounts), flush=True)
+        return run_console(url, credentials=Credentials("flight", accounts["flight"][1], None, "demo"))
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGINT)
@@ -167,8 +223,12 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
         f"{tls.cafile} (per-node accounts, client ids tied to accounts, ACLs; log {broker.log_path})")
 
     api_port = args.api_port or free_port()
+    accounts = demo_accounts(work)
+    from ground.auth import AccountStore
+
     ground = GroundService(broker.url, inv, archive=f"sqlite:///{work / 'archive.db'}",
-                           api_port=api_port, light_time=scenario.link_delay_s, ca=tls.cafile)
+                           api_port=api_port, light_time=scenario.link_delay_s, ca=tls.cafile,
+                           users=AccountStore.open(work / "users.json"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -178,6 +238,8 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
         await ground.start()
         await ground.wait_connected(30)
         say(f"ground   archive {work / 'archive.db'}; client interface http://127.0.0.1:{api_port}")
+        if print_summaries:
+            say(login_help(f"http://127.0.0.1:{api_port}", accounts))
         sim = SimBase(scenario, broker_url=broker.url, workdir=work / "sim", inventory=inv, ca=tls.cafile,
                       progress=(print if print_summaries else log.info))
         await sim.start()

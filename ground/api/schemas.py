@@ -206,6 +206,19 @@ SCHEMAS: dict[tuple[str, str], Schema] = {
     ("GET", "/api/seismic"): Schema(query={
         "node": F("name", required=True), "seconds": F("num", 0.01, 3600), "max_points": F("int", 1, 20000)}),
     ("GET", "/api/ws"): Schema(),
+    # two-person rule and access (ground/auth; docs/ground-api.md "Access")
+    ("POST", "/api/commands/{id}/approve"): Schema(path={"id": _ID}, body=_USER_BODY),
+    ("POST", "/api/commands/{id}/deny"): Schema(path={"id": _ID}, body={"reason": F("text", max_len=200), **_USER_BODY}),
+    ("POST", "/api/auth/login"): Schema(body={"username": F("text", max_len=64, required=True),
+                                              "password": F("text", max_len=1024, required=True)}),
+    ("POST", "/api/auth/refresh"): Schema(body={"refresh_token": F("text", max_len=200, required=True)}),
+    ("POST", "/api/auth/logout"): Schema(body={}),
+    ("GET", "/api/auth/me"): Schema(),
+    ("GET", "/api/auth/keys"): Schema(),
+    ("POST", "/api/auth/keys"): Schema(body={"password": F("text", max_len=1024, required=True),
+                                             "label": F("text", max_len=100)}),
+    ("POST", "/api/auth/keys/{id}/revoke"): Schema(path={"id": F("name", required=True)}, body=_USER_BODY),
+    ("GET", "/api/auth/users"): Schema(),
 }
 
 

@@ -2,6 +2,9 @@
 
 Binds 127.0.0.1 by default; ``port=0`` picks a free port (read ``server.port`` after
 ``start()``).  Any number of clients; a slow WebSocket client is resynced, never waited on.
+Every route declares its privilege (``@requires``); ``ground.auth.Auth`` checks Host,
+Origin, content type and the caller's credential before any handler runs, and actions
+are recorded under the authenticated account, never a name from the request body.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from aiohttp import WSMsgType, web
 
 from ground.api import schemas
 from ground.api.limits import ConnectionLimiter, LimitedSite
-from ground.ops import FINAL, AlarmError, CommandError, Operations
+from ground.auth import IDENTITY, Auth, Identity, identity, requires
+from ground.auth import roles as R
+from ground.ops import FINAL, AlarmError, CommandError, Operations, SelfApproval
 
 log = logging.getLogger("ground.api")
 
@@ -54,11 +59,17 @@ def _float(q: Any, name: str) -> float | None:
     return None if v in (None, "") else float(v)
 
 
+class Forbidden(Exception):
+    """The caller is authenticated but may not do this (403 with the reason)."""
+
+
 def _handler(fn: Any) -> Any:
     @functools.wraps(fn)
     async def wrapped(self: ApiServer, req: web.Request) -> web.StreamResponse:
         try:
             return await fn(self, req)
+        except (Forbidden, SelfApproval) as e:
+            return _err(403, str(e))
         except (CommandError, ValueError, json.JSONDecodeError) as e:
             return _err(400, str(e))
         except (AlarmError, KeyError) as e:
@@ -67,23 +78,44 @@ def _handler(fn: Any) -> Any:
     return wrapped
 
 
-class ApiServer:
-    """Serves one ``Operations`` object over HTTP and WebSocket."""
+_identity = identity
 
-    def __init__(self, ops: Operations, host: str = "127.0.0.1", port: int = 0, *,
+
+def _actor(req: web.Request, body: dict[str, Any]) -> str:
+    """The authenticated account; a ``user`` in the body must name the same account."""
+    name = _identity(req).name
+    claimed = body.get("user")
+    if claimed is not None and claimed != name:
+        raise Forbidden(f"'user' in the request ({str(claimed)[:64]!r}) is not the authenticated account "
+                        f"({name!r}); actions are recorded under the account that logs in")
+    return name
+
+
+class ApiServer:
+    """Serves one ``Operations`` object over HTTP and WebSocket, behind ``auth``."""
+
+    def __init__(self, ops: Operations, host: str = "127.0.0.1", port: int = 0, *, auth: Auth,
                  limiter: ConnectionLimiter | None = None, max_ws: int = 256, archive: Any = None,
                  web_console: bool = True, ssl_context: Any = None) -> None:
         """``ssl_context``: an ssl.SSLContext with the server certificate: HTTPS and WSS."""
         self.ops = ops
         self.ssl_context = ssl_context
         self.host, self.port = host, port
-        # every route's request checked against ground/api/schemas.py first; bodies capped
-        self.app = web.Application(middlewares=[schemas.middleware], client_max_size=schemas.MAX_BODY)
+        self.auth = auth
+        auth.event = lambda kind, msg, severity="INFO", data=None: ops.store.event(
+            kind, msg, site=ops.site, severity=severity, data=data)
+        ops.commander.two_person = auth.policy.applies
+        ops.commander.approval_timeout = auth.policy.timeout
+        # the guard first (Host, Origin, content type, credential, privilege: ground/auth), then every
+        # route's request checked against ground/api/schemas.py; bodies capped
+        self.app = web.Application(middlewares=[auth.middleware, schemas.middleware],
+                                   client_max_size=schemas.MAX_BODY)
         self.runner: web.AppRunner | None = None
         self.clients = 0
         self.limiter = limiter or ConnectionLimiter()
         self.max_ws = max_ws
         r = self.app.router
+        auth.add_routes(r)
         r.add_get("/api/nodes", self.nodes)
         r.add_get("/api/latest", self.latest)
         r.add_get("/api/params", self.params)
@@ -97,6 +129,8 @@ class ApiServer:
         r.add_get("/api/commands", self.commands)
         r.add_get("/api/commands/{id}", self.command)
         r.add_post("/api/commands/{id}/cancel", self.cancel_command)
+        r.add_post("/api/commands/{id}/approve", self.approve_command)
+        r.add_post("/api/commands/{id}/deny", self.deny_command)
         r.add_get("/api/packets", self.packets)
         r.add_get("/api/links", self.links)
         r.add_get("/api/seismic", self.seismic)
@@ -118,6 +152,7 @@ class ApiServer:
                            ssl_context=self.ssl_context)
         await site.start()
         self.port = site.bound_port
+        self.auth.bind(self.host, self.port)
         log.info("client interface on %s (HTTP /api/..., WebSocket /api/ws)", self.url)
         return self
 
@@ -128,6 +163,7 @@ class ApiServer:
 
     # -- HTTP ---------------------------------------------------------------------------
 
+    @requires(R.READ)
     @_handler
     async def health(self, req: web.Request) -> web.Response:
         # the truth about every part (ground/health.py); 200 either way, ``ok`` says it
@@ -135,10 +171,12 @@ class ApiServer:
         h["clients"] = self.clients
         return _json(h)
 
+    @requires(R.READ)
     @_handler
     async def nodes(self, req: web.Request) -> web.Response:
         return _json(self.ops.nodes_view())
 
+    @requires(R.READ)
     @_handler
     async def latest(self, req: web.Request) -> web.Response:
         node = req.query.get("node")
@@ -146,6 +184,7 @@ class ApiServer:
             return _err(400, "node= is required")
         return _json({"node": node, "packets": self.ops.latest_view(node)})
 
+    @requires(R.READ)
     @_handler
     async def params(self, req: web.Request) -> web.Response:
         q = req.query
@@ -159,6 +198,7 @@ class ApiServer:
             None, self.ops.params_view, node, packet, field, _float(q, "since"), _float(q, "until"), limit)
         return _json(res)
 
+    @requires(R.READ)
     @_handler
     async def alarms(self, req: web.Request) -> web.Response:
         q = req.query
@@ -174,22 +214,28 @@ class ApiServer:
             raise ValueError("the request body must be a JSON object")
         return b
 
+    @requires(R.ALARMS)
     @_handler
     async def ack(self, req: web.Request) -> web.Response:
         b = await self._body(req)
-        return _json(self.ops.alarms.acknowledge(int(req.match_info["id"]), b.get("user", "operator")))
+        return _json(self.ops.alarms.acknowledge(int(req.match_info["id"]), _actor(req, b)))
 
+    @requires(R.ALARMS)
     @_handler
     async def shelve(self, req: web.Request) -> web.Response:
         b = await self._body(req)
-        return _json(self.ops.alarms.shelve(int(req.match_info["id"]), float(b.get("minutes", 60)),
-                                            b.get("user", "operator")))
+        minutes = float(b.get("minutes", 60))
+        if not math.isfinite(minutes) or not 0 < minutes <= 7 * 24 * 60:
+            raise ValueError("minutes must be > 0 and at most a week")
+        return _json(self.ops.alarms.shelve(int(req.match_info["id"]), minutes, _actor(req, b)))
 
+    @requires(R.ALARMS)
     @_handler
     async def unshelve(self, req: web.Request) -> web.Response:
         b = await self._body(req)
-        return _json(self.ops.alarms.unshelve(int(req.match_info["id"]), b.get("user", "operator")))
+        return _json(self.ops.alarms.unshelve(int(req.match_info["id"]), _actor(req, b)))
 
+    @requires(R.READ)
     @_handler
     async def events(self, req: web.Request) -> web.Response:
         q = req.query
@@ -198,25 +244,44 @@ class ApiServer:
                                            node=q.get("node"), kind=q.get("kind"),
                                            after_id=int(after) if after else None))
 
+    @requires(R.READ)
     @_handler
     async def dictionary(self, req: web.Request) -> web.Response:
         return _json(self.ops.dictionary_view())
 
+    @requires(R.COMMAND)
     @_handler
     async def post_command(self, req: web.Request) -> web.Response:
         b = await self._body(req)
         if "node" not in b or "command" not in b:
             return _err(400, "node and command are required")
+        user = _actor(req, b)
+        confirm = b.get("confirm", False)
+        if not isinstance(confirm, bool):
+            return _err(400, "confirm must be true or false (JSON boolean)")
+        args = b.get("args") or {}
+        if not isinstance(args, dict):
+            return _err(400, "args must be a JSON object")
+        try:
+            cd = self.ops.dictionary.command(str(b["command"]))
+        except KeyError as e:
+            raise CommandError(str(e.args[0])) from None
+        ident = _identity(req)
+        if not R.may_send(ident.roles, cd.name, cd.hazardous):
+            need = "commander" if cd.hazardous else "operator"
+            raise Forbidden(f"{ident.name} (roles {', '.join(ident.roles)}) may not send "
+                            f"{'hazardous ' if cd.hazardous else ''}command {cd.name} (role {need} may)")
         row = await self.ops.commander.submit(
-            b["node"], b["command"], b.get("args") or {}, user=str(b.get("user", "operator")),
-            confirm=bool(b.get("confirm", False)),
+            b["node"], cd.name, args, user=user, confirm=confirm,
             not_before=b.get("not_before"), not_after=b.get("not_after"))
         return _json(row, 201)
 
+    @requires(R.READ)
     @_handler
     async def commands(self, req: web.Request) -> web.Response:
         return _json(self.ops.commander.list(int(req.query.get("limit", 200))))
 
+    @requires(R.READ)
     @_handler
     async def command(self, req: web.Request) -> web.Response:
         cid = int(req.match_info["id"])
@@ -231,11 +296,50 @@ class ApiServer:
                 row = self.ops.commander.get(cid)
         return _json(row)
 
+    @requires(R.COMMAND)
     @_handler
     async def cancel_command(self, req: web.Request) -> web.Response:
         b = await self._body(req)
-        return _json(self.ops.commander.cancel(int(req.match_info["id"]), b.get("user", "operator")))
+        user = _actor(req, b)
+        cid = int(req.match_info["id"])
+        row = self.ops.commander.get(cid)
+        if row is None:
+            return _err(404, f"no command {cid}")
+        if row["user"] != user and not _identity(req).has(R.COMMAND_CANCEL_ANY):
+            raise Forbidden(f"command {cid} was sent by {row['user']}; cancelling another account's command "
+                            f"needs {R.COMMAND_CANCEL_ANY!r} (role commander)")
+        return _json(self.ops.commander.cancel(cid, user))
 
+    def _may_approve(self, req: web.Request, cid: int) -> str:
+        ident = _identity(req)
+        row = self.ops.commander.get(cid)
+        if row is None:
+            raise KeyError(f"no command {cid}")
+        if not R.may_approve(ident.roles, row["command"], bool(row["hazardous"])):
+            raise Forbidden(f"{ident.name} (roles {', '.join(ident.roles)}) may not approve or deny "
+                            f"{row['command']} (needs {R.COMMAND_APPROVE!r} and the right to send it: commander)")
+        return ident.name
+
+    @requires(R.COMMAND_APPROVE)
+    @_handler
+    async def approve_command(self, req: web.Request) -> web.Response:
+        b = await self._body(req)
+        user = _actor(req, b)
+        cid = int(req.match_info["id"])
+        self._may_approve(req, cid)
+        return _json(await self.ops.commander.approve(cid, user))
+
+    @requires(R.COMMAND_APPROVE)
+    @_handler
+    async def deny_command(self, req: web.Request) -> web.Response:
+        b = await self._body(req)
+        user = _actor(req, b)
+        cid = int(req.match_info["id"])
+        self._may_approve(req, cid)
+        reason = b.get("reason", "")
+        return _json(self.ops.commander.deny(cid, user, str(reason)))
+
+    @requires(R.READ)
     @_handler
     async def packets(self, req: web.Request) -> web.Response:
         node = req.query.get("node")
@@ -244,10 +348,12 @@ class ApiServer:
         return _json(await asyncio.get_running_loop().run_in_executor(  # archive read: off the event loop
             None, self.ops.packets_view, node, int(req.query.get("limit", 20))))
 
+    @requires(R.READ)
     @_handler
     async def links(self, req: web.Request) -> web.Response:
         return _json(self.ops.links())
 
+    @requires(R.READ)
     @_handler
     async def seismic(self, req: web.Request) -> web.Response:
         node = req.query.get("node")
@@ -262,14 +368,46 @@ class ApiServer:
         return {"type": "snapshot", "site": self.ops.site, "time": time.time(), "nodes": self.ops.nodes_view(),
                 "alarms": self.ops.alarms.active(include_shelved=True), "links": self.ops.links()}
 
+    async def _ws_first_auth(self, ws: web.WebSocketResponse) -> Identity | None:
+        """The first message must be ``{"auth": TOKEN}`` within 10 s; None (connection closed) if not."""
+        why = "the first message must be {\"auth\": TOKEN}"
+        try:
+            m = await ws.receive(timeout=10.0)
+        except TimeoutError:
+            m, why = None, "no credential within 10 s"
+        ident = None
+        if m is not None and m.type == WSMsgType.TEXT and len(m.data) <= 4096:
+            try:
+                d = json.loads(m.data)
+            except ValueError:
+                d = None
+            if isinstance(d, dict) and isinstance(d.get("auth"), str):
+                ident, why = self.auth.identify(d["auth"])
+                if ident is not None and not ident.has(R.READ):
+                    ident, why = None, f"{ident.name} lacks privilege {R.READ!r}"
+        if ident is None:
+            try:
+                await ws.send_str(dumps({"type": "error", "status": 401, "error": why}))
+                await ws.close(code=4401, message=b"unauthorized")
+            except ConnectionError:  # the client left first
+                pass
+        return ident
+
+    @requires(R.READ, ws=True)
     async def ws(self, req: web.Request) -> web.StreamResponse:
         if self.clients >= self.max_ws:
             return _err(503, f"too many live clients ({self.max_ws})")
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=schemas.MAX_WS_MESSAGE)
         await ws.prepare(req)
+        ident = req.get(IDENTITY)
+        if ident is None:
+            ident = await self._ws_first_auth(ws)
+            if ident is None:
+                return ws
+            await ws.send_str(dumps({"type": "auth", "user": {"name": ident.name, "roles": ident.roles}}))
         sub = self.ops.hub.subscribe()
         self.clients += 1
-        log.info("WebSocket client %s connected (%d now)", req.remote, self.clients)
+        log.info("WebSocket client %s (%s) connected (%d now)", req.remote, ident.describe(), self.clients)
 
         async def sender() -> None:
             await ws.send_str(dumps(self.snapshot()))
@@ -280,7 +418,16 @@ class ApiServer:
                     msg = self.snapshot()
                 await ws.send_str(dumps(msg))
 
+        async def watch() -> None:  # logout, account removal, key revocation end the stream
+            while True:
+                await asyncio.sleep(5.0)
+                if not self.auth.still_valid(ident):
+                    await ws.send_str(dumps({"type": "error", "status": 401, "error": "credential revoked"}))
+                    await ws.close(code=4401, message=b"credential revoked")
+                    return
+
         task = asyncio.create_task(sender())
+        watcher = asyncio.create_task(watch())
         try:
             async for m in ws:
                 if m.type == WSMsgType.TEXT and m.data == "ping":
@@ -288,6 +435,7 @@ class ApiServer:
                 elif m.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                     break
         finally:
+            watcher.cancel()
             task.cancel()
             try:
                 await task

@@ -36,6 +36,7 @@ class Feed:
         self.poll_s = poll_s
         self._tasks: list[asyncio.Task[None]] = []
         self.last_ok = 0.0
+        self.last_error = ""  # the ground's reason for the last refused call (e.g. a 403)
 
     async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<name>(*args, **kwargs)``, or None (logged) when it fails."""
@@ -49,6 +50,7 @@ class Feed:
             raise
         except Exception as e:  # network errors of any flavour: the poll loop reports them
             log.debug("%s failed: %r", name, e)
+            self.last_error = str(getattr(e, "message", e))
             return None
         return res
 

@@ -39,6 +39,9 @@ SEVERITY_STYLES: dict[str, str] = {
 }
 SEVERITY_RANK: dict[str, int] = {"CRITICAL": 0, "RED": 0, "ERROR": 1, "WARNING": 2, "YELLOW": 2, "INFO": 3}
 STAGE_STYLES: dict[str, str] = {
+    "AWAITING_APPROVAL": "bold black on magenta",
+    "APPROVED": "magenta",
+    "DENIED": "bold white on red",
     "QUEUED": "dim",
     "SENT": "cyan",
     "ACCEPTED": "bold cyan",

@@ -644,13 +644,13 @@ class CommandScreen(BaseScreen):
     @work(group="command-send")
     async def _send(self, node: str, command: str, args: dict[str, Any], confirm: bool) -> None:
         feed = self.capp.feed
-        res = await feed.call("send_command", node=node, command=command, args=args,
-                              user=self.capp.user, confirm=confirm)
+        res = await feed.call("send_command", node=node, command=command, args=args, confirm=confirm)
         err_box = self.query_one("#cmderr", Static)
         if not isinstance(res, dict) or "id" not in res:
-            err_box.update(f"{command}: the ground refused or did not answer ({res!r})"[:200])
+            err_box.update(f"{command}: the ground refused or did not answer ({feed.last_error or res!r})"[:200])
             return
-        err_box.update(Text(f"{command} → {node}: id {res['id']} {res.get('stage', '')}", style="green"))
+        note = f" (another commander: lunabase approve {res['id']})" if res.get("stage") == "AWAITING_APPROVAL" else ""
+        err_box.update(Text(f"{command} → {node}: id {res['id']} {res.get('stage', '')}{note}", style="green"))
         self.capp.model.set_commands([{"node": node, "command": command, "args": args, **res,
                                        "created": time.time()}])
 

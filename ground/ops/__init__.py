@@ -18,7 +18,10 @@ from ground.errors import AlarmError, CommandError
 from ground.ops.alarms import AlarmManager
 from ground.ops.commander import (
     ACCEPTED,
+    APPROVED,
+    AWAITING_APPROVAL,
     CANCELLED,
+    DENIED,
     EXECUTED,
     EXPIRED,
     FAILED,
@@ -29,6 +32,7 @@ from ground.ops.commander import (
     SENT,
     TIMED_OUT,
     Commander,
+    SelfApproval,
 )
 from ground.ops.hub import Hub
 from ground.ops.limits import LEVEL_NAMES, PacketLimits, condition, limits_for
@@ -36,7 +40,7 @@ from ground.ops.liveness import ASLEEP, LOST, ONLINE, STALE, UNKNOWN, NodeInfo, 
 from ground.ops.operations import Operations
 from ground.ops.store import OpsStore
 
-__all__ = ["ACCEPTED", "ASLEEP", "CANCELLED", "EXECUTED", "EXPIRED", "FAILED", "FINAL", "LEVEL_NAMES", "LOST",
+__all__ = ["ACCEPTED", "APPROVED", "ASLEEP", "AWAITING_APPROVAL", "CANCELLED", "DENIED", "EXECUTED", "EXPIRED", "FAILED", "FINAL", "LEVEL_NAMES", "LOST",
            "ONLINE", "OPEN", "QUEUED", "REJECTED", "SENT", "STALE", "TIMED_OUT", "UNKNOWN", "AlarmError",
            "AlarmManager", "CommandError", "Commander", "Hub", "NodeInfo", "NodeTracker", "Operations", "OpsStore",
-           "PacketLimits", "condition", "limits_for"]
+           "PacketLimits", "SelfApproval", "condition", "limits_for"]

@@ -2,10 +2,19 @@
 
 Stages of one command (docs/ground-ops.md)::
 
+    AWAITING_APPROVAL ──a second account approves──> (APPROVED) QUEUED
+      ├─ the second account denies ──> DENIED
+      └─ nobody approves within the approval timeout ──> EXPIRED
     QUEUED ──release──> SENT ──ACK ACCEPTED──> ACCEPTED ──ACK EXECUTED──> EXECUTED
       │                   │                       └─ACK FAILED──> FAILED
       │                   └─ACK REJECTED──> REJECTED       (any open stage) ──> TIMED_OUT
       └─ not_after passed before release ──> EXPIRED
+
+Under the two-person rule (``two_person(name, hazardous)`` true; by default every
+hazardous command) a command starts in AWAITING_APPROVAL and is released only after
+another account approves it; APPROVED is recorded in its history on the way to QUEUED.
+Who may send or approve is checked by the caller (ground.auth); the commander refuses
+self-approval itself, so no caller can get it wrong.
 
 A command is released when its node is reachable (ONLINE) and ``not_before`` has passed.
 The window travels inside the signed TC too (wire-epoch seconds), so the node itself
@@ -37,10 +46,15 @@ log = logging.getLogger("ground.commanding")
 
 QUEUED, SENT, ACCEPTED, EXECUTED = "QUEUED", "SENT", "ACCEPTED", "EXECUTED"
 REJECTED, FAILED, TIMED_OUT, EXPIRED, CANCELLED = "REJECTED", "FAILED", "TIMED_OUT", "EXPIRED", "CANCELLED"
-OPEN = (QUEUED, SENT, ACCEPTED)
-FINAL = (EXECUTED, REJECTED, FAILED, TIMED_OUT, EXPIRED, CANCELLED)
+AWAITING_APPROVAL, APPROVED, DENIED = "AWAITING_APPROVAL", "APPROVED", "DENIED"
+OPEN = (AWAITING_APPROVAL, QUEUED, SENT, ACCEPTED)
+FINAL = (EXECUTED, REJECTED, FAILED, TIMED_OUT, EXPIRED, CANCELLED, DENIED)
 
 Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+class SelfApproval(CommandError):
+    """The sender of a command tried to approve or deny it."""
 
 
 class Commander:
@@ -62,6 +76,8 @@ class Commander:
         ack_timeout: float = 5.0,
         exec_timeout: float = 15.0,
         clock: Callable[[], float] = time.time,
+        two_person: Callable[[str, bool], bool] | None = None,
+        approval_timeout: float = 600.0,
     ) -> None:
         self.inventory = inventory
         self.site = inventory.site
@@ -73,6 +89,8 @@ class Commander:
         self.ack_timeout = ack_timeout
         self.exec_timeout = exec_timeout
         self.clock = clock
+        self.two_person = two_person or (lambda name, hazardous: False)
+        self.approval_timeout = approval_timeout
         self.listeners: list[Callable[[Row], None]] = []
         self._cmds: dict[int, Row] = {}
         self._by_counter: dict[tuple[str, int], int] = {}
@@ -132,23 +150,50 @@ class Commander:
                 raise CommandError(f"{name} must be a Unix time in seconds (a finite number), got {t!r:.40}")
         if not_after is not None and not_before is not None and not_after < not_before:
             raise CommandError("not_after is before not_before")
+        two = self.two_person(cd.name, cd.hazardous)
+        stage, why = (AWAITING_APPROVAL, "a second account must approve (two-person rule)") if two else (QUEUED, "")
         c: Row = {"site": self.site, "node": node, "command": cd.name, "opcode": cd.opcode, "args": args,
                   "user": user, "submitted": now, "not_before": not_before, "not_after": not_after,
-                  "counter": None, "stage": QUEUED, "reason": "", "updated": now,
-                  "history": [[QUEUED, now, ""]], "hazardous": cd.hazardous, "confirmed": bool(confirm)}
+                  "counter": None, "stage": stage, "reason": why, "updated": now,
+                  "history": [[stage, now, why]], "hazardous": cd.hazardous, "confirmed": bool(confirm),
+                  "approved_by": None}
         c["id"] = self.store.insert_command(c)
         self._cmds[c["id"]] = c
-        self.store.event("command", f"{node} {cd.name} #{c['id']} QUEUED by {user} {_fmt_args(args)}".rstrip(),
-                         site=self.site, node=node, data={"command": c["id"], "stage": QUEUED, "user": user})
+        self.store.event("command", f"{node} {cd.name} #{c['id']} {stage} by {user} {_fmt_args(args)}".rstrip(),
+                         site=self.site, node=node, data={"command": c["id"], "stage": stage, "user": user})
         self._notify(c)
         await self.pump()
         return dict(c)
 
     def cancel(self, cid: int, user: str = "operator") -> Row:
+        """Cancel a command not yet sent (QUEUED or AWAITING_APPROVAL)."""
         c = self._cmds.get(cid)
-        if c is None or c["stage"] != QUEUED:
+        if c is None or c["stage"] not in (QUEUED, AWAITING_APPROVAL):
             raise CommandError(f"command {cid} is not queued")
-        self._stage(c, CANCELLED, f"cancelled by {user}")
+        self._stage(c, CANCELLED, f"cancelled by {user}", user=user)
+        return dict(c)
+
+    def _awaiting(self, cid: int, user: str) -> Row:
+        c = self._cmds.get(cid)
+        if c is None or c["stage"] != AWAITING_APPROVAL:
+            raise CommandError(f"command {cid} is not awaiting approval")
+        if c["user"] == user:
+            raise SelfApproval(f"{user} sent command {cid}: a second account must approve or deny it")
+        return c
+
+    async def approve(self, cid: int, user: str) -> Row:
+        """A second account approves: APPROVED goes in the history and the command is queued."""
+        c = self._awaiting(cid, user)
+        c["approved_by"] = user
+        self._stage(c, APPROVED, f"approved by {user}", user=user)
+        self._stage(c, QUEUED, "")
+        await self.pump()
+        return dict(c)
+
+    def deny(self, cid: int, user: str, reason: str = "") -> Row:
+        """A second account denies: the command ends DENIED, never sent."""
+        c = self._awaiting(cid, user)
+        self._stage(c, DENIED, f"denied by {user}" + (f": {reason[:200]}" if reason else ""), user=user)
         return dict(c)
 
     # -- release, expiry, timeouts --------------------------------------------------------
@@ -168,7 +213,12 @@ class Commander:
     async def _pump_one(self, c: Row, now: float) -> None:
         _check_row(c)
         st = c["stage"]
-        if st == QUEUED:
+        if st == AWAITING_APPROVAL:
+            if now > c["submitted"] + self.approval_timeout:
+                self._stage(c, EXPIRED, f"no second account approved within {self.approval_timeout:g} s")
+            elif c["not_after"] is not None and now > c["not_after"]:
+                self._stage(c, EXPIRED, "validity window closed while awaiting approval")
+        elif st == QUEUED:
             if c["not_after"] is not None and now > c["not_after"]:
                 self._stage(c, EXPIRED, "validity window closed before the node was reachable")
             elif (c["not_before"] is None or now >= c["not_before"]) and self.reachable(c["node"]):
@@ -218,17 +268,18 @@ class Commander:
             log.exception("command #%s could not be marked FAILED; dropped from the queue", c.get("id"))
             self._cmds.pop(int(c.get("id") or 0), None)
 
-    def _stage(self, c: Row, stage: str, reason: str) -> None:
+    def _stage(self, c: Row, stage: str, reason: str, user: str | None = None) -> None:
         now = self.clock()
         c["stage"], c["reason"], c["updated"] = stage, reason, now
         c["history"] = list(c["history"]) + [[stage, now, reason]]
         if stage in FINAL:
             self.finals[stage] = self.finals.get(stage, 0) + 1
         self.store.update_command({k: v for k, v in c.items() if k != "sent_at"})
-        sev = {REJECTED: "ERROR", FAILED: "ERROR", TIMED_OUT: "WARNING", EXPIRED: "WARNING"}.get(stage, "INFO")
+        sev = {REJECTED: "ERROR", FAILED: "ERROR", TIMED_OUT: "WARNING", EXPIRED: "WARNING", DENIED: "WARNING"}.get(stage, "INFO")
         self.store.event("command", f"{c['node']} {c['command']} #{c['id']} {stage}" + (f": {reason}" if reason else ""),
                          site=self.site, node=c["node"], severity=sev,
-                         data={"command": c["id"], "stage": stage, "reason": reason, "counter": c["counter"]})
+                         data={"command": c["id"], "stage": stage, "reason": reason, "counter": c["counter"],
+                               **({"user": user} if user else {})})
         if stage in FINAL:
             self._cmds.pop(c["id"], None)
             self._by_counter.pop((c["node"], c["counter"]), None)

@@ -31,7 +31,8 @@ CREATE INDEX IF NOT EXISTS alarms_open ON alarms(state);
 CREATE TABLE IF NOT EXISTS commands (
   id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT, node TEXT, command TEXT, opcode INTEGER,
   args TEXT, user TEXT, submitted REAL, not_before REAL, not_after REAL, counter INTEGER,
-  stage TEXT NOT NULL, reason TEXT, updated REAL, history TEXT, hazardous INTEGER, confirmed INTEGER);
+  stage TEXT NOT NULL, reason TEXT, updated REAL, history TEXT, hazardous INTEGER, confirmed INTEGER,
+  approved_by TEXT);
 CREATE INDEX IF NOT EXISTS commands_node_counter ON commands(site, node, counter);
 CREATE TABLE IF NOT EXISTS counters (
   site TEXT NOT NULL, node TEXT NOT NULL, counter INTEGER NOT NULL, PRIMARY KEY (site, node));
@@ -57,6 +58,9 @@ class OpsStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(commands)")}
+        if "approved_by" not in cols:  # an ops database from before the two-person rule
+            self.db.execute("ALTER TABLE commands ADD COLUMN approved_by TEXT")
         self.listeners: list[Callable[[Row], None]] = []
 
     def close(self) -> None:
@@ -68,7 +72,8 @@ class OpsStore:
         with self._lock:
             n = self.db.execute("DELETE FROM events WHERE t < ?", (cut,)).rowcount
             n += self.db.execute("DELETE FROM alarms WHERE state = 'cleared' AND cleared_at < ?", (cut,)).rowcount
-            n += self.db.execute("DELETE FROM commands WHERE stage NOT IN ('QUEUED','SENT','ACCEPTED') AND updated < ?",
+            n += self.db.execute("DELETE FROM commands WHERE stage NOT IN "
+                                 "('AWAITING_APPROVAL','QUEUED','SENT','ACCEPTED') AND updated < ?",
                                  (cut,)).rowcount
         return n
 
@@ -166,7 +171,7 @@ class OpsStore:
             q += " WHERE id = ?"
             p.append(cid)
         elif open_only:
-            q += " WHERE stage IN ('QUEUED','SENT','ACCEPTED')"
+            q += " WHERE stage IN ('AWAITING_APPROVAL','QUEUED','SENT','ACCEPTED')"
         q += " ORDER BY id DESC LIMIT ?"
         p.append(limit)
         with self._lock:

@@ -26,6 +26,8 @@ from aiohttp import web
 
 from ground.api import schemas
 from ground.archive import _decimate
+from ground.auth import requires
+from ground.auth import roles as R
 
 if TYPE_CHECKING:
     from ground.api.server import ApiServer
@@ -149,19 +151,9 @@ class ObjectStore:
             self.db.close()
 
 
-# The privilege each route needs, in the ground's access contract (ground/auth: the guard reads
-# ``__lb_privilege__`` from the handler and refuses a route that declares none).  The page and
-# Open MCT's files are public: they hold no data, and the login page must load.
-PUBLIC, READ, DISPLAYS = "public", "read", "displays.manage"
-
-
-def requires(privilege: str) -> Any:
-    """Declare the privilege a handler needs (the same attribute ground.auth's ``requires`` sets)."""
-    def deco(fn: Any) -> Any:
-        fn.__lb_privilege__ = privilege
-        fn.__lb_ws__ = False
-        return fn
-    return deco
+# The privilege each route needs (ground/auth/roles.py; the guard refuses a route that declares
+# none).  The page and Open MCT's files are public: they hold no data, and the login page must load.
+PUBLIC, READ, DISPLAYS = R.PUBLIC, R.READ, R.DISPLAYS
 
 
 def _user(req: web.Request) -> str:

@@ -14,6 +14,9 @@ def test_ground_ingests_commands_and_raises_no_alarm(gds, node) -> None:
     assert hk["free_heap"] > 0
     done = gds.api.send_and_assert_command(node.id, "PING", timeout=60)
     assert done["stage"] == "EXECUTED"
+    # through the client interface, logged in: the audit names the account
+    remote = gds.remote.send_and_assert_command(node.id, "PING", timeout=60)
+    assert remote["stage"] == "EXECUTED" and remote["user"] == "hil"
     gds.api.assert_no_alarm(node=node.id)
 
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ground.auth import AccountStore
 from ground.service import GroundService
-from ground.testing import FakeNode, make_packet
+from ground.testing import FakeNode, add_test_accounts, make_packet
 from lunabase import ROOT
 from sim.mosquitto import Mosquitto
 from wire.ccsds import EPOCH_UNIX as EPOCH_2000
@@ -96,7 +97,8 @@ async def base(broker: Mosquitto, tmp_path: Path) -> AsyncIterator[Base]:
     inv = Inventory.generate("shackleton", ["n01", "n02", "n03", "n04"])  # n04: the real firmware (optional)
     g = GroundService(f"mqtt://{broker.host}:{broker.port}", inv, archive=f"sqlite:///{tmp_path}/archive.db",
                       ops_db=tmp_path / "ops.db", api_port=0, light_time=0.0, ack_timeout=20.0,
-                      exec_timeout=30.0)
+                      exec_timeout=30.0, users=AccountStore.open(tmp_path / "users.json", create=True))
+    add_test_accounts(g.users)  # the console logs in like any client (accounts file 0600, sessions beside it)
     await g.start()
     await g.wait_connected(30)
     nodes = {n.id: FakeNode(broker.host, broker.port, inv.site, n.id, n.key) for n in inv.nodes}

@@ -13,6 +13,7 @@ from ground.client import GroundClient
 from ground.console.app import ConsoleApp, HelpScreen
 from ground.console.screens import ConfirmScreen, ShelveScreen
 from ground.console.widgets import LiveTable, StatusBar
+from ground.testing import TEST_PASSWORD
 
 if TYPE_CHECKING:
     # annotations only: at run time "conftest" may be another folder's (tests/hil) when
@@ -33,7 +34,7 @@ def status(app: ConsoleApp) -> str:
 
 
 def make_app(base: Base) -> ConsoleApp:
-    return ConsoleApp(GroundClient(base.url, user="tester"), base.url, user="tester", poll_s=1.0)
+    return ConsoleApp(GroundClient(base.url, user="commander", password=TEST_PASSWORD), base.url, poll_s=1.0)
 
 
 async def ready(pilot, app: ConsoleApp) -> None:
@@ -131,7 +132,7 @@ async def test_acknowledge_and_shelve_an_alarm(base: Base) -> None:
         await wait_for(pilot, lambda: any(a["id"] == int(aid) and a["state"] == "acknowledged"
                                           for a in ops.alarms.active(include_shelved=True)), what="ground ack")
         await wait_for(pilot, lambda: "ACKED" in row_text(alarms, aid), what="ACKED in the table")
-        assert any(a["id"] == int(aid) and a["acked_by"] == "tester" for a in ops.alarms.active(include_shelved=True))
+        assert any(a["id"] == int(aid) and a["acked_by"] == "commander" for a in ops.alarms.active(include_shelved=True))
         shot(app, "alarms-acknowledged-80x24")
         # shelve for 30 minutes through the modal, then unshelve
         await pilot.press("s")
@@ -197,10 +198,19 @@ async def test_send_commands_to_executed(base: Base) -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
         shot(app, "command-confirm-80x24")
         await pilot.press("y")
+        # two-person rule: it waits for another commander, and the console shows that stage
+        await wait_for(pilot, lambda: any(c.get("command") == "SET_MODE" and c.get("stage") == "AWAITING_APPROVAL"
+                                          for c in app.model.commands.values()), what="SET_MODE AWAITING_APPROVAL")
+        sid = next(k for k, c in app.model.commands.items() if c.get("command") == "SET_MODE")
+        await wait_for(pilot, lambda: sid in [r.value for r in hist.rows] and "AWAITING_APPROVAL" in row_text(hist, sid),
+                       what="AWAITING_APPROVAL in the history table")
+        async with GroundClient(base.url, user="commander2", password=TEST_PASSWORD) as second:
+            await second.approve_command(int(sid))
         await wait_for(pilot, lambda: any(c.get("command") == "SET_MODE" and c.get("stage") == "EXECUTED"
                                           for c in app.model.commands.values()), what="SET_MODE EXECUTED")
         row = next(c for c in base.ground.ops.commander.list() if c["command"] == "SET_MODE")  # type: ignore[union-attr]
-        assert row["user"] == "tester" and row["stage"] == "EXECUTED"
+        assert row["user"] == "commander" and row["stage"] == "EXECUTED" and row["approved_by"] == "commander2"
+        assert [h[0] for h in row["history"]][:3] == ["AWAITING_APPROVAL", "APPROVED", "QUEUED"]
 
 
 async def test_reconnects_when_the_ground_restarts(base: Base) -> None:
@@ -217,7 +227,7 @@ async def test_reconnects_when_the_ground_restarts(base: Base) -> None:
         shot(app, "reconnecting-80x24")
         await pilot.press("3")  # keys still work while the ground is away
         assert app.current_mode == "alarms"
-        g.api = await ApiServer(g.ops, port=port).start()  # type: ignore[arg-type]
+        g.api = await ApiServer(g.ops, port=port, auth=g.auth).start()  # type: ignore[arg-type]
         await wait_for(pilot, lambda: app.model.conn.state == "live", what="live again")
         before = app.model.conn.messages
         await wait_for(pilot, lambda: app.model.conn.messages > before + 3, what="pushes after reconnect")

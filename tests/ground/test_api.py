@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from ground.api import ApiServer
+from ground.auth import AccountStore, Auth
 from ground.client import GroundClient, GroundError
 from ground.ops import Operations, OpsStore
-from ground.testing import make_packet, parse_packets
+from ground.testing import TEST_PASSWORD, add_test_accounts, make_packet, parse_packets
 from wire import ccsds
 from wire.inventory import Inventory
 
@@ -30,8 +31,10 @@ async def ground(inventory, tmp_path):
 
     ops = Operations(inventory, OpsStore(tmp_path / "ops.db"), publish=publish, light_time=0)
     ops.sent = sent
-    server = await ApiServer(ops, port=0).start()
-    client = GroundClient(server.url)
+    auth = Auth(AccountStore())
+    add_test_accounts(auth.accounts)
+    server = await ApiServer(ops, port=0, auth=auth).start()
+    client = GroundClient(server.url, user="commander", password=TEST_PASSWORD)
     yield ops, server, client
     await client.close()
     await server.stop()
@@ -88,7 +91,8 @@ async def test_alarm_actions_and_commands(ground):
     ops, server, g = ground
     feed(ops, "n01", make_packet("HK", node="n01", free_heap=50000, cpu_temp=90))
     (a,) = await g.alarms()
-    assert (await g.ack(a["id"], "bob"))["state"] == "acknowledged"
+    acked = await g.ack(a["id"])
+    assert acked["state"] == "acknowledged" and acked["acked_by"] == "commander"
     assert (await g.shelve(a["id"], 5))["shelved_until"] > time.time()
     assert (await g.unshelve(a["id"]))["shelved_until"] is None
     with pytest.raises(GroundError) as e:
@@ -99,8 +103,11 @@ async def test_alarm_actions_and_commands(ground):
         await g.send_command("n01", "REBOOT", {"delay_s": 1})
     with pytest.raises(GroundError, match="outside"):
         await g.send_command("n01", "SET_RATE", {"sensor": "HK", "period_ms": 0})
-    c = await g.send_command("n01", "SET_RATE", {"sensor": "HK", "period_ms": 500}, user="carol")
-    assert c["stage"] == "SENT" and c["user"] == "carol"
+    with pytest.raises(GroundError, match="not the authenticated account") as e:  # no signing as someone else
+        await g.send_command("n01", "SET_RATE", {"sensor": "HK", "period_ms": 500}, user="carol")
+    assert e.value.status == 403
+    c = await g.send_command("n01", "SET_RATE", {"sensor": "HK", "period_ms": 500})
+    assert c["stage"] == "SENT" and c["user"] == "commander"
     topic, tc = ops.sent[-1]
     assert topic == "lunabase/moon/n01/cmd"
     st, opcode, counter, a0, a1, _ = ccsds.open_tc(ops.inventory.node("n01").key, b"n01", tc, 0, int(time.time() - 946684800))
@@ -114,7 +121,7 @@ async def test_alarm_actions_and_commands(ground):
 async def test_several_live_clients_and_decimation(ground):
     ops, server, g = ground
     runner = asyncio.create_task(ops.run())
-    clients = [GroundClient(server.url) for _ in range(3)]
+    clients = [GroundClient(server.url, user="viewer", password=TEST_PASSWORD) for _ in range(3)]
     lives = [c.live() for c in clients]
     try:
         for lv in lives:
@@ -153,7 +160,7 @@ async def test_live_reconnects_after_server_restart(ground):
         await next_of(lv, "snapshot")
         await server.stop()
         assert (await asyncio.wait_for(lv.__anext__(), 10))["type"] == "disconnected"
-        server2 = await ApiServer(ops, port=port).start()
+        server2 = await ApiServer(ops, port=port, auth=server.auth).start()
         try:
             snap = await next_of(lv, "snapshot", timeout=15)
             assert {n["node"] for n in snap["nodes"]} == {"n01", "n02"}
@@ -230,6 +237,8 @@ async def test_stalled_websocket_client_gets_resync_and_ingest_never_waits(groun
     ops.hub.maxsize = 200
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(server.url + "/api/ws", max_msg_size=0) as ws:
+            await ws.send_json({"auth": await g.access_token()})  # in-band credential
+            assert (await ws.receive_json())["type"] == "auth"
             assert (await ws.receive_json())["type"] == "snapshot"
             blob = "x" * 4000
             for i in range(6000):  # ~24 MB while the client reads nothing

@@ -25,10 +25,14 @@ from hypothesis import strategies as st
 from ground.api import ApiServer
 from ground.api.schemas import EXEMPT, SCHEMAS
 from ground.ops import Operations, OpsStore
-from ground.testing import make_packet, parse_packets
+from ground.testing import make_packet, parse_packets, test_auth
 from wire.inventory import Inventory
 
 INV = Inventory.generate("moon", ["n01", "n02"])
+# every request carries a commander's API key (a key: the fuzzed logout/refresh routes cannot end it)
+AUTH = test_auth()
+KEY = AUTH.accounts.create_key("commander", "hostile tests", by="test")
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
 
 
 def online(ops: Operations, node: str = "n01") -> None:
@@ -89,7 +93,7 @@ async def api(tmp_path):
 
     ops = Operations(INV, OpsStore(tmp_path / "ops.db"), publish=publish, light_time=0)
     online(ops)
-    server = await ApiServer(ops, port=0).start()
+    server = await ApiServer(ops, port=0, auth=AUTH).start()
     yield ops, server, sent
     await server.stop()
     ops.store.close()
@@ -98,8 +102,7 @@ async def api(tmp_path):
 async def _post(url: str, path: str, body: Any, raw: bytes | None = None) -> tuple[int, Any]:
     def go() -> tuple[int, Any]:
         data = raw if raw is not None else json.dumps(body).encode()
-        req = urllib.request.Request(url + path, data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(url + path, data=data, method="POST", headers=HEADERS)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, json.loads(r.read() or b"null")
@@ -157,7 +160,7 @@ async def test_query_schemas(api, query: str, field: str) -> None:
 
     def go() -> tuple[int, Any]:
         try:
-            with urllib.request.urlopen(server.url + query, timeout=10) as r:
+            with urllib.request.urlopen(urllib.request.Request(server.url + query, headers=HEADERS), timeout=10) as r:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
@@ -190,7 +193,7 @@ class _Ground:
         async def setup() -> tuple[Operations, ApiServer]:
             ops = Operations(INV, OpsStore(tmp / "ops.db"), publish=publish, light_time=0)
             online(ops)
-            return ops, await ApiServer(ops, port=0).start()
+            return ops, await ApiServer(ops, port=0, auth=AUTH).start()
 
         self.ops, self.server = self.run(setup())
 
@@ -198,8 +201,7 @@ class _Ground:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
     def request(self, method: str, path: str, data: bytes | None = None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.server.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(self.server.url + path, data=data, method=method, headers=HEADERS)
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return r.status, r.read()
@@ -263,6 +265,10 @@ def test_fuzz_every_route(bg_ground: _Ground, route: tuple[str, str], ident: str
     # and commanding still works: a good command is released at once to the node in contact
     bg_ground.run(_keep_online(bg_ground.ops))
     n = len(bg_ground.sent)
+
+    async def heard() -> None:  # a fresh HK: n01 stays ONLINE however long the run takes
+        online(bg_ground.ops)
+    bg_ground.run(heard())
     status, raw = bg_ground.request("POST", "/api/commands", json.dumps({"node": "n01", "command": "PING"}).encode())
     assert status == 201 and json.loads(raw)["stage"] == "SENT" and len(bg_ground.sent) == n + 1
     bg_ground.run(bg_ground.ops.tick())

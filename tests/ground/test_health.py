@@ -19,7 +19,7 @@ from ground.api.limits import ConnectionLimiter
 from ground.client import GroundClient
 from ground.ops import Operations, OpsStore
 from ground.service import GroundService
-from ground.testing import FakeNode, make_packet, parse_packets
+from ground.testing import TEST_PASSWORD, FakeNode, add_test_accounts, make_packet, parse_packets, test_auth
 from lunabase import ROOT
 from wire.inventory import Inventory
 
@@ -30,8 +30,10 @@ def inv():
 
 
 def health_cli(url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "LUNABASE_TOKEN"}
+    env.update(LUNABASE_USER="viewer", LUNABASE_PASSWORD=TEST_PASSWORD)  # monitoring logs in as a viewer
     return subprocess.run([sys.executable, "-m", "ground.cli_ops", "health", "--api", url, "--timeout", "5"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
 
 
 async def until_health(client: GroundClient, pred, timeout: float = 15.0) -> dict:  # noqa: ANN001
@@ -46,11 +48,12 @@ async def until_health(client: GroundClient, pred, timeout: float = 15.0) -> dic
 async def test_health_follows_the_parts(broker, inv, tmp_path) -> None:
     g = GroundService(broker.url, inv, f"sqlite:///{tmp_path}/archive.db", api_port=0, light_time=0,
                       client_id=f"h-{os.getpid()}-{time.monotonic_ns()}")
+    add_test_accounts(g.users)
     await g.start()
     try:
         await g.wait_connected()
         assert g.api is not None and g.ops is not None
-        c = GroundClient(g.api.url)
+        c = GroundClient(g.api.url, user="viewer", password=TEST_PASSWORD)
         h = await until_health(c, lambda h: h["ok"] and h["parts"]["ticks"]["ticks"] >= 1)
         assert h["ok"] and h["reasons"] == []
         assert set(h["parts"]) >= {"ingest", "archive", "broker", "commands", "ticks", "api"}
@@ -109,8 +112,10 @@ async def test_a_jammed_command_queue_is_not_ok(inv, tmp_path) -> None:
 
 async def test_connection_and_websocket_caps(inv, tmp_path) -> None:
     ops = Operations(inv, OpsStore(tmp_path / "ops.db"))
+    auth = test_auth()
+    key = auth.accounts.create_key("viewer", "caps test", by="test")
     server = await ApiServer(ops, port=0, limiter=ConnectionLimiter(max_total=40, max_per_client=20),
-                             max_ws=5).start()
+                             max_ws=5, auth=auth).start()
     socks = []
     try:
         for _ in range(30):  # idle connections from one address: 20 admitted, the rest closed
@@ -121,7 +126,7 @@ async def test_connection_and_websocket_caps(inv, tmp_path) -> None:
         for s in socks:
             s.close()
         await asyncio.sleep(0.3)
-        async with aiohttp.ClientSession() as sess:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as sess:
             wss = [await sess.ws_connect(server.url + "/api/ws") for _ in range(5)]
             with pytest.raises(aiohttp.WSServerHandshakeError) as e:
                 await sess.ws_connect(server.url + "/api/ws")

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
+from ground.auth import AccountStore
 from ground.client import GroundClient
 from ground.service import GroundService
-from ground.testing import FakeNode, GroundTestAPI, make_packet
+from ground.testing import TEST_PASSWORD, FakeNode, GroundTestAPI, add_test_accounts, make_packet
 from lunabase import ROOT
 from wire import ccsds
 from wire.inventory import Inventory
@@ -24,8 +25,14 @@ def inv():
 
 
 def service(broker, inv, tmp_path, **kw):
-    return GroundService(broker.url, inv, f"sqlite:///{tmp_path}/archive.db", api_port=0, light_time=0,
-                         ack_timeout=3.0, exec_timeout=5.0, client_id=f"g-{os.getpid()}-{time.monotonic_ns()}", **kw)
+    g = GroundService(broker.url, inv, f"sqlite:///{tmp_path}/archive.db", api_port=0, light_time=0,
+                      ack_timeout=3.0, exec_timeout=5.0, client_id=f"g-{os.getpid()}-{time.monotonic_ns()}", **kw)
+    add_test_accounts(g.users)
+    return g
+
+
+def client(url: str, user: str = "operator") -> GroundClient:
+    return GroundClient(url, user=user, password=TEST_PASSWORD)
 
 
 async def until(pred, timeout=10.0, what="condition"):
@@ -64,7 +71,7 @@ async def test_end_to_end_commands_and_telemetry(broker, inv, tmp_path):
             with pytest.raises(AssertionError, match="free_heap"):
                 t.assert_no_alarm(node="n01", param="HK.free_heap")
             # through the API, like the console and `lunabase command`
-            async with GroundClient(g.api.url) as c:
+            async with client(g.api.url) as c:
                 nodes = {x["node"]: x for x in await c.nodes()}
                 assert nodes["n01"]["state"] == "ONLINE" and nodes["n01"]["boot"] == 3
                 assert nodes["n01"]["link"]["packets"] >= 7
@@ -106,7 +113,7 @@ async def test_queued_for_sleeping_node_released_on_wake_and_counter_survives_re
             await g.wait_connected()
             await node.publish_status("asleep", next_contact=time.time() + 3600 - ccsds.EPOCH_UNIX, mode="NIGHT")
             await until(lambda: g.ops.nodes.get("n01").state == "ASLEEP", what="asleep")
-            async with GroundClient(g.api.url) as c:
+            async with client(g.api.url) as c:
                 q = await c.send_command("n01", "SET_RATE", {"sensor": "THERMAL", "period_ms": 60000},
                                          not_after=time.time() + 600)
                 exp = await c.send_command("n01", "PING", not_after=time.time() + 0.3)
@@ -135,7 +142,7 @@ async def test_lost_on_last_will_and_garbage_counted(broker, inv, tmp_path):
             await c.publish("lunabase/moon/n02/tm", b"\x00garbage" * 5, qos=1)
             await c.publish("lunabase/moon/n02/status", b'{"state": "offline"}', qos=1, retain=True)
         await until(lambda: g.ops.nodes.get("n02").state == "LOST", what="lost")
-        async with GroundClient(g.api.url) as cl:
+        async with client(g.api.url) as cl:
             links = await cl.links()
             await until(lambda: "n02" in g.ops.links() and g.ops.links()["n02"]["rejected_bytes"] > 0)
             ev = await cl.events(kind="node_state")
@@ -150,16 +157,19 @@ def test_cli_ground_and_command(broker, inv, tmp_path):
     from sim.mosquitto import free_port
 
     port = free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    users = tmp_path / "users.json"
+    add_test_accounts(AccountStore.open(users, create=True))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", LUNABASE_USER="commander", LUNABASE_PASSWORD=TEST_PASSWORD)
+    env.pop("LUNABASE_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "ground.cli_ops", "ground", "--broker", broker.url, "--inventory",
                              str(inv_path), "--archive", f"sqlite:///{tmp_path}/a.db", "--api-port", str(port),
-                             "--light-time", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             "--light-time", "0", "--users", str(users)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         async def scenario() -> tuple[int, str]:
             async with FakeNode(broker.host, broker.port, "moon", "n01", inv.node("n01").key) as node:
                 await node.publish_status("online", hk_period=30)
-                async with GroundClient(f"http://127.0.0.1:{port}") as c:
+                async with client(f"http://127.0.0.1:{port}", "commander2") as c:
                     for _ in range(200):
                         try:
                             if any(n["state"] == "ONLINE" for n in await c.nodes()):
@@ -167,18 +177,26 @@ def test_cli_ground_and_command(broker, inv, tmp_path):
                         except Exception:  # noqa: BLE001 - not up yet
                             pass
                         await asyncio.sleep(0.1)
-                r = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "ground.cli_ops", "command", "n01", "SET_MODE", "mode=SAFE", "duration_s=0",
-                    "--confirm", "--wait", "--api", f"http://127.0.0.1:{port}", cwd=ROOT,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-                out, _ = await r.communicate()
+                    r = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "ground.cli_ops", "command", "n01", "SET_MODE", "mode=SAFE",
+                        "duration_s=0", "--confirm", "--wait", "--api", f"http://127.0.0.1:{port}", cwd=ROOT, env=env,
+                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                    # hazardous: it waits for a second commander (this client) to approve
+                    for _ in range(300):
+                        rows = [x for x in await c.commands(5) if x["command"] == "SET_MODE"]
+                        if rows and rows[0]["stage"] == "AWAITING_APPROVAL":
+                            await c.approve_command(rows[0]["id"])
+                            break
+                        await asyncio.sleep(0.1)
+                    out, _ = await r.communicate()
                 return r.returncode or 0, out.decode()
 
         rc, out = asyncio.run(scenario())
         assert rc == 0, out
-        assert "EXECUTED" in out and "ACCEPTED" in out
+        assert "EXECUTED" in out and "ACCEPTED" in out and "AWAITING_APPROVAL" in out
+        assert "APPROVED: approved by commander2" in out and "(as commander)" in out
         r = subprocess.run([sys.executable, "-m", "ground.cli_ops", "command", "n01", "REBOOT", "delay_s=1",
-                            "--api", f"http://127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True)
+                            "--api", f"http://127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, env=env)
         assert r.returncode == 1 and "hazardous" in r.stderr
     finally:
         proc.terminate()
@@ -195,7 +213,7 @@ async def test_remote_test_api_over_the_client_interface(broker, inv, tmp_path):
 
     async with service(broker, inv, tmp_path) as g:
         await g.wait_connected()
-        t = RemoteGroundTestAPI(g.api.url)
+        t = RemoteGroundTestAPI(g.api.url, "operator", TEST_PASSWORD)
         try:
             async with FakeNode(broker.host, broker.port, "moon", "n01", inv.node("n01").key) as node:
                 await node.publish_status("online", hk_period=30)

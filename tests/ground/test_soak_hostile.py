@@ -22,6 +22,7 @@ from ground.client import GroundClient
 from ground.ingest import QUARANTINE_REASONS
 from ground.ingest.testing import hk
 from ground.service import GroundService
+from ground.testing import TEST_PASSWORD, add_test_accounts
 from sim.mosquitto import Mosquitto
 from wire.inventory import Inventory
 
@@ -64,9 +65,10 @@ async def test_soak_valid_and_hostile(broker: Mosquitto, tmp_path) -> None:
     inv = Inventory.generate("moon", NODES)
     g = GroundService(broker.url, inv, f"sqlite:///{tmp_path}/archive.db", api_port=0, light_time=0,
                       client_id=f"soak-{os.getpid()}")
+    add_test_accounts(g.users)
     await g.start()
     await g.wait_connected()
-    client = GroundClient(g.api.url)  # type: ignore[union-attr]
+    client = GroundClient(g.api.url, user="operator", password=TEST_PASSWORD)  # type: ignore[union-attr]
     rng = random.Random(12)
     sent = dict.fromkeys(NODES, 0)
     expect: dict[str, int] = {}

@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
+from ground.auth import AccountStore
 from ground.service import GroundService
+from ground.testing import TEST_PASSWORD
 from ground.web import openmct_dist
 from lunabase import ROOT
 
@@ -66,7 +68,8 @@ class Console:
         old = self.base.ground
         g = GroundService(f"mqtt://{self.base.broker.host}:{self.base.broker.port}", old.inventory,
                           archive=old.archive_url, ops_db=old.ops_db, api_port=self.port, light_time=0.0,
-                          ack_timeout=20.0, exec_timeout=30.0)
+                          ack_timeout=20.0, exec_timeout=30.0,
+                          users=AccountStore.open(old.users.path))  # same accounts file, same sessions
         await g.start()
         await g.wait_connected(30)
         self.base.ground = g  # the base fixture stops whichever ground is current
@@ -101,6 +104,17 @@ class Page:
 
     async def open(self, url: str) -> None:
         await self.call(self.d.get, url)
+
+    async def login(self, base_url: str, user: str = "commander", password: str = TEST_PASSWORD) -> None:
+        """Log this browser in (POST /api/auth/login from the ground's own page: the HttpOnly cookie)."""
+        await self.open(f"{base_url}/api/auth/me")  # any page of the ground's origin (not the console itself,
+        status = await self.call(self.d.execute_async_script, """
+            const done = arguments[arguments.length - 1];
+            fetch('/api/auth/login', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                  body: JSON.stringify({username: arguments[0], password: arguments[1]})})
+              .then(r => done(r.status), e => done(String(e)));""", user, password)
+        assert status == 200, f"login as {user}: {status}"
+        # (so the console page the test opens next is a fresh load, not a hash change of this one)
 
     async def js(self, script: str, *args: Any) -> Any:
         return await self.call(self.d.execute_script, script, *args)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
 import pytest
 
-from ground.testing import make_packet
+from ground.testing import TEST_PASSWORD, make_packet
 
 pytestmark = pytest.mark.browser
 
@@ -22,9 +23,29 @@ TLM = "#/browse/lunabase:site/lunabase:node.{n}/lunabase:packet.{n}.{p}/lunabase
 REALTIME = "tc.mode=local&tc.startDelta={back}&tc.endDelta=5000&tc.timeSystem=utc"
 
 
-def api(url: str, path: str, body: Any = None, method: str | None = None) -> Any:
+_tokens: dict[str, str] = {}
+
+
+def api(url: str, path: str, body: Any = None, method: str | None = None, retry: bool = True) -> Any:
+    """The ground's API as the test's own account (commander), outside the browser."""
+    try:
+        return _api(url, path, body, method)
+    except urllib.error.HTTPError as e:
+        if e.code != 401 or not retry:
+            raise
+        _tokens.pop(url, None)  # another ground on a reused port: log in again
+        return _api(url, path, body, method)
+
+
+def _api(url: str, path: str, body: Any = None, method: str | None = None) -> Any:
+    if url not in _tokens:
+        login = urllib.request.Request(url + "/api/auth/login", method="POST", headers={"Content-Type": "application/json"},
+                                       data=json.dumps({"username": "commander", "password": TEST_PASSWORD}).encode())
+        with urllib.request.urlopen(login, timeout=10) as r:
+            _tokens[url] = json.loads(r.read())["access_token"]
     req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
-                                 method=method, headers={"Content-Type": "application/json"})
+                                 method=method, headers={"Content-Type": "application/json",
+                                                         "Authorization": f"Bearer {_tokens[url]}"})
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -44,6 +65,8 @@ async def poll(fetch: Any, ok: Any, timeout: float = 20.0) -> Any:
 
 
 async def open_console(page: Any, url: str, hash_: str = "") -> None:
+    if await page.js("return location.origin") != url:
+        await page.login(url)  # a fresh page (cookies cleared per test): log in first
     await page.open(f"{url}/console/{hash_}")
     await page.wait("return window.lunabaseGround && window.lunabaseGround.state === 'connected'",
                     what="the console connected to the ground")

@@ -16,7 +16,7 @@ from ground.api import ApiServer
 from ground.archive import Archive, _decimate, open_archive
 from ground.ops import Operations, OpsStore
 from ground.parse import Parser
-from ground.testing import make_packet
+from ground.testing import make_packet, test_auth
 from wire.inventory import Inventory
 
 PG_DSN = os.environ.get("LUNABASE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -135,7 +135,9 @@ async def server(tmp_path: Any) -> Any:
     a = open_archive(f"sqlite:///{tmp_path}/a.db")
     _fill(a, np.arange(100, dtype=float))
     ops = Operations(inv, OpsStore(tmp_path / "ops.db"))
-    s = await ApiServer(ops, archive=a).start()
+    auth = test_auth()
+    s = await ApiServer(ops, archive=a, auth=auth).start()
+    s.headers = {"Authorization": "Bearer " + auth.accounts.create_key("operator", "web tests", by="test")}
     yield s
     await s.stop()
     a.close()
@@ -143,7 +145,7 @@ async def server(tmp_path: Any) -> Any:
 
 async def test_routes_refuse_bad_input_with_a_reason(server: Any) -> None:
     base = server.url
-    async with aiohttp.ClientSession() as c:
+    async with aiohttp.ClientSession(headers=server.headers) as c:
         async def get(path: str) -> tuple[int, Any]:
             async with c.get(base + path, allow_redirects=False) as r:
                 ct = r.headers.get("Content-Type", "")
@@ -186,7 +188,7 @@ async def test_saved_displays_are_checked_and_shared(server: Any) -> None:
     base = server.url
     obj = {"identifier": {"namespace": "lunabase-saved", "key": "k1"}, "name": "Power", "type": "layout",
            "composition": [], "configuration": {"items": []}}
-    async with aiohttp.ClientSession() as c:
+    async with aiohttp.ClientSession(headers=server.headers) as c:
         async with c.put(base + "/api/web/objects/k1", json=obj) as r:
             assert r.status == 200
         async with c.put(base + "/api/web/objects/k2", json=obj) as r:  # key and identifier disagree
