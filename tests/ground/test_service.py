@@ -252,13 +252,14 @@ async def test_ground_over_tls_both_ways(inv, tmp_path):
         assert b.url.startswith("mqtts://")
         svc = GroundService(b.url, inv, f"sqlite:///{tmp_path}/a.db", api_port=0, light_time=0, ca=tls.cafile,
                             tls_cert=tls.certfile, tls_key=tls.keyfile)
+        add_test_accounts(svc.users)
         async with svc:
             await svc.wait_connected(15)
             assert svc.api is not None and svc.api.url.startswith("https://")
             url = svc.api.url.replace("127.0.0.1", "localhost")
-            async with GroundClient(url, ca=str(tls.cafile)) as g:
+            async with GroundClient(url, ca=str(tls.cafile), user="viewer", password=TEST_PASSWORD) as g:
                 assert (await g.health())["ok"] in (True, False)  # answered over verified HTTPS
-            async with GroundClient(url) as g:  # the system's CAs do not know the site CA
+            async with GroundClient(url, user="viewer", password=TEST_PASSWORD) as g:  # the system's CAs do not know the site CA
                 with pytest.raises(Exception) as e:  # noqa: B017 - GroundClient wraps aiohttp's error
                     await g.health()
                 assert "certificate" in str(e.value).lower(), e.value
