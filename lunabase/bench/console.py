@@ -143,6 +143,10 @@ async def _measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         inv = Inventory.generate(SITE, names)
         g = GroundService(f"mqtt://{broker.host}:{broker.port}", inv, archive=f"sqlite:///{work}/archive.db",
                           ops_db=work / "ops.db", api_port=0, light_time=0.0)
+        import secrets
+
+        pw = secrets.token_urlsafe(12)
+        g.users.add("bench", pw, ["viewer"], by="lunabase-bench")  # the browser logs in like any client
         await g.start()
         await g.wait_connected(30)
         ops: Any = g.ops
@@ -171,6 +175,14 @@ async def _measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         try:
             assert g.api is not None
             url = g.api.url
+            await asyncio.to_thread(d.get, f"{url}/api/auth/me")  # the ground's origin, then its login route
+            status = await asyncio.to_thread(d.execute_async_script, """
+                const done = arguments[arguments.length - 1];
+                fetch('/api/auth/login', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                      body: JSON.stringify({username: 'bench', password: arguments[0]})})
+                  .then(r => done(r.status), e => done(String(e)));""", pw)
+            if status != 200:
+                raise SystemExit(f"the bench's browser could not log in: {status}")
             await asyncio.to_thread(d.get, f"{url}/console/")
             deadline = time.monotonic() + 30
             while not await asyncio.to_thread(
