@@ -78,6 +78,10 @@ def _favour_simulator(base: Any) -> str:
     """
     import threading
 
+    # and hand the GIL over every 0.5 ms instead of 5: the accounting thread releases it at
+    # every socket call, and while the event loop steps the environment for a thousand
+    # nodes each re-acquisition waited a whole switch interval (~750 messages/s, behind)
+    sys.setswitchinterval(0.0005)
     tids = [threading.get_native_id()]
     th = getattr(getattr(base.accounting, "_client", None), "_thread", None)
     if th is not None and th.native_id:
@@ -85,7 +89,7 @@ def _favour_simulator(base: Any) -> str:
     try:
         for tid in tids:  # Linux nice values are per thread
             os.setpriority(os.PRIO_PROCESS, tid, -5)
-        return "simulator threads at nice -5"
+        return "simulator threads at nice -5, GIL switch interval 0.5 ms"
     except OSError:
         pass
     for nd in base.nodes.values():  # not allowed to raise ours: lower theirs
@@ -93,8 +97,8 @@ def _favour_simulator(base: Any) -> str:
             try:
                 os.setpriority(os.PRIO_PROCESS, nd.pid, 5)
             except OSError:
-                return "unchanged (no permission)"
-    return "node VMs at nice 5"
+                return "GIL switch interval 0.5 ms; priorities unchanged (no permission)"
+    return "node VMs at nice 5, GIL switch interval 0.5 ms"
 
 
 def _proc_cpu(pid: int) -> float:
@@ -253,8 +257,12 @@ async def _step_in(n: int, seconds: float, heap: str, log: Any, workdir: str) ->
 
 
 async def _step(n: int, seconds: float, heap: str, log: Any) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="lunabase-bench-sim-", dir=flash_dir()) as workdir:
-        return await _step_in(n, seconds, heap, log, workdir)
+    interval = sys.getswitchinterval()
+    try:
+        with tempfile.TemporaryDirectory(prefix="lunabase-bench-sim-", dir=flash_dir()) as workdir:
+            return await _step_in(n, seconds, heap, log, workdir)
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def run(args: argparse.Namespace) -> int:
