@@ -25,6 +25,7 @@ time needs an account of its own.  Their passwords are derived from ``ground_pas
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import hmac
 import os
@@ -37,6 +38,8 @@ from pathlib import Path
 NODE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 SITE_ID = NODE_ID
 BOARDS = ("esp32", "rp2", "sim")
+MAX_INVENTORY_BYTES = 4 * 1024 * 1024  # ~20,000 nodes; anything bigger is not an inventory
+MAX_HK_PERIOD_S = 30 * 86400.0
 # ground-side broker connections besides the main ingest ("": ground_user itself):
 # the command link, up to three more ground instances (ingest + command link each, e.g.
 # shared-subscription workers), the simulator's observer, the flasher's and HIL monitors
@@ -62,6 +65,9 @@ class Node:
             raise InventoryError(f"node {self.id}: board {self.board!r} is not one of {BOARDS}")
         if len(self.key) < 16:
             raise InventoryError(f"node {self.id}: key must be at least 16 bytes")
+        if not (isinstance(self.hk_period_s, (int, float)) and 0 < self.hk_period_s <= MAX_HK_PERIOD_S):
+            # NaN, 0 or negative would make liveness call the node stale at once, or never
+            raise InventoryError(f"node {self.id}: hk_period_s {self.hk_period_s!r} must be in (0, {MAX_HK_PERIOD_S}]")
 
 
 @dataclass
@@ -81,7 +87,7 @@ class Inventory:
                 raise InventoryError(f"ground client {c!r}: use a-z 0-9 _ - (the account is {self.ground_user}-{c})")
             if f"{self.ground_user}-{c}" in ids:
                 raise InventoryError(f"node id {self.ground_user}-{c} is reserved for a ground account")
-        dup = {i for i in ids if ids.count(i) > 1}
+        dup = {i for i, k in collections.Counter(ids).items() if k > 1}
         if dup:
             raise InventoryError(f"node ids appear twice: {sorted(dup)}")
         if self.ground_user in ids:
@@ -130,6 +136,8 @@ class Inventory:
     def load(cls, path: str | Path) -> Inventory:
         path = Path(path)
         try:
+            if path.stat().st_size > MAX_INVENTORY_BYTES:
+                raise InventoryError(f"{path}: larger than {MAX_INVENTORY_BYTES} bytes: not an inventory")
             raw = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise InventoryError(f"{path}: no such inventory file") from None
@@ -155,7 +163,7 @@ class Inventory:
             )
         except KeyError as e:
             raise InventoryError(f"{path}: missing field {e}") from None
-        except ValueError as e:
+        except (ValueError, TypeError, AttributeError) as e:  # a field of the wrong type: say which file
             raise InventoryError(f"{path}: {e}") from None
 
     def dumps(self) -> str:

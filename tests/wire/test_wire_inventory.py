@@ -36,3 +36,20 @@ def test_generated_keys_are_distinct_and_the_file_private(tmp_path):
 def test_duplicate_ids_refused():
     with pytest.raises(InventoryError, match="twice"):
         Inventory("moon", [Node("a", b"k" * 32, "p"), Node("a", b"j" * 32, "q")])
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda t: t.replace("hk_period_s = 1.0", 'hk_period_s = "nan"', 1), "hk_period_s"),
+    (lambda t: t.replace("hk_period_s = 1.0", "hk_period_s = 0.0", 1), "hk_period_s"),
+    (lambda t: t.replace("hk_period_s = 1.0", "hk_period_s = -5.0", 1), "hk_period_s"),
+    (lambda t: t.replace('key = "', "key = 12 # ", 1), "inv.toml"),
+    (lambda t: t + "\n" + "# padding\n" * 500_000, "larger than"),
+])
+def test_hostile_inventory_files_are_refused_with_a_reason(tmp_path, edit, words):
+    """A malformed inventory is an InventoryError naming the problem, never a traceback or a jam."""
+    inv = Inventory.generate("moon", ["n01", "n02"])
+    p = tmp_path / "inv.toml"
+    inv.save(p)
+    p.write_text(edit(p.read_text()))
+    with pytest.raises(InventoryError, match=words):
+        Inventory.load(p)
