@@ -37,9 +37,11 @@ HELP = """\
            event log below ([b]Tab[/b] switches table)
 [b]4 Command[/b]  pick node + command, fill the arguments (checked
            against the dictionary), [b]Ctrl+S[/b] sends, [b]Esc[/b] leaves
-           a field. Hazardous commands ask for [b]y[/b]. The table
+           a field. Hazardous commands ask for [b]y[/b] and wait
+           AWAITING_APPROVAL for a second commander: [b]Ctrl+O[/b]
+           approves, [b]Ctrl+X[/b] denies the highlighted one. The table
            follows QUEUED→SENT→ACCEPTED→EXECUTED (or REJECTED,
-           FAILED, TIMED_OUT, EXPIRED with the reason).
+           FAILED, TIMED_OUT, EXPIRED, DENIED with the reason).
 [b]5 Packets[/b]  raw hex beside decoded fields; [b]f[/b] freezes the list
 [b]6 Links[/b]    packet/byte rates, errors by reason, gaps, dups
 

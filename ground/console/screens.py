@@ -481,6 +481,8 @@ class CommandScreen(BaseScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "send", "Send", priority=True),
         Binding("escape", "leave_field", "Leave field"),
+        Binding("ctrl+o", "decide('approve')", "Approve", priority=True),
+        Binding("ctrl+x", "decide('deny')", "Deny", priority=True),
     ]
     DEFAULT_CSS = """
     CommandScreen #form { height: auto; max-height: 60%; }
@@ -613,6 +615,31 @@ class CommandScreen(BaseScreen):
     @on(Input.Submitted)
     def _submitted(self) -> None:
         self.action_send()
+
+    def action_decide(self, verb: str) -> None:
+        """Approve or deny (two-person rule) the command highlighted in the history table."""
+        t = self.query_one("#history", LiveTable)
+        cid = None
+        if t.row_count:
+            try:
+                cid = t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value
+            except Exception:  # noqa: BLE001 - no row under the cursor
+                cid = None
+        if cid is None or not str(cid).isdigit():
+            self.query_one("#cmderr", Static).update("highlight a command in the history table first")
+            return
+        self._decide(verb, int(str(cid)))
+
+    @work(group="command-decide")
+    async def _decide(self, verb: str, cid: int) -> None:
+        feed = self.capp.feed
+        res = await feed.call("approve_command" if verb == "approve" else "deny_command", cid)
+        err_box = self.query_one("#cmderr", Static)
+        if not isinstance(res, dict) or "id" not in res:
+            err_box.update(f"{verb} #{cid}: refused ({feed.last_error or res!r})"[:200])
+            return
+        err_box.update(Text(f"#{cid} {res.get('command', '')}: {res.get('stage', '')} ({verb}d by you)", style="green"))
+        self.capp.model.set_commands([res])
 
     def action_send(self) -> None:
         if not self.is_current:

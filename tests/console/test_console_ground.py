@@ -204,6 +204,12 @@ async def test_send_commands_to_executed(base: Base) -> None:
         sid = next(k for k, c in app.model.commands.items() if c.get("command") == "SET_MODE")
         await wait_for(pilot, lambda: sid in [r.value for r in hist.rows] and "AWAITING_APPROVAL" in row_text(hist, sid),
                        what="AWAITING_APPROVAL in the history table")
+        # its sender cannot approve it from the console (the ground refuses, the console says why)
+        hist.move_cursor(row=hist.get_row_index(sid))
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: "second account" in str(app.screen.query_one("#cmderr").render()),
+                       what="self-approval refused on screen")
+        assert base.ground.ops.commander.get(int(sid))["stage"] == "AWAITING_APPROVAL"  # type: ignore[union-attr]
         async with GroundClient(base.url, user="commander2", password=TEST_PASSWORD) as second:
             await second.approve_command(int(sid))
         await wait_for(pilot, lambda: any(c.get("command") == "SET_MODE" and c.get("stage") == "EXECUTED"
