@@ -137,7 +137,7 @@ class BaseModel:
             items = [dict(v, link=k) if isinstance(v, dict) else {"link": k, "value": v} for k, v in links.items()]
         else:
             items = list(links)
-        self.links = {str(l.get("link") or l.get("name") or l.get("node") or i): l for i, l in enumerate(items)}
+        self.links = {str(lk.get("link") or lk.get("name") or lk.get("node") or i): lk for i, lk in enumerate(items)}
         self.bump("links")
 
     def set_dictionary(self, d: dict[str, Any]) -> None:
@@ -149,7 +149,7 @@ class BaseModel:
         s = self.series.setdefault((node, packet, fld), deque(maxlen=SERIES_LEN))
         if isinstance(rows, dict):  # columnar: {"time": [...], "value": [...]}
             rows = [{"time": t, "value": v} for t, v in zip(rows.get("time") or rows.get("t") or [],
-                                                            rows.get("value") or rows.get("values") or [])]
+                                                            rows.get("value") or rows.get("values") or [], strict=False)]
         pts = [(float(_time(r)), float(v)) for r in rows if isinstance(v := _value(r), (int, float))]
         last = s[-1][0] if s else float("-inf")
         merged = sorted(set(list(s) + [p for p in pts if p[0] <= last] + [p for p in pts if p[0] > last]))
@@ -200,9 +200,9 @@ class BaseModel:
         elif kind == "link" and isinstance(msg.get("links"), (dict, list)):
             self.set_links(msg["links"])
         elif kind == "link":
-            for l in items:
-                k = str(l.get("link") or l.get("name") or l.get("node") or "?")
-                self.links[k] = {**self.links.get(k, {}), **{x: y for x, y in l.items() if x != "type"}}
+            for lk in items:
+                k = str(lk.get("link") or lk.get("name") or lk.get("node") or "?")
+                self.links[k] = {**self.links.get(k, {}), **{x: y for x, y in lk.items() if x != "type"}}
             self.bump("links")
 
     def _apply_param(self, r: dict[str, Any]) -> None:

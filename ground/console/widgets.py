@@ -105,7 +105,7 @@ class LiveTable(DataTable[Any]):
             return
         col_keys = [k for _, k in self._cols]
         for k, cells in rows:
-            for ck, cell in zip(col_keys, cells):
+            for ck, cell in zip(col_keys, cells, strict=False):
                 if _cell_repr(self.get_cell(k, ck)) != _cell_repr(cell):
                     self.update_cell(k, ck, cell)
 

@@ -154,15 +154,15 @@ class Operations:
             lv = self.alarms.check(site, node, sub, None)
             last = values[-1]
             entry = {"t": received, "ticks": int(result.ticks[rows[-1]]),
-                     "values": dict(zip(table.columns, last.tolist()))}
+                     "values": dict(zip(table.columns, last.tolist(), strict=False))}
             if table.texts:
                 entry["texts"] = {k: (v[-1].decode("ascii", "replace") if v else "") for k, v in sub.texts.items()}
             if lv is not None:
-                entry["levels"] = {f.name: LEVEL_NAMES[int(x)] for f, x in zip(self.alarms.limits[apid].fields, lv[-1])}
+                entry["levels"] = {f.name: LEVEL_NAMES[int(x)] for f, x in zip(self.alarms.limits[apid].fields, lv[-1], strict=False)}
             self.latest[node][pname] = entry
             self.recent[(node, pname)].append((received, last.copy()))
             if apid == APID_HK:
-                hk = dict(zip(table.columns, last.tolist()))
+                hk = dict(zip(table.columns, last.tolist(), strict=False))
             elif apid == APID_EVENT:
                 self._node_events(site, node, sub, result, rows, received)
             elif apid == APID_ACK:
@@ -174,7 +174,7 @@ class Operations:
                     self.seismic[node].append((t0, float(values[k, rate_col]), sub.raw_samples[k] * sub.sample_scale))
             if self.telemetry_listeners:
                 for k in range(len(values)):
-                    d = dict(zip(table.columns, values[k].tolist()))
+                    d = dict(zip(table.columns, values[k].tolist(), strict=False))
                     for fn in list(self.telemetry_listeners):
                         fn(node, pname, d, received)
         if payload is not None:
@@ -349,7 +349,7 @@ class Operations:
             res = self._parser.parse(data)
             fields: dict[str, Any] = {}
             for t in res.tables.values():
-                fields = dict(zip(t.columns, t.values[0].tolist()))
+                fields = dict(zip(t.columns, t.values[0].tolist(), strict=False))
                 fields.update({k: v[0].decode("ascii", "replace") for k, v in t.texts.items() if v})
             name = self.dictionary.packet(apid).name if self.dictionary.has_apid(apid) else f"APID {apid}"
             out.append({"received": received, "apid": apid, "packet": name, "seq": seq, "ticks": ticks,
@@ -487,4 +487,4 @@ def _subtable(table: Any, m: np.ndarray) -> Any:
     return Table(apid=table.apid, name=table.name, columns=table.columns, rows=table.rows[m],
                  values=table.values[m], raw_samples=None if table.raw_samples is None else table.raw_samples[m],
                  sample_scale=table.sample_scale,
-                 texts={k: [x for x, keep in zip(v, m) if keep] for k, v in table.texts.items()})
+                 texts={k: [x for x, keep in zip(v, m, strict=False) if keep] for k, v in table.texts.items()})
