@@ -215,6 +215,12 @@ def run_archive(a: argparse.Namespace) -> int:
             print(f"{archive.url}: {archive.count_raw()} raw packets from {len(nodes)} nodes")
             for s, n in nodes:
                 print(f"  {s}/{n}: {archive.count_raw(node=n, site=s)}")
+            q = archive.count_quarantined()
+            if q:  # what ingest could not accept (docs/ground-data.md, the quarantine)
+                print(f"quarantined messages kept: {sum(q.values())} "
+                      + ", ".join(f"{r} {k}" for r, k in sorted(q.items())))
+                for m in archive.quarantined(limit=5):
+                    print(f"  {m['reason']:<14} {m['size']:>8} B  {m['topic'][:60]}  {m['detail'][:60]}")
     finally:
         archive.close()
     return 0
@@ -304,7 +310,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("archive", help="archive maintenance: info, rebuild decoded tables, retention",
                        formatter_class=RD, description="actions:\n"
-                       "  info       raw packets per node\n"
+                       "  info       raw packets per node, quarantined messages by reason\n"
                        "  rebuild    recreate every decoded table from the raw log (after a dictionary change)\n"
                        "  retention  delete raw packets, decoded rows and status received more than --days ago\n\n"
                        "The archive must exist (sqlite:///rel/path is relative, sqlite:////abs/path absolute).\n\n"

@@ -661,6 +661,10 @@ class Archive(abc.ABC):
             out.append(d)
         return out
 
+    def count_quarantined(self) -> dict[str, int]:
+        """Quarantined messages kept, by reason."""
+        return {str(r): int(n) for r, n in self._select("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason", ())}
+
     def quarantined(self, limit: int = 100, reason: str | None = None) -> list[dict[str, Any]]:
         """The newest quarantined messages first: [{"received","topic","reason","size","detail","sample"}]."""
         p = self._ph

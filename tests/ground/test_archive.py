@@ -307,6 +307,7 @@ def test_quarantine_table(archive: Archive) -> None:
     assert [x["reason"] for x in q] == ["too_deep", "bad_topic"]
     assert q[1]["topic"] == "lunabase/moon/n\\x00\\ud800/tm" and q[1]["sample"] == b"\x00\xff\x01"
     assert archive.quarantined(reason="too_deep")[0]["size"] == 2000
+    assert archive.count_quarantined() == {"bad_topic": 1, "too_deep": 1}
     assert archive.retention(1, now_=T0 + 10 * 86400) == 0 and archive.quarantined() == []
 
 
