@@ -124,6 +124,7 @@ def register(sub: Any) -> None:
             v.add_argument("--reason", default="", help="recorded in the command's history")
         v.add_argument("--user", default=None, help="account to log in as")
         v.add_argument("--api", default=DEFAULT_API, help=f"ground API URL (default {DEFAULT_API})")
+        v.add_argument("--ca", default=None, help="for an https:// ground: the CA (PEM) its certificate must chain to")
         v.set_defaults(func=run_approve, verb=verb)
 
 
@@ -286,7 +287,7 @@ def run_approve(a: argparse.Namespace) -> int:
     from ground.client import ApiError, GroundClient
 
     async def main() -> int:
-        async with GroundClient(a.api, credentials=load_credentials(a.api, user=a.user, prompt=True)) as g:
+        async with GroundClient(a.api, credentials=load_credentials(a.api, user=a.user, prompt=True), ca=a.ca) as g:
             if a.verb == "approve":
                 row = await g.approve_command(a.id)
             else:

@@ -46,7 +46,7 @@ def test_auth(accounts: dict[str, list[str]] | None = None) -> Any:
     return Auth(store)
 
 
-test_auth.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test
+setattr(test_auth, "__test__", False)  # noqa: B010 - a helper, not a pytest test
 
 
 def add_test_accounts(store: Any, accounts: dict[str, list[str]] | None = None,

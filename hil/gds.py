@@ -57,6 +57,7 @@ class GdsThread:
         self.service: Any = None
         self.api: Any = None
         self.remote: Any = None
+        self._remote: Any = None
         self.url = ""
         self.accounts: dict[str, str] = {}
 

@@ -89,12 +89,15 @@ class Sessions:
         try:
             rows = json.loads(self.path.read_text(encoding="utf-8"))
             for d in rows:
-                s = Session(**{**d, "used_refresh": set(d.get("used_refresh", []))})
+                s = Session(str(d["id"]), str(d["user"]), str(d["client"]), float(d["created"]),
+                            float(d["expires"]), str(d["access_hash"]), float(d["access_expires"]),
+                            str(d["refresh_hash"]), str(d.get("cookie_hash", "")),
+                            {str(h) for h in d.get("used_refresh", [])})
                 self._index(s)
         except (ValueError, TypeError, KeyError) as e:  # a damaged file logs everyone out, nothing worse
             log.warning("%s: unreadable (%s); starting without sessions", self.path, e)
-            self.sessions.clear()
-            self._access.clear(), self._refresh.clear(), self._cookie.clear(), self._used.clear()
+            for table in (self.sessions, self._access, self._refresh, self._cookie, self._used):
+                table.clear()
         self.purge()
 
     def _index(self, s: Session) -> None:

@@ -34,7 +34,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
@@ -55,8 +55,8 @@ F = TypeVar("F", bound=Callable[..., Awaitable[web.StreamResponse]])
 def requires(privilege: str, *, ws: bool = False) -> Callable[[F], F]:
     """Declare the privilege a route handler needs (``ws``: may authenticate in-band)."""
     def deco(fn: F) -> F:
-        fn.__lb_privilege__ = privilege  # type: ignore[attr-defined]
-        fn.__lb_ws__ = ws  # type: ignore[attr-defined]
+        setattr(fn, "__lb_privilege__", privilege)  # noqa: B010 - an attribute the guard reads
+        setattr(fn, "__lb_ws__", ws)  # noqa: B010
         return fn
     return deco
 
@@ -82,7 +82,7 @@ class Identity:
         return f"{self.name} ({'API key ' + self.key_id if self.key_id else self.via})"
 
 
-IDENTITY: web.RequestKey[Identity | None] = web.RequestKey("identity", object)  # type: ignore[arg-type]
+IDENTITY = cast("web.RequestKey[Identity | None]", web.RequestKey("identity", Identity))
 
 
 def identity(req: web.Request) -> Identity:
@@ -240,8 +240,9 @@ class Auth:
         return None, ""
 
     @web.middleware
-    async def middleware(self, req: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    async def middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                          ) -> web.StreamResponse:
+        req = request
         host = host_name(req.headers.get("Host", ""))
         if host not in self.hosts:
             return self._refuse(403, f"Host {_clip(host)} is not a name of this ground (allowed: "

@@ -401,3 +401,72 @@ def test_credentials_file(tmp_path, monkeypatch):
     os.chmod(p, 0o640)
     with pytest.raises(InsecureFile):
         load_credentials("http://g:8700", path=p)
+
+
+def test_users_cli_lifecycle(tmp_path):
+    """`lunabase users add|roles|token|passwd|remove|list`: the file stays 0600 and records who changed what."""
+    p = tmp_path / "users.json"
+    env = dict(os.environ, LUNABASE_NEW_PASSWORD="a long password 1")
+
+    def users(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lunabase.cli", "users", "--file", str(p), *argv], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    assert users("add", "alice", "--role", "admin").returncode == 0
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert users("add", "bot", "--role", "operator", "--service").returncode == 0
+    r = users("add", "eve", "--role", "pilot")
+    assert r.returncode == 1 and "unknown role 'pilot'" in r.stderr
+    assert users("roles", "alice", "admin", "commander").returncode == 0
+    r = users("token", "bot", "--label", "CI")
+    key = r.stdout.strip()
+    assert r.returncode == 0 and key.startswith("lbk_") and "shown only now" in r.stderr
+    s = AccountStore.open(p)
+    assert s.authenticate_key(key) is not None and key not in p.read_text()
+    assert s.get("alice").roles == ["commander", "admin"] and s.get("bot").password is None
+    kid = key[4:].split("_")[0]
+    assert users("token", "bot", "--revoke", kid).returncode == 0
+    assert users("passwd", "alice").returncode == 0
+    assert users("remove", "bot").returncode == 0
+    out = users("list").stdout
+    assert "alice" in out and "bot" not in out
+    s = AccountStore.open(p)
+    assert s.authenticate_key(key) is None and stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert [a["action"] for a in s.audit] == ["add", "add", "roles", "key_create", "key_revoke", "passwd", "remove"]
+    assert all(a["by"].startswith("local:") for a in s.audit)
+
+
+async def test_lunabase_login_stores_a_working_key(api, tmp_path):
+    server, ops, client, http = api
+    cred = tmp_path / "credentials"
+    env = dict(os.environ, LUNABASE_CREDENTIALS=str(cred), LUNABASE_PASSWORD=PW)
+    env.pop("LUNABASE_TOKEN", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lunabase.cli", "login", "--api", server.url, "--user", "operator", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out
+    assert stat.S_IMODE(cred.stat().st_mode) == 0o600 and PW not in cred.read_text()
+    creds = load_credentials(server.url, path=cred)
+    assert creds.token and creds.token.startswith("lbk_")
+    async with GroundClient(server.url, credentials=creds) as g:
+        assert (await g.me())["name"] == "operator"
+        assert (await g.send_command("n01", "PING"))["user"] == "operator"
+
+
+async def test_an_open_websocket_closes_when_its_key_is_revoked(api):
+    server, ops, client, http = api
+    store = server.auth.accounts
+    key = store.create_key("viewer", "wall screen", by="test")
+    async with aiohttp.ClientSession() as s, s.ws_connect(server.url + "/api/ws",
+                                                          headers={"Authorization": f"Bearer {key}"}) as ws:
+        assert (await ws.receive_json(timeout=5))["type"] == "snapshot"
+        store.revoke_key("viewer", key[4:].split("_")[0], by="test")
+        while True:  # live messages may come first; then the error and the close
+            m = await ws.receive(timeout=15)
+            if m.type == aiohttp.WSMsgType.TEXT and json.loads(m.data).get("type") == "error":
+                assert json.loads(m.data)["status"] == 401
+                continue
+            if m.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                break
+    assert ws.close_code == 4401
