@@ -208,9 +208,9 @@ def ingest_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, ti
             self.lat.append(now - sent)
             self.deliv.append(received - sent)
 
-        def on_status(self, *a: Any) -> None: ...
+        def on_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None: ...
 
-        def on_rejected(self, *a: Any) -> None: ...
+        def on_rejected(self, site: str, node: str, rejected: Any, payload: bytes) -> None: ...
 
     async def main() -> dict[str, Any]:
         archive = open_archive(db)
@@ -300,11 +300,11 @@ def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, tim
     deadline = time.monotonic() + timeout
     while state["n"] < expected and time.monotonic() < deadline:
         time.sleep(0.01)
-    cpu = time.process_time() - cpu0
+    used = time.process_time() - cpu0
     c.loop_stop()
     c.disconnect()
     conn.close()
-    out.put({"parser": "struct+crc_hqx", "fresh": state["n"], "span_s": state["last"] - state["first"], "cpu_s": cpu})
+    out.put({"parser": "struct+crc_hqx", "fresh": state["n"], "span_s": state["last"] - state["first"], "cpu_s": used})
 
 
 # ------------------------------------------------------------------ read back
