@@ -1,6 +1,6 @@
 """`lunabase bench ingest`: broker -> archive throughput and latency, next to a naive baseline.
 
-One run starts a private mosquitto on loopback, then for each case a fresh SQLite archive,
+One run starts a private mosquitto on loopback (pinned to the publisher's core), then for each case a fresh SQLite archive,
 an ingest process pinned to one core (os.sched_setaffinity) and a publisher process on
 the other core (a minimal MQTT 3.1.1 client on a plain socket writing prebuilt QoS 1
 PUBLISH frames, so the load generator is never the bottleneck).  Cases:
@@ -411,6 +411,10 @@ def run(quick: bool = False, per_message: int = PER_MESSAGE, rate: float = 5000.
                            "packet": "HK, 56 bytes, 10 nodes, QoS 1", "load_avg_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="lunabase-bench-") as tmp, Mosquitto(persistence=False) as broker:
         w = Path(tmp)
+        if len(cpus) > 1 and broker.proc is not None:
+            # the broker with the publisher, off the ingest's core (else it takes turns with the ingest there)
+            os.sched_setaffinity(broker.proc.pid, {cpus[0]})
+            res["broker_pinned_to_cpu"] = cpus[0]
         say(f"mosquitto on 127.0.0.1:{broker.port}; ingest pinned to CPU {cpus[-1]}; parser {gp.IMPLEMENTATION}")
         lb: dict[str, Any] = {}
         nv: dict[str, Any] = {}
