@@ -26,7 +26,7 @@ from aiohttp import web
 
 from ground.api import schemas
 from ground.archive import _decimate
-from ground.auth import requires
+from ground.auth import identity, requires
 from ground.auth import roles as R
 
 if TYPE_CHECKING:
@@ -157,11 +157,8 @@ PUBLIC, READ, DISPLAYS = R.PUBLIC, R.READ, R.DISPLAYS
 
 
 def _user(req: web.Request) -> str:
-    """The authenticated account of a request when the ground authenticates, else "operator"."""
-    for k, u in req.items():  # the guard stores an Identity under a RequestKey named "identity"
-        if getattr(k, "name", k) == "identity" and u is not None:
-            return str(getattr(u, "name", u))
-    return "operator"
+    """The authenticated account of the request (the guard ran before any handler)."""
+    return identity(req).name
 
 
 class WebConsole:
