@@ -43,7 +43,7 @@ def _write(cols: dict[str, Any], path: Path, fmt: str) -> None:
         w = csv.writer(f)
         w.writerow(names)
         cols_l = [c.tolist() if isinstance(c, np.ndarray) else c for c in cols.values()]
-        for row in zip(*cols_l):
+        for row in zip(*cols_l, strict=True):
             w.writerow(row)
 
 

@@ -95,8 +95,8 @@ def broker_part(ingest_connected: bool, command_connected: bool, last_failure: s
 def commands_part(commander: Any, now: float | None = None) -> Part:
     """Command queue: oldest queued, a command due but not released (a jam), ground errors."""
     now = time.time() if now is None else now
-    queued = [c for c in list(commander._cmds.values()) if c.get("stage") == "QUEUED"]  # noqa: SLF001
-    in_flight = sum(1 for c in list(commander._cmds.values()) if c.get("stage") in ("SENT", "ACCEPTED"))  # noqa: SLF001
+    queued = [c for c in list(commander._cmds.values()) if c.get("stage") == "QUEUED"]
+    in_flight = sum(1 for c in list(commander._cmds.values()) if c.get("stage") in ("SENT", "ACCEPTED"))
     oldest = min(queued, key=lambda c: c.get("submitted") or now, default=None)
     finals = dict(getattr(commander, "finals", {}))
     figures: dict[str, Any] = {"queued": len(queued), "in_flight": in_flight, "errors": commander.errors,

@@ -138,7 +138,7 @@ class FakeNode:
             self._task.cancel()
             try:
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass
 
     async def publish_tm(self, *packets: bytes) -> None:

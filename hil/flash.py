@@ -240,6 +240,7 @@ def wait_birth(
 ) -> dict[str, Any]:
     """Wait for a *live* (non-retained) status 'online' from `node`; FlashError on timeout."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     from wire import topics
 
@@ -262,7 +263,7 @@ def wait_birth(
         c.subscribe(topic, qos=1)
         started.set()
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lunabase-flash-{node}-{time.time_ns() % 10**9}")
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"lunabase-flash-{node}-{time.time_ns() % 10**9}")
     if broker.user:
         c.username_pw_set(broker.user, broker.password)
     broker.paho_tls(c)
@@ -395,7 +396,7 @@ def flash(
         def wait() -> None:
             try:
                 result.update(wait_birth(mb, config["site"], config["node"], birth_timeout, started))
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
+            except BaseException as e:  # handed to the caller
                 errors.append(e)
 
         waiter = threading.Thread(target=wait, daemon=True)

@@ -310,6 +310,7 @@ def main_gateway(args: argparse.Namespace) -> int:
 def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_every: float = 10.0) -> int:
     """Run the gateway described by the CLI `args` until `stop` is set."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     from wire.brokerurl import BrokerUrl
 
@@ -327,7 +328,7 @@ def main_gateway_until(args: argparse.Namespace, stop: threading.Event, report_e
         if not user:
             user, password = args.node, inv.node(args.node).password
     site = site or "lunabase"
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gateway-{args.node}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gateway-{args.node}")
     if user:
         client.username_pw_set(user, password)
     if b.tls:

@@ -90,11 +90,12 @@ class HilGround:
     def start(self, timeout: float = 15.0) -> HilGround:
         """Connect and subscribe; returns self."""
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         from ground.parse import PyParser
 
         self._parser = PyParser()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"hil-ground-{time.time_ns() % 10**12}")
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hil-ground-{time.time_ns() % 10**12}")
         if self.user:
             c.username_pw_set(self.user, self.password)
         c.on_connect = self._on_connect

@@ -268,7 +268,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 pass
             raw = bytes(b.log[-4000:]).decode(errors="replace")
             tail = "".join(ch if ch in "\n\t" or ord(ch) >= 32 else f"\\x{ord(ch):02x}" for ch in raw)
-            rep.sections.append(("serial log (last 4000 bytes; full: %s)" % (b.log_path,), tail))
+            rep.sections.append((f"serial log (last 4000 bytes; full: {b.log_path})", tail))
         if g is not None:
             rep.sections.append(("telemetry seen", g.report(last=20)))
     if rep.when == "teardown":

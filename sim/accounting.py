@@ -249,10 +249,11 @@ class Accounting:
 
     def start(self) -> Accounting:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         # a persistent session: messages published while this client reconnects (e.g.
         # after a broker restart) are queued for it by the broker
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False)
         if self.user:
             c.username_pw_set(self.user, self.password)
         if self.tls is not None:

@@ -439,7 +439,7 @@ class ApiServer:
             task.cancel()
             try:
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - client went away
+            except (asyncio.CancelledError, Exception):  # client went away
                 pass
             self.ops.hub.unsubscribe(sub)
             self.clients -= 1

@@ -33,11 +33,11 @@ def _segments(archive: Archive, packet: str, node: str, t0: float, t1: float, si
     spec = archive.spec(packet)
     where: list[str] = []
     params: list[Any] = []
-    if not archive._node_filter(site, node, where, params):  # noqa: SLF001 - same package
+    if not archive._node_filter(site, node, where, params):  # same package
         return 0
-    where += [f"t1 >= {archive._ph}", f"t0 < {archive._ph}"]  # noqa: SLF001
+    where += [f"t1 >= {archive._ph}", f"t0 < {archive._ph}"]
     params += [unix_to_ticks(t0), unix_to_ticks(t1)]
-    return int(archive._select(f"SELECT COUNT(*) FROM {spec.table} WHERE " + " AND ".join(where), params)[0][0])  # noqa: SLF001
+    return int(archive._select(f"SELECT COUNT(*) FROM {spec.table} WHERE " + " AND ".join(where), params)[0][0])
 
 
 def minmax(archive: Archive, packet: str, field: str, node: str, t0: float, t1: float, size: int,

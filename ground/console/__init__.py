@@ -8,6 +8,12 @@ packets or judges limits: values, limit states and alarms come from the ground.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers only: at run time they load lazily, below
+    from ground.console.app import ConsoleApp
+    from ground.console.cli import run_console
+
 __all__ = ["ConsoleApp", "run_console"]
 
 

@@ -20,6 +20,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 
 from ground.console import render
+from ground.console.commands import command_def, validate_arg
 from ground.console.widgets import LiveTable, PlotPanel, StatusBar
 
 if TYPE_CHECKING:
@@ -409,42 +410,6 @@ class AlarmsScreen(BaseScreen):
             self.capp.model.set_alarms(alarms)
 
 
-# ---------------------------------------------------------------------------------
-INT_RANGES = {"u8": (0, 255), "i8": (-128, 127), "u16": (0, 65535), "i16": (-32768, 32767),
-              "u32": (0, 2**32 - 1), "i32": (-(2**31), 2**31 - 1)}
-
-
-def validate_arg(arg: dict[str, Any], text: str) -> tuple[Any, str | None]:
-    """(value, None) when ``text`` is a valid value for a dictionary command argument,
-    else (None, reason).  Enum arguments take a state name."""
-    enum = arg.get("enum")
-    if isinstance(enum, dict) and enum:
-        names = [str(v) for v in enum.values()]
-        if text in names:
-            return text, None
-        return None, f"one of {', '.join(names)}"
-    t = str(arg.get("type", "u32"))
-    if t == "f32":
-        try:
-            v: Any = float(text)
-        except ValueError:
-            return None, "a number"
-    else:
-        try:
-            v = int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(text, 10)
-        except ValueError:
-            return None, "an integer"
-        lo, hi = INT_RANGES.get(t, (None, None))
-        if lo is not None and not lo <= v <= hi:  # type: ignore[operator]
-            return None, f"{t}: {lo}..{hi}"
-    lo2, hi2 = arg.get("min"), arg.get("max")
-    if lo2 is not None and v < lo2:
-        return None, f"≥ {lo2:g}"
-    if hi2 is not None and v > hi2:
-        return None, f"≤ {hi2:g}"
-    return v, None
-
-
 class ConfirmScreen(ModalScreen[bool]):
     """A hazardous command needs an explicit 'y'."""
 
@@ -606,6 +571,10 @@ class CommandScreen(BaseScreen):
             if err:
                 return None, f"{a['name']}: {err}"
             args[a["name"]] = v
+        try:
+            command_def(c).pack_args(**args)  # the set as a whole, as the ground will pack it
+        except ValueError as e:
+            return None, str(e)
         return args, None
 
     @on(Button.Pressed, "#send")
@@ -811,8 +780,8 @@ class LinksScreen(BaseScreen):
                 links[nid] = n["link"]
         rows = []
         for k in sorted(links):
-            l = links[k]
-            errs = l.get("errors") or {}
+            lk = links[k]
+            errs = lk.get("errors") or {}
             etxt = Text()
             if isinstance(errs, dict):
                 for r, n in sorted(errs.items(), key=lambda x: -x[1]):
@@ -822,12 +791,12 @@ class LinksScreen(BaseScreen):
                 etxt.append("none", style="dim")
             rows.append((k, [
                 Text(k, style="bold"),
-                Text(render.fmt_number(_f(l.get("packets_per_s")))),
-                Text(render.fmt_number(_f(l.get("bytes_per_s")))),
-                Text(render.fmt_number(l.get("packets") or l.get("packets_total"))),
-                Text(str(l.get("gaps", 0) or 0), style="yellow" if l.get("gaps") else "dim"),
-                Text(str(l.get("duplicates", 0) or 0), style="yellow" if l.get("duplicates") else "dim"),
-                Text(str(l.get("rejected_bytes", 0) or 0), style="red" if l.get("rejected_bytes") else "dim"),
+                Text(render.fmt_number(_f(lk.get("packets_per_s")))),
+                Text(render.fmt_number(_f(lk.get("bytes_per_s")))),
+                Text(render.fmt_number(lk.get("packets") or lk.get("packets_total"))),
+                Text(str(lk.get("gaps", 0) or 0), style="yellow" if lk.get("gaps") else "dim"),
+                Text(str(lk.get("duplicates", 0) or 0), style="yellow" if lk.get("duplicates") else "dim"),
+                Text(str(lk.get("rejected_bytes", 0) or 0), style="red" if lk.get("rejected_bytes") else "dim"),
                 etxt,
             ]))
         self.query_one(LiveTable).sync(rows)

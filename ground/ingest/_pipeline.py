@@ -281,7 +281,7 @@ class Pipeline:
         try:
             self._process(batch)
             return
-        except Exception as e:  # noqa: BLE001 - isolate: find the message, or prove the archive broken
+        except Exception as e:  # isolate: find the message, or prove the archive broken
             if archive_trouble(e):
                 self.failed_batches += 1
                 self.last_error = f"{type(e).__name__}: {e}"[:300]
@@ -325,7 +325,7 @@ class Pipeline:
             except Quarantined as q:
                 st = st or self.link(*UNKNOWN)
                 quarantined.append((st, topic, payload, received, q))
-            except Exception as e:  # noqa: BLE001 - whatever it is, it concerns this message only
+            except Exception as e:  # whatever it is, it concerns this message only
                 st = st or self.link(*UNKNOWN)
                 quarantined.append((st, topic, payload, received, Quarantined(INTERNAL, f"{type(e).__name__}: {e}")))
 
@@ -372,20 +372,20 @@ class Pipeline:
                     log.warning("%s/%s: %d packet(s) with the key of an archived packet but other bytes: kept in"
                                 " the archive's collisions (%s)", st.site, st.node, ncoll, "key_collision")
                 self._track(st, res, payload, fresh, nfresh == res.count, now)
-            except Exception:  # noqa: BLE001 - counters only; the packets are archived
+            except Exception:  # counters only; the packets are archived
                 self.sink_errors["counters"] = self.sink_errors.get("counters", 0) + 1
                 self.rlog.error("counters", "ingest counters failed for %s/%s", st.site, st.node, exc_info=True)
             for sink in self.sinks:
                 try:
                     sink.on_packets(st.site, st.node, res, fresh, received)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     self._sink_failed("on_packets", sink)
         for st, body, received in status:
             st.status_messages += 1
             for sink in self.sinks:
                 try:
                     sink.on_status(st.site, st.node, body, received)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     self._sink_failed("on_status", sink)
         for st, rej, payload in rejects:
             for r in rej:
@@ -452,14 +452,14 @@ class Pipeline:
             if hook is not None:
                 try:
                     hook(topic, q.reason, q.detail, received)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     self._sink_failed("on_quarantined", sink)
 
     def _notify_rejected(self, st: LinkStats, rej: list[Rejected], payload: bytes) -> None:
         for sink in self.sinks:
             try:
                 sink.on_rejected(st.site, st.node, rej, payload)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self._sink_failed("on_rejected", sink)
 
     def _sink_failed(self, hook: str, sink: IngestSink) -> None:

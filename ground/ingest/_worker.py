@@ -75,15 +75,15 @@ def _install_fast_path(client: aiomqtt.Client, inbox: _Inbox) -> bool:
     aiomqtt's.  False (the caller logs it and uses aiomqtt's own reading) if paho's
     internals differ from what this expects.
     """
-    paho = client._client  # noqa: SLF001
+    paho = client._client
     sock = paho.socket()
     names = ("_packet_read", "_loop_rc_handle", "_sock_recv", "_handle_publish", "_in_packet", "_packet_queue",
              "_protocol")
     if sock is None or not all(hasattr(paho, n) for n in names):
         return False
-    read, handle = paho._packet_read, paho._loop_rc_handle  # noqa: SLF001
-    sock_recv, handle_publish = paho._sock_recv, paho._handle_publish  # noqa: SLF001
-    v311 = paho._protocol != 5  # noqa: SLF001 (paho's MQTTv5 == 5)
+    read, handle = paho._packet_read, paho._loop_rc_handle
+    sock_recv, handle_publish = paho._sock_recv, paho._handle_publish
+    v311 = paho._protocol != 5  # paho's MQTTv5 == 5
     buf = b""
     pos = 0
 
@@ -99,8 +99,8 @@ def _install_fast_path(client: aiomqtt.Client, inbox: _Inbox) -> bool:
         return out
 
     def fast_publish() -> Any:
-        pkt = paho._in_packet["packet"]  # noqa: SLF001 (the body after the fixed header)
-        qos = (paho._in_packet["command"] & 0x06) >> 1  # noqa: SLF001
+        pkt = paho._in_packet["packet"]  # the body after the fixed header
+        qos = (paho._in_packet["command"] & 0x06) >> 1
         n = len(pkt)
         if v311 and qos < 2 and n >= 2:
             tl = (pkt[0] << 8) | pkt[1]
@@ -112,31 +112,31 @@ def _install_fast_path(client: aiomqtt.Client, inbox: _Inbox) -> bool:
         return handle_publish()  # malformed, MQTT 5 properties, QoS 2: paho's way (ends in on_message below)
 
     def on_message(message: Any) -> None:
-        inbox.put(message._topic, message.payload, message.mid, message.qos)  # noqa: SLF001 (raw topic bytes)
+        inbox.put(message._topic, message.payload, message.mid, message.qos)  # raw topic bytes
 
-    paho._sock_recv = buffered_recv  # noqa: SLF001
-    paho._handle_publish = fast_publish  # noqa: SLF001
-    paho._handle_on_message = on_message  # noqa: SLF001
+    paho._sock_recv = buffered_recv
+    paho._handle_publish = fast_publish
+    paho._handle_on_message = on_message
     fd = sock.fileno()
     loop = asyncio.get_running_loop()
 
     def on_readable() -> None:
         try:
             for _ in range(4096):
-                if paho._sock is None:  # noqa: SLF001
+                if paho._sock is None:
                     return
                 rc = read()
                 if rc > 0:
                     handle(rc)
                     return
                 if rc == -1 and pos >= len(buf):  # MQTT_ERR_AGAIN with nothing buffered here
-                    pending = getattr(paho._sock, "pending", None)  # noqa: SLF001 (TLS buffers too)
+                    pending = getattr(paho._sock, "pending", None)  # TLS buffers too
                     if not (pending and pending() > 0):
                         return
             loop.call_soon(on_readable)  # more buffered: continue after the consumer had a turn
-        except Exception as exc:  # noqa: BLE001  (as aiomqtt does: a broken socket ends the session)
-            if not client._disconnected.done():  # noqa: SLF001
-                client._disconnected.set_exception(exc)  # noqa: SLF001
+        except Exception as exc:  # as aiomqtt does: a broken socket ends the session
+            if not client._disconnected.done():
+                client._disconnected.set_exception(exc)
 
     loop.remove_reader(fd)
     loop.add_reader(fd, on_readable)
@@ -152,7 +152,7 @@ def _ack(paho: Any, batch: list[tuple[str, bytes, int, int]]) -> None:
         return
     mids = [0x40020000 | mid for _t, _p, mid, qos in batch if qos]
     if mids:  # PUBACK = 0x40, remaining length 2, packet id (the same 4 bytes in MQTT 3.1.1 and 5)
-        paho._packet_queue(_PUBACK, struct.pack(f">{len(mids)}I", *mids), 0, 0)  # noqa: SLF001
+        paho._packet_queue(_PUBACK, struct.pack(f">{len(mids)}I", *mids), 0, 0)
 
 
 def subscriptions(share: str | None = None) -> list[str]:
@@ -258,9 +258,9 @@ class IngestWorker:
             **kw,
         )
         # acknowledge after commit: paho must not PUBACK on delivery (aiomqtt has no option)
-        client._client.manual_ack_set(True)  # noqa: SLF001
+        client._client.manual_ack_set(True)
         # paho formats two debug log records per message; that is ~7 % of ingest time
-        client._client.disable_logger()  # noqa: SLF001
+        client._client.disable_logger()
         return client
 
     async def run(self) -> None:
@@ -270,7 +270,7 @@ class IngestWorker:
             try:
                 await self._session()
                 delay = 0.2
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self.connected.clear()
                 if self._stop.is_set():
                     break
@@ -308,7 +308,7 @@ class IngestWorker:
             else:
                 # what aiomqtt took before the fast path was in place (a persistent session's
                 # backlog arrives right after CONNACK) comes first
-                queue: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001
+                queue: asyncio.Queue[aiomqtt.Message] = client._queue
                 early = []
                 while not queue.empty():
                     m = queue.get_nowait()
@@ -330,9 +330,9 @@ class IngestWorker:
 
     async def _consume(self, client: aiomqtt.Client, inbox: _Inbox) -> None:
         """Batches from the fast path's inbox: process (one commit), then acknowledge."""
-        paho = client._client  # noqa: SLF001
+        paho = client._client
         items = inbox.items
-        disconnected: asyncio.Future[None] = client._disconnected  # noqa: SLF001
+        disconnected: asyncio.Future[None] = client._disconnected
         stop = asyncio.ensure_future(self._stop.wait())
         try:
             while True:
@@ -372,9 +372,9 @@ class IngestWorker:
 
     async def _consume_aiomqtt(self, client: aiomqtt.Client) -> None:
         """The slow path (paho internals not as expected): aiomqtt's message iterator."""
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001 (batch drain)
+        queue: asyncio.Queue[aiomqtt.Message] = client._queue  # batch drain
         it = client.messages.__aiter__()
-        paho = client._client  # noqa: SLF001
+        paho = client._client
         stop = asyncio.ensure_future(self._stop.wait())
         try:
             while True:

@@ -214,7 +214,7 @@ class AlarmManager:
                     a.update(shelved_until=None, shelved_by=None, updated_at=now)
                     self.store.update_alarm(a)
                     self._log(a, f"{a['node']} {a['packet']}.{a['field']} alarm shelving expired", now, "INFO")
-            except Exception:  # noqa: BLE001 - one bad alarm row must not stop the others expiring
+            except Exception:  # one bad alarm row must not stop the others expiring
                 log.exception("alarm #%s: shelving expiry failed; unshelved", a.get("id"))
                 a["shelved_until"] = None
 

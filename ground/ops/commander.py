@@ -207,7 +207,7 @@ class Commander:
             for c in sorted(self._cmds.values(), key=lambda c: c["id"]):
                 try:
                     await self._pump_one(c, now)
-                except Exception as e:  # noqa: BLE001 - one bad command must not hold the others
+                except Exception as e:  # one bad command must not hold the others
                     self._ground_failed(c, e)
 
     async def _pump_one(self, c: Row, now: float) -> None:
@@ -264,7 +264,7 @@ class Commander:
         log.error("command #%s cannot be processed (%s: %s): marked FAILED", c.get("id"), type(e).__name__, e)
         try:
             self._stage(c, FAILED, f"ground error: {type(e).__name__}: {e}"[:300])
-        except Exception:  # noqa: BLE001 - not even storable: drop it from the queue, keep the others going
+        except Exception:  # not even storable: drop it from the queue, keep the others going
             log.exception("command #%s could not be marked FAILED; dropped from the queue", c.get("id"))
             self._cmds.pop(int(c.get("id") or 0), None)
 

@@ -160,7 +160,7 @@ class NodeTracker:
         for info in [self.nodes[only]] if only else list(self.nodes.values()):
             try:
                 self._tick_one(info, now)
-            except Exception:  # noqa: BLE001 - one node's bad state must not stop the others' rules
+            except Exception:  # one node's bad state must not stop the others' rules
                 _rlog.error(info.node, "liveness of %s failed", info.node, exc_info=True)
 
     def _tick_one(self, info: NodeInfo, now: float) -> None:

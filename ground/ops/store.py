@@ -108,13 +108,17 @@ class OpsStore:
         """Most recent events first (``since`` = unix time, ``after_id`` = newer than)."""
         q, p = "SELECT * FROM events WHERE 1=1", []
         if since is not None:
-            q += " AND t >= ?"; p.append(since)  # noqa: E702
+            q += " AND t >= ?"
+            p.append(since)
         if after_id is not None:
-            q += " AND id > ?"; p.append(after_id)  # noqa: E702
+            q += " AND id > ?"
+            p.append(after_id)
         if node is not None:
-            q += " AND node = ?"; p.append(node)  # noqa: E702
+            q += " AND node = ?"
+            p.append(node)
         if kind is not None:
-            q += " AND kind = ?"; p.append(kind)  # noqa: E702
+            q += " AND kind = ?"
+            p.append(kind)
         q += " ORDER BY id DESC LIMIT ?"
         p.append(int(limit))
         with self._lock:

@@ -142,6 +142,7 @@ class Parser:
             values = np.empty((len(rows), len(lay.numeric)), dtype=np.float64)
             texts: dict[str, list[bytes]] = {name: [] for (name, _o, _z) in lay.texts}
             raw = None
+            s_off = s_count = s_axes = 0
             if lay.samples is not None:
                 s_off, s_count, s_axes, _ = lay.samples
                 raw = np.empty((len(rows), s_count, s_axes), dtype=np.int16)

@@ -12,6 +12,7 @@ reference fails loudly instead of phoning out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -289,12 +290,12 @@ class WebConsole:
             a = self.archive
             site = self.ops.site
             if strategy == "minmax":
-                fn: Any = lambda: _decimate.minmax(a, packet, field, node, t0, t1, size, site=site)  # noqa: E731
+                fn: Any = functools.partial(_decimate.minmax, a, packet, field, node, t0, t1, size, site=site)
             elif strategy == "latest":
-                fn = lambda: _decimate.latest(a, packet, field, node, t1, lookback=max(t1 - t0, 3600.0),  # noqa: E731
-                                              site=site)
+                fn = functools.partial(_decimate.latest, a, packet, field, node, t1, lookback=max(t1 - t0, 3600.0),
+                                       site=site)
             else:
-                fn = lambda: _decimate.page_after(a, packet, field, node, t0, t1, limit, site=site)  # noqa: E731
+                fn = functools.partial(_decimate.page_after, a, packet, field, node, t0, t1, limit, site=site)
             out = await asyncio.get_running_loop().run_in_executor(None, fn)
             out["source"] = "archive"
         out.update(node=node, packet=packet, field=field, start=t0, end=t1, strategy=strategy,

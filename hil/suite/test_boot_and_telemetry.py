@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from wire import ccsds
@@ -24,7 +26,7 @@ def test_sequence_counts_increase_without_gaps(node, ground) -> None:
     ground.await_telemetry(lambda s: s.node == node.id and s.packet == "HK" and s["uptime"] >= 3, timeout=60)
     seqs = [s.seq for s in ground.samples if s.node == node.id and s.packet == "HK"]
     assert len(seqs) >= 2
-    assert all((b - a) % ccsds.SEQ_MOD == 1 for a, b in zip(seqs, seqs[1:])), seqs
+    assert all((b - a) % ccsds.SEQ_MOD == 1 for a, b in itertools.pairwise(seqs)), seqs
 
 
 def test_soft_reset_reboots_and_counts_the_boot(node, ground) -> None:

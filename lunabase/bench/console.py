@@ -86,11 +86,12 @@ def _publisher(host: str, port: int, nodes: list[str], seconds: float, stop: Any
     import math
 
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     from ground.testing import make_packet
     from wire import topics
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-console-pub-{os.getpid()}")
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-console-pub-{os.getpid()}")
     c.connect(host, port)
     c.loop_start()
     k = 0

@@ -248,6 +248,7 @@ def ingest_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, ti
 # ------------------------------------------------------------------ naive baseline
 def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, timeout: float, ident: str) -> None:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
@@ -289,7 +290,7 @@ def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, tim
         conn.commit()
         state["last"] = time.time()
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ident, clean_session=True)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ident, clean_session=True)
     c.on_message = on_message
     c.connect("127.0.0.1", port)
     c.subscribe("lunabase/+/+/tm", qos=1)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 _OCV = ((0.0, 3.0), (5.0, 3.3), (10.0, 3.45), (20.0, 3.6), (40.0, 3.72), (60.0, 3.85), (80.0, 4.0), (100.0, 4.2))
@@ -23,7 +24,7 @@ _OCV = ((0.0, 3.0), (5.0, 3.3), (10.0, 3.45), (20.0, 3.6), (40.0, 3.72), (60.0, 
 def ocv(soc: float) -> float:
     """Open-circuit voltage (V) of the cell at ``soc`` percent."""
     soc = max(0.0, min(100.0, soc))
-    for (s0, v0), (s1, v1) in zip(_OCV, _OCV[1:]):
+    for (s0, v0), (s1, v1) in itertools.pairwise(_OCV):
         if soc <= s1:
             return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
     return _OCV[-1][1]

@@ -9,8 +9,9 @@ from rich.console import Console
 
 from ground.console import render
 from ground.console.app import ConsoleApp
+from ground.console.commands import validate_arg
 from ground.console.model import BaseModel
-from ground.console.screens import OverviewScreen, validate_arg
+from ground.console.screens import OverviewScreen
 from ground.console.testing import FakeGround
 from ground.console.widgets import LiveTable, StatusBar
 
@@ -150,7 +151,7 @@ async def test_status_bar_shows_a_ground_that_is_not_ok() -> None:
         await wait_for(pilot, lambda: "GROUND" not in bar.text, what="the problem gone")
 
 
-def test_cli_help_teaches(capsys) -> None:  # noqa: ANN001
+def test_cli_help_teaches(capsys) -> None:
     import pytest
 
     from lunabase.cli import build_parser

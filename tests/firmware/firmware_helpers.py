@@ -3,6 +3,7 @@ running it on the real MicroPython unix port, and a ground-side MQTT recorder.""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from lunabase import ROOT
 from wire import ccsds
 
 sys.path.insert(0, str(ROOT / "firmware"))
-import build as fw_build  # noqa: E402  firmware/build.py
+fw_build = importlib.import_module("build")  # firmware/build.py, a host-side script next to the firmware
 
 HEAP = os.environ.get("LUNABASE_NODE_HEAP", "100K")
 KEY = bytes(range(32))

@@ -106,7 +106,9 @@ def test_uart_node_through_the_gateway(broker, ground, make_node, tmp_path: Path
     try:
         assert gw.connected.wait(10)
         node.start()
-        online = lambda: [st for _, st, r in ground.status if st["state"] == "online" and st.get("link") == "uart"]  # noqa: E731
+        def online() -> list:
+            return [st for _, st, _r in ground.status if st["state"] == "online" and st.get("link") == "uart"]
+
         births = wait_for(online, 30, "the node's status via the gateway", node)
         assert births[0]["boot"] == 1 and births[0]["dict_crc"] == defs.DICT_CRC
         late = retained(broker.port, topics.topic(SITE, "n01", topics.STATUS))
@@ -185,7 +187,9 @@ def test_uart_node_through_the_gateway(broker, ground, make_node, tmp_path: Path
         # REPLAY over the UART re-sends what the journal holds (already delivered: duplicates)
         first = min(sq for sq, _ in ground.unique()[defs.APID_HK])
         ground.send_tc("n01", tc(defs.OP_REPLAY, 30, struct.pack(defs.ARGS_REPLAY, defs.APID_HK, first, 3), seq=9))
-        twice = lambda: [sq for sq in range(first, first + 3) if [p for p in ground.by_apid(defs.APID_HK) if p[1] == sq][1:]]  # noqa: E731
+        def twice() -> list[int]:
+            return [sq for sq in range(first, first + 3) if [p for p in ground.by_apid(defs.APID_HK) if p[1] == sq][1:]]
+
         wait_for(lambda: len(twice()) == 3, 20, "3 replayed HK packets", node)
         raw: dict = {}
         for a, sq, t, b in ground.packets:

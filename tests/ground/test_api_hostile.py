@@ -181,7 +181,7 @@ async def test_body_and_query_caps(api) -> None:
 class _Ground:
     """An ApiServer in a background event loop, so hypothesis can drive it synchronously."""
 
-    def __init__(self, tmp) -> None:  # noqa: ANN001
+    def __init__(self, tmp) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -216,7 +216,7 @@ class _Ground:
 
 
 @pytest.fixture(scope="module")
-def bg_ground(tmp_path_factory):  # noqa: ANN201
+def bg_ground(tmp_path_factory):
     g = _Ground(tmp_path_factory.mktemp("api-fuzz"))
     yield g
     g.close()

@@ -22,7 +22,7 @@ def _pg_reason() -> str | None:
 
         psycopg.connect(PG_DSN, connect_timeout=3).close()
         return None
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return f"no PostgreSQL at {PG_DSN}: {e}"
 
 
@@ -146,7 +146,7 @@ def test_pipeline_batches_and_redelivery(archive: Archive) -> None:
     assert archive.status_history(node="n01")[0]["state"] == "online"
 
 
-def test_sqlite_checkpoints_fall_back_to_autocheckpoint(tmp_path, monkeypatch, caplog) -> None:  # noqa: ANN001
+def test_sqlite_checkpoints_fall_back_to_autocheckpoint(tmp_path, monkeypatch, caplog) -> None:
     """If the checkpoint thread cannot open its connection, SQLite checkpoints by itself again."""
     import sqlite3
 
@@ -155,7 +155,7 @@ def test_sqlite_checkpoints_fall_back_to_autocheckpoint(tmp_path, monkeypatch, c
     real = sqlite3.connect
     calls = []
 
-    def connect(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+    def connect(*a, **kw):
         calls.append(a)
         if len(calls) > 1:  # the archive's own connection works; the checkpointer's does not
             raise sqlite3.OperationalError("unable to open database file")

@@ -31,7 +31,7 @@ def test_raw_publisher_delivers_every_message_once_at_qos1():
     with Mosquitto(persistence=False) as broker:
         sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{os.getpid()}")
 
-        def on_message(c, u, m):  # noqa: ANN001
+        def on_message(c, u, m):
             got.append(m.payload)
             if len(got) >= total:
                 done.set()

@@ -24,12 +24,12 @@ from wire.inventory import Inventory
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory):  # noqa: ANN201
+def certs(tmp_path_factory):
     return make_self_signed(tmp_path_factory.mktemp("tls")) if shutil.which("openssl") else None
 
 
 @pytest.fixture(params=["python-hash", "mosquitto_passwd"])
-def secured(request: pytest.FixtureRequest, tmp_path, certs):  # noqa: ANN001, ANN201
+def secured(request: pytest.FixtureRequest, tmp_path, certs):
     if request.param == "mosquitto_passwd" and not shutil.which("mosquitto_passwd"):
         pytest.skip("mosquitto_passwd is not installed")
     inv = Inventory.generate("moon", ["n01", "n02"])
@@ -61,7 +61,7 @@ async def _collect(client: aiomqtt.Client, into: list[tuple[str, Any]], stop: fl
         pass
 
 
-async def test_node_cannot_publish_as_another(secured) -> None:  # noqa: ANN001
+async def test_node_cannot_publish_as_another(secured) -> None:
     inv, b, _tls, _p = secured
     n1, n2 = inv.node("n01"), inv.node("n02")
     got: list[tuple[str, Any]] = []
@@ -83,7 +83,7 @@ async def test_node_cannot_publish_as_another(secured) -> None:  # noqa: ANN001
     del n2
 
 
-async def test_node_reads_only_its_own_commands(secured) -> None:  # noqa: ANN001
+async def test_node_reads_only_its_own_commands(secured) -> None:
     inv, b, _tls, _p = secured
     got1: list[tuple[str, Any]] = []
     async with _client(b, "n01", inv.node("n01").password, "n01") as c1:
@@ -104,7 +104,7 @@ async def test_node_reads_only_its_own_commands(secured) -> None:  # noqa: ANN00
     assert [p for _t, p in got1] == [b"for n01"]
 
 
-async def test_wrong_password_and_anonymous_refused(secured) -> None:  # noqa: ANN001
+async def test_wrong_password_and_anonymous_refused(secured) -> None:
     inv, b, _tls, _p = secured
     with pytest.raises(aiomqtt.MqttError):
         async with _client(b, "n01", "not-the-password", "x1"):
@@ -117,7 +117,7 @@ async def test_wrong_password_and_anonymous_refused(secured) -> None:  # noqa: A
             pass
 
 
-async def test_tls_listener(secured) -> None:  # noqa: ANN001
+async def test_tls_listener(secured) -> None:
     inv, b, tls, tls_port = secured
     if tls is None:
         pytest.skip("openssl is not installed")
@@ -138,7 +138,7 @@ def test_hash_matches_mosquitto_format() -> None:
     assert "max_queued_messages 0" in security_config(__import__("pathlib").Path("p"), __import__("pathlib").Path("a"))
 
 
-async def test_ground_ingest_through_acls_with_shared_subscription(secured, tmp_path) -> None:  # noqa: ANN001
+async def test_ground_ingest_through_acls_with_shared_subscription(secured, tmp_path) -> None:
     from ground.archive import open_archive
     from ground.ingest import IngestWorker
     from ground.ingest.testing import hk
@@ -239,7 +239,7 @@ def _attack(b, user: str, pw: str, ids: list[str], until: float, log: list[str])
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["use_username_as_clientid", "control-without"])
-async def test_node_credentials_cannot_displace_another_client(tmp_path, tied) -> None:  # noqa: ANN001
+async def test_node_credentials_cannot_displace_another_client(tmp_path, tied) -> None:
     """n01's credentials under the ids of n02, the ground's ingest and its command link: with
     use_username_as_clientid the broker renames them n01, so nobody is kicked off and the
     ground archives every packet n02 publishes meanwhile.  The control shows the attack
@@ -302,7 +302,7 @@ async def test_node_credentials_cannot_displace_another_client(tmp_path, tied) -
     assert archive_n02 == n > 100  # and the ground archived every packet
 
 
-def test_generated_secrets_are_private_on_every_save(tmp_path) -> None:  # noqa: ANN001
+def test_generated_secrets_are_private_on_every_save(tmp_path) -> None:
     import stat
 
     from ground.broker import write_broker_config

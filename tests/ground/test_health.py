@@ -36,7 +36,7 @@ def health_cli(url: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
 
 
-async def until_health(client: GroundClient, pred, timeout: float = 15.0) -> dict:  # noqa: ANN001
+async def until_health(client: GroundClient, pred, timeout: float = 15.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         h = await client.health()
@@ -64,7 +64,7 @@ async def test_health_follows_the_parts(broker, inv, tmp_path) -> None:
         # the archive fails: ingest cannot commit, nothing is acknowledged -> not ok, with the reason
         real = g.archive.transaction
 
-        def broken():  # noqa: ANN202
+        def broken():
             raise OSError("No space left on device")
 
         g.archive.transaction = broken
@@ -81,7 +81,7 @@ async def test_health_follows_the_parts(broker, inv, tmp_path) -> None:
 
         # the ops timers stop: not ok
         g.ops.last_tick = time.time() - 60
-        g._tasks[2].cancel()  # noqa: SLF001 - the ops timers task
+        g._tasks[2].cancel()  # the ops timers task
         h = await c.health()
         assert not h["ok"] and any(r.startswith("ticks:") for r in h["reasons"])
         await c.close()
@@ -104,7 +104,7 @@ async def test_a_jammed_command_queue_is_not_ok(inv, tmp_path) -> None:
     assert row["stage"] == "SENT"
     # a command due for a minute that the queue does not release (e.g. its release keeps failing)
     c = dict(row, id=row["id"] + 1000, stage="QUEUED", submitted=time.time() - 60)
-    ops.commander._cmds[c["id"]] = c  # noqa: SLF001
+    ops.commander._cmds[c["id"]] = c
     h = ops.health()
     assert not h["ok"] and h["reasons"][0].startswith("commands:") and "not released" in h["reasons"][0]
     ops.store.close()

@@ -26,17 +26,17 @@ class RecordingSink:
         self.status: list[dict] = []
         self.rejected: list[str] = []
 
-    def on_packets(self, site, node, result, fresh, received):  # noqa: ANN001
-        self.packets += [(node, int(s), bool(f)) for s, f in zip(result.seq, fresh)]
+    def on_packets(self, site, node, result, fresh, received):
+        self.packets += [(node, int(s), bool(f)) for s, f in zip(result.seq, fresh, strict=True)]
 
-    def on_status(self, site, node, status, received):  # noqa: ANN001
+    def on_status(self, site, node, status, received):
         self.status.append(status)
 
-    def on_rejected(self, site, node, rejected, payload):  # noqa: ANN001
+    def on_rejected(self, site, node, rejected, payload):
         self.rejected += [r.reason for r in rejected]
 
 
-async def wait_for(pred, timeout: float = 30.0) -> None:  # noqa: ANN001
+async def wait_for(pred, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
@@ -110,7 +110,7 @@ def test_pipeline_counts_bad_payloads(tmp_path, caplog) -> None:
 
 def test_failing_sink_is_counted_and_logged_and_loses_nothing(tmp_path, caplog) -> None:
     class Broken:
-        def on_packets(self, site, node, result, fresh, received):  # noqa: ANN001
+        def on_packets(self, site, node, result, fresh, received):
             raise RuntimeError("sink bug")
 
         on_status = on_rejected = on_packets
@@ -132,7 +132,9 @@ def test_failing_sink_is_counted_and_logged_and_loses_nothing(tmp_path, caplog) 
 def test_gap_filled_by_replay(tmp_path) -> None:
     archive = open_archive(f"sqlite:///{tmp_path}/a.db")
     p = Pipeline(archive)
-    t = lambda i: unix_to_ticks(T0 + i)  # noqa: E731
+    def t(i: int) -> int:
+        return unix_to_ticks(T0 + i)
+
     p.process([("lunabase/moon/n01/tm", b"".join(hk(i, t(i)) for i in (0, 1, 2, 6, 7)), T0)])
     s = p.snapshot()["links"]["moon/n01"]
     assert s["gaps"] == 1 and s["missing"] == 3
@@ -178,7 +180,7 @@ async def test_archive_failure_acks_nothing_and_recovers(broker: Mosquitto, tmp_
     real = archive.transaction
     fail = [3]
 
-    def flaky():  # noqa: ANN202
+    def flaky():
         if fail[0] > 0:
             fail[0] -= 1
             raise OSError("disk on fire")

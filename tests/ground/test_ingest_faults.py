@@ -107,7 +107,7 @@ def start_worker(b: Mosquitto, db: Path, stats: Path, log: Path) -> subprocess.P
     )
 
 
-async def wait_stats(stats: Path, pred, timeout: float = 20.0) -> dict:  # noqa: ANN001
+async def wait_stats(stats: Path, pred, timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -118,10 +118,10 @@ def test_quarantine_storage_is_rate_limited(tmp_path) -> None:
 class _Exploding:
     """A parser wrapper that raises on one marked payload, like a parser bug would."""
 
-    def __init__(self, parser) -> None:  # noqa: ANN001
+    def __init__(self, parser) -> None:
         self.inner = parser
 
-    def parse(self, data):  # noqa: ANN001, ANN201
+    def parse(self, data):
         if b"BOOM" in bytes(data):
             raise RuntimeError("parser bug")
         return self.inner.parse(data)
@@ -147,7 +147,7 @@ def test_archive_failure_still_raises(tmp_path) -> None:
     a = open_archive(f"sqlite:///{tmp_path}/p.db")
     p = Pipeline(a)
 
-    def broken():  # noqa: ANN202
+    def broken():
         raise OSError("disk full")
 
     a.transaction = broken  # type: ignore[method-assign]
@@ -179,7 +179,7 @@ tm_payload = st.one_of(st.binary(max_size=600), st.binary(min_size=1, max_size=4
 
 
 @pytest.fixture(scope="module")
-def fuzz_pipeline(tmp_path_factory):  # noqa: ANN201
+def fuzz_pipeline(tmp_path_factory):
     a = open_archive(f"sqlite:///{tmp_path_factory.mktemp('fz')}/f.db")
     yield Pipeline(a, quarantine_per_min=1000, known={("moon", "good"), ("moon", "fz"), ("moon", "n01")}), [0]
     a.close()
@@ -195,7 +195,7 @@ def _then_good_packet_is_archived(p: Pipeline, counter: list[int]) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=status_payload)
-def test_fuzz_status(fuzz_pipeline, payload: bytes) -> None:  # noqa: ANN001
+def test_fuzz_status(fuzz_pipeline, payload: bytes) -> None:
     p, counter = fuzz_pipeline
     n_before = sum(p.quarantine.values()) + p.links.get(("moon", "fz"), _Zero).status_messages
     p.process([("lunabase/moon/fz/status", payload, time.time())])
@@ -206,7 +206,7 @@ def test_fuzz_status(fuzz_pipeline, payload: bytes) -> None:  # noqa: ANN001
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(topic=odd_topic, payload=tm_payload)
-def test_fuzz_topics_and_payloads(fuzz_pipeline, topic: str, payload: bytes) -> None:  # noqa: ANN001
+def test_fuzz_topics_and_payloads(fuzz_pipeline, topic: str, payload: bytes) -> None:
     p, counter = fuzz_pipeline
     p.process([(topic, payload, time.time()), ("lunabase/moon/n01/tm", payload[:300], time.time())])
     assert set(p.links) <= {("moon", "good"), ("moon", "fz"), ("moon", "n01"), ("?", "?")}

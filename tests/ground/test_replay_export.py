@@ -46,7 +46,7 @@ async def test_replay_into_pipeline_and_sinks(tmp_path: Path) -> None:
     got = []
 
     class Sink:
-        def on_packets(self, site, node, result, fresh, received):  # noqa: ANN001
+        def on_packets(self, site, node, result, fresh, received):
             got.extend((node, int(s)) for s in result.seq)
 
     n2 = await Replayer(src, t0=T0 + 0.1, speed=None, node="n01").to_sinks([Sink()])
@@ -84,7 +84,7 @@ def test_export_csv_and_parquet(tmp_path: Path) -> None:
     assert t["time"] == sorted(t["time"])
 
 
-def test_cli_broker_config_export_archive(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_broker_config_export_archive(tmp_path: Path, capsys) -> None:
     from lunabase.cli import main
     from wire.inventory import Inventory
 
@@ -105,7 +105,7 @@ def test_cli_broker_config_export_archive(tmp_path: Path, capsys) -> None:  # no
     assert "41 raw packets" in capsys.readouterr().out
 
 
-def test_cli_refuses_a_missing_archive_and_bad_names(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_refuses_a_missing_archive_and_bad_names(tmp_path: Path, capsys) -> None:
     from lunabase.cli import main
 
     missing = tmp_path / "typo" / "base.db"

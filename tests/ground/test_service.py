@@ -174,7 +174,7 @@ def test_cli_ground_and_command(broker, inv, tmp_path):
                         try:
                             if any(n["state"] == "ONLINE" for n in await c.nodes()):
                                 break
-                        except Exception:  # noqa: BLE001 - not up yet
+                        except Exception:  # not up yet
                             pass
                         await asyncio.sleep(0.1)
                     r = await asyncio.create_subprocess_exec(

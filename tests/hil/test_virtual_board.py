@@ -146,11 +146,11 @@ def test_output_the_host_does_not_read_is_counted(tmp_path: Path, caplog: pytest
     master, slave = os.openpty()
     _set_raw(slave)  # as start() does: bytes, not lines
     os.set_blocking(master, False)
-    vb._host_master = master  # noqa: SLF001
+    vb._host_master = master
     try:
         data = b"x" * (1 << 20)  # far more than a pty buffers
-        vb._to_host(data)  # noqa: SLF001
-        vb._to_host(b"more")  # noqa: SLF001
+        vb._to_host(data)
+        vb._to_host(b"more")
         os.set_blocking(slave, False)
         got = 0
         while True:
@@ -168,4 +168,4 @@ def test_output_the_host_does_not_read_is_counted(tmp_path: Path, caplog: pytest
     finally:
         os.close(master)
         os.close(slave)
-        vb._log.close()  # noqa: SLF001
+        vb._log.close()

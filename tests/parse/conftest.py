@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vectors"))
 
-import ground.parse as gp  # noqa: E402
+import ground.parse as gp
 
 
 def _twins():

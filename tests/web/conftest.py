@@ -126,7 +126,7 @@ class Page:
         while time.monotonic() < deadline:
             try:
                 last = await self.js(script, *args)
-            except Exception as e:  # noqa: BLE001 - the page may be navigating; retry
+            except Exception as e:  # the page may be navigating; retry
                 last = repr(e)
             else:
                 if last:
@@ -193,7 +193,7 @@ async def page(browser: Any) -> AsyncIterator[Page]:
     yield p
     try:
         logs = await p.call(browser.get_log, "browser")
-    except Exception:  # noqa: BLE001 - logs are a diagnostic only
+    except Exception:  # logs are a diagnostic only
         logs = []
     bad = [e["message"][:300] for e in logs if e.get("level") == "SEVERE" and "/api/auth/me" not in e["message"]]
     if bad:

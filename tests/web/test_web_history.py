@@ -34,7 +34,7 @@ def archive(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Archive]:
         import psycopg
 
         psycopg.connect(PG_DSN, connect_timeout=3).close()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         pytest.skip(f"no PostgreSQL at {PG_DSN}: {e}")
     from ground.archive.postgres import PostgresArchive
 

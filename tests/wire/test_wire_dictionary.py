@@ -50,7 +50,7 @@ def test_parser_layouts_come_from_the_dictionary():
     lay = compile_layout()
     for P in (CParser, PyParser):
         assert P().layouts == lay
-    assert {a: l.length for a, l in lay.items()} == {p.apid: p.length for p in load().packets}
+    assert {a: layout.length for a, layout in lay.items()} == {p.apid: p.length for p in load().packets}
 
 
 @pytest.mark.parametrize(
