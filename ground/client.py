@@ -29,6 +29,17 @@ from typing import Any
 import aiohttp
 
 from ground.auth.credentials import Credentials, load_credentials
+from ground.client_types import (
+    Alarm,
+    CommandRow,
+    Event,
+    LatestView,
+    LinkCounters,
+    NodeView,
+    PacketRow,
+    ParamHistory,
+    SeismicView,
+)
 from ground.errors import ApiError, GroundUnavailable
 from ground.errors import GroundError as GroundError  # the root, re-exported for callers of the client
 
@@ -179,43 +190,43 @@ class GroundClient:
     async def health(self) -> dict[str, Any]:
         return await self._req("GET", "/api/health")
 
-    async def nodes(self) -> list[dict[str, Any]]:
+    async def nodes(self) -> list[NodeView]:
         return await self._req("GET", "/api/nodes")
 
-    async def latest(self, node: str) -> dict[str, Any]:
+    async def latest(self, node: str) -> LatestView:
         return await self._req("GET", "/api/latest", {"node": node})
 
     async def params(self, node: str, packet: str, field: str, since: float | None = None,
-                     until: float | None = None, limit: int = 1000) -> dict[str, Any]:
+                     until: float | None = None, limit: int = 1000) -> ParamHistory:
         return await self._req("GET", "/api/params", {"node": node, "packet": packet, "field": field,
                                                       "since": since, "until": until, "limit": limit})
 
-    async def alarms(self, all: bool = False) -> list[dict[str, Any]]:
+    async def alarms(self, all: bool = False) -> list[Alarm]:
         return await self._req("GET", "/api/alarms", {"all": "1" if all else None})
 
     async def events(self, since: float | None = None, limit: int = 200, node: str | None = None,
-                     kind: str | None = None, after_id: int | None = None) -> list[dict[str, Any]]:
+                     kind: str | None = None, after_id: int | None = None) -> list[Event]:
         return await self._req("GET", "/api/events", {"since": since, "limit": limit, "node": node,
                                                       "kind": kind, "after_id": after_id})
 
     async def dictionary(self) -> dict[str, Any]:
         return await self._req("GET", "/api/dictionary")
 
-    async def commands(self, limit: int = 200) -> list[dict[str, Any]]:
+    async def commands(self, limit: int = 200) -> list[CommandRow]:
         return await self._req("GET", "/api/commands", {"limit": limit})
 
-    async def command(self, cid: int, wait: float | None = None) -> dict[str, Any]:
+    async def command(self, cid: int, wait: float | None = None) -> CommandRow:
         """One command; with ``wait`` the ground holds the answer until a final stage (or wait s)."""
         return await self._req("GET", f"/api/commands/{cid}", {"wait": wait},
                                timeout=(wait + 10.0) if wait else None)
 
-    async def packets(self, node: str, limit: int = 20) -> list[dict[str, Any]]:
+    async def packets(self, node: str, limit: int = 20) -> list[PacketRow]:
         return await self._req("GET", "/api/packets", {"node": node, "limit": limit})
 
-    async def links(self) -> dict[str, Any]:
+    async def links(self) -> dict[str, LinkCounters]:
         return await self._req("GET", "/api/links")
 
-    async def seismic(self, node: str, seconds: float = 60.0, max_points: int = 2000) -> dict[str, Any]:
+    async def seismic(self, node: str, seconds: float = 60.0, max_points: int = 2000) -> SeismicView:
         return await self._req("GET", "/api/seismic", {"node": node, "seconds": seconds, "max_points": max_points})
 
     # -- actions ----------------------------------------------------------------------------
@@ -223,18 +234,18 @@ class GroundClient:
     # Actions are recorded under the logged-in account; ``user`` (kept for old callers) is
     # sent only when given, and the ground refuses it (403) if it names another account.
 
-    async def ack(self, alarm_id: int, user: str | None = None) -> dict[str, Any]:
+    async def ack(self, alarm_id: int, user: str | None = None) -> Alarm:
         return await self._req("POST", f"/api/alarms/{alarm_id}/ack", body=_who(user))
 
-    async def shelve(self, alarm_id: int, minutes: float, user: str | None = None) -> dict[str, Any]:
+    async def shelve(self, alarm_id: int, minutes: float, user: str | None = None) -> Alarm:
         return await self._req("POST", f"/api/alarms/{alarm_id}/shelve", body={"minutes": minutes, **_who(user)})
 
-    async def unshelve(self, alarm_id: int, user: str | None = None) -> dict[str, Any]:
+    async def unshelve(self, alarm_id: int, user: str | None = None) -> Alarm:
         return await self._req("POST", f"/api/alarms/{alarm_id}/unshelve", body=_who(user))
 
     async def send_command(self, node: str, command: str, args: dict[str, Any] | None = None, *,
                            confirm: bool = False, user: str | None = None, not_before: float | None = None,
-                           not_after: float | None = None) -> dict[str, Any]:
+                           not_after: float | None = None) -> CommandRow:
         """Submit a command; returns its row ({id, stage, ...}).  ApiError 400/403 if refused.
 
         Under the two-person rule the row comes back AWAITING_APPROVAL.
@@ -243,14 +254,14 @@ class GroundClient:
             "node": node, "command": command, "args": args or {}, "confirm": confirm,
             "not_before": not_before, "not_after": not_after, **_who(user)})
 
-    async def cancel_command(self, cid: int, user: str | None = None) -> dict[str, Any]:
+    async def cancel_command(self, cid: int, user: str | None = None) -> CommandRow:
         return await self._req("POST", f"/api/commands/{cid}/cancel", body=_who(user))
 
-    async def approve_command(self, cid: int) -> dict[str, Any]:
+    async def approve_command(self, cid: int) -> CommandRow:
         """Approve another account's command awaiting approval (403 for one's own)."""
         return await self._req("POST", f"/api/commands/{cid}/approve", body={})
 
-    async def deny_command(self, cid: int, reason: str = "") -> dict[str, Any]:
+    async def deny_command(self, cid: int, reason: str = "") -> CommandRow:
         return await self._req("POST", f"/api/commands/{cid}/deny", body={"reason": reason})
 
     # -- live -------------------------------------------------------------------------------

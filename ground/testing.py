@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ground.client_types import CommandRow
 from ground.parse import ParseResult, PyParser
 from wire import ccsds, timetag, topics
 from wire.dictionary import Dictionary, load
@@ -286,7 +287,7 @@ class RemoteGroundTestAPI:
 
     async def send_and_assert_command(self, node: str, name: str, args: dict[str, Any] | None = None,
                                       timeout: float = 10.0, *, expect: str = "EXECUTED",
-                                      confirm: bool = False) -> dict[str, Any]:
+                                      confirm: bool = False) -> CommandRow:
         row = await self.client.send_command(node, name, args or {}, confirm=confirm)
         deadline = time.monotonic() + timeout
         while row["stage"] in ("AWAITING_APPROVAL", "QUEUED", "SENT", "ACCEPTED") and time.monotonic() < deadline:

@@ -1,0 +1,69 @@
+"""The client interface's response shapes against ground/client_types.py (docs/ground-api.md):
+a key added or dropped on either side fails here, so clients never drift silently."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ground import client_types as ct
+from ground.api import ApiServer
+from ground.auth import AccountStore, Auth
+from ground.client import GroundClient
+from ground.ops import Operations, OpsStore
+from ground.testing import TEST_PASSWORD, add_test_accounts, make_packet, parse_packets
+from wire.inventory import Inventory
+
+
+def same_shape(row: dict[str, Any], td: Any) -> None:
+    """Every required key present, no key the TypedDict does not name."""
+    required, allowed, got = set(td.__required_keys__), set(td.__required_keys__) | set(td.__optional_keys__), set(row)
+    assert required <= got <= allowed, (f"{td.__name__}: undocumented {sorted(got - allowed)}, "
+                                        f"missing {sorted(required - got)}")
+
+
+@pytest.fixture
+async def ground(tmp_path):
+    async def publish(topic: str, payload: bytes) -> None:
+        pass
+
+    ops = Operations(Inventory.generate("moon", ["n01"]), OpsStore(tmp_path / "ops.db"), publish=publish,
+                     light_time=0)
+    auth = Auth(AccountStore())
+    add_test_accounts(auth.accounts)
+    server = await ApiServer(ops, port=0, auth=auth).start()
+    client = GroundClient(server.url, user="commander", password=TEST_PASSWORD)
+    res, payload = parse_packets(
+        make_packet("HK", node="n01", free_heap=50000, cpu_temp=90, mode="NIGHT"),
+        make_packet("SEISMIC", node="n01", samples=np.ones((100, 3))),
+        make_packet("EVENT", node="n01", code=1, severity=0, text="booted"))
+    ops.on_packets("moon", "n01", res, np.ones(res.count, bool), time.time(), payload)
+    yield client
+    await client.close()
+    await server.stop()
+
+
+async def test_every_response_has_its_documented_shape(ground: GroundClient) -> None:
+    g = ground
+    (node,) = await g.nodes()
+    same_shape(node, ct.NodeView)
+    same_shape(node["link"], ct.LinkCounters)
+    same_shape((await g.links())["n01"], ct.LinkCounters)
+    latest = await g.latest("n01")
+    same_shape(latest, ct.LatestView)
+    for p in latest["packets"].values():
+        same_shape(p, ct.LatestPacket)
+        for f in p["fields"].values():
+            same_shape(f, ct.FieldValue)
+    same_shape(await g.params("n01", "HK", "cpu_temp"), ct.ParamHistory)
+    (alarm,) = await g.alarms()
+    same_shape(alarm, ct.Alarm)
+    same_shape((await g.events())[0], ct.Event)
+    cmd = await g.send_command("n01", "PING")
+    same_shape(cmd, ct.CommandRow)
+    same_shape((await g.commands())[0], ct.CommandRow)
+    same_shape((await g.packets("n01"))[0], ct.PacketRow)
+    same_shape(await g.seismic("n01"), ct.SeismicView)
