@@ -1,0 +1,55 @@
+"""Screen 6, links: per-link rates, errors by reason, rejected bytes, gaps, duplicates."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from ground.console import render
+from ground.console.screens.base import BaseScreen, as_number
+from ground.console.widgets import LiveTable
+
+
+class LinksScreen(BaseScreen):
+    """Per link: packet and byte rates, errors by reason, rejected bytes, gaps, duplicates."""
+
+    TITLE_TEXT = "Links"
+    TOPICS = ("links", "nodes", "connection")
+
+    def body(self) -> ComposeResult:
+        yield LiveTable([("link", "link"), ("pkt/s", "pps"), ("B/s", "bps"), ("packets", "packets"),
+                         ("gaps", "gaps"), ("dup", "dup"), ("rej B", "rej"), ("errors by reason", "errors")],
+                        id="links")
+        yield Static("", id="linkhelp")
+
+    def redraw(self) -> None:
+        m = self.capp.model
+        links = dict(m.links)
+        for nid, n in m.nodes.items():  # nodes carry their own link block too
+            if isinstance(n.get("link"), dict) and nid not in links:
+                links[nid] = n["link"]
+        rows = []
+        for k in sorted(links):
+            lk = links[k]
+            errs = lk.get("errors") or {}
+            etxt = Text()
+            if isinstance(errs, dict):
+                for r, n in sorted(errs.items(), key=lambda x: -x[1]):
+                    if n:
+                        etxt.append(f"{r}:{n} ", style="bold red")
+            if not etxt.plain:
+                etxt.append("none", style="dim")
+            rows.append((k, [
+                Text(k, style="bold"),
+                Text(render.fmt_number(as_number(lk.get("packets_per_s")))),
+                Text(render.fmt_number(as_number(lk.get("bytes_per_s")))),
+                Text(render.fmt_number(lk.get("packets") or lk.get("packets_total"))),
+                Text(str(lk.get("gaps", 0) or 0), style="yellow" if lk.get("gaps") else "dim"),
+                Text(str(lk.get("duplicates", 0) or 0), style="yellow" if lk.get("duplicates") else "dim"),
+                Text(str(lk.get("rejected_bytes", 0) or 0), style="red" if lk.get("rejected_bytes") else "dim"),
+                etxt,
+            ]))
+        self.query_one(LiveTable).sync(rows)
+        self.query_one("#linkhelp", Static).update(
+            Text("gaps: missing sequence counts · dup: duplicates discarded · rej B: bytes rejected (reason beside)", style="dim"))
