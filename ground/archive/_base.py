@@ -162,10 +162,6 @@ def _spec(p: PacketDef) -> DecodedSpec:
     )
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class Transaction(abc.ABC):
     """One archive transaction (see Archive.transaction); everything commits at once."""
 

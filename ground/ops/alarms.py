@@ -32,8 +32,6 @@ log = logging.getLogger("ground.ops")
 #: the longest an alarm can be shelved (a week); beyond that, acknowledge it or fix the limit
 MAX_SHELVE_MIN = 7 * 24 * 60
 
-_EVENT_SEV = {1: "WARNING", 2: "CRITICAL"}
-
 
 @dataclass
 class _Track:
@@ -226,10 +224,6 @@ class AlarmManager:
             out = [a for a in out if not a["shelved"]]
         out.sort(key=lambda a: (a["severity"] != "red", a["state"] != "raised", -a["id"]))
         return out
-
-
-def event_severity(level: int) -> str:
-    return _EVENT_SEV.get(level, "INFO")
 
 
 def _sane(a: Row) -> None:

@@ -26,7 +26,6 @@ from ground.ratelog import RateLimitedLog
 from wire.timetag import node_to_unix, ticks_to_unix
 
 UNKNOWN, ONLINE, ASLEEP, STALE, LOST = "UNKNOWN", "ONLINE", "ASLEEP", "STALE", "LOST"
-STATES = (UNKNOWN, ONLINE, ASLEEP, STALE, LOST)
 _rlog = RateLimitedLog(logging.getLogger("ground.ops"), 10.0)
 
 

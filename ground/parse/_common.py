@@ -24,7 +24,6 @@ BAD_TYPE = "bad_type"
 REASONS = (BAD_VERSION, BAD_LENGTH, TRUNCATED, BAD_CRC, UNKNOWN_APID, BAD_TYPE)
 
 # struct type -> numpy dtype used to decode the fixed fields (big-endian)
-_NP_TYPES = {"u8": ">u1", "i8": ">i1", "u16": ">u2", "i16": ">i2", "u32": ">u4", "i32": ">i4", "f32": ">f4"}
 
 
 class Rejected(NamedTuple):
@@ -131,16 +130,6 @@ def _compile(p: PacketDef) -> ApidLayout:
             raise ValueError(f"{p.name}: only i16 sample blocks are supported, got {p.samples.type}")
         samples = (p.samples.offset, p.samples.count, len(p.samples.axes), p.samples.scale)
     return ApidLayout(p.apid, p.name, p.length, numeric, texts, samples)
-
-
-def numpy_row_dtype(lay: ApidLayout) -> np.dtype:
-    """A structured dtype that views one whole packet of this layout."""
-    names, formats, offsets = [], [], []
-    for name, off, typ, _s, _a in lay.numeric:
-        names.append(name)
-        formats.append(_NP_TYPES[typ])
-        offsets.append(off)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": lay.length})
 
 
 MIN_PACKET = ccsds.OVERHEAD

@@ -7,7 +7,7 @@ How they are made (and re-made, if the dictionary changes on purpose):
 Field values are a fixed function of the field's position and type (``field_values``),
 packed with the dictionary's struct format at offset 12 and finished by the contract's
 encoder (``wire.ccsds.PacketBuffer``: header, sequence count, CRC).  The telecommand is
-``wire.ccsds.build_tc`` with ``TC_KEY``.  tests/wire/test_vectors.py checks that the
+``wire.ccsds.build_tc`` with ``TC_KEY``.  tests/wire/test_wire_vectors.py checks that the
 files, the CPython encoder, the MicroPython VM's encoder and both parsers agree.
 """
 
