@@ -2,24 +2,33 @@
 
 Each provider module below defines ``register(subparsers)`` and keeps its top-level
 imports light (heavy imports go inside the handler), so `lunabase --help` stays fast.
+They are imported as modules, not by name: a missing or broken part fails loudly here
+instead of silently dropping its subcommands.
 A handler is stored as ``func`` on its parser and returns an exit code.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
+import ground.cli
+import ground.console.cli
+import hil.cli
+import lunabase.bench
+import lunabase.demo
+import sim.cli
+import wire.cli
+
 PROVIDERS = (
-    "lunabase.demo",  # demo
-    "ground.cli",  # ground, console, command, broker-config, replay, export
-    "ground.console.cli",  # console
-    "sim.cli",  # sim run / list, environment
-    "hil.cli",  # board, flash, gateway
-    "lunabase.bench",  # bench parse / ingest / sim
-    "wire.cli",  # dict show / codegen
+    lunabase.demo,  # demo
+    ground.cli,  # ground, console, command, broker-config, replay, export
+    ground.console.cli,  # console
+    sim.cli,  # sim run / list, environment
+    hil.cli,  # board, flash, gateway
+    lunabase.bench,  # bench parse / ingest / sim
+    wire.cli,  # dict show / codegen
 )
 
 EPILOG = """\
@@ -42,13 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for name in PROVIDERS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue  # that part of lunabase is not installed in this checkout
-            raise
+    for mod in PROVIDERS:
         mod.register(sub)
     return ap
 
