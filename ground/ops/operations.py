@@ -38,6 +38,10 @@ LIVENESS_LEVEL = {"ONLINE": 0, "ASLEEP": 0, "STALE": 1, "LOST": 2}
 HistoryFn = Callable[[str, str, str, float | None, float | None, int], dict[str, Any]]
 
 
+RESYNC_MAX_PER_HOUR = 6
+RESYNC_USER = "lunabase-ground (automatic resync)"  # the audit log's name for the ground itself
+
+
 class Operations:
     """Ops state for one site; construct inside the event loop that will run it."""
 
@@ -109,6 +113,10 @@ class Operations:
         self.alarms.listeners.append(lambda a: self.hub.publish({"type": "alarm", **a}))
         self.commander.listeners.append(lambda c: self.hub.publish({"type": "command", **c}))
         self.nodes.listeners.append(self._node_changed)
+        # automatic TC_RESYNC after a node lost its counter: node -> times of the last ones
+        self._resyncs: dict[str, collections.deque[float]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=RESYNC_MAX_PER_HOUR))
+        self._resync_nonce: dict[str, int] = {}
 
     # -- sink interface (called by ingest after each archive commit) -----------------------
 
@@ -251,6 +259,35 @@ class Operations:
                              site=site, node=node, severity=sev, t=received,
                              data={"code": code, "arg0": a0, "arg1": a1, "text": text,
                                    "ticks": int(result.ticks[rows[k]])})
+            if code == "TC_COUNTER_LOST" and a0 > 0:
+                self._auto_resync(node, a0, received)
+
+    def _auto_resync(self, node: str, nonce: int, now: float) -> None:
+        """Answer a node's TC_COUNTER_LOST with TC_RESYNC(nonce), once per nonce, at most
+        RESYNC_MAX_PER_HOUR per node.  Safe to automate: only the node's real nonce re-arms
+        it, a forged event (someone with the node's broker password) costs one counter."""
+        if self._resync_nonce.get(node) == nonce:
+            return  # the node repeats its nonce on every refusal: one resync per nonce
+        times = self._resyncs[node]
+        if len(times) == times.maxlen and now - times[0] < 3600:
+            self._rlog.warning(f"resync:{node}", "%s: TC_COUNTER_LOST again (nonce %d): %d automatic resyncs in "
+                               "the last hour already; send TC_RESYNC by hand", node, nonce, len(times))
+            return
+        self._resync_nonce[node] = nonce
+        times.append(now)
+
+        async def send() -> None:
+            try:
+                await self.commander.submit(node, "TC_RESYNC", {"nonce": nonce}, user=RESYNC_USER)
+            except Exception as e:  # noqa: BLE001 - logged; the operator can resync by hand
+                log.warning("%s: automatic TC_RESYNC failed: %s", node, e)
+
+        try:
+            task = asyncio.get_running_loop().create_task(send())
+            self._tasks.append(task)
+            task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+        except RuntimeError:
+            log.warning("%s: TC_COUNTER_LOST outside the event loop; send TC_RESYNC by hand", node)
 
     def _node_changed(self, info: NodeInfo, old: str) -> None:
         # liveness is an alarm too: STALE yellow, LOST red (value = seconds since last contact)

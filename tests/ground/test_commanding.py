@@ -208,3 +208,45 @@ async def test_window_signed_into_the_tc(inv):
     forged[22:26] = (0).to_bytes(4, "big")
     ccsds.seal(forged, 0, len(forged))
     assert ccsds.open_tc(key, b"n01", bytes(forged), 0, NOW + 32)[0] == ccsds.TC_BAD_MAC
+
+
+async def test_counter_lost_event_answered_with_tc_resync(tmp_path):
+    """A node's TC_COUNTER_LOST event (arg0 = nonce) makes the ground send TC_RESYNC(nonce) by
+    itself: once per nonce (the node repeats it on every refusal), a bounded number per hour."""
+    import asyncio
+    import time
+
+    from ground.ops import Operations
+    from ground.ops.operations import RESYNC_MAX_PER_HOUR, RESYNC_USER
+
+    inv = Inventory.generate("moon", ["n01"])
+    sent: list[tuple[str, bytes]] = []
+
+    async def publish(topic: str, payload: bytes) -> None:
+        sent.append((topic, payload))
+
+    ops = Operations(inv, OpsStore(tmp_path / "ops.db"), publish=publish, light_time=0)
+    ops.commander.reachable = lambda node: True
+
+    def lost(nonce: int, counter: int) -> None:
+        res, payload = parse_packets(make_packet("EVENT", code=14, severity=3, arg0=nonce, arg1=counter))
+        ops.on_packets("moon", "n01", res, None, time.time(), payload)
+
+    lost(12345, 0)
+    lost(12345, 77)  # the same boot refusing another TC: no second resync
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    key = inv.node("n01").key
+    now = int(time.time() - EPOCH_2000)
+    assert len(sent) == 1
+    st, op, ctr, a0, a1, _ = ccsds.open_tc(key, b"n01", sent[0][1], -1, now)
+    assert st == ccsds.TC_OK and load().command(op).name == "TC_RESYNC"
+    assert load().command(op).unpack_args(sent[0][1][a0:a1]) == {"nonce": 12345}
+    row = ops.commander.list(limit=1)[0]
+    assert row["user"] == RESYNC_USER and row["command"] == "TC_RESYNC"
+    # a flood of forged nonces is bounded
+    for n in range(1, 40):
+        lost(100 + n, 0)
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    assert len(sent) == RESYNC_MAX_PER_HOUR
