@@ -16,6 +16,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ground.client_types import ParamHistory
+
 TOPICS = ("nodes", "latest", "alarms", "events", "commands", "links", "dictionary", "connection", "series", "health")
 SERIES_LEN = 600  # samples kept per plotted parameter
 
@@ -144,13 +146,11 @@ class BaseModel:
         self.dictionary = d
         self.bump("dictionary")
 
-    def seed_series(self, node: str, packet: str, fld: str, rows: Any) -> None:
-        """History from GET /api/params for a plotted parameter."""
+    def seed_series(self, node: str, packet: str, fld: str, hist: ParamHistory) -> None:
+        """History from GET /api/params (columnar ``time``/``value``) for a plotted parameter."""
         s = self.series.setdefault((node, packet, fld), deque(maxlen=SERIES_LEN))
-        if isinstance(rows, dict):  # columnar: {"time": [...], "value": [...]}
-            rows = [{"time": t, "value": v} for t, v in zip(rows.get("time") or rows.get("t") or [],
-                                                            rows.get("value") or rows.get("values") or [], strict=False)]
-        pts = [(float(_time(r)), float(v)) for r in rows if isinstance(v := _value(r), (int, float))]
+        pts = [(float(t), float(v)) for t, v in zip(hist["time"], hist["value"], strict=True)
+               if isinstance(v, (int, float))]
         last = s[-1][0] if s else float("-inf")
         merged = sorted(set(list(s) + [p for p in pts if p[0] <= last] + [p for p in pts if p[0] > last]))
         s.clear()

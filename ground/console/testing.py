@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ground.client_types import ParamHistory
 from wire import dictionary as wdict
 
 
@@ -100,10 +101,11 @@ class FakeGround:
         return recs
 
     async def params(self, node: str, packet: str, field: str, since: float | None = None,
-                     until: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+                     until: float | None = None, limit: int = 1000) -> ParamHistory:
         self._check()
         now = time.time()
-        return [{"time": now - 60 + i, "value": 20 + 3 * math.sin(i / 5)} for i in range(60)]
+        return {"node": node, "packet": packet, "field": field, "source": "memory", "count": 60,
+                "time": [now - 60 + i for i in range(60)], "value": [20 + 3 * math.sin(i / 5) for i in range(60)]}
 
     async def alarms(self) -> list[dict[str, Any]]:
         self._check()

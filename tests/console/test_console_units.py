@@ -163,3 +163,15 @@ def test_cli_help_teaches(capsys) -> None:
         assert s in out, s
     args = build_parser().parse_args(["console", "--ground", "http://127.0.0.1:9999"])
     assert args.ground == "http://127.0.0.1:9999" and args.func.__module__ == "ground.console.cli"
+
+
+async def test_the_fake_grounds_history_has_the_real_shape() -> None:
+    """FakeGround answers /api/params as the ground does (ground/client_types.py), and the
+    model seeds a plot from that columnar shape."""
+    from ground.client_types import ParamHistory
+
+    hist = await FakeGround().params("n01", "HK", "cpu_temp")
+    assert set(hist) == set(ParamHistory.__required_keys__)
+    m = BaseModel()
+    m.seed_series("n01", "HK", "cpu_temp", hist)
+    assert len(m.series[("n01", "HK", "cpu_temp")]) == 60

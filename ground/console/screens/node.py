@@ -116,11 +116,9 @@ class NodeScreen(BaseScreen):
 
     @work(group="history")
     async def _history(self, node: str, pk: str, f: str) -> None:
-        rows = await self.capp.feed.call("params", node=node, packet=pk, field=f, since=time.time() - 600, limit=600)
-        if rows:
-            if isinstance(rows, dict):
-                rows = rows.get("rows") or rows.get("values") or rows.get("samples") or []
-            self.capp.model.seed_series(node, pk, f, rows)
+        hist = await self.capp.feed.call("params", node=node, packet=pk, field=f, since=time.time() - 600, limit=600)
+        if hist:
+            self.capp.model.seed_series(node, pk, f, hist)
 
     def action_waveform(self) -> None:
         self.show_wave = not self.show_wave
