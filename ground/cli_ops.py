@@ -60,7 +60,12 @@ def register(sub: Any) -> None:
     g.add_argument("--ops-db", default=None, help="ops SQLite file (default: <archive>-ops.db)")
     g.add_argument("--api-host", default="127.0.0.1", help="client interface address (0.0.0.0 for every interface)")
     g.add_argument("--api-port", type=int, default=8700, help="0 = pick a free port (printed)")
-    g.add_argument("--light-time", type=float, default=1.28, help="one-way light time, s (default 1.28)")
+    g.add_argument("--light-time", type=float, default=1.28,
+                   help="one-way light time, s (default 1.28), until the ground has measured it")
+    g.add_argument("--time-sync", type=float, default=600.0, metavar="S",
+                   help="re-sync node clocks every S s (default 600; unsynced nodes at once; -1: never)")
+    g.add_argument("--durable", action="store_true",
+                   help="SQLite archive: fsync every commit (synchronous=FULL, survives power loss)")
     g.add_argument("--ack-timeout", type=float, default=5.0, help="s to ACCEPTED, plus the round trip")
     g.add_argument("--exec-timeout", type=float, default=15.0, help="s to EXECUTED, plus the round trip")
     g.add_argument("--grace", type=float, default=30.0, help="s past an announced contact before LOST")
@@ -157,7 +162,8 @@ def run_ground(a: argparse.Namespace) -> int:
                             exec_timeout=a.exec_timeout, grace=a.grace, keep_days=a.keep_days, client_id=a.client_id,
                             share=a.share, instance=a.instance, ca=a.ca, tls_cert=a.tls_cert, tls_key=a.tls_key,
                             users=users, allowed_hosts=a.allowed_host,
-                            allowed_origins=a.allowed_origin, two_person=policy)
+                            allowed_origins=a.allowed_origin, two_person=policy,
+                            time_sync_s=a.time_sync, durable=a.durable)
     except (AuthError, FileNotFoundError) as e:
         print(f"lunabase ground: {e}", file=sys.stderr)
         return 1

@@ -103,6 +103,7 @@ class GroundService:
         api_host: str = "127.0.0.1",
         api_port: int = 8700,
         light_time: float = 1.28,
+        time_sync_s: float = 600.0,
         ack_timeout: float = 5.0,
         exec_timeout: float = 15.0,
         grace: float = 30.0,
@@ -118,10 +119,12 @@ class GroundService:
         allowed_hosts: list[str] | tuple[str, ...] = (),
         allowed_origins: list[str] | tuple[str, ...] = (),
         two_person: TwoPersonPolicy | None = None,
+        durable: bool = False,
     ) -> None:
         """``ca``: the CA that must have signed the broker's certificate (mqtts; default the
         system's).  ``tls_cert``/``tls_key``: serve the client interface over HTTPS."""
         self.broker = BrokerUrl.parse(broker)
+        self.durable = durable
         self.inventory = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
         self.archive_url = archive
         self.ops_db = str(ops_db) if ops_db else _default_ops_db(archive)
@@ -141,6 +144,7 @@ class GroundService:
         self.client_id, self.share = client_id, share
         self.api_host, self.api_port = api_host, api_port
         self._opts: dict[str, Any] = dict(light_time=light_time, ack_timeout=ack_timeout, exec_timeout=exec_timeout,
+                                          time_sync_s=time_sync_s,
                                           grace=grace, keep_days=keep_days)
         self.archive: Any = None
         self.ingest: Any = None
@@ -166,12 +170,15 @@ class GroundService:
         # request with a traceback: once per 10 s per message is enough (the count follows)
         limit_logger("asyncio", 10.0)
         limit_logger("aiohttp.server", 10.0)
-        self.archive = open_archive(self.archive_url)
+        is_sqlite = not self.archive_url.startswith(("postgresql://", "postgres://"))
+        self.archive = open_archive(self.archive_url, **({"durable": True} if self.durable and is_sqlite else {}))
         log.info("archive %s; ops database %s", self.archive_url, self.ops_db)
         self.cmdlink = CommandLink(self.broker, self.cmd_username, self.cmd_password, self.tls, self.client_id + "-cmd")
         store = OpsStore(self.ops_db)
         ops = self.ops = Operations(self.inventory, store, publish=self.cmdlink.publish, history=self._history,
                                     **self._opts)
+        site = self.inventory.site
+        ops.time_correct = lambda node, c: self.archive.set_time_correction(site, node, c)
         ops.raw_fn = self._raw_packets
         # only the inventory's nodes get a link entry each; others are quarantined under one
         known = {(self.inventory.site, n.id) for n in self.inventory.nodes}

@@ -25,9 +25,9 @@ class App:
         self.cfg = cfg
         self.version = VERSION
         self.board = load_board(cfg["board"], cfg)
-        self.clock = Clock()
         self.health = Health(self)
         safe = self.health.boot(self.board)
+        self.clock = Clock(None, cfg["rtc"])
         j = cfg["journal"]
         self.journal = Journal(j["ram_bytes"], j["segment_bytes"], j["segments"], j["flush_ms"])
         self.journal.open()

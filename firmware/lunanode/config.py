@@ -152,6 +152,12 @@ def validate(raw):
     if board not in BOARDS:
         raise ConfigError("board", "must be one of esp32, rp2, sim, got %r" % (board,))
     cfg["board"] = board
+    # false: ignore the board's RTC and start the clock at the wire epoch (what a board
+    # without a backed-up RTC does after a power cycle); the ground syncs it
+    rtc = raw.get("rtc", True)
+    if not isinstance(rtc, bool):
+        raise ConfigError("rtc", "must be true or false, got %r" % (rtc,))
+    cfg["rtc"] = rtc
     link = raw.get("link", "mqtt")
     if link not in LINKS:
         raise ConfigError("link", "must be mqtt or uart, got %r" % (link,))
@@ -208,7 +214,7 @@ def validate(raw):
         sim = {"host": sim["host"], "port": int(sim["port"])}
     cfg["sim"] = sim
     # "uart" is accepted (and ignored) on an MQTT node: config.example.json shows every field
-    known = ("node", "site", "board", "link", "key", "sim", "uart") + tuple(_DEFAULTS)
+    known = ("node", "site", "board", "link", "key", "rtc", "sim", "uart") + tuple(_DEFAULTS)
     for k in raw:
         if k not in known and not k.startswith("_"):
             raise ConfigError(k, "unknown field (typo?)")

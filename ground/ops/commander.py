@@ -92,6 +92,11 @@ class Commander:
         self.two_person = two_person or (lambda name, hazardous: False)
         self.approval_timeout = approval_timeout
         self.listeners: list[Callable[[Row], None]] = []
+        #: called with (command row, counter, ground time) when a TC leaves (the time keeper
+        #: measures round trips from it)
+        self.released: list[Callable[[Row, int, float], None]] = []
+        #: the one-way light time to a node (measured by the time keeper; TIME_SYNC values)
+        self.owlt: Callable[[str], float] = lambda node: self.light_time
         self._cmds: dict[int, Row] = {}
         self._by_counter: dict[tuple[str, int], int] = {}
         self._finished: dict[int, Row] = {}
@@ -236,8 +241,9 @@ class Commander:
             return
         cd = self.dictionary.command(c["command"])
         args = dict(c["args"])
+        t_tx = self.clock()  # a TIME_SYNC's value and its round trip are measured from here
         if cd.name == "TIME_SYNC" and not args:
-            coarse, fine = timetag.split(timetag.unix_to_node(now + self.light_time))
+            coarse, fine = timetag.split(timetag.unix_to_node(t_tx + self.owlt(c["node"])))
             args = {"coarse": coarse, "fine": fine}
             c["args"] = args
         key = self.inventory.node(c["node"]).key
@@ -255,6 +261,8 @@ class Commander:
             c["reason"] = f"publish failed: {e}"
             return
         c["sent_at"] = self.clock()
+        for fn in list(self.released):
+            fn(c, counter, t_tx)
         self._stage(c, SENT, f"counter {counter}, {len(tc)} B")
 
     def _ground_failed(self, c: Row, e: Exception) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ground import health as _health
+from ground.archive import TimeCorrection
 from ground.ingest import LinkStats
 from ground.ops.alarms import AlarmManager
 from ground.ops.commander import Commander
@@ -25,6 +26,8 @@ from ground.ops.hub import Hub
 from ground.ops.limits import LEVEL_NAMES
 from ground.ops.liveness import ONLINE, NodeInfo, NodeTracker
 from ground.ops.store import OpsStore
+from ground.ops.timekeeper import USER as TIMEKEEPER
+from ground.ops.timekeeper import TimeKeeper
 from ground.parse import Parser, ParseResult
 from ground.ratelog import RateLimitedLog
 from wire.defs import APID_ACK, APID_EVENT, APID_HK, APID_SEISMIC
@@ -62,6 +65,7 @@ class Operations:
         keep_days: float = 90.0,
         history: HistoryFn | None = None,
         links: Callable[[], dict[str, dict[str, Any]]] | None = None,
+        time_sync_s: float = 600.0,
     ) -> None:
         self.inventory = inventory
         self.site = inventory.site
@@ -75,6 +79,15 @@ class Operations:
         self.commander = Commander(inventory, self.store, publish, dictionary=self.dictionary,
                                    reachable=self.nodes.reachable, light_time=light_time,
                                    ack_timeout=ack_timeout, exec_timeout=exec_timeout)
+        # node clocks: synced automatically (time_sync_s < 0: never), correlated, corrected;
+        # ``time_correct`` stores correction ranges (the service points it at the archive)
+        self.time_correct: Callable[[str, TimeCorrection], None] | None = None
+        self.timekeeper = TimeKeeper(light_time, period_s=time_sync_s, submit=self._submit_sync,
+                                     correct=lambda n, c: self.time_correct(n, c) if self.time_correct else None,
+                                     reachable=self.nodes.reachable)
+        self.commander.owlt = self.timekeeper.owlt
+        self.commander.released.append(self.timekeeper.on_sent)
+        self.commander.listeners.append(self.timekeeper.on_command)
         self.param_period = 1.0 / param_hz
         self.keep_days = keep_days
         self._pruned = 0.0
@@ -143,6 +156,7 @@ class Operations:
         ls.count_packets(result, fresh, received)
         if nfresh == 0:
             return
+        self.timekeeper.on_packets(node, result, fresh, received)
         if allfresh:
             last_ticks = int(result.ticks.max()) if n > 1 else int(result.ticks[0])
         else:
@@ -204,6 +218,7 @@ class Operations:
         if not isinstance(status, dict):
             return
         self.nodes.on_status(node, status, received)
+        self.timekeeper.on_status(node, status, received)
         self._dirty.add(node)
         self.hub.publish({"type": "node", **self.node_view(self.nodes.get(node))})
 
@@ -289,6 +304,9 @@ class Operations:
         except RuntimeError:
             log.warning("%s: TC_COUNTER_LOST outside the event loop; send TC_RESYNC by hand", node)
 
+    async def _submit_sync(self, node: str) -> dict[str, Any]:
+        return await self.commander.submit(node, "TIME_SYNC", {}, user=TIMEKEEPER)
+
     def _node_changed(self, info: NodeInfo, old: str) -> None:
         # liveness is an alarm too: STALE yellow, LOST red (value = seconds since last contact)
         level = LIVENESS_LEVEL.get(info.state)
@@ -311,6 +329,7 @@ class Operations:
         pw = lat.get("POWER", {}).get("values", {})
         th = lat.get("THERMAL", {}).get("values", {})
         hk = lat.get("HK", {}).get("values", {})
+        d["time"] = self.timekeeper.view(info.node)
         d["soc"] = pw.get("battery_soc")
         d["battery_voltage"] = pw.get("battery_voltage")
         d["battery_temp"] = pw.get("battery_temp")
@@ -454,6 +473,10 @@ class Operations:
         # failing, a rate-limited log line) and the others still run, every second
         self._step("liveness", failing, self.nodes.tick, now)
         self._step("shelving", failing, self.alarms.expire_shelves, now)
+        try:
+            await self.timekeeper.tick(now)
+        except Exception as e:  # noqa: BLE001
+            self._step_failed("time", failing, e)
         try:
             await self.commander.pump(now)
         except Exception as e:  # noqa: BLE001

@@ -5,10 +5,8 @@ recovery, config errors."""
 from __future__ import annotations
 
 import json
-import struct
 
 from firmware_helpers import run_vm
-from wire import ccsds, defs
 
 CODEC = r"""
 from lunanode import mqtt
@@ -58,6 +56,7 @@ store.ensure_dir(store.DATA)
 j = Journal(2048, 8192, 4, 1000)   # flush_ms > 0: the RAM ring takes the packets
 j.open()
 c = Clock()
+c.drift = -12345  # the slew between syncs runs on every stamp: it must not allocate either
 hk = ccsds.PacketBuffer(defs.APID_HK, defs.HK_LEN)
 seis = ccsds.PacketBuffer(defs.APID_SEISMIC, defs.SEISMIC_LEN)
 hdr = bytearray(64)
@@ -142,12 +141,57 @@ print("drift", c.drift)
 """
 
 
-def test_clock_survives_ticks_wrap_and_estimates_drift(micropython_bin, firmware_image):
-    out = run_vm(micropython_bin, firmware_image, CLOCK).split("\n")
+def test_clock_survives_ticks_wrap_and_estimates_drift(micropython_bin, firmware_image, tmp_path):
+    out = run_vm(micropython_bin, firmware_image, CLOCK, cwd=tmp_path).split("\n")
     assert out[0] == "after 1003 0 3", out  # 30 x 100 ms across the wrap
     assert out[1] == "sync 997500 2000 32768", out  # +997.5 s correction; time tag now 2000.5 s
     drift = int(out[2].split()[1])
     assert 9000 <= drift <= 11000, out  # 2 ms over 20 s = 100 ppm (x100 in the HK field)
+
+
+SLEW = r"""
+import time
+from lunanode import clock
+class T:
+    now = 0
+    def ticks_ms(self): return self.now
+    def ticks_diff(self, a, b): return a - b
+    def time(self): return 0
+    def gmtime(self, t): return time.gmtime(t)
+t = T()
+clock.time = t
+c = clock.Clock(None, False)  # no trusted RTC: the wire epoch
+print("boot", c.sec, c.synced)
+c.set(1000, 0)
+for _ in range(10):          # 100 s of node ticks; the node clock runs 200 ppm slow:
+    t.now += 10000           # the ground's time is 100.02 s later
+    c.update()
+c.set(1100, (20 << 16) // 1000 + 1)
+print("drift", c.drift, "offset", c.offset_ms)
+for _ in range(10):          # the next 100 s: the slew adds the 20 ms itself
+    t.now += 10000
+    c.update()
+print("slewed", c.sec, c.ms)
+t.now += 5
+c.update()
+print("monotonic", c.sec, c.ms)
+c.drift = -32767             # a fast clock: never goes backwards either
+for _ in range(100):
+    t.now += 1
+    c.update()
+print("fast", c.sec, c.ms)
+"""
+
+
+def test_clock_slews_by_the_drift_estimate(micropython_bin, firmware_image, tmp_path):
+    out = run_vm(micropython_bin, firmware_image, SLEW, cwd=tmp_path).split("\n")
+    assert out[0] == "boot 0 False", out
+    drift, offset = int(out[1].split()[1]), int(out[1].split()[3])
+    assert offset == 20 and drift == 20000, out  # 20 ms over 100 s = 200 ppm (x100)
+    assert out[2] == "slewed 1200 40", out  # 1100.020 + 100 s + 200 ppm of slew: the clock keeps up
+    assert out[3] == "monotonic 1200 45", out
+    sec, ms = map(int, out[4].split()[1:])
+    assert (sec, ms) > (1200, 45) and (sec, ms) <= (1200, 145), out  # -327 ppm: slower, not backwards
 
 
 JOURNAL = r"""
