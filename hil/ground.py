@@ -22,14 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ground.testing import AssertionTimeout
 from wire import ccsds, timetag, topics
 
 __all__ = ["HilGround", "Sample", "TelemetryTimeout"]
 
 
 
-class TelemetryTimeout(AssertionError):
-    """An await_* helper did not see what it waited for; the message says what it saw."""
+#: the one timeout of the F Prime-style test APIs (ground.testing.GroundTestAPI raises it too)
+TelemetryTimeout = AssertionTimeout
 
 
 @dataclass
