@@ -100,6 +100,7 @@ class Commander:
         self._cmds: dict[int, Row] = {}
         self._by_counter: dict[tuple[str, int], int] = {}
         self._finished: dict[int, Row] = {}
+        self._late: dict[tuple[str, int], int] = {}  # (node, counter) of finished commands -> id
         self._waiters: dict[int, list[asyncio.Future[Row]]] = {}
         self._lock: asyncio.Lock | None = None
         self.errors = 0  # commands the ground itself failed on (bad row, exception): failed, not retried
@@ -292,8 +293,11 @@ class Commander:
             self._cmds.pop(c["id"], None)
             self._by_counter.pop((c["node"], c["counter"]), None)
             self._finished[c["id"]] = c
+            if c.get("counter") is not None:
+                self._late[(c["node"], c["counter"])] = c["id"]  # an ACK may still come (late stage)
             while len(self._finished) > 1000:
-                self._finished.pop(next(iter(self._finished)))
+                old = self._finished.pop(next(iter(self._finished)))
+                self._late.pop((old["node"], old.get("counter")), None)
         self._notify(c)
 
     def _notify(self, c: Row) -> None:
@@ -317,15 +321,36 @@ class Commander:
         for k in range(len(ctr)):
             cid = self._by_counter.get((node, int(ctr[k])))
             c = self._cmds.get(cid) if cid is not None else None
-            if c is None:
-                log.info("%s: ACK %s for unknown counter %d", node, stages.get(int(stage[k])), ctr[k])
-                continue
             s = stages.get(int(stage[k]), str(stage[k]))
             r = reasons.get(int(reason[k]), str(reason[k]))
+            if c is None:
+                late = self._late.get((node, int(ctr[k])))
+                f = self._finished.get(late) if late is not None else None
+                if f is not None:
+                    self._late_ack(f, s, r)
+                else:
+                    log.info("%s: ACK %s for unknown counter %d", node, s, ctr[k])
+                continue
             if s == "ACCEPTED" and c["stage"] == SENT:
                 self._stage(c, ACCEPTED, "")
             elif s in ("EXECUTED", "REJECTED", "FAILED"):
                 self._stage(c, s, "" if r == "OK" else r)
+
+    def _late_ack(self, c: Row, s: str, r: str) -> None:
+        """An ACK for a command already final (e.g. TIMED_OUT while the node slept and ran it
+        at its next contact): recorded as a late stage in its history, the stage kept."""
+        now = self.clock()
+        late = f"LATE_{s}"
+        why = f"after {c['stage']}" + ("" if r == "OK" else f": {r}")
+        c["history"] = list(c["history"]) + [[late, now, why]]
+        c["late"] = s
+        self.store.update_command({k: v for k, v in c.items() if k not in ("sent_at", "late")})
+        sev = "WARNING" if s in ("EXECUTED", "ACCEPTED") else "ERROR"
+        self.store.event("command", f"{c['node']} {c['command']} #{c['id']} {late} ({why})", site=self.site,
+                         node=c["node"], severity=sev,
+                         data={"command": c["id"], "stage": late, "reason": why, "counter": c["counter"]})
+        log.warning("%s %s #%s: %s arrived %s", c["node"], c["command"], c["id"], s, why)
+        self._notify(c)
 
     # -- queries and waiting ---------------------------------------------------------------
 

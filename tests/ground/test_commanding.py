@@ -151,6 +151,18 @@ async def test_timeouts_include_round_trip_light_time(inv):
     clock.t = T0 + 10 + 6.6
     await cmd.pump()
     assert cmd.get(b["id"])["stage"] == "TIMED_OUT"
+    # the node ran it after all (asleep past the timeout): the late ACK is in the history
+    seen = []
+    cmd.listeners.append(seen.append)
+    clock.t = T0 + 40
+    cmd.on_ack("n01", acks((b["counter"], 2, 0)))
+    r = cmd.get(b["id"])
+    assert r["stage"] == "TIMED_OUT"  # final stays final
+    assert r["history"][-1][:2] == ["LATE_EXECUTED", T0 + 40] and "after TIMED_OUT" in r["history"][-1][2]
+    assert seen and seen[-1]["history"][-1][0] == "LATE_EXECUTED"
+    assert cmd.store.commands(cid=b["id"])[0]["history"][-1][0] == "LATE_EXECUTED"  # stored
+    ev = cmd.store.events(kind="command")[0]
+    assert "LATE_EXECUTED" in ev["message"] and ev["severity"] == "WARNING"
 
 
 async def test_ack_stages(inv):
