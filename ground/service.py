@@ -171,7 +171,8 @@ class GroundService:
         limit_logger("asyncio", 10.0)
         limit_logger("aiohttp.server", 10.0)
         is_sqlite = not self.archive_url.startswith(("postgresql://", "postgres://"))
-        self.archive = open_archive(self.archive_url, **({"durable": True} if self.durable and is_sqlite else {}))
+        archive_kw: dict[str, Any] = {"durable": True} if self.durable and is_sqlite else {}  # a SQLite option
+        self.archive = open_archive(self.archive_url, **archive_kw)
         log.info("archive %s; ops database %s", self.archive_url, self.ops_db)
         self.cmdlink = CommandLink(self.broker, self.cmd_username, self.cmd_password, self.tls, self.client_id + "-cmd")
         store = OpsStore(self.ops_db)
