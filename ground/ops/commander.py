@@ -297,7 +297,8 @@ class Commander:
                 self._late[(c["node"], c["counter"])] = c["id"]  # an ACK may still come (late stage)
             while len(self._finished) > 1000:
                 old = self._finished.pop(next(iter(self._finished)))
-                self._late.pop((old["node"], old.get("counter")), None)
+                if old.get("counter") is not None:  # never released: no counter, no late-ACK entry
+                    self._late.pop((old["node"], old["counter"]), None)
         self._notify(c)
 
     def _notify(self, c: Row) -> None:
