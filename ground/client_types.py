@@ -7,7 +7,7 @@ gains or loses a key, so a change of shape is a change here and in the doc, not 
 from typing import Any, NotRequired, TypedDict
 
 __all__ = ["Alarm", "CommandRow", "Event", "FieldValue", "LatestPacket", "LatestView", "LinkCounters",
-           "NodeView", "PacketRow", "ParamHistory", "SeismicView"]
+           "NodeTime", "NodeView", "PacketRow", "ParamHistory", "SeismicView"]
 
 
 class LinkCounters(TypedDict):
@@ -25,6 +25,23 @@ class LinkCounters(TypedDict):
     duplicates: int
     collisions: int
     last_contact: float | None
+
+
+class NodeTime(TypedDict):
+    """A node's clock as the ground's time keeper sees it (docs/ground-ops.md "Node time")."""
+
+    synced: bool | None
+    quality: str  # "synced", "drifting" (offset beyond 50 ms), "unsynced", "unknown"
+    offset_s: float | None  # ground - node, min-filtered over live packets
+    drift_ppm: float | None
+    owlt_s: float | None  # measured one-way light time
+    rtt_s: float | None
+    syncs: int
+    last_sync: float | None
+    last_step_s: float | None
+    residual_s: float | None
+    pending: int | None  # command id of the sync in flight
+    boot: int | None
 
 
 class NodeView(TypedDict):
@@ -54,6 +71,7 @@ class NodeView(TypedDict):
     link: LinkCounters
     limit_state: str
     alarms: int
+    time: NodeTime
 
 
 class FieldValue(TypedDict, total=False):
@@ -86,6 +104,7 @@ class ParamHistory(TypedDict):
     count: int
     time: list[float]
     value: list[float]
+    time_quality: NotRequired[list[str]]  # per point, from the archive: "synced", "corrected", ...
 
 
 class Alarm(TypedDict):
@@ -141,6 +160,7 @@ class CommandRow(TypedDict):
     confirmed: bool
     approved_by: str | None  # the second operator of a two-person command
     sent_at: NotRequired[float | None]  # on rows the commander still holds (submit, live), not in the audit log
+    late: NotRequired[str]  # live rows: the stage of an ACK that came after the final stage (history: LATE_<stage>)
 
 
 class PacketRow(TypedDict):

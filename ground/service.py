@@ -251,7 +251,8 @@ class GroundService:
         r = self.archive.parameter_decimated(f"{packet}.{field}", node, since, until, max(1, min(limit, 10000)))
         return {"node": node, "packet": packet, "field": field, "source": "archive", "count": r["count"],
                 "count_exact": r.get("exact", True),
-                "time": [float(x) for x in r["time"]], "value": [float(x) for x in r["value"]]}
+                "time": [float(x) for x in r["time"]], "value": [float(x) for x in r["value"]],
+                "time_quality": list(r.get("time_quality") or [])}
 
     def _raw_packets(self, node: str, limit: int) -> list[tuple[float, int, int, int, bytes]]:
         rows = self.archive.latest_raw(node, limit)

@@ -531,7 +531,7 @@ class Archive(abc.ABC):
         Every statement is bounded (``max_points`` seeks, a capped count), so a query over
         months costs about what one over an hour does and never holds the archive long
         (ingest commits wait for the same lock).  Returns {"time", "value", "count",
-        "exact"}: ``count`` is the number of samples in the range, estimated (``exact``
+        "exact", "time_quality"}: ``count`` is the number of samples in the range, estimated (``exact``
         False) when the range was thinned.
         """
         packet, field = self.resolve(name)
@@ -550,7 +550,8 @@ class Archive(abc.ABC):
                              f" LIMIT {int(max_points) + 1}", [*params, lo, hi])
         if len(probe) <= max_points and sum(int(r[0]) for r in probe) <= max_points:
             r = self.parameter(name, node, t0, t1, site)
-            return {"time": r["time"].tolist(), "value": r["value"].tolist(), "count": len(r["time"]), "exact": True}
+            return {"time": r["time"].tolist(), "value": r["value"].tolist(), "count": len(r["time"]), "exact": True,
+                    "time_quality": r["time_quality"]}
         width = max(1, -(-(hi - lo) // max(1, max_points)))
         nb = -(-(hi - lo) // width)
         ticks_l: list[np.ndarray] = []
@@ -578,15 +579,17 @@ class Archive(abc.ABC):
             return {"time": [], "value": [], "count": 0, "exact": True}
         ticks, vals, nids = np.concatenate(ticks_l), np.concatenate(vals_l), np.concatenate(nid_l)
         keep = (ticks >= lo) & (ticks < hi)  # buckets by the node's own time tags; times corrected below
+        quality = np.zeros(len(ticks), np.int8)
         for i, ranges in self.time_corrections().items():
             m = nids == i
             if m.any():
-                ticks[m], _q = correct_ticks(ticks[m], ranges)
+                ticks[m], quality[m] = correct_ticks(ticks[m], ranges)
         order = np.argsort(ticks[keep], kind="stable")
         ticks, vals = ticks[keep][order][:max_points], vals[keep][order][:max_points]
+        quality = quality[keep][order][:max_points]
         count = int(round(nseg * (sum(ns) / len(ns)))) if ns else 0
         return {"time": ticks_to_unix(ticks).astype(np.float64).tolist(), "value": vals.tolist(), "count": count,
-                "exact": False}
+                "exact": False, "time_quality": [TIME_QUALITY.get(int(q), "?") for q in quality.tolist()]}
 
     #: segments counted exactly up to this many per node; beyond, extrapolated over time
     COUNT_CAP = 100_000
