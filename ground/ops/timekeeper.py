@@ -49,10 +49,10 @@ from ground.archive import CORRECTED, ESTIMATED, TimeCorrection
 from ground.parse import ParseResult
 from wire import defs
 from wire.ccsds import FINE_PER_S
+from wire.timetag import ticks_to_unix
 
 log = logging.getLogger("ground.time")
 
-EPOCH_UNIX = 946684800.0  # wire epoch; TODO(core): from wire once it exports it
 FLAG_SYNCED = 4  # HK flags bit 2
 I32_MAX_MS = 0x7FFFFFFF  # the node clamps the step it reports in EVENT arg0 to an i32 of ms
 USER = "timekeeper"  # the account the automatic syncs are submitted as (command history)
@@ -63,7 +63,8 @@ REFINE_SPAN_S = 120
 
 
 def node_unix(ticks: int | np.ndarray) -> Any:
-    return ticks / FINE_PER_S + EPOCH_UNIX
+    """Time-tag ticks -> Unix s (``wire.timetag.ticks_to_unix``)."""
+    return ticks_to_unix(ticks)
 
 
 @dataclass

@@ -206,7 +206,7 @@ def test_tc_window_node_id_and_lost_counter(broker, ground, make_node):
     ground.send_tc("n01", tc(defs.OP_TC_RESYNC, 100, struct.pack(defs.ARGS_TC_RESYNC, nonce), seq=3))
     wait_for(lambda: [a for a in acks(ground) if a[0] == 100 and a[2] == defs.ACK_STAGE_EXECUTED], 30, "resync", node)
     assert (node.dir / "data" / "tc").read_bytes() == b"100"
-    now = int(time.time()) - 946684800  # the sim board's clock: host time in wire-epoch seconds
+    now = int(time.time()) - ccsds.EPOCH_UNIX  # the sim board's clock: host time in wire-epoch seconds
     sends = [
         (tc(defs.OP_PING, 50, seq=4), 50, defs.ACK_REASON_REPLAY),
         (tc(defs.OP_PING, 101, seq=5, node=b"n02"), 101, defs.ACK_REASON_WRONG_NODE),

@@ -110,7 +110,7 @@ async def test_alarm_actions_and_commands(ground):
     assert c["stage"] == "SENT" and c["user"] == "commander"
     topic, tc = ops.sent[-1]
     assert topic == "lunabase/moon/n01/cmd"
-    st, opcode, counter, a0, a1, _ = ccsds.open_tc(ops.inventory.node("n01").key, b"n01", tc, 0, int(time.time() - 946684800))
+    st, opcode, counter, a0, a1, _ = ccsds.open_tc(ops.inventory.node("n01").key, b"n01", tc, 0, int(time.time() - ccsds.EPOCH_UNIX))
     assert st == ccsds.TC_OK and opcode == 2 and counter == c["counter"] if "counter" in c else True
     q = await g.send_command("n02", "PING")  # n02 never heard from: queued
     assert q["stage"] == "QUEUED"
