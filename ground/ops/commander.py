@@ -327,8 +327,10 @@ class Commander:
             if c is None:
                 late = self._late.get((node, int(ctr[k])))
                 f = self._finished.get(late) if late is not None else None
-                if f is not None:
+                if f is not None and f["stage"] not in (EXECUTED, REJECTED, FAILED):
                     self._late_ack(f, s, r)
+                elif f is not None:  # the node already answered: a redelivered or reordered ACK
+                    log.debug("%s: repeated ACK %s for #%s (%s)", node, s, f["id"], f["stage"])
                 else:
                     log.info("%s: ACK %s for unknown counter %d", node, s, ctr[k])
                 continue

@@ -163,6 +163,12 @@ async def test_timeouts_include_round_trip_light_time(inv):
     assert cmd.store.commands(cid=b["id"])[0]["history"][-1][0] == "LATE_EXECUTED"  # stored
     ev = cmd.store.events(kind="command")[0]
     assert "LATE_EXECUTED" in ev["message"] and ev["severity"] == "WARNING"
+    # a command the node already answered: a redelivered ACK is no late stage
+    c = await cmd.submit("n01", "PING")
+    cmd.on_ack("n01", acks((c["counter"], 0, 0), (c["counter"], 2, 0)))
+    assert cmd.get(c["id"])["stage"] == "EXECUTED"
+    cmd.on_ack("n01", acks((c["counter"], 0, 0), (c["counter"], 2, 0)))
+    assert [h[0] for h in cmd.get(c["id"])["history"]][-2:] == ["ACCEPTED", "EXECUTED"]
 
 
 async def test_ack_stages(inv):
