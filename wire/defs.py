@@ -7,7 +7,7 @@ except ImportError:
         return x
 
 DICT_VERSION = const(1)
-DICT_CRC = const(0x779f)  # CRC-16 of dictionary.toml
+DICT_CRC = const(0xaca5)  # CRC-16 of dictionary.toml
 TC_APID = const(0x040)
 TM_MAX_LEN = const(1024)
 
@@ -66,6 +66,9 @@ ACK_REASON_NOT_YET_VALID = const(9)
 ACK_REASON_COUNTER_LOST = const(10)
 ON_OFF_OFF = const(0)
 ON_OFF_ON = const(1)
+HK_FLAG_SAFE = const(1)
+HK_FLAG_WDT_ARMED = const(2)
+HK_FLAG_SYNCED = const(4)
 
 # telemetry packets: APID, total length, payload struct format (at offset 12)
 APID_HK = const(0x001)

@@ -8,7 +8,7 @@
 # each correction over the time since the previous sync estimates the drift (HK
 # clock_drift, ppm x 100), and update() slews by that estimate between syncs, so the
 # next correction only measures what the estimate missed.  Until the first sync of a
-# boot the clock is "unsynced" (HK flags bit 2 clear, status "synced": false): the ground
+# boot the clock is "unsynced" (HK flags without defs.HK_FLAG_SYNCED, status "synced": false): the ground
 # syncs it and corrects the time tags stamped before.  (Keeping the clock monotonic
 # across resets through a saved second was tried: its ~100 bytes of heap were more than
 # the 100 KB node's margin allows; see docs/firmware.md "Clock".)

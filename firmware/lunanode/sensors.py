@@ -85,7 +85,7 @@ class Sensors:
             until,
             self.board.cpu_temp(),
             min(a.sched.hk_period() // 1000, 65535),
-            (1 if a.power.mode == defs.MODE_SAFE else 0) | (2 if self.board.wdt_armed else 0) | (4 if c.synced else 0),
+            (defs.HK_FLAG_SAFE if a.power.mode == defs.MODE_SAFE else 0) | (defs.HK_FLAG_WDT_ARMED if self.board.wdt_armed else 0) | (defs.HK_FLAG_SYNCED if c.synced else 0),
         )
         h.lag_max = 0
         self._send(self.hk)

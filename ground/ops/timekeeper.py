@@ -53,7 +53,6 @@ from wire.timetag import ticks_to_unix
 
 log = logging.getLogger("ground.time")
 
-FLAG_SYNCED = 4  # HK flags bit 2
 I32_MAX_MS = 0x7FFFFFFF  # the node clamps the step it reports in EVENT arg0 to an i32 of ms
 USER = "timekeeper"  # the account the automatic syncs are submitted as (command history)
 _OPEN = ("QUEUED", "SENT", "ACCEPTED")
@@ -243,7 +242,7 @@ class TimeKeeper:
         if hk is not None and len(hk):
             cols = hk.columns
             last = hk.values[-1]
-            flag = int(last[cols.index("flags")]) & FLAG_SYNCED
+            flag = int(last[cols.index("flags")]) & defs.HK_FLAG_SYNCED
             nt.drift_ppm = float(last[cols.index("clock_drift")])
             if not flag and nt.synced:
                 # synced per our books, unsynced per the node: it restarted (status lost?)
@@ -306,6 +305,8 @@ class TimeKeeper:
             return
         nt.last_step_s = step / FINE_PER_S
         hi = min(ev_ticks - step, ev_ticks)  # a backward step: tags after it are ambiguous, kept
+        if abs(off_ms) >= I32_MAX_MS:
+            hi += 1  # the range is [lo, hi): the ACCEPTED ack stamped at hi is pre-step too
         lo = None
         if nt.synced is False and nt.range_lo is not None:
             lo = nt.range_lo  # the first sync of a boot: everything stamped before it

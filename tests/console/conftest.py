@@ -30,6 +30,7 @@ from ground.service import GroundService
 from ground.testing import FakeNode, add_test_accounts, make_packet
 from lunabase import ROOT
 from sim.mosquitto import Mosquitto
+from wire import defs
 from wire.ccsds import EPOCH_UNIX as EPOCH_2000
 from wire.inventory import Inventory
 
@@ -62,7 +63,7 @@ class SimBase:
                 pk = [
                     make_packet("HK", node=nid, uptime=1000 + k, boot_count=3, mode="EMERGENCY" if nid == "n02" else "DAY",
                                 free_heap=60000 + 100 * (k % 7), loop_lag=12, link_state="UP", cpu_temp=31 + math.sin(k / 5),
-                                hk_period=1, flags=4),  # bit 2: clock synced (they stamp real time)
+                                hk_period=1, flags=defs.HK_FLAG_SYNCED),  # they stamp real time
                     make_packet("POWER", node=nid, solar_voltage=5.1, solar_current=0.3,
                                 battery_voltage=3.3 if nid in self.low_battery else 3.95, battery_current=0.12,
                                 battery_soc=soc, battery_temp=18 + math.sin(k / 7), load_power=1.2),

@@ -22,7 +22,7 @@ def test_safe_mode_after_failed_boots_and_clear_safe(broker, ground, make_node):
     wait_for(lambda: defs.MODE_SAFE in hk_values(ground, "mode"), 60, "HK in SAFE mode", node)
     assert any(e[0] == defs.EVENT_SAFE_MODE for e in events(ground))
     flags = hk_values(ground, "flags")
-    assert flags[-1] & 1, flags
+    assert flags[-1] & defs.HK_FLAG_SAFE, flags
     assert not ground.by_apid(defs.APID_SEISMIC), "seismometer must be off in SAFE mode"
     ground.send_tc("n01", tc(defs.OP_CLEAR_SAFE, 1, seq=1))
     wait_for(lambda: hk_values(ground, "mode")[-1] == defs.MODE_DAY, 30, "back to DAY", node)

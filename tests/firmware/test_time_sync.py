@@ -21,6 +21,7 @@ from firmware_helpers import KEY, SITE, node_config
 
 from ground.service import GroundService
 from sim.link import LinkProxy
+from wire import defs
 from wire.inventory import Inventory, Node
 
 LIGHT_TIME = 1.28
@@ -100,6 +101,33 @@ async def test_node_at_the_epoch_is_synced_and_early_packets_corrected(broker, m
         assert np.all((steps > 0.2) & (steps < 0.8)), steps
         after = hk["received"] > t_synced
         assert after.sum() >= 4
+        # no archived packet of this boot reads back in 2000: the sync's own ACCEPTED ack,
+        # stamped by the old clock just before the step, is corrected too
+        for pk in ("HK", "POWER", "THERMAL", "RADIATION", "EVENT", "ACK"):
+            t = a.table(pk, node="n01", columns=[])
+            assert np.all(t["time"] > t_synced - 120), (pk, t["time"][t["time"] <= t_synced - 120], t["time_quality"])
+        # the archived tags themselves against the ground's reference (receive time minus the
+        # light time the link emulator really adds).  HK waits in the node's journal for the
+        # next batch (hundreds of ms): a PING's EXECUTED ack is stamped and sent at once.
+        # Queueing only adds, so the least-delayed of three is the clock's error (as the
+        # time keeper's own filter); none may be ahead of the reference
+        pings = []
+        for _ in range(3):
+            pings.append(p := await ops.commander.submit("n01", "PING", user="test"))
+            assert (await ops.commander.wait(p["id"], 30))["stage"] == "EXECUTED"
+        ctrs = {int(ops.commander.get(p["id"])["counter"]) for p in pings}
+        acks = a.table("ACK", node="n01", columns=["tc_counter", "stage"])
+        mine = np.isin(acks["tc_counter"], list(ctrs)) & (acks["stage"] == defs.ACK_STAGE_EXECUTED)
+        err = acks["received"][mine] - LIGHT_TIME - acks["time"][mine]
+        print("archived PING EXECUTED tags vs the ground's reference (s):", np.round(err, 4).tolist())
+        assert mine.sum() == 3 and abs(float(err.min())) < 0.05 and np.all(err > -0.05), err
+        errs = []  # and no post-sync packet of any type is ahead of the reference
+        for pk in ("HK", "POWER", "THERMAL", "RADIATION", "EVENT", "ACK"):
+            t = a.table(pk, node="n01", columns=[])
+            post = t["received"] > t_synced + 1.0
+            errs.append(t["received"][post] - LIGHT_TIME - t["time"][post])
+        post_err = np.concatenate(errs)
+        assert len(post_err) >= 10 and np.all(post_err > -0.05), np.sort(post_err)[:10]
         # the API shows it too
         c = a.node_time_corrections(SITE, "n01")
         assert {x.as_dict()["quality"] for x in c} == {"corrected"}
