@@ -251,6 +251,17 @@ class TimeKeeper:
                 self._request_soon(node)
             elif flag and nt.synced is None:
                 nt.synced = True
+            elif (flag and nt.synced is False and nt.pending is None and int(hk.rows[-1]) >= after
+                  and (nt.boot is None or int(last[cols.index("boot_count")]) == nt.boot)):
+                # unsynced per our books (a BOOT event), synced per an HK of that boot sent after
+                # it (not a late one of the previous boot): the node's word wins.  Without this,
+                # a node that set its clock without reporting a TIME_SYNC event was re-synced
+                # every round trip forever, and the ACKs of those syncs counted as contact, so a
+                # node whose telemetry stopped never went STALE
+                log.info("%s: its HK says its clock is synced (no TIME_SYNC event seen): no more syncs", node)
+                nt.synced = True
+                nt.range_lo = nt.range_hi = None
+                nt.range_written = None
         # the clock filter: live packets' (received - OWLT - node time), minimum over a window
         m = fresh.copy()
         m[:after] = False

@@ -312,9 +312,6 @@ async def test_event_log_filters_links_and_the_resync_indicator(console: Any, pa
     await page.shot("resync-indicator")
 
 
-@pytest.mark.xfail(reason="known bug, open in issue 15: n01's status is re-applied as a fresh 'birth' after its"
-                   " telemetry stops (liveness treats every status delivery, retained ones too, as contact),"
-                   " so it never turns STALE here", strict=False)
 async def test_staleness_follows_sleep_aware_liveness(console: Any, page: Any) -> None:
     await open_console(page, console.url)
     await page.wait("return document.querySelector('.lb-overview tr[data-node=\"n01\"] .lb-state-ONLINE')", what="n01 ONLINE")
