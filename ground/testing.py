@@ -28,7 +28,7 @@ import numpy as np
 
 from ground.client_types import CommandRow
 from ground.parse import ParseResult, PyParser
-from wire import ccsds, timetag, topics
+from wire import ccsds, defs, timetag, topics
 from wire.dictionary import Dictionary, load
 
 _seqs: dict[tuple[str, int], int] = {}
@@ -102,8 +102,9 @@ def parse_packets(*packets: bytes) -> tuple[ParseResult, bytes]:
 
 
 # open_tc status -> ACK reason, as firmware/lunanode/telecommand.py maps them
-_TC_REASON = {ccsds.TC_BAD_MAC: 1, ccsds.TC_REPLAY: 2, ccsds.TC_BAD_LENGTH: 5, ccsds.TC_EXPIRED: 7,
-              ccsds.TC_WRONG_NODE: 8, ccsds.TC_NOT_YET_VALID: 9}
+_TC_REASON = {ccsds.TC_BAD_MAC: defs.ACK_REASON_BAD_MAC, ccsds.TC_REPLAY: defs.ACK_REASON_REPLAY,
+              ccsds.TC_BAD_LENGTH: defs.ACK_REASON_BAD_LENGTH, ccsds.TC_EXPIRED: defs.ACK_REASON_EXPIRED,
+              ccsds.TC_WRONG_NODE: defs.ACK_REASON_WRONG_NODE, ccsds.TC_NOT_YET_VALID: defs.ACK_REASON_NOT_YET_VALID}
 
 
 class FakeNode:
@@ -126,7 +127,7 @@ class FakeNode:
         self.last_counter = 0
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
-        self._ack = ccsds.PacketBuffer(7, load().packet("ACK").length)
+        self._ack = ccsds.PacketBuffer(defs.APID_ACK, load().packet("ACK").length)
         self._ready = asyncio.Event()
 
     async def __aenter__(self) -> FakeNode:
@@ -174,17 +175,20 @@ class FakeNode:
                 if st != ccsds.TC_OK:
                     if st in (ccsds.TC_EXPIRED, ccsds.TC_NOT_YET_VALID):
                         self.last_counter = counter  # authentic and fresh: consumed, like the node
-                    await self.publish_tm(self._ack_packet(counter, opcode, 1, _TC_REASON.get(st, 5), seq))
+                    await self.publish_tm(self._ack_packet(counter, opcode, defs.ACK_STAGE_REJECTED,
+                                                                  _TC_REASON.get(st, defs.ACK_REASON_BAD_LENGTH), seq))
                     continue
                 self.last_counter = counter
                 if self.behaviour == "reject":
-                    await self.publish_tm(self._ack_packet(counter, opcode, 1, 3, seq))
+                    await self.publish_tm(self._ack_packet(counter, opcode, defs.ACK_STAGE_REJECTED,
+                                                                  defs.ACK_REASON_BAD_OPCODE, seq))
                     continue
-                await self.publish_tm(self._ack_packet(counter, opcode, 0, 0, seq))
+                await self.publish_tm(self._ack_packet(counter, opcode, defs.ACK_STAGE_ACCEPTED, defs.ACK_REASON_OK, seq))
                 if self.behaviour == "ack":
-                    await self.publish_tm(self._ack_packet(counter, opcode, 2, 0, seq))
+                    await self.publish_tm(self._ack_packet(counter, opcode, defs.ACK_STAGE_EXECUTED, defs.ACK_REASON_OK, seq))
                 elif self.behaviour == "fail":
-                    await self.publish_tm(self._ack_packet(counter, opcode, 3, 6, seq))
+                    await self.publish_tm(self._ack_packet(counter, opcode, defs.ACK_STAGE_FAILED,
+                                                                  defs.ACK_REASON_EXEC_ERROR, seq))
 
 
 class AssertionTimeout(AssertionError):

@@ -2,7 +2,7 @@
 ``status`` topics and counts, per node, what arrived.
 
 - *produced*: from the node's own sequence counts — per APID, the highest sequence
-  count seen (unwrapped past 16383) plus one; a fresh node starts every APID at 0 and
+  count seen (unwrapped past ``ccsds.SEQ_MASK``) plus one; a fresh node starts every APID at 0 and
   keeps its counts contiguous across resets (firmware journal), so every count below the
   highest one delivered was produced.  A node whose data dir survived from an earlier
   run (``fresh = False``) is counted from the first sequence count seen instead.  Packets made after the last one delivered are

@@ -15,7 +15,6 @@
 import time
 from micropython import const
 
-_EPOCH_1970 = const(946684800)  # 1970-01-01 -> 2000-01-01
 _SLEW_UNIT = const(100000000)  # drift is ppm x 100: d ms drift by d * drift / 1e8 ms
 _SLEW_MAX = const(20000)  # ms: 20000 * 32767 + 1e8 < 2^30
 _slew = 0  # drift not yet applied, in ms / 1e8: a module global, not an attribute (a 12th
@@ -30,7 +29,10 @@ class Clock:
             # the board RTC / host clock in wire-epoch seconds (the unix port counts from 1970)
             sec = int(time.time())
             if time.gmtime(0)[0] == 1970:
-                sec -= _EPOCH_1970
+                # imported here, once per boot: a local, not a slot in this module's globals
+                from wire.ccsds import EPOCH_UNIX
+
+                sec -= EPOCH_UNIX
         self.sec = sec if sec and sec > 0 else 0  # wire-epoch seconds
         self.ms = 0  # 0..999
         self.up_sec = 0  # uptime

@@ -154,7 +154,7 @@ class Journal:
         self.depth += 1
         apid = ((pkt[0] & 7) << 8) | pkt[1]
         if apid < _NAPID:
-            self.next_seq[apid] = ((((pkt[2] & 0x3F) << 8) | pkt[3]) + 1) & 0x3FFF
+            self.next_seq[apid] = ((((pkt[2] & 0x3F) << 8) | pkt[3]) + 1) & ccsds.SEQ_MASK
         if not self.flush_ms:
             # write-through: straight to the newest segment, no copy
             if self.sizes[-1] + n > self.seg_bytes:

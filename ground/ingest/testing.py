@@ -6,7 +6,7 @@ import struct
 import time
 
 from ground.archive import unix_to_ticks
-from wire import ccsds
+from wire import ccsds, defs
 from wire.dictionary import Dictionary, load
 
 
@@ -34,5 +34,5 @@ def packet(apid: int, seq: int, ticks: int | None = None, dictionary: Dictionary
 
 
 def hk(seq: int, ticks: int | None = None, **values: float) -> bytes:
-    """A housekeeping packet (APID 1)."""
-    return packet(1, seq, ticks, values=values)
+    """A housekeeping packet (``defs.APID_HK``)."""
+    return packet(defs.APID_HK, seq, ticks, values=values)

@@ -89,7 +89,7 @@ def _publisher(host: str, port: int, nodes: list[str], seconds: float, stop: Any
     from paho.mqtt.enums import CallbackAPIVersion
 
     from ground.testing import make_packet
-    from wire import topics
+    from wire import ccsds, topics
 
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-console-pub-{os.getpid()}")
     c.connect(host, port)
@@ -101,7 +101,7 @@ def _publisher(host: str, port: int, nodes: list[str], seconds: float, stop: Any
         k += 1
         for i, n in enumerate(nodes):
             now = time.time()
-            s = seqs[n] = (seqs[n] + 1) % 16384
+            s = seqs[n] = (seqs[n] + 1) % ccsds.SEQ_MOD
             payload = b"".join((
                 make_packet("HK", seq=s, t=now, node=n, uptime=k, boot_count=1, mode="DAY", free_heap=60000,
                             loop_lag=10, link_state="UP", cpu_temp=30 + math.sin(k / 5 + i), hk_period=1),

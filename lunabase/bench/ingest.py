@@ -284,7 +284,7 @@ def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, tim
                 continue
             f = body.unpack_from(data, p + 12)
             eng = [v * sc + ad for v, (sc, ad) in zip(f, scales, strict=True)]
-            conn.execute(insert, (node, w0 & 0x7FF, w1 & 0x3FFF, (coarse << 16) | fine, now, data[p:p + total], *eng))
+            conn.execute(insert, (node, w0 & ccsds.APID_MASK, w1 & ccsds.SEQ_MASK, (coarse << 16) | fine, now, data[p:p + total], *eng))
             state["n"] += 1
             p += total
         conn.commit()
@@ -316,7 +316,7 @@ def published_keys(total: int, per_msg: int, base_ticks: int) -> set[tuple[str, 
     for m in range(total // per_msg):
         node = m % NODES
         for k in range(per_msg):
-            out.add((f"n{node:03d}", seqs[node] & 0x3FFF, base_ticks + m * per_msg + k))
+            out.add((f"n{node:03d}", seqs[node] & ccsds.SEQ_MASK, base_ticks + m * per_msg + k))
             seqs[node] += 1
     return out
 
@@ -325,7 +325,7 @@ def read_back(db: str, naive: bool, total: int, per_msg: int, base_ticks: int | 
     """(archived rows, lost, duplicates) by comparing archive keys with what was published.
 
     Unpaced runs compare (node, seq, time tag) exactly; paced runs (time tags are send
-    times) compare (node, seq), each node sending fewer than 16384 packets.
+    times) compare (node, seq), each node sending fewer than ccsds.SEQ_MOD packets (a count never wraps).
     """
     conn = sqlite3.connect(db)
     if naive:

@@ -142,10 +142,12 @@ def naive_parser() -> Callable[[bytes], int]:
     import binascii
     import struct
 
+    from wire import ccsds
     from wire.dictionary import load
 
     d = load()
-    hdr = struct.Struct(">HHHIH")
+    hdr = struct.Struct(ccsds.HEADER_FMT)
+    apid_mask, seq_mask = ccsds.APID_MASK, ccsds.SEQ_MASK
     layouts = {}
     for p in d.packets:
         fmt = struct.Struct(p.payload_format)
@@ -163,7 +165,7 @@ def naive_parser() -> Callable[[bytes], int]:
         while p + 6 <= n:
             w0, w1, ln, coarse, fine = hdr.unpack_from(mv, p)
             total = ln + 7
-            lay = layouts.get(w0 & 0x7FF)
+            lay = layouts.get(w0 & apid_mask)
             if w0 >> 13 or lay is None or total != lay[0] or p + total > n:
                 p += 1
                 continue
@@ -174,7 +176,7 @@ def naive_parser() -> Callable[[bytes], int]:
             # keeps this baseline as fast as a first implementation gets
             raw = lay[1].unpack_from(mv, p + 12)
             samples = lay[3][0].unpack_from(mv, p + lay[3][1]) if lay[3] else None
-            out.append((w0 & 0x7FF, w1 & 0x3FFF, (coarse << 16) | fine, raw, samples))
+            out.append((w0 & apid_mask, w1 & seq_mask, (coarse << 16) | fine, raw, samples))
             p += total
         return len(out)
 

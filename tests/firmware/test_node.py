@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import struct
 import time
 
@@ -148,8 +149,8 @@ def test_telecommands_authenticated_and_executed(broker, ground, make_node):
     later = sorted(p[2] for p in ground.by_apid(defs.APID_HK) if p[2] > t0)[-10:]
     period = (later[-1] - later[0]) / 9 / 65536
     assert period < 0.35, f"HK period {period:.3f} s after SET_RATE 200 ms"
-    # TIME_SYNC: jump the node clock to 2030-01-01 (946,684,800 s after the epoch)
-    target = 946684800
+    # TIME_SYNC: jump the node clock to 2030-01-01 (wire-epoch seconds)
+    target = calendar.timegm((2030, 1, 1, 0, 0, 0)) - ccsds.EPOCH_UNIX
     ground.send_tc("n01", tc(defs.OP_TIME_SYNC, 13, struct.pack(defs.ARGS_TIME_SYNC, target, 0), seq=5))
     wait_for(lambda: [p for p in ground.by_apid(defs.APID_HK) if target <= p[2] >> 16 < target + 60], 30,
              "HK time-tagged after TIME_SYNC", node)

@@ -12,6 +12,7 @@ import pytest
 from ground.archive import Archive, open_archive, unix_to_ticks
 from ground.ingest.testing import hk, packet
 from ground.parse import Parser
+from wire import defs
 
 PG_DSN = os.environ.get("LUNABASE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -80,8 +81,8 @@ def test_duplicate_inside_one_container(archive: Archive) -> None:
 
 def test_seismic_blob_and_text(archive: Archive) -> None:
     samples = np.arange(300, dtype=">i2").tobytes()
-    pl = packet(5, 1, unix_to_ticks(T0), values={"rate": 100}, samples=samples)
-    pl += packet(6, 1, unix_to_ticks(T0), values={"code": 1, "text": b"hello moon"})
+    pl = packet(defs.APID_SEISMIC, 1, unix_to_ticks(T0), values={"rate": 100}, samples=samples)
+    pl += packet(defs.APID_EVENT, 1, unix_to_ticks(T0), values={"code": 1, "text": b"hello moon"})
     _store(archive, "n03", pl)
     t = archive.table("SEISMIC", node="n03")
     assert t["samples"].shape == (1, 100, 3)

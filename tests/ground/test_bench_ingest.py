@@ -12,6 +12,7 @@ import pytest
 
 from lunabase.bench import ingest as bench
 from sim.mosquitto import Mosquitto
+from wire import ccsds
 
 
 def test_raw_publisher_frames_and_packet_ids_wrap():
@@ -47,7 +48,7 @@ def test_raw_publisher_delivers_every_message_once_at_qos1():
         sub.loop_stop()
         sub.disconnect()
     assert len(got) == total
-    seqs = sorted(int.from_bytes(p[2:4], "big") & 0x3FFF for p in got)
+    seqs = sorted(int.from_bytes(p[2:4], "big") & ccsds.SEQ_MASK for p in got)
     assert seqs == sorted(s for _ in range(bench.NODES) for s in range(total // bench.NODES))
 
 

@@ -15,7 +15,7 @@ from ground.archive import open_archive, unix_to_ticks
 from ground.ingest import IngestWorker, Pipeline
 from ground.ingest.testing import hk, packet
 from sim.mosquitto import Mosquitto
-from wire import topics
+from wire import ccsds, defs, topics
 
 T0 = 1_780_000_000.0
 
@@ -79,10 +79,8 @@ def test_pipeline_counts_bad_payloads(tmp_path, caplog) -> None:
     archive = open_archive(f"sqlite:///{tmp_path}/a.db")
     p = Pipeline(archive, max_payload=4096)
     good = hk(0, unix_to_ticks(T0))
-    unknown = bytearray(packet(1, 1, unix_to_ticks(T0)))
+    unknown = bytearray(packet(defs.APID_HK, 1, unix_to_ticks(T0)))
     unknown[1] = 0x33  # APID 0x033: not in the dictionary (resealed below)
-    from wire import ccsds
-
     ccsds.seal(unknown, 0, len(unknown))
     batch = [
         ("lunabase/moon/n01/tm", b"\xff" * 50, T0),  # garbage
@@ -142,7 +140,7 @@ def test_gap_filled_by_replay(tmp_path) -> None:
     s = p.snapshot()["links"]["moon/n01"]
     assert s["missing"] == 1 and s["filled"] == 2
     # sequence wrap-around is not a gap
-    p.process([("lunabase/moon/n02/tm", b"".join(hk(i % 16384, t(i)) for i in range(16380, 16390)), T0)])
+    p.process([("lunabase/moon/n02/tm", b"".join(hk(i % ccsds.SEQ_MOD, t(i)) for i in range(ccsds.SEQ_MOD - 4, ccsds.SEQ_MOD + 6)), T0)])
     assert p.snapshot()["links"]["moon/n02"]["gaps"] == 0
     # a node reboot (counter back to 0, newer time tag) is not a gap either
     p.process([("lunabase/moon/n02/tm", hk(0, t(20000)), T0)])

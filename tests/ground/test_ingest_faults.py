@@ -20,7 +20,7 @@ from ground.ingest import IngestWorker
 from ground.ingest.testing import hk, packet
 from lunabase import ROOT
 from sim.mosquitto import Mosquitto
-from wire import ccsds, topics
+from wire import ccsds, defs, topics
 
 T0 = 1_780_000_000.0
 PER_MSG = 10
@@ -28,7 +28,7 @@ PER_MSG = 10
 
 def container(m: int) -> bytes:
     """Message m of node n01: packets m*PER_MSG .. +PER_MSG (seq and time tag from the index)."""
-    return b"".join(hk((m * PER_MSG + k) % 16384, unix_to_ticks(T0) + m * PER_MSG + k) for k in range(PER_MSG))
+    return b"".join(hk((m * PER_MSG + k) % ccsds.SEQ_MOD, unix_to_ticks(T0) + m * PER_MSG + k) for k in range(PER_MSG))
 
 
 async def reliable_publish(b: Mosquitto, messages: int, progress: list[int], pause: float = 0.002) -> None:
@@ -59,7 +59,7 @@ def archived(db: Path) -> list[tuple[int, int]]:
 
 
 def check_exact(rows: list[tuple[int, int]], messages: int) -> None:
-    want = {((i % 16384), unix_to_ticks(T0) + i) for i in range(messages * PER_MSG)}
+    want = {((i % ccsds.SEQ_MOD), unix_to_ticks(T0) + i) for i in range(messages * PER_MSG)}
     assert len(rows) == len(set(rows)), "duplicates in the archive"
     missing = want - set(rows)
     assert not missing, f"{len(missing)} packets lost, e.g. {sorted(missing)[:5]}"
@@ -155,7 +155,7 @@ async def test_hostile_payloads_are_counted_and_the_worker_survives(broker: Mosq
     try:
         await wait_stats(stats, lambda s: s["worker"]["connected"])
         good = hk(1, unix_to_ticks(T0))
-        unknown = bytearray(packet(1, 2, unix_to_ticks(T0)))
+        unknown = bytearray(packet(defs.APID_HK, 2, unix_to_ticks(T0)))
         unknown[1] = 0x33
         ccsds.seal(unknown, 0, len(unknown))
         t = topics.topic("moon", "n07", "tm")

@@ -21,7 +21,7 @@ from ground.archive import open_archive, unix_to_ticks
 from ground.ingest import INTERNAL, QUARANTINE_REASONS, IngestWorker, Pipeline, check_status
 from ground.ingest.testing import hk
 from sim.mosquitto import Mosquitto
-from wire import topics
+from wire import ccsds, topics
 
 T0 = 1_780_000_000.0
 DEEP = b'{"state":"online","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
@@ -189,7 +189,7 @@ def _then_good_packet_is_archived(p: Pipeline, counter: list[int]) -> None:
     counter[0] += 1
     i = counter[0]
     before = p.archive.count_raw()
-    p.process([("lunabase/moon/good/tm", hk(i % 16384, unix_to_ticks(T0 + i)), time.time())])
+    p.process([("lunabase/moon/good/tm", hk(i % ccsds.SEQ_MOD, unix_to_ticks(T0 + i)), time.time())])
     assert p.archive.count_raw() == before + 1
 
 

@@ -17,6 +17,7 @@ from ground.ingest import IngestWorker, Pipeline
 from ground.ingest.testing import hk, packet
 from ground.replay import Replayer
 from sim.mosquitto import Mosquitto
+from wire import defs
 
 T0 = 1_780_000_000.0
 
@@ -29,7 +30,7 @@ def filled(tmp_path: Path) -> Archive:
                   b"".join(hk(k * 4 + i, unix_to_ticks(T0 + k * 4 + i), free_heap=1000 * n + k * 4 + i)
                            for i in range(4)), T0 + 0.05 * k) for n in (1, 2)]
         p.process(batch)
-    p.process([("lunabase/moon/n01/tm", packet(5, 0, unix_to_ticks(T0), values={"rate": 50},
+    p.process([("lunabase/moon/n01/tm", packet(defs.APID_SEISMIC, 0, unix_to_ticks(T0), values={"rate": 50},
                                                 samples=np.arange(300, dtype=">i2").tobytes()), T0 + 0.3)])
     return a
 

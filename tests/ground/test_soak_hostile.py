@@ -24,6 +24,7 @@ from ground.ingest.testing import hk
 from ground.service import GroundService
 from ground.testing import TEST_PASSWORD, add_test_accounts
 from sim.mosquitto import Mosquitto
+from wire import ccsds
 from wire.inventory import Inventory
 
 NODES = ["n01", "n02", "n03"]
@@ -49,7 +50,7 @@ def hostile(rng: random.Random, i: int) -> tuple[str, bytes, str | None]:
     if k == 3:
         return "lunabase/moon/n01/status", json.dumps({"state": "online", "hk_period": "soon"}).encode(), "bad_status"
     if k == 4:
-        return f"lunabase/moon/stranger{i}/tm", hk(i % 16384, unix_to_ticks(time.time())), "unknown_node"
+        return f"lunabase/moon/stranger{i}/tm", hk(i % ccsds.SEQ_MOD, unix_to_ticks(time.time())), "unknown_node"
     if k == 5:
         return f"lunabase/moon/N01 {i}/tm", b"x", "bad_topic"  # matches the subscription, not a node name
     if k == 6:
@@ -82,7 +83,7 @@ async def test_soak_valid_and_hostile(broker: Mosquitto, tmp_path) -> None:
         next_health = time.monotonic()
         while time.time() - t0 < duration:
             for n in NODES:  # 3 nodes x 10 packets per 0.2 s round: 150 packets/s
-                batch = b"".join(hk((sent[n] + k) % 16384, unix_to_ticks(base + (sent[n] + k) * 0.01),
+                batch = b"".join(hk((sent[n] + k) % ccsds.SEQ_MOD, unix_to_ticks(base + (sent[n] + k) * 0.01),
                                     uptime=sent[n] + k, free_heap=60000) for k in range(10))
                 await pub.publish(f"lunabase/moon/{n}/tm", batch, qos=1)
                 sent[n] += 10

@@ -15,11 +15,11 @@ import pytest
 from ground.parse import PyParser
 from hil.gateway import Gateway, frame_packets
 from sim.mosquitto import Mosquitto
-from wire import ccsds, cobs, topics
+from wire import ccsds, cobs, defs, topics
 from wire.dictionary import load
 
 
-def tm(apid: int = 1, seq: int = 0) -> bytes:
+def tm(apid: int = defs.APID_HK, seq: int = 0) -> bytes:
     """A valid TM packet of `apid` with the dictionary's length (the ground parser checks it)."""
     length = load().packet(apid).length
     payload = b"\x01" * (length - ccsds.OVERHEAD)
@@ -54,12 +54,12 @@ def test_feed_counts_every_rejected_frame_by_reason() -> None:
         + b"\x05\x01\x00"  # code 5 runs past the frame end
         + b"\x01" * 400 + b"\x00"  # oversize
         + b"\x00\x00"  # idle
-        + frame_packets(tm(seq=3), tm(apid=2, seq=4))  # two packets in one frame
+        + frame_packets(tm(seq=3), tm(apid=defs.APID_POWER, seq=4))  # two packets in one frame
     )  # fmt: skip
     gw.feed(stream[:37])  # split frames: any chunking gives the same result
     for i in range(37, len(stream), 5):
         gw.feed(stream[i : i + 5])
-    assert got == [good, tm(seq=3) + tm(apid=2, seq=4)]
+    assert got == [good, tm(seq=3) + tm(apid=defs.APID_POWER, seq=4)]
     r = gw.stats.rejected
     assert r["bad_crc"] == 1 and r["short"] == 1 and r["bad_length"] == 1 and r["not_tm"] == 1
     assert r["oversize"] == 1 and r["cobs"] >= 1

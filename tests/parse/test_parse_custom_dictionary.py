@@ -15,6 +15,7 @@ from parse_compare import assert_invariants, assert_same
 from parse_helpers import make_packet
 
 import ground.parse as gp
+from wire import ccsds
 from wire.dictionary import parse
 
 TOML = """
@@ -112,7 +113,7 @@ def containers(draw):
     for _ in range(draw(st.integers(0, 20))):
         apid = draw(st.sampled_from(sorted(LENGTHS)))
         payload = draw(st.binary(min_size=LENGTHS[apid] - 14, max_size=LENGTHS[apid] - 14))
-        out.append(make_packet(apid, draw(st.integers(0, 0x3FFF)), payload))
+        out.append(make_packet(apid, draw(st.integers(0, ccsds.SEQ_MASK)), payload))
     data = bytearray(b"".join(out))
     for _ in range(draw(st.integers(0, 3))):
         if data:

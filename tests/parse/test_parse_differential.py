@@ -11,6 +11,7 @@ from parse_compare import assert_invariants, assert_same
 from parse_helpers import make_packet
 
 import ground.parse as gp
+from wire import ccsds
 from wire.dictionary import load
 
 D = load()
@@ -37,7 +38,7 @@ def packets(draw, apid=None):
     a = draw(st.sampled_from(APIDS)) if apid is None else apid
     p = D.packet(a)
     payload = draw(st.binary(min_size=p.length - 14, max_size=p.length - 14))
-    return make_packet(a, draw(st.integers(0, 0x3FFF)), payload, draw(st.integers(0, 2**32 - 1)),
+    return make_packet(a, draw(st.integers(0, ccsds.SEQ_MASK)), payload, draw(st.integers(0, 2**32 - 1)),
                        draw(st.integers(0, 0xFFFF)))
 
 

@@ -17,6 +17,7 @@ from parse_compare import assert_invariants, assert_same
 from parse_helpers import make_packet
 
 import ground.parse as gp
+from wire import ccsds
 from wire.dictionary import load, parse
 
 _parse_c = pytest.importorskip("ground.parse._parse_c")
@@ -105,7 +106,7 @@ def level(request):
 
 def _run(d, apid: int, n: int, rnd: random.Random, seq0: int = 0) -> list[bytes]:
     size = _length(d, apid) - 14
-    return [make_packet(apid, (seq0 + i) & 0x3FFF, rnd.randbytes(size), rnd.getrandbits(32), rnd.getrandbits(16))
+    return [make_packet(apid, (seq0 + i) & ccsds.SEQ_MASK, rnd.randbytes(size), rnd.getrandbits(32), rnd.getrandbits(16))
             for i in range(n)]
 
 
@@ -197,7 +198,7 @@ def run_containers(draw, d):
         n = draw(st.integers(1, 13))
         size = _length(d, apid) - 14
         for _ in range(n):
-            out.append(make_packet(apid, seq & 0x3FFF, draw(st.binary(min_size=size, max_size=size)),
+            out.append(make_packet(apid, seq & ccsds.SEQ_MASK, draw(st.binary(min_size=size, max_size=size)),
                                    draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 0xFFFF))))
             seq += 1
     data = bytearray(b"".join(out))

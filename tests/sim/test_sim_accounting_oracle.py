@@ -10,6 +10,7 @@ import pytest
 
 from ground.parse import PyParser
 from sim.accounting import decode
+from wire import defs
 from wire.dictionary import load
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
@@ -24,7 +25,7 @@ def test_vectors_decode_like_the_ground() -> None:
     assert rejected == [] and not res.rejected
     assert [(p.apid, p.seq, p.ticks) for p in packets] == list(zip(res.apid.tolist(), res.seq.tolist(),
                                                                     res.ticks.tolist(), strict=True))
-    hk = next(p for p in packets if p.apid == 1)
+    hk = next(p for p in packets if p.apid == defs.APID_HK)
     table = res.tables[1]
     assert hk.values == pytest.approx(dict(zip(table.columns, table.values[0].tolist(), strict=True)))
 

@@ -12,7 +12,7 @@ from sim.accounting import Accounting, ApidCount
 from sim.faults import Fault, FaultError
 from sim.runner import Scenario, ScenarioError, SimBase, list_scenarios
 from sim.sensorbus import SensorBus
-from wire import ccsds, topics
+from wire import ccsds, defs, topics
 
 
 def test_shipped_scenarios_load() -> None:
@@ -128,8 +128,8 @@ def test_accounting_counts_delivered_duplicates_and_corruption() -> None:
     t = topics.topic("s", "n1", "tm")
     pl = bytes(36)  # EVENT payload size
     for seq in (0, 1, 2, 2, 4):
-        acct.feed(t, _packet(6, seq, 100 + seq, pl))
-    bad = bytearray(_packet(6, 5, 105, pl))
+        acct.feed(t, _packet(defs.APID_EVENT, seq, 100 + seq, pl))
+    bad = bytearray(_packet(defs.APID_EVENT, 5, 105, pl))
     bad[20] ^= 0xFF
     acct.feed(t, bytes(bad))
     acct.feed(topics.topic("s", "n1", "status"), b'{"state": "asleep", "mode": "NIGHT"}')
@@ -140,9 +140,9 @@ def test_accounting_counts_delivered_duplicates_and_corruption() -> None:
 
 def test_sequence_counts_unwrap() -> None:
     a = ApidCount()
-    for s in list(range(16380, 16384)) + list(range(0, 5)):
+    for s in list(range(ccsds.SEQ_MOD - 4, ccsds.SEQ_MOD)) + list(range(0, 5)):
         a.add(s)
-    assert a.produced == 16389 and len(a.seqs) == 9
+    assert a.produced == ccsds.SEQ_MOD + 5 and len(a.seqs) == 9
 
 
 def test_cli_lists_scenarios(capsys: pytest.CaptureFixture[str]) -> None:

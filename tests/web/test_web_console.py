@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ground.testing import TEST_PASSWORD, make_packet
+from wire import ccsds
 
 pytestmark = pytest.mark.browser
 
@@ -100,7 +101,7 @@ async def test_last_hour_plots_from_the_archive_decimated(console: Any, page: An
     node = console.base.sim.nodes["n01"]
     now = time.time()
     # an old pass: 40 min of HK at 1 Hz, 55 to 15 minutes ago, with a distinctive temperature ramp
-    pk = [make_packet("HK", node="n01", t=now - 3300 + i, seq=(5000 + i) % 16384, cpu_temp=40 + 20 * (i % 60) / 60,
+    pk = [make_packet("HK", node="n01", t=now - 3300 + i, seq=(5000 + i) % ccsds.SEQ_MOD, cpu_temp=40 + 20 * (i % 60) / 60,
                       free_heap=61000, hk_period=1) for i in range(2400)]
     for k in range(0, len(pk), 100):
         await node.publish_tm(*pk[k:k + 100])

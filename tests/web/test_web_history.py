@@ -17,6 +17,7 @@ from ground.archive import Archive, _decimate, open_archive
 from ground.ops import Operations, OpsStore
 from ground.parse import Parser
 from ground.testing import make_packet, test_auth
+from wire import ccsds
 from wire.inventory import Inventory
 
 PG_DSN = os.environ.get("LUNABASE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -51,7 +52,7 @@ def _fill(a: Archive, values: np.ndarray, per_segment: int = 10, node: str = "n0
     """HK packets at 1 Hz from T0 with cpu_temp = values[i], ``per_segment`` per archive segment."""
     p = Parser()
     for k in range(0, len(values), per_segment):
-        payload = b"".join(make_packet("HK", seq=i % 16384, t=T0 + i, node=node, cpu_temp=float(values[i]))
+        payload = b"".join(make_packet("HK", seq=i % ccsds.SEQ_MOD, t=T0 + i, node=node, cpu_temp=float(values[i]))
                            for i in range(k, min(k + per_segment, len(values))))
         with a.transaction() as tx:
             tx.append_packets("moon", node, p.parse(payload), payload, T0 + k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wire import ccsds
 from wire.dictionary import load
 
 D = load()
@@ -72,7 +73,7 @@ def test_10000_encodes_do_not_grow_the_heap_and_allocate_nothing(run_mpy):
     locked = next(line for line in out if line.startswith("locked")).split()
     assert locked[1] == "True", "the encode path allocated under micropython.heap_lock()"
     # sequence counts advanced once per encode, wrapping at 14 bits
-    assert int(locked[2]) == int(locked[3]) == (1 + 10000 + 200) & 0x3FFF
+    assert int(locked[2]) == int(locked[3]) == (1 + 10000 + 200) & ccsds.SEQ_MASK
 
 
 def test_heap_lock_really_catches_an_allocation(run_mpy):

@@ -7,7 +7,7 @@
 // supportsBatching), so a burst never turns into one redraw per sample.
 
 const FLUSH_MS = 100;
-const EPOCH_2000_MS = 946684800000;
+const EPOCH_2000_MS = Date.UTC(2000, 0, 1);  // the wire epoch (wire/ccsds.py EPOCH_UNIX), in ms
 const TICKS_PER_S = 65536;
 
 export function ticksToMs(ticks) {
