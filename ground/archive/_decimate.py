@@ -41,10 +41,10 @@ def _segments(archive: Archive, packet: str, node: str, t0: float, t1: float, si
 
 
 def minmax(archive: Archive, packet: str, field: str, node: str, t0: float, t1: float, size: int,
-           site: str | None = None) -> dict[str, Any]:
+           site: str | None = None, exact_max_segments: int = EXACT_MAX_SEGMENTS) -> dict[str, Any]:
     """At most 2*size (time, value) points of ``packet.field`` of ``node`` in [t0, t1).
 
-    Up to EXACT_MAX_SEGMENTS archive segments in the range, every sample is read and the
+    Up to ``exact_max_segments`` (EXACT_MAX_SEGMENTS) archive segments in the range, every sample is read and the
     min and max of each bucket are exact (``method`` "exact").  Beyond, the database thins
     the range to THIN_FACTOR * size buckets first (``Archive.parameter_decimated``: one
     sample per bucket, the work grows with the plot's width, not with the range), and the
@@ -54,7 +54,7 @@ def minmax(archive: Archive, packet: str, field: str, node: str, t0: float, t1: 
     if not t1 > t0:
         raise ValueError(f"the end ({t1}) must be after the start ({t0})")
     size = max(1, min(int(size), 20000))
-    if _segments(archive, packet, node, t0, t1, site) > EXACT_MAX_SEGMENTS:
+    if _segments(archive, packet, node, t0, t1, site) > exact_max_segments:
         r = archive.parameter_decimated(f"{packet}.{field}", node, t0, t1, THIN_FACTOR * size, site=site)
         t, v = np.asarray(r["time"], dtype=np.float64), np.asarray(r["value"], dtype=np.float64)
         out = _envelope(t, v, t0, t1, size, int(r["count"]))

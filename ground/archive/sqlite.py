@@ -11,7 +11,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
@@ -47,19 +47,25 @@ def _create_sql(spec: DecodedSpec) -> str:
 
 
 class SQLiteArchive(Archive):
-    """The archive in one SQLite file (``sqlite:///path/to/archive.db``)."""
+    """The archive in one SQLite file (``sqlite:///path/to/archive.db``).
+
+    ``connect`` opens the file (default ``sqlite3.connect``; the checkpoint thread opens
+    its own connection with it too): the seam a test uses to make one of them fail.
+    """
 
     db: sqlite3.Connection
 
     def __init__(self, path: str | Path, dictionary: Dictionary | None = None, durable: bool = False,
-                 checkpoint_interval_s: float | None = 1.0) -> None:
+                 checkpoint_interval_s: float | None = 1.0,
+                 connect: Callable[..., sqlite3.Connection] = sqlite3.connect) -> None:
         super().__init__(dictionary)
         self.migrated_from = 0  # schema version migrated from at open (0: none)
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._connect = connect  # the seam to the database file (a test hands one that fails)
+            self.db = connect(str(self.path), isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             raise ArchiveError(f"{self.url}: {e}") from None
         self._lock = threading.RLock()
@@ -155,7 +161,7 @@ class SQLiteArchive(Archive):
 
     def _checkpointer(self, interval: float) -> None:
         try:
-            c = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            c = self._connect(str(self.path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             # without this thread nothing would ever checkpoint (autocheckpoint is off): the
             # WAL would grow without bound, so hand checkpoints back to SQLite

@@ -13,7 +13,7 @@ who can make accounts is not also the one who can reboot a node (separation of d
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 # -- privileges (route and command checks name these; docs/ground-api.md lists them) --------
@@ -77,19 +77,19 @@ def has(roles: Iterable[str], privilege: str) -> bool:
     return privilege in privileges(roles)
 
 
-def _grants(roles: Iterable[str], privilege: str, command: str) -> bool:
+def _grants(roles: Iterable[str], privilege: str, command: str, table: Mapping[str, Role]) -> bool:
     for r in roles:
-        role = ROLES.get(r)
+        role = table.get(r)
         if role is not None and privilege in role.privileges and \
                 any(fnmatch.fnmatchcase(command, p) for p in role.commands):
             return True
     return False
 
 
-def may_send(roles: Iterable[str], command: str, hazardous: bool) -> bool:
-    """Whether an account with ``roles`` may send ``command``."""
+def may_send(roles: Iterable[str], command: str, hazardous: bool, table: Mapping[str, Role] = ROLES) -> bool:
+    """Whether an account with ``roles`` (defined in ``table``, default ``ROLES``) may send ``command``."""
     rs = list(roles)
-    return _grants(rs, COMMAND, command) and (not hazardous or _grants(rs, COMMAND_HAZARDOUS, command))
+    return _grants(rs, COMMAND, command, table) and (not hazardous or _grants(rs, COMMAND_HAZARDOUS, command, table))
 
 
 def may_approve(roles: Iterable[str], command: str, hazardous: bool) -> bool:

@@ -147,23 +147,19 @@ def test_pipeline_batches_and_redelivery(archive: Archive) -> None:
     assert archive.status_history(node="n01")[0]["state"] == "online"
 
 
-def test_sqlite_checkpoints_fall_back_to_autocheckpoint(tmp_path, monkeypatch, caplog) -> None:
+def test_sqlite_checkpoints_fall_back_to_autocheckpoint(tmp_path, caplog) -> None:
     """If the checkpoint thread cannot open its connection, SQLite checkpoints by itself again."""
     import sqlite3
 
-    import ground.archive.sqlite as mod
-
-    real = sqlite3.connect
     calls = []
 
     def connect(*a, **kw):
         calls.append(a)
         if len(calls) > 1:  # the archive's own connection works; the checkpointer's does not
             raise sqlite3.OperationalError("unable to open database file")
-        return real(*a, **kw)
+        return sqlite3.connect(*a, **kw)
 
-    monkeypatch.setattr(mod.sqlite3, "connect", connect)
-    a = open_archive(f"sqlite:///{tmp_path}/a.db", checkpoint_interval_s=0.05)
+    a = open_archive(f"sqlite:///{tmp_path}/a.db", checkpoint_interval_s=0.05, connect=connect)
     try:
         assert a._ckpt is not None  # type: ignore[attr-defined]
         a._ckpt.join(10)  # type: ignore[attr-defined]

@@ -80,11 +80,11 @@ def test_minmax_keeps_every_bucket_extreme_and_its_time(archive: Archive) -> Non
     assert not small["decimated"] and small["value"] == pytest.approx(list(v[:50]))
 
 
-def test_long_ranges_are_thinned_by_the_database(archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_ranges_are_thinned_by_the_database(archive: Archive) -> None:
     v = np.round(np.arange(4000) % 100 - 50.0, 2)
     _fill(archive, v, per_segment=5)
-    monkeypatch.setattr(_decimate, "EXACT_MAX_SEGMENTS", 100)  # 800 segments: over the limit
-    r = _decimate.minmax(archive, "HK", "cpu_temp", "n01", T0, T0 + 4000, size=50, site="moon")
+    r = _decimate.minmax(archive, "HK", "cpu_temp", "n01", T0, T0 + 4000, size=50, site="moon",
+                         exact_max_segments=100)  # 800 segments: over the limit
     assert r["method"] == "database"
     assert r["count"] == 4000
     assert 0 < len(r["time"]) <= 100 and r["time"] == sorted(r["time"])

@@ -31,6 +31,7 @@ class BaseScreen(Screen[None]):
         super().__init__()
         self._seen: tuple[Any, ...] | None = None
         self._last_poll = 0.0
+        self.redraws = 0  # redraws done (the coalescing is observable: tests and diagnostics)
 
     @property
     def capp(self) -> ConsoleApp:
@@ -60,6 +61,7 @@ class BaseScreen(Screen[None]):
         key = (app.model.version(*self.TOPICS), app.node, self.size)
         if key != self._seen:
             self._seen = key
+            self.redraws += 1
             self.redraw()
         if self.POLL_S and time.monotonic() - self._last_poll >= self.POLL_S:
             self._last_poll = time.monotonic()
