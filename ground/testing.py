@@ -9,7 +9,13 @@ Importable without a running ground or console::
 - ``FakeNode``: a small MQTT node that checks every TC with ``wire.ccsds.open_tc`` and
   answers ACK packets (ACCEPTED then EXECUTED, or REJECTED with the reason).
 - ``GroundTestAPI``: ``send_and_assert_command``, ``await_telemetry``, ``await_event``,
-  ``assert_no_alarm`` over an in-process ``Operations``.
+  ``assert_no_alarm`` over an in-process ``Operations``; ``RemoteGroundTestAPI`` the same
+  over the client interface.  With ``hil.ground.HilGround`` (and ``hil.gds.GdsThread``,
+  which wraps these two) they share one telemetry predicate, ``TelemetryPredicate``: a
+  function of one ``Sample`` (``s.node``, ``s.packet``, ``s["field"]``) returning a bool;
+  ``await_telemetry`` returns the matching ``Sample``.  A wait that runs out raises
+  ``AssertionTimeout`` (an ``AssertionError``) in all of them, its message saying what
+  was seen.
 - ``add_test_accounts``: one account per role (``viewer``, ``operator``, ``commander``,
   ``commander2``, ``admin``, all with ``TEST_PASSWORD``) in a ground's ``AccountStore``,
   so tests log in like every client instead of weakening the server.
@@ -22,6 +28,7 @@ import json
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -192,7 +199,49 @@ class FakeNode:
 
 
 class AssertionTimeout(AssertionError):
-    """An await_* helper did not see what it waited for; the message says what it saw."""
+    """An await_* helper did not see what it waited for; the message says what it saw.
+
+    The one timeout of every test API (``GroundTestAPI``, ``RemoteGroundTestAPI``,
+    ``hil.ground.HilGround``, ``hil.gds.GdsThread``)."""
+
+
+@dataclass
+class Sample:
+    """One packet's values as the test APIs hand them to a predicate and return them.
+
+    ``s["field"]`` reads a value.  ``apid`` and ``seq`` are -1 where the source does not
+    carry them (the ground's telemetry listeners and live feed see values, not counts).
+    """
+
+    node: str
+    packet: str
+    apid: int
+    seq: int
+    values: dict[str, Any]
+    received: float = field(default_factory=time.monotonic)  # time.monotonic() on arrival
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def __repr__(self) -> str:
+        vals = ", ".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}=<{getattr(v, 'shape', '?')} array>" if k == "samples" else f"{k}={v!r}"
+            for k, v in self.values.items()
+        )
+        return f"<{self.node} {self.packet} #{self.seq}: {vals}>"
+
+
+#: the one telemetry predicate of every test API: true for the sample waited for
+TelemetryPredicate = Callable[[Sample], bool]
+
+
+def _sample(node: str, packet: str, values: dict[str, Any]) -> Sample:
+    """A Sample of the ground's values (APID from the dictionary; no sequence count)."""
+    try:
+        apid = load().packet(packet).apid
+    except KeyError:
+        apid = -1
+    return Sample(node, packet, apid, -1, dict(values))
 
 
 class GroundTestAPI:
@@ -216,16 +265,18 @@ class GroundTestAPI:
             raise AssertionError(f"{name} #{row['id']} on {node}: {done['stage']} ({done['reason']}), expected {expect}")
         return done
 
-    async def await_telemetry(self, predicate: Callable[[str, str, dict[str, float]], bool],
-                              timeout: float = 10.0) -> tuple[str, str, dict[str, float]]:
-        """The first (node, packet, values) from now on for which ``predicate`` is true."""
-        fut: asyncio.Future[tuple[str, str, dict[str, float]]] = asyncio.get_running_loop().create_future()
+    async def await_telemetry(self, predicate: TelemetryPredicate, timeout: float = 10.0) -> Sample:
+        """The first sample from now on for which ``predicate`` is true."""
+        fut: asyncio.Future[Sample] = asyncio.get_running_loop().create_future()
         seen = [0]
 
         def fn(node: str, packet: str, values: dict[str, float], t: float) -> None:
             seen[0] += 1
-            if not fut.done() and predicate(node, packet, values):
-                fut.set_result((node, packet, values))
+            if fut.done():
+                return
+            s = _sample(node, packet, values)
+            if predicate(s):
+                fut.set_result(s)
 
         self.ops.telemetry_listeners.append(fn)
         try:
@@ -294,8 +345,12 @@ class RemoteGroundTestAPI:
                                       confirm: bool = False) -> CommandRow:
         row = await self.client.send_command(node, name, args or {}, confirm=confirm)
         deadline = time.monotonic() + timeout
-        while row["stage"] in ("AWAITING_APPROVAL", "QUEUED", "SENT", "ACCEPTED") and time.monotonic() < deadline:
+        pending = ("AWAITING_APPROVAL", "QUEUED", "SENT", "ACCEPTED")
+        while row["stage"] in pending and time.monotonic() < deadline:
             row = await self.client.command(row["id"], wait=max(0.1, min(5.0, deadline - time.monotonic())))
+        if row["stage"] in pending and expect != row["stage"]:
+            raise AssertionTimeout(f"{name} #{row['id']} on {node}: still {row['stage']} after {timeout} s "
+                                   f"(history {row['history']})")
         if row["stage"] != expect:
             raise AssertionError(f"{name} #{row['id']} on {node}: {row['stage']} ({row['reason']}), expected {expect}")
         return row
@@ -316,13 +371,13 @@ class RemoteGroundTestAPI:
         finally:
             await agen.aclose()
 
-    async def await_telemetry(self, predicate: Callable[[str, str, dict[str, float]], bool],
-                              timeout: float = 10.0) -> tuple[str, str, dict[str, float]]:
+    async def await_telemetry(self, predicate: TelemetryPredicate, timeout: float = 10.0) -> Sample:
         def match(m: dict[str, Any]) -> Any:
             if m["type"] == "param":
                 for p, e in m["packets"].items():
-                    if predicate(m["node"], p, e["values"]):
-                        return (m["node"], p, e["values"])
+                    s = _sample(m["node"], p, e["values"])
+                    if predicate(s):
+                        return s
             return None
 
         return await self._live(match, timeout, "telemetry")

@@ -1,7 +1,7 @@
 """The real ground segment (``ground.service.GroundService``) for synchronous HIL tests.
 
     with GdsThread(broker_url, inventory, workdir) as gds:
-        gds.api.await_telemetry(lambda node, packet, values: packet == "HK", timeout=30)
+        gds.api.await_telemetry(lambda s: s.packet == "HK", timeout=30)   # -> the Sample
         gds.api.send_and_assert_command("n01", "PING", timeout=30)
         gds.api.assert_no_alarm(node="n01")
 

@@ -10,6 +10,8 @@
 It subscribes to every node of the site (tm + status), decodes TM with ``ground.parse``
 (the project's reference parser) and signs TCs with ``wire.ccsds.build_tc``.  It is a
 test instrument: history is kept in memory, every sample with the time it arrived.
+Predicates, samples and the timeout are the ones of every test API (``ground.testing``:
+``TelemetryPredicate``, ``Sample``, ``AssertionTimeout``).
 """
 
 from __future__ import annotations
@@ -19,40 +21,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from ground.testing import AssertionTimeout
+from ground.testing import AssertionTimeout, Sample, TelemetryPredicate
 from wire import ccsds, timetag, topics
 
 __all__ = ["HilGround", "Sample", "TelemetryTimeout"]
 
-
-
 #: the one timeout of the F Prime-style test APIs (ground.testing.GroundTestAPI raises it too)
 TelemetryTimeout = AssertionTimeout
-
-
-@dataclass
-class Sample:
-    """One decoded packet: node, packet name, APID, sequence count, engineering values."""
-
-    node: str
-    packet: str
-    apid: int
-    seq: int
-    values: dict[str, Any]
-    received: float = field(default_factory=time.monotonic)
-
-    def __getitem__(self, name: str) -> Any:
-        return self.values[name]
-
-    def __repr__(self) -> str:
-        vals = ", ".join(
-            f"{k}={v:g}" if isinstance(v, float) else f"{k}=<{getattr(v, 'shape', '?')} array>" if k == "samples" else f"{k}={v!r}"
-            for k, v in self.values.items()
-        )
-        return f"<{self.node} {self.packet} #{self.seq}: {vals}>"
 
 
 class HilGround:
@@ -182,7 +159,7 @@ class HilGround:
                 self._cond.wait(min(left, 0.5))
 
     def await_telemetry(
-        self, predicate: Callable[[Sample], bool], timeout: float = 30.0, since: float | None = None
+        self, predicate: TelemetryPredicate, timeout: float = 30.0, since: float | None = None
     ) -> Sample:
         """The first sample (received after monotonic time `since`, default: any) matching `predicate`."""
         start = [0]
@@ -202,7 +179,7 @@ class HilGround:
         name: str | None = None,
         node: str | None = None,
         severity: str | None = None,
-        predicate: Callable[[Sample], bool] | None = None,
+        predicate: TelemetryPredicate | None = None,
         timeout: float = 30.0,
         since: float | None = None,
     ) -> Sample:

@@ -198,7 +198,7 @@ def hil_inventory(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def gds(ground: HilGround, hil_inventory: Any, tmp_path: Path) -> Iterator[Any]:
     """The real ground segment (GroundService) on the test broker; `gds.api` is ground.testing's
-    GroundTestAPI made synchronous: await_telemetry(lambda node, packet, values: ...),
+    GroundTestAPI made synchronous: await_telemetry(lambda s: s.packet == "HK"),
     send_and_assert_command, await_event(kind=..., node=...), assert_no_alarm; `gds.remote` the
     same over the client interface, logged in as the `hil` account (gds.accounts: passwords)."""
     from hil.gds import GdsThread

