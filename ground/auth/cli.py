@@ -47,7 +47,7 @@ def _by() -> str:
     """Who changed the file: the local OS account (the file's access is the authority)."""
     try:
         return f"local:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no passwd entry in a container
+    except Exception:  # no passwd entry in a container
         return f"local:uid{os.getuid()}"
 
 

@@ -146,7 +146,7 @@ class Auth:
         if self.event is not None:
             try:
                 self.event("auth", message, severity=severity, data=data)
-            except Exception:  # noqa: BLE001 - the event log must never break a request
+            except Exception:  # the event log must never break a request
                 log.exception("auth event")
 
     def _reload(self) -> None:

@@ -294,7 +294,7 @@ class Operations:
         async def send() -> None:
             try:
                 await self.commander.submit(node, "TC_RESYNC", {"nonce": nonce}, user=RESYNC_USER)
-            except Exception as e:  # noqa: BLE001 - logged; the operator can resync by hand
+            except Exception as e:  # logged; the operator can resync by hand
                 log.warning("%s: automatic TC_RESYNC failed: %s", node, e)
 
         try:
@@ -352,7 +352,7 @@ class Operations:
         if self.links_fn is not None:
             try:
                 return self.links_fn()
-            except Exception:  # noqa: BLE001 - a counter snapshot must never break a view
+            except Exception:  # a counter snapshot must never break a view
                 log.exception("link counters from ingest failed")
         now = time.time()
         return {n: ls.view(now) for n, ls in self.link.items()}
@@ -475,11 +475,11 @@ class Operations:
         self._step("shelving", failing, self.alarms.expire_shelves, now)
         try:
             await self.timekeeper.tick(now)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._step_failed("time", failing, e)
         try:
             await self.commander.pump(now)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._step_failed("commands", failing, e)
         if now - self._pruned > 3600.0:  # ops database retention, hourly
             self._pruned = now
@@ -496,7 +496,7 @@ class Operations:
     def _step(self, name: str, failing: set[str], fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._step_failed(name, failing, e)
 
     def _step_failed(self, name: str, failing: set[str], e: Exception) -> None:
@@ -507,7 +507,7 @@ class Operations:
             try:
                 self.store.event("ground", f"ops {name} failed: {type(e).__name__}: {e}"[:300], site=self.site,
                                  severity="ERROR", data={"step": name})
-            except Exception:  # noqa: BLE001 - the ops database itself may be what fails
+            except Exception:  # the ops database itself may be what fails
                 pass
         failing.add(name)
 
@@ -518,7 +518,7 @@ class Operations:
         if self.health_fn is not None:
             try:
                 parts.update(self.health_fn())
-            except Exception as e:  # noqa: BLE001 - health must answer, and say what it could not check
+            except Exception as e:  # health must answer, and say what it could not check
                 parts["service"] = _health.part(False, f"service: health check failed: {type(e).__name__}: {e}")
         parts["commands"] = _health.commands_part(self.commander, now)
         parts["ticks"] = _health.ticks_part(self, now)
@@ -534,7 +534,7 @@ class Operations:
                 last_tick = time.monotonic()
                 try:
                     await self.tick()
-                except Exception:  # noqa: BLE001 - timers must survive a bad tick
+                except Exception:  # timers must survive a bad tick
                     self._rlog.error("tick", "ops tick failed", exc_info=True)
 
 

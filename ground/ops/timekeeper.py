@@ -360,7 +360,7 @@ class TimeKeeper:
             return
         try:
             self.correct(node, c)
-        except Exception:  # noqa: BLE001 - the archive failing must not stop syncing
+        except Exception:  # the archive failing must not stop syncing
             log.exception("%s: storing a time correction failed", node)
 
     async def maybe_sync(self, node: str, now: float) -> int | None:
@@ -404,7 +404,7 @@ class TimeKeeper:
                     self._write(node, TimeCorrection(key[0], key[1], corr, ESTIMATED, nt.boot or 0, now))
             try:
                 await self.maybe_sync(node, now)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("%s: queueing a time sync failed", node)
 
 

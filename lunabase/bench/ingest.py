@@ -197,7 +197,7 @@ def ingest_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, ti
             self.lat: list[np.ndarray] = []
             self.deliv: list[np.ndarray] = []
 
-        def on_packets(self, site, node, result, fresh, received):  # noqa: ANN001
+        def on_packets(self, site, node, result, fresh, received):
             now = time.time()
             if not self.first:
                 self.first = received
@@ -267,7 +267,7 @@ def naive_proc(port: int, db: str, expected: int, cpu: int | None, out: Any, tim
     body = struct.Struct(hkdef.payload_format)  # every HK field, calibrated like the real decoder
     state = {"n": 0, "first": 0.0, "last": 0.0}
 
-    def on_message(client, userdata, msg):  # noqa: ANN001
+    def on_message(client, userdata, msg):
         now = time.time()
         if not state["first"]:
             state["first"] = now

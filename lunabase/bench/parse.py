@@ -51,7 +51,7 @@ from typing import Any
 if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-WORKLOADS = {"housekeeping": ("HK", 10_000), "seismic": ("SEISMIC", 1_000), "mixed": (None, 10_000)}
+WORKLOADS: dict[str, tuple[str | None, int]] = {"housekeeping": ("HK", 10_000), "seismic": ("SEISMIC", 1_000), "mixed": (None, 10_000)}
 IMPLS = ("cython", "python", "naive", "crc_only")
 
 # The firmware's default rates (firmware/lunanode/config.py _DEFAULTS["rates"]; a test
@@ -234,7 +234,7 @@ def run(rounds: int = 5, seconds: float = 0.25, packets: dict[str, int] | None =
     say = progress or (lambda s: None)
     result: dict[str, Any] = {}
     for wl, (pname, default_n) in WORKLOADS.items():
-        n = (packets or {}).get(wl, default_n)
+        n = packets.get(wl, default_n) if packets else default_n
         data = make_container(pname, n)
         plen = len(data) / n
         cp, pp, naive = CParser(), PyParser(), naive_parser()

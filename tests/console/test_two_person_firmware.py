@@ -23,7 +23,7 @@ def login(url: str, user: str) -> GroundClient:
     return GroundClient(url, user=user, password=TEST_PASSWORD)
 
 
-async def test_two_person_hazardous_command_on_the_real_firmware(base, firmware_node: str) -> None:  # noqa: ANN001
+async def test_two_person_hazardous_command_on_the_real_firmware(base, firmware_node: str) -> None:
     node = firmware_node
     async with login(base.url, "viewer") as viewer, login(base.url, "operator") as op, \
             login(base.url, "commander") as c1, login(base.url, "commander2") as c2:

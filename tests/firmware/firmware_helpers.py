@@ -3,6 +3,7 @@ running it on the real MicroPython unix port, and a ground-side MQTT recorder.""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -70,7 +71,7 @@ class Node:
     def env(self) -> dict:
         return dict(os.environ, MICROPYPATH=f".frozen:{self.image}/lib")
 
-    def start(self) -> "Node":
+    def start(self) -> Node:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.micropython, "-X", f"heapsize={self.heap}", str(self.image / "main.py")],
@@ -165,7 +166,7 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, node: Node |
 def seq_gaps(seqs: list[int]) -> int:
     """Missing sequence counts in a de-duplicated, sorted-by-time list (14-bit wrap)."""
     gaps = 0
-    for a, b in zip(seqs, seqs[1:]):
+    for a, b in itertools.pairwise(seqs):
         gaps += ((b - a) & ccsds.SEQ_MASK) - 1
     return gaps
 

@@ -9,8 +9,9 @@ import socket
 import threading
 import time
 
-from firmware_helpers import node_config, wait_for
 from sim.mosquitto import free_port
+
+from firmware_helpers import node_config, wait_for
 
 
 def read_packet(conn: socket.socket) -> tuple[int, bytes]:

@@ -10,7 +10,7 @@ import pytest
 
 from wire import ccsds, defs
 
-from firmware_helpers import SITE, KEY, node_config, seq_gaps, wait_for
+from firmware_helpers import KEY, node_config, seq_gaps, wait_for
 
 
 def hk_values(ground, field: str) -> list[int]:
@@ -103,7 +103,7 @@ def test_outage_longer_than_journal_reports_exact_drop(broker, ground, make_node
     time.sleep(1)
     u = ground.unique()
     gap = 0
-    for apid, lst in u.items():
+    for lst in u.values():
         seqs = [s for s, _ in sorted(lst, key=lambda x: x[1])]
         gap += seq_gaps(seqs)
     dropped = max(hk_values(ground, "journal_dropped"))

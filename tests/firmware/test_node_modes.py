@@ -9,9 +9,11 @@ import struct
 import threading
 import time
 
-from firmware_helpers import node_config, wait_for
 from test_node import acks, events, hk_values, tc
+
 from wire import defs
+
+from firmware_helpers import node_config, wait_for
 
 
 def test_safe_mode_after_failed_boots_and_clear_safe(broker, ground, make_node):
@@ -42,7 +44,7 @@ def test_replay_resends_a_sequence_range(broker, ground, make_node):
     wait_for(replayed, 30, "HK 2..4 re-sent (and only those)", node)
     # the re-sent packets are byte-identical: the ground de-duplicates them
     by_key: dict = {}
-    for a, s, t, raw in ground.by_apid(defs.APID_HK):
+    for _a, s, t, raw in ground.by_apid(defs.APID_HK):
         assert by_key.setdefault((s, t), raw) == raw
 
 

@@ -17,12 +17,13 @@ import time
 
 import numpy as np
 import pytest
-from firmware_helpers import KEY, SITE, node_config
 
 from ground.service import GroundService
 from sim.link import LinkProxy
 from wire import defs
 from wire.inventory import Inventory, Node
+
+from firmware_helpers import KEY, SITE, node_config
 
 LIGHT_TIME = 1.28
 
@@ -31,7 +32,7 @@ def _inventory() -> Inventory:
     return Inventory(SITE, [Node("n01", KEY, "pw", hk_period_s=0.5)])
 
 
-async def _until(pred, timeout: float, what: str, node=None, detail=None) -> None:  # noqa: ANN001
+async def _until(pred, timeout: float, what: str, node=None, detail=None) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:

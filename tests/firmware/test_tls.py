@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from firmware_helpers import node_config, wait_for
 
 from ground.archive import open_archive
 from ground.broker import TlsFiles, make_self_signed
 from ground.ingest import IngestWorker
 from sim.mosquitto import Mosquitto
 from wire import defs
+
+from firmware_helpers import node_config, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -40,19 +41,19 @@ def impostor(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 TLS_HEAP = "128K"
 
 
-def tls_node(make_node, port: int, ca: TlsFiles, name: str = "node"):  # noqa: ANN001, ANN201
+def tls_node(make_node, port: int, ca: TlsFiles, name: str = "node"):
     node = make_node(node_config(port, broker={"tls": True, "ca": "ca.der", "tls_host": "localhost"}), name=name,
                      heap=TLS_HEAP)
     (node.dir / "ca.der").write_bytes(ssl.PEM_cert_to_DER_cert(ca.cafile.read_text()))
     return node
 
 
-def _hk_free_heap(archive) -> list[int]:  # noqa: ANN001
+def _hk_free_heap(archive) -> list[int]:
     i = 4  # HK field order: uptime, boot_count, reset_cause, mode, free_heap
     return [struct.unpack_from(defs.HK_FMT, p.data, 12)[i] for p in archive.raw_packets(node="n01", apid=defs.APID_HK)]
 
 
-async def _ingest_until(archive, b: Mosquitto, ctx: ssl.SSLContext | None, pred, timeout: float) -> IngestWorker:  # noqa: ANN001
+async def _ingest_until(archive, b: Mosquitto, ctx: ssl.SSLContext | None, pred, timeout: float) -> IngestWorker:
     w = IngestWorker(archive, b.host, b.port, client_id="ground-tls", tls=ctx)
     task = asyncio.create_task(w.run())
     deadline = time.monotonic() + timeout
@@ -119,10 +120,10 @@ def test_node_and_ground_end_to_end_over_tls(make_node, site_ca, tmp_path: Path)
     """The whole path over verified TLS: the firmware on the VM publishes into a running ground
     (GroundService: ingest, archive, ops) that verifies the broker with the site CA; the ground
     commands the node back over the same TLS broker with a validity window, and it executes."""
-    from firmware_helpers import KEY, SITE
-
     from ground.service import GroundService
     from wire.inventory import Inventory, Node
+
+    from firmware_helpers import KEY, SITE
 
     inv = Inventory(SITE, [Node("n01", KEY, "unused-on-an-anonymous-broker")], ground_password="")
     with Mosquitto(tls=site_ca) as b:

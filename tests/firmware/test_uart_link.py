@@ -13,12 +13,12 @@ import tty
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from test_node import acks, events, hk_values
 
 from hil.gateway import Gateway, frame_packets
 from wire import ccsds, cobs, defs, topics
 
 from firmware_helpers import KEY, SITE, node_config, run_vm, seq_gaps, wait_for
-from test_node import acks, events, hk_values
 
 TIOCVHANGUP = 0x5437  # Linux: hang up a tty (every open file of it reads EOF / EIO)
 

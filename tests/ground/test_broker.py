@@ -165,14 +165,14 @@ async def test_ground_ingest_through_acls_with_shared_subscription(secured, tmp_
 class _Generated:
     """mosquitto running the configuration write_broker_config generated, unmodified."""
 
-    def __init__(self, files, port: int) -> None:  # noqa: ANN001
+    def __init__(self, files, port: int) -> None:
         import subprocess
 
         from sim.mosquitto import find_mosquitto, wait_port
 
         self.host, self.port = "127.0.0.1", port
         self.log_path = files.config.parent / "mosquitto.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([find_mosquitto(), "-v", "-c", str(files.config)], stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         wait_port(self.host, port, 10)
@@ -183,7 +183,7 @@ class _Generated:
         self._log.close()
 
 
-def _generate(inv: Inventory, d, **kw):  # noqa: ANN001, ANN202
+def _generate(inv: Inventory, d, **kw):
     import os
 
     from ground.broker import write_broker_config
@@ -194,7 +194,7 @@ def _generate(inv: Inventory, d, **kw):  # noqa: ANN001, ANN202
     return files, port
 
 
-def test_generated_config_opens_only_its_listeners(tmp_path) -> None:  # noqa: ANN001
+def test_generated_config_opens_only_its_listeners(tmp_path) -> None:
     """Every listener option sits inside a listener block: no default listener on 1883 (a
     global use_username_as_clientid made mosquitto 2.0 open one on every interface)."""
     import re
@@ -350,7 +350,7 @@ async def test_broker_refuses_oversized_packets(tmp_path) -> None:
     assert [len(p) for _t, p in got] == [MAX_PACKET_SIZE - 2048]
 
 
-async def test_several_ingest_workers_each_with_its_account(tmp_path) -> None:  # noqa: ANN001
+async def test_several_ingest_workers_each_with_its_account(tmp_path) -> None:
     """With client ids tied to accounts, shared-subscription workers still work: each runs
     under its own ground client account (ground, ground-2), both stay connected, and between
     them every packet is archived once."""

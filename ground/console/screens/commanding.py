@@ -203,7 +203,7 @@ class CommandScreen(BaseScreen):
         if t.row_count:
             try:
                 cid = t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value
-            except Exception:  # noqa: BLE001 - no row under the cursor
+            except Exception:  # no row under the cursor
                 cid = None
         if cid is None or not str(cid).isdigit():
             self.query_one("#cmderr", Static).update("highlight a command in the history table first")
