@@ -131,14 +131,14 @@ def test_reopen_keeps_data(tmp_path) -> None:
     b.close()
 
 
-def test_pipeline_batches_and_redelivery(archive: Archive) -> None:
+def test_pipeline_batches_and_redelivery(parser_cls, archive: Archive) -> None:
     from ground.ingest import Pipeline
 
-    p = Pipeline(archive)
+    p = Pipeline(archive, parser=parser_cls(archive.dictionary))
     msgs = [(f"lunabase/moon/n0{k % 3}/tm", hk(k // 3, unix_to_ticks(T0 + k)), T0) for k in range(30)]
     p.process(msgs[:20])
     p.process(msgs[10:])  # 10 redelivered, 10 new, in one batch
-    fresh_pipeline = Pipeline(archive)  # a restarted worker: no in-memory window
+    fresh_pipeline = Pipeline(archive, parser=parser_cls(archive.dictionary))  # a restarted worker: no in-memory window
     fresh_pipeline.process(msgs[:5] + [("lunabase/moon/n01/status", b'{"state": "online"}', T0)])
     assert archive.count_raw() == 30
     assert p.snapshot()["totals"]["duplicates"] == 10
@@ -203,10 +203,10 @@ def test_same_key_and_crc_other_bytes_is_kept_as_a_collision(archive: Archive) -
     assert archive.count_collisions() == {"key_collision": 1}
 
 
-def test_pipeline_counts_collisions_apart_from_duplicates(archive: Archive) -> None:
+def test_pipeline_counts_collisions_apart_from_duplicates(parser_cls, archive: Archive) -> None:
     from ground.ingest import Pipeline
 
-    p = Pipeline(archive)
+    p = Pipeline(archive, parser=parser_cls(archive.dictionary))
     pk = hk(1, unix_to_ticks(T0), uptime=1)
     p.process([("lunabase/moon/n01/tm", pk, T0)])
     p.process([("lunabase/moon/n01/tm", pk, T0)])  # redelivery

@@ -44,10 +44,10 @@ async def wait_for(pred, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_ingest_end_to_end(broker: Mosquitto, tmp_path) -> None:
+async def test_ingest_end_to_end(parser_cls, broker: Mosquitto, tmp_path) -> None:
     archive = open_archive(f"sqlite:///{tmp_path}/a.db")
     sink = RecordingSink()
-    w = IngestWorker(archive, broker.host, broker.port, client_id="ing-e2e", sinks=[sink])
+    w = IngestWorker(archive, broker.host, broker.port, client_id="ing-e2e", sinks=[sink], parser=parser_cls(archive.dictionary))
     task = asyncio.create_task(w.run())
     await asyncio.wait_for(w.connected.wait(), 10)
     async with aiomqtt.Client(broker.host, broker.port, identifier="pub-e2e") as pub:
@@ -75,9 +75,9 @@ async def test_ingest_end_to_end(broker: Mosquitto, tmp_path) -> None:
     archive.close()
 
 
-def test_pipeline_counts_bad_payloads(tmp_path, caplog) -> None:
+def test_pipeline_counts_bad_payloads(parser_cls, tmp_path, caplog) -> None:
     archive = open_archive(f"sqlite:///{tmp_path}/a.db")
-    p = Pipeline(archive, max_payload=4096)
+    p = Pipeline(archive, max_payload=4096, parser=parser_cls(archive.dictionary))
     good = hk(0, unix_to_ticks(T0))
     unknown = bytearray(packet(defs.APID_HK, 1, unix_to_ticks(T0)))
     unknown[1] = 0x33  # APID 0x033: not in the dictionary (resealed below)
@@ -106,7 +106,7 @@ def test_pipeline_counts_bad_payloads(tmp_path, caplog) -> None:
     assert "rejected" in caplog.text
 
 
-def test_failing_sink_is_counted_and_logged_and_loses_nothing(tmp_path, caplog) -> None:
+def test_failing_sink_is_counted_and_logged_and_loses_nothing(parser_cls, tmp_path, caplog) -> None:
     class Broken:
         def on_packets(self, site, node, result, fresh, received):
             raise RuntimeError("sink bug")
@@ -115,7 +115,7 @@ def test_failing_sink_is_counted_and_logged_and_loses_nothing(tmp_path, caplog) 
 
     archive = open_archive(f"sqlite:///{tmp_path}/a.db")
     good = RecordingSink()
-    p = Pipeline(archive, sinks=[Broken(), good])
+    p = Pipeline(archive, sinks=[Broken(), good], parser=parser_cls(archive.dictionary))
     with caplog.at_level(logging.ERROR, logger="lunabase.ingest"):
         p.process([("lunabase/moon/n01/tm", hk(0, unix_to_ticks(T0)), T0),
                    ("lunabase/moon/n01/tm", b"\xff" * 8, T0),
@@ -127,9 +127,9 @@ def test_failing_sink_is_counted_and_logged_and_loses_nothing(tmp_path, caplog) 
     assert good.status == [{"state": "online"}] and good.rejected
 
 
-def test_gap_filled_by_replay(tmp_path) -> None:
+def test_gap_filled_by_replay(parser_cls, tmp_path) -> None:
     archive = open_archive(f"sqlite:///{tmp_path}/a.db")
-    p = Pipeline(archive)
+    p = Pipeline(archive, parser=parser_cls(archive.dictionary))
     def t(i: int) -> int:
         return unix_to_ticks(T0 + i)
 
@@ -150,11 +150,11 @@ def test_gap_filled_by_replay(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("protocol", [4, 5])
-async def test_shared_subscription_splits_the_load(broker: Mosquitto, tmp_path, protocol: int) -> None:
+async def test_shared_subscription_splits_the_load(parser_cls, broker: Mosquitto, tmp_path, protocol: int) -> None:
     url = f"sqlite:///{tmp_path}/shared.db"
     archives = [open_archive(url), open_archive(url)]  # two writers on one WAL file (busy_timeout)
     workers = [IngestWorker(a, broker.host, broker.port, client_id=f"ing-share-{k}", share="ingest",
-                            protocol=protocol) for k, a in enumerate(archives)]
+                            protocol=protocol, parser=parser_cls(a.dictionary)) for k, a in enumerate(archives)]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     for w in workers:
         await asyncio.wait_for(w.connected.wait(), 10)
@@ -173,7 +173,7 @@ async def test_shared_subscription_splits_the_load(broker: Mosquitto, tmp_path, 
         a.close()
 
 
-async def test_archive_failure_acks_nothing_and_recovers(broker: Mosquitto, tmp_path) -> None:
+async def test_archive_failure_acks_nothing_and_recovers(parser_cls, broker: Mosquitto, tmp_path) -> None:
     archive = open_archive(f"sqlite:///{tmp_path}/a.db")
     real = archive.transaction
     fail = [3]
@@ -185,7 +185,7 @@ async def test_archive_failure_acks_nothing_and_recovers(broker: Mosquitto, tmp_
         return real()
 
     archive.transaction = flaky  # type: ignore[method-assign]
-    w = IngestWorker(archive, broker.host, broker.port, client_id="ing-flaky")
+    w = IngestWorker(archive, broker.host, broker.port, client_id="ing-flaky", parser=parser_cls(archive.dictionary))
     task = asyncio.create_task(w.run())
     await asyncio.wait_for(w.connected.wait(), 10)
     async with aiomqtt.Client(broker.host, broker.port, identifier="pub-flaky") as pub:

@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
 
+from ground import parse as gp
 from ground.archive import open_archive, unix_to_ticks
 from ground.ingest import IngestWorker
 from ground.ingest.testing import hk, packet
@@ -76,10 +78,10 @@ async def wait_rows(db: Path, n: int, timeout: float = 60.0) -> list[tuple[int, 
 
 
 @pytest.mark.slow
-async def test_broker_restart_loses_and_duplicates_nothing(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_broker_restart_loses_and_duplicates_nothing(parser_cls, broker: Mosquitto, tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     archive = open_archive(f"sqlite:///{db}")
-    w = IngestWorker(archive, broker.host, broker.port, client_id="ing-restart")
+    w = IngestWorker(archive, broker.host, broker.port, client_id="ing-restart", parser=parser_cls(archive.dictionary))
     task = asyncio.create_task(w.run())
     await asyncio.wait_for(w.connected.wait(), 10)
     messages = 300
@@ -97,8 +99,9 @@ async def test_broker_restart_loses_and_duplicates_nothing(broker: Mosquitto, tm
     archive.close()
 
 
-def start_worker(b: Mosquitto, db: Path, stats: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def start_worker(b: Mosquitto, db: Path, stats: Path, log: Path, parser_cls: Any) -> subprocess.Popen[bytes]:
+    # the worker process picks its twin through the dispatcher's environment variable
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **{gp.PURE_ENV: "1" if parser_cls is gp.PyParser else "0"})
     return subprocess.Popen(
         [sys.executable, "-m", "ground.cli_data", "ingest", "--broker", f"mqtt://{b.host}:{b.port}",
          "--archive", f"sqlite:///{db}", "--client-id", "ing-kill", "--stats-file", str(stats),
@@ -121,9 +124,9 @@ async def wait_stats(stats: Path, pred, timeout: float = 20.0) -> dict:
 
 
 @pytest.mark.slow
-async def test_worker_sigkill_loses_and_duplicates_nothing(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_worker_sigkill_loses_and_duplicates_nothing(parser_cls, broker: Mosquitto, tmp_path: Path) -> None:
     db, stats, log = tmp_path / "a.db", tmp_path / "stats.json", tmp_path / "worker.log"
-    p = start_worker(broker, db, stats, log)
+    p = start_worker(broker, db, stats, log, parser_cls)
     try:
         await wait_stats(stats, lambda s: s["worker"]["connected"])
         messages = 400
@@ -135,7 +138,7 @@ async def test_worker_sigkill_loses_and_duplicates_nothing(broker: Mosquitto, tm
         p.wait(10)
         at_kill = len(archived(db))
         stats.unlink(missing_ok=True)
-        p = start_worker(broker, db, stats, log)
+        p = start_worker(broker, db, stats, log, parser_cls)
         await asyncio.wait_for(pub, 60)
         rows = await wait_rows(db, messages * PER_MSG)
         assert at_kill < messages * PER_MSG, "the kill did not happen mid-ingest"
@@ -149,9 +152,10 @@ async def test_worker_sigkill_loses_and_duplicates_nothing(broker: Mosquitto, tm
 
 
 @pytest.mark.slow
-async def test_hostile_payloads_are_counted_and_the_worker_survives(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_hostile_payloads_are_counted_and_the_worker_survives(parser_cls, broker: Mosquitto,
+                                                                   tmp_path: Path) -> None:
     db, stats, log = tmp_path / "a.db", tmp_path / "stats.json", tmp_path / "worker.log"
-    p = start_worker(broker, db, stats, log)
+    p = start_worker(broker, db, stats, log, parser_cls)
     try:
         await wait_stats(stats, lambda s: s["worker"]["connected"])
         good = hk(1, unix_to_ticks(T0))
@@ -172,6 +176,8 @@ async def test_hostile_payloads_are_counted_and_the_worker_survives(broker: Mosq
         assert err["oversized"]["bytes"] == 400_002
         assert err["unknown_apid"]["bytes"] == len(unknown)
         assert err["bad_status"]["count"] == 1
+        twin = "python" if parser_cls is gp.PyParser else "cython"
+        assert f"parser {twin}" in log.read_text(), "the worker runs the twin under test"
         assert sum(e["bytes"] for e in err.values()) >= 3000 + 40 + 400_002 + len(unknown)
         assert p.poll() is None, "the worker died"
         assert len(archived(db)) == 1

@@ -27,10 +27,10 @@ T0 = 1_780_000_000.0
 DEEP = b'{"state":"online","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
 
 
-def test_deep_status_is_quarantined_not_raised(tmp_path) -> None:
+def test_deep_status_is_quarantined_not_raised(parser_cls, tmp_path) -> None:
     """The issue's in-process reproduction: process() used to raise RecursionError."""
     a = open_archive(f"sqlite:///{tmp_path}/p.db")
-    p = Pipeline(a)
+    p = Pipeline(a, parser=parser_cls(a.dictionary))
     p.process([("lunabase/s/n/status", DEEP, time.time()),
                ("lunabase/s/n/tm", hk(1, unix_to_ticks(T0 + 1)), time.time())])
     assert a.count_raw() == 1
@@ -42,10 +42,10 @@ def test_deep_status_is_quarantined_not_raised(tmp_path) -> None:
     a.close()
 
 
-async def test_deep_status_does_not_jam_ingest(broker: Mosquitto, tmp_path) -> None:
+async def test_deep_status_does_not_jam_ingest(parser_cls, broker: Mosquitto, tmp_path) -> None:
     """Through a real broker: the packets after the hostile status are archived, once each."""
     a = open_archive(f"sqlite:///{tmp_path}/a.db")
-    w = IngestWorker(a, broker.host, broker.port, client_id="ing-deep")
+    w = IngestWorker(a, broker.host, broker.port, client_id="ing-deep", parser=parser_cls(a.dictionary))
     task = asyncio.create_task(w.run())
     await asyncio.wait_for(w.connected.wait(), 10)
     async with aiomqtt.Client(broker.host, broker.port, identifier="pub-deep") as pub:
@@ -87,9 +87,9 @@ def test_valid_status_passes() -> None:
     assert check_status(json.dumps(body).encode()) == body
 
 
-def test_topics_and_unknown_nodes_share_one_bucket(tmp_path) -> None:
+def test_topics_and_unknown_nodes_share_one_bucket(parser_cls, tmp_path) -> None:
     a = open_archive(f"sqlite:///{tmp_path}/p.db")
-    p = Pipeline(a, known={("moon", "n01")})
+    p = Pipeline(a, known={("moon", "n01")}, parser=parser_cls(a.dictionary))
     now = time.time()
     batch = [(f"lunabase/moon/x{i}/tm", hk(i, unix_to_ticks(T0 + i)), now) for i in range(50)]
     batch += [(f"odd/{i}/topic", b"x", now) for i in range(50)]
@@ -105,9 +105,9 @@ def test_topics_and_unknown_nodes_share_one_bucket(tmp_path) -> None:
     a.close()
 
 
-def test_quarantine_storage_is_rate_limited(tmp_path) -> None:
+def test_quarantine_storage_is_rate_limited(parser_cls, tmp_path) -> None:
     a = open_archive(f"sqlite:///{tmp_path}/p.db")
-    p = Pipeline(a, quarantine_per_min=5)
+    p = Pipeline(a, quarantine_per_min=5, parser=parser_cls(a.dictionary))
     now = time.time()
     p.process([("lunabase/moon/n01/status", b"not json", now)] * 40)
     assert p.quarantine == {"bad_status": 40} and p.quarantine_stored == 5
@@ -127,9 +127,9 @@ class _Exploding:
         return self.inner.parse(data)
 
 
-def test_any_exception_quarantines_only_its_message(tmp_path) -> None:
+def test_any_exception_quarantines_only_its_message(parser_cls, tmp_path) -> None:
     a = open_archive(f"sqlite:///{tmp_path}/p.db")
-    p = Pipeline(a)
+    p = Pipeline(a, parser=parser_cls(a.dictionary))
     p.parser = _Exploding(p.parser)
     now = time.time()
     batch = [("lunabase/moon/n01/tm", hk(i, unix_to_ticks(T0 + i)), now) for i in range(5)]
@@ -142,10 +142,10 @@ def test_any_exception_quarantines_only_its_message(tmp_path) -> None:
     a.close()
 
 
-def test_archive_failure_still_raises(tmp_path) -> None:
+def test_archive_failure_still_raises(parser_cls, tmp_path) -> None:
     """An archive that cannot write must not look like bad messages: nothing acknowledged."""
     a = open_archive(f"sqlite:///{tmp_path}/p.db")
-    p = Pipeline(a)
+    p = Pipeline(a, parser=parser_cls(a.dictionary))
 
     def broken():
         raise OSError("disk full")
@@ -179,9 +179,9 @@ tm_payload = st.one_of(st.binary(max_size=600), st.binary(min_size=1, max_size=4
 
 
 @pytest.fixture(scope="module")
-def fuzz_pipeline(tmp_path_factory):
+def fuzz_pipeline(parser_cls, tmp_path_factory):
     a = open_archive(f"sqlite:///{tmp_path_factory.mktemp('fz')}/f.db")
-    yield Pipeline(a, quarantine_per_min=1000, known={("moon", "good"), ("moon", "fz"), ("moon", "n01")}), [0]
+    yield Pipeline(a, quarantine_per_min=1000, known={("moon", "good"), ("moon", "fz"), ("moon", "n01")}, parser=parser_cls(a.dictionary)), [0]
     a.close()
 
 

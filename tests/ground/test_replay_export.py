@@ -35,11 +35,11 @@ def filled(tmp_path: Path) -> Archive:
     return a
 
 
-async def test_replay_into_pipeline_and_sinks(tmp_path: Path) -> None:
+async def test_replay_into_pipeline_and_sinks(parser_cls, tmp_path: Path) -> None:
     src = filled(tmp_path)
     dst = open_archive(f"sqlite:///{tmp_path}/dst.db")
     t = time.monotonic()
-    n = await Replayer(src, speed=1.0).to_pipeline(Pipeline(dst))
+    n = await Replayer(src, speed=1.0).to_pipeline(Pipeline(dst, parser=parser_cls(dst.dictionary)))
     assert time.monotonic() - t >= 0.25  # the 0.3 s of reception history, at 1x
     assert n == 41 and dst.count_raw() == 41
     assert list(dst.parameter("HK.free_heap", node="n02")["value"]) == list(
@@ -54,10 +54,10 @@ async def test_replay_into_pipeline_and_sinks(tmp_path: Path) -> None:
     assert n2 == len(got) == 13 and all(node == "n01" for node, _ in got)
 
 
-async def test_replay_to_broker(broker: Mosquitto, tmp_path: Path) -> None:
+async def test_replay_to_broker(parser_cls, broker: Mosquitto, tmp_path: Path) -> None:
     src = filled(tmp_path)
     dst = open_archive(f"sqlite:///{tmp_path}/dst2.db")
-    w = IngestWorker(dst, broker.host, broker.port, client_id="ing-replay")
+    w = IngestWorker(dst, broker.host, broker.port, client_id="ing-replay", parser=parser_cls(dst.dictionary))
     task = asyncio.create_task(w.run())
     await asyncio.wait_for(w.connected.wait(), 10)
     n = await Replayer(src, speed=10.0).to_broker(broker.host, broker.port)
