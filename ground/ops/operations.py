@@ -105,6 +105,9 @@ class Operations:
         self.recent: dict[tuple[str, str], collections.deque[tuple[float, np.ndarray]]] = \
             collections.defaultdict(lambda: collections.deque(maxlen=600))
         self.telemetry_listeners: list[Callable[[str, str, dict[str, float], float], None]] = []
+        #: (node, packet, Table of the fresh rows, their time tags, received) once per packet type
+        #: per message: the web console's full-rate stream (ground/web/live.py)
+        self.table_listeners: list[Callable[[str, str, Any, np.ndarray, float], None]] = []
         self._dirty: set[str] = set()
         self._node_dirty: set[str] = set()
         self._reject_logged: dict[tuple[str, str], float] = {}
@@ -194,6 +197,11 @@ class Operations:
                 for k, r in enumerate(rows):
                     t0 = ticks_to_unix(int(result.ticks[r]))
                     self.seismic[node].append((t0, float(values[k, rate_col]), sub.raw_samples[k] * sub.sample_scale))
+            for tfn in list(self.table_listeners):
+                try:
+                    tfn(node, pname, sub, result.ticks[rows], received)
+                except Exception:  # noqa: BLE001 - a console's stream must not break ingest
+                    self._rlog.error("table_listener", "live telemetry listener failed", exc_info=True)
             if self.telemetry_listeners:
                 for k in range(len(values)):
                     d = dict(zip(table.columns, values[k].tolist(), strict=False))

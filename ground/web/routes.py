@@ -29,6 +29,7 @@ from ground.api import schemas
 from ground.archive import _decimate
 from ground.auth import identity, requires
 from ground.auth import roles as R
+from ground.web.live import LiveFeed
 
 if TYPE_CHECKING:
     from ground.api.server import ApiServer
@@ -67,6 +68,7 @@ SCHEMAS = {
     ("GET", "/api/web/objects/{key}"): schemas.Schema(path=_KEY),
     ("DELETE", "/api/web/objects/{key}"): schemas.Schema(path=_KEY),
     ("GET", "/api/web/info"): schemas.Schema(),
+    ("GET", "/api/web/live"): schemas.Schema(),
 }
 schemas.SCHEMAS.update(SCHEMAS)
 
@@ -172,6 +174,7 @@ class WebConsole:
         path = getattr(self.ops.store, "path", ":memory:")
         self.objects = ObjectStore(path)
         self.dist = openmct_dist()
+        self.live = LiveFeed(server)
         if self.dist is None:
             log.warning("web console: Open MCT %s is not installed (run scripts/setup.sh, which runs "
                         "'npm ci' in ground/web); the console page will say so", OPENMCT_VERSION)
@@ -188,6 +191,7 @@ class WebConsole:
         r.add_put("/api/web/objects/{key}", self.put_object)
         r.add_delete("/api/web/objects/{key}", self.delete_object)
         r.add_get("/api/web/info", self.info)
+        r.add_get("/api/web/live", self.live_stream)
         app.on_response_prepare.append(self._headers)
         app.on_cleanup.append(self._close)
 
@@ -239,6 +243,11 @@ class WebConsole:
     async def info(self, req: web.Request) -> web.Response:
         return _json({"site": self.ops.site, "openmct": OPENMCT_VERSION if self.dist else None,
                       "archive": self.archive is not None, "time": time.time()})
+
+    @requires(READ)
+    async def live_stream(self, req: web.Request) -> web.StreamResponse:
+        """Every sample of the parameters the console shows (ground/web/live.py)."""
+        return await self.live.handle(req, identity(req))
 
     # -- history -------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ PostgreSQL), the routes' answers to bad input, saved displays, the page's securi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -210,3 +211,63 @@ async def test_saved_displays_are_checked_and_shared(server: Any) -> None:
             assert r.status == 200
         async with c.get(base + "/api/web/objects/k1") as r:
             assert r.status == 404
+
+
+async def test_live_stream_sends_every_sample_and_drops_a_console_that_stops_acknowledging(server: Any) -> None:
+    """/api/web/live: every sample of what the console follows, in batches it acknowledges;
+    unacknowledged, its queue grows to its bound, then the ground empties it and says so."""
+    live = server.web.live
+    live.flush_s, live.window, live.max_pending = 0.02, 2, 400
+    p = Parser()
+    seq = [0]
+
+    def feed(n: int) -> None:  # n HK packets (cpu_temp = 0..n-1) and one seismic batch, as ingest hands them over
+        pk = [make_packet("HK", seq=seq[0] + i, t=T0 + 1000 + seq[0] + i, node="n01", cpu_temp=float(i))
+              for i in range(n)]
+        pk.append(make_packet("SEISMIC", seq=seq[0], t=T0 + 1000 + seq[0], node="n01", rate=100,
+                              samples=np.ones((100, 3))))
+        seq[0] += n
+        payload = b"".join(pk)
+        server.ops.on_packets("moon", "n01", p.parse(payload), None, T0 + 2000.0, payload)
+
+    async with aiohttp.ClientSession(headers=server.headers) as c:
+        async with c.ws_connect(server.url + "/api/web/live") as ws:
+            await ws.send_json({"subscribe": ["n01.HK.cpu_temp", 7]})
+            err = await ws.receive_json(timeout=10)
+            assert err["type"] == "error" and "node.PACKET.field" in err["error"]
+            assert not next(iter(live.clients)).params  # all or nothing
+            await ws.send_json({"subscribe": ["n01.HK.cpu_temp"], "seismic": ["n01"]})
+            while not live.clients or "n01" not in next(iter(live.clients)).seismic:
+                await asyncio.sleep(0.01)
+            feed(50)
+            got_t: list[float] = []
+            seismic = 0
+            while len(got_t) < 50 or seismic < 100:
+                m = await ws.receive_json(timeout=10)
+                assert m["type"] == "batch", m
+                got_t += m["params"].get("n01.HK.cpu_temp", {}).get("t", [])
+                seismic += sum(len(b["x"]) for b in m["seismic"].get("n01", []))
+                await ws.send_json({"ack": m["seq"]})
+            assert len(got_t) == 50 and seismic == 100 and got_t == sorted(got_t)  # every sample, in order
+            # the console stops acknowledging: at most `window` batches, then its queue fills and is dropped
+            unacked = []
+            for _ in range(6):
+                feed(10)  # 10 + 300 samples a time
+                await asyncio.sleep(0.05)
+            while True:
+                m = await ws.receive_json(timeout=10)
+                if m["type"] == "resync":
+                    break
+                unacked.append(m)
+            assert len(unacked) <= live.window
+            client = next(iter(live.clients))
+            assert m["resyncs"] == client.resyncs >= 1 and m["dropped"] == client.dropped > 0
+            assert client.npending <= live.max_pending
+            # acknowledging again, it is live again
+            feed(5)
+            m = await ws.receive_json(timeout=10)
+            assert m["type"] == "batch" and m["resyncs"] >= 1
+    async with aiohttp.ClientSession() as c:  # no credential: no stream
+        with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+            await c.ws_connect(server.url + "/api/web/live")
+        assert e.value.status == 401

@@ -1,12 +1,15 @@
 // The console's one connection to the ground: JSON over HTTP (same origin, session cookie)
 // and the live WebSocket /api/ws, reconnected by itself after the ground goes away.
 //
-// Live messages are fanned out by type ('param', 'node', 'alarm', 'event', 'command',
-// 'link', 'snapshot', 'resync', 'web_object'). Telemetry for subscribed parameters is
-// queued per parameter and delivered in batches every FLUSH_MS (Open MCT's
-// supportsBatching), so a burst never turns into one redraw per sample.
+// State messages on /api/ws are fanned out by type ('param', 'node', 'alarm', 'event',
+// 'command', 'link', 'snapshot', 'resync', 'web_object').  Telemetry comes at full rate on
+// a second socket, /api/web/live (ground/web/live.py): the console names the parameters
+// (and seismic nodes) it shows, the ground sends every sample of them in one batch per
+// 100 ms (Open MCT's supportsBatching), and each batch is acknowledged once handed to
+// Open MCT: a console that stops acknowledging (busy, slow) gets no more until it does,
+// and if its queue on the ground overflows meanwhile the ground drops it and says so
+// ('resync'), which the connection indicator shows with a counter.
 
-const FLUSH_MS = 100;
 const EPOCH_2000_MS = Date.UTC(2000, 0, 1);  // the wire epoch (wire/ccsds.py EPOCH_UNIX), in ms
 const TICKS_PER_S = 65536;
 
@@ -38,8 +41,15 @@ export class Ground {
     this.trace = null; // [node, packet, ticks, receipt ms] per live packet when a benchmark asks
     this.ws = null;
     this._retry = 500;
-    this._flushTimer = null;
     this.onStateChange = () => {};
+    // the full-rate stream: its socket, what this page follows, counters (tests, benchmark)
+    this.live = { ws: null, state: 'connecting', retry: 500, batches: 0, samples: 0, resyncs: 0, dropped: 0,
+      paused: false, lastResync: 0 };
+    this.seismicSubs = new Map(); // node -> Set(fn)
+    this.seismicReceived = {}; // node -> seismic samples received (per axis)
+    this.seismicLog = []; // [node, time tag ms, samples, rate] per live seismic batch (tests)
+    this.hubResyncs = 0;
+    this.hubDropped = 0;
   }
 
   // -- HTTP ----------------------------------------------------------------------------
@@ -104,6 +114,11 @@ export class Ground {
   }
 
   connect() {
+    this.connectLive();
+    this._connectState();
+  }
+
+  _connectState() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     let ws;
     try {
@@ -144,7 +159,150 @@ export class Ground {
   _reconnect() {
     const delay = this._retry;
     this._retry = Math.min(this._retry * 2, 4000);
-    setTimeout(() => this.connect(), delay);
+    setTimeout(() => this._connectState(), delay);
+  }
+
+  // -- the full-rate stream --------------------------------------------------------------
+
+  connectLive() {
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const live = this.live;
+    let ws;
+    try {
+      ws = new WebSocket(`${proto}//${location.host}/api/web/live`);
+    } catch (e) {
+      this._reconnectLive();
+      return;
+    }
+    live.ws = ws;
+    ws.onopen = () => {
+      live.retry = 500;
+      live.state = 'connected';
+      // everything this page follows, again after a reconnect
+      this._liveSend({ subscribe: [...this.subs.keys()], seismic: [...this.seismicSubs.keys()] });
+    };
+    ws.onmessage = (ev) => {
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      if (msg.type === 'batch') {
+        this._batch(msg);
+      } else if (msg.type === 'resync') {
+        live.resyncs = msg.resyncs;
+        live.dropped = msg.dropped;
+        this._resynced();
+      } else if (msg.type === 'error') {
+        console.error('lunabase live stream:', msg.error);
+      }
+    };
+    ws.onclose = () => {
+      if (live.ws === ws) {
+        live.ws = null;
+        live.state = 'disconnected';
+        this._reconnectLive();
+      }
+    };
+    ws.onerror = () => {
+      try {
+        ws.close();
+      } catch (e) {
+        /* closed already */
+      }
+    };
+  }
+
+  _reconnectLive() {
+    const delay = this.live.retry;
+    this.live.retry = Math.min(this.live.retry * 2, 4000);
+    setTimeout(() => this.connectLive(), delay);
+  }
+
+  _liveSend(msg) {
+    const ws = this.live.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify(msg));
+    }
+  }
+
+  _resynced() {
+    this.resyncs = this.hubResyncs + this.live.resyncs;
+    this.dropped = this.hubDropped + this.live.dropped;
+    this.lastResync = Date.now();
+    this._emit('resync', { resyncs: this.resyncs, dropped: this.dropped });
+  }
+
+  _batch(msg) {
+    const live = this.live;
+    live.batches += 1;
+    const now = performance.timeOrigin + performance.now();
+    for (const [id, p] of Object.entries(msg.params || {})) {
+      const s = this.subs.get(id);
+      if (this.trace && this.trace.length < 200000) {
+        const [node, packet] = id.split('.', 2);
+        for (const t of p.t) {
+          this.trace.push([node, packet, t, now]); // lunabase bench console: receipt times
+        }
+      }
+      if (!s) {
+        continue; // unsubscribed while the batch was on its way
+      }
+      const batch = new Array(p.t.length);
+      let i = 0;
+      for (const [count, received] of p.r || [[p.t.length, now]]) { // the ground's receipt, per message
+        for (let k = 0; k < count && i < p.t.length; k++, i++) {
+          batch[i] = { id, utc: p.t[i], value: p.v[i], received };
+        }
+      }
+      live.samples += batch.length;
+      s.delivered += batch.length;
+      this.delivered[id] = s.delivered;
+      for (const cb of s.callbacks) {
+        try {
+          cb(batch);
+        } catch (e) {
+          console.error('lunabase telemetry callback', e);
+        }
+      }
+    }
+    for (const [node, packets] of Object.entries(msg.seismic || {})) {
+      for (const pk of packets) {
+        const n = pk.x ? pk.x.length : 0;
+        this.seismicReceived[node] = (this.seismicReceived[node] || 0) + n;
+        if (this.seismicLog.length < 20000) {
+          this.seismicLog.push([node, pk.t, n, pk.rate]); // tests: which batches arrived
+        }
+      }
+      for (const cb of this.seismicSubs.get(node) || []) {
+        try {
+          cb(packets);
+        } catch (e) {
+          console.error('lunabase seismic callback', e);
+        }
+      }
+    }
+    // handed to Open MCT: the ground may send the next (a page that stops here gets nothing more)
+    this._liveSend({ ack: msg.seq });
+  }
+
+  /** Every live seismic batch of ``node`` ([{t, rate, x, y, z}, ...]); returns the unsubscribe function. */
+  subscribeSeismic(node, callback) {
+    let set = this.seismicSubs.get(node);
+    if (!set) {
+      set = new Set();
+      this.seismicSubs.set(node, set);
+      this._liveSend({ seismic: [node] });
+    }
+    set.add(callback);
+    return () => {
+      set.delete(callback);
+      if (!set.size) {
+        this.seismicSubs.delete(node);
+        this._liveSend({ unsubscribe_seismic: [node] });
+      }
+    };
   }
 
   _handle(msg) {
@@ -157,78 +315,35 @@ export class Ground {
         }
         this._setState('connected');
         break;
-      case 'param':
-        this._param(msg);
-        break;
       case 'node':
         this.nodes.set(msg.node, msg);
         break;
       case 'resync':
         // the ground dropped this client's backlog (it fell behind) and resends a snapshot
-        this.resyncs += 1;
-        this.dropped = msg.dropped || this.dropped;
-        this.lastResync = Date.now();
-        break;
+        this.hubResyncs += 1;
+        this.hubDropped = msg.dropped || this.hubDropped;
+        this._resynced();
+        return; // _resynced emitted it
       default:
         break;
     }
     this._emit(msg.type, msg);
   }
 
-  _param(msg) {
-    const now = this.trace ? performance.timeOrigin + performance.now() : 0;
-    for (const [pname, p] of Object.entries(msg.packets || {})) {
-      if (this.trace && this.trace.length < 200000) {
-        this.trace.push([msg.node, pname, p.ticks, now]); // lunabase bench console: receipt times
-      }
-      const stamp = p.ticks !== undefined && p.ticks !== null ? ticksToMs(p.ticks) : p.t * 1000;
-      for (const [field, value] of Object.entries(p.values || {})) {
-        const id = `${msg.node}.${pname}.${field}`;
-        const s = this.subs.get(id);
-        if (!s || s.lastStamp === stamp) {
-          continue; // not subscribed, or the same sample as the last flush (unchanged packet)
-        }
-        s.lastStamp = stamp;
-        s.queue.push({ id, utc: stamp, value, received: p.t * 1000, level: (p.levels || {})[field] || 'ok' });
-      }
-    }
-    if (!this._flushTimer) {
-      this._flushTimer = setTimeout(() => this._flush(), FLUSH_MS);
-    }
-  }
-
-  _flush() {
-    this._flushTimer = null;
-    for (const s of this.subs.values()) {
-      if (!s.queue.length) {
-        continue;
-      }
-      const batch = s.queue;
-      s.queue = [];
-      s.delivered += batch.length;
-      this.delivered[batch[0].id] = s.delivered;
-      for (const cb of s.callbacks) {
-        try {
-          cb(batch);
-        } catch (e) {
-          console.error('lunabase telemetry callback', e);
-        }
-      }
-    }
-  }
-
   /** Live samples of one parameter, delivered as arrays; returns the unsubscribe function. */
   subscribe(id, callback) {
     let s = this.subs.get(id);
     if (!s) {
-      s = { callbacks: new Set(), queue: [], lastStamp: null, delivered: 0 };
+      s = { callbacks: new Set(), delivered: 0 };
       this.subs.set(id, s);
+      this._liveSend({ subscribe: [id] });
     }
     s.callbacks.add(callback);
     return () => {
       s.callbacks.delete(callback);
       if (!s.callbacks.size) {
         this.subs.delete(id);
+        this._liveSend({ unsubscribe: [id] });
       }
     };
   }

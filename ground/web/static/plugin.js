@@ -441,7 +441,7 @@ export default function LunabasePlugin(ground, me) {
         ind.text(resynced ? `Ground: connected, resynced (${ground.resyncs}x, ${ground.dropped} dropped)` : 'Ground: connected');
         ind.statusClass(resynced ? 's-status-warning-lo' : 's-status-on');
         ind.description(resynced
-          ? 'This console fell behind; the ground dropped its backlog and resent the current state. Plots have a gap there.'
+          ? 'This console fell behind; the ground dropped its backlog and resent the current state. Open plots reload the gap from the archive.'
           : 'Live telemetry from the ground');
       } else {
         ind.text(`Ground: ${ground.state}`);
@@ -451,9 +451,21 @@ export default function LunabasePlugin(ground, me) {
       document.body.dataset.ground = ground.state;
     };
     ground.onStateChange = show;
+    let reloaded = 0;
     ground.on('resync', () => {
       show();
-      openmct.notifications.alert(`The ground resynced this console (it fell behind): ${ground.dropped} live messages dropped`);
+      document.body.dataset.resyncs = String(ground.resyncs);
+      openmct.notifications.alert(`The ground resynced this console (it fell behind): ${ground.dropped} live samples/messages dropped`);
+      // refill the gap: re-setting the realtime offsets makes every open plot and table ask
+      // for its history again (the archive has every sample); at most every 10 s
+      if (Date.now() - reloaded > 10000 && openmct.time.isRealTime && openmct.time.isRealTime()) {
+        reloaded = Date.now();
+        try {
+          openmct.time.setClockOffsets({ ...openmct.time.getClockOffsets() });
+        } catch (e) {
+          console.error('lunabase: reloading history after a resync failed', e);
+        }
+      }
     });
     setInterval(show, 5000);
     show();

@@ -493,7 +493,6 @@ function seismic(el, ground, node, openmct) {
   const info = h('p', { class: 'lb-seismic-info' });
   root.append(h('h2', {}, `${node} seismic (three axes)`), info, canvas);
   el.append(root);
-  let timer = null;
   let alive = true;
   const draw = (d, live) => {
     const w = (canvas.width = Math.max(300, root.clientWidth - 20 || 1000));
@@ -521,12 +520,17 @@ function seismic(el, ground, node, openmct) {
       ctx.strokeStyle = AXIS_COLORS[i % 3];
       ctx.beginPath();
       const count = lo ? lo.length : vals.length;
+      // x by time when the samples have times (a gap stays a gap), else by index
+      const ts = d.time && d.time.length === count ? d.time : null;
+      const t0 = ts ? ts[0] : 0;
+      const span = ts ? Math.max(1e-9, ts[count - 1] - t0) : 1;
+      const gap = d.rate ? 2.5 / d.rate : Infinity;
       for (let k = 0; k < count; k++) {
-        const x = (k / Math.max(1, count - 1)) * (w - 1);
+        const x = ts ? ((ts[k] - t0) / span) * (w - 1) : (k / Math.max(1, count - 1)) * (w - 1);
         if (lo) {
           ctx.moveTo(x, y(lo[k]));
           ctx.lineTo(x, y(hi[k]));
-        } else if (k === 0) {
+        } else if (k === 0 || (ts && ts[k] - ts[k - 1] > gap)) {
           ctx.moveTo(x, y(vals[k]));
         } else {
           ctx.lineTo(x, y(vals[k]));
@@ -540,29 +544,153 @@ function seismic(el, ground, node, openmct) {
     info.textContent = `${live ? 'live, last 30 s' : 'archive'}: ${d.count ?? n} samples at ${d.rate ?? '?'} Hz${how}`;
     canvas.dataset.samples = String(d.count ?? n);
   };
+  // live: a rolling LIVE_S window fed by every sample of the full-rate stream, seeded from
+  // the archive; archive (fixed time): min/max per pixel from the ground
+  const LIVE_S = 30;
+  let buf = null; // {time: [s], x: [], y: [], z: []}
+  let unsub = null;
+  let rate = null;
+  let received = 0;
+  let dirty = false;
+  const axesOf = () => ['x', 'y', 'z'];
+  const redraw = () => {
+    if (!alive || !buf) {
+      return;
+    }
+    dirty = false;
+    const axes = axesOf();
+    const n = buf.time.length;
+    const w = Math.max(300, root.clientWidth - 20 || 1000);
+    let d = { axes, rate, unit: buf.unit, count: n, time: buf.time };
+    if (n > 2 * w) { // min/max per pixel: every sample counts, the canvas draws w columns
+      d = { axes, rate, unit: buf.unit, count: n, decimated: true, time: [] };
+      for (const a of axes) {
+        d[`${a}_min`] = [];
+        d[`${a}_max`] = [];
+      }
+      const t0 = buf.time[0];
+      const span = Math.max(1e-9, buf.time[n - 1] - t0);
+      let col = -1;
+      for (let k = 0; k < n; k++) {
+        const c = Math.min(w - 1, Math.floor(((buf.time[k] - t0) / span) * w));
+        if (c !== col) {
+          col = c;
+          d.time.push(buf.time[k]);
+          for (const a of axes) {
+            d[`${a}_min`].push(buf[a][k]);
+            d[`${a}_max`].push(buf[a][k]);
+          }
+        } else {
+          const j = d.time.length - 1;
+          for (const a of axes) {
+            const v = buf[a][k];
+            if (v < d[`${a}_min`][j]) d[`${a}_min`][j] = v;
+            if (v > d[`${a}_max`][j]) d[`${a}_max`][j] = v;
+          }
+        }
+      }
+    } else {
+      for (const a of axes) {
+        d[a] = buf[a];
+      }
+    }
+    draw(d, true);
+    canvas.dataset.received = String(received);
+  };
+  const onLive = (packets) => {
+    if (!buf) {
+      buf = { time: [], x: [], y: [], z: [] };
+      if (packets.length) {
+        seed(packets[0].t / 1000); // the archive holds everything before the first live batch
+      }
+    }
+    for (const p of packets) {
+      rate = p.rate;
+      const n = (p.x || []).length;
+      received += n;
+      for (let i = 0; i < n; i++) {
+        buf.time.push(p.t / 1000 + i / p.rate);
+      }
+      for (const a of axesOf()) {
+        const v = p[a] || [];
+        for (let i = 0; i < v.length; i++) {
+          buf[a].push(v[i]);
+        }
+      }
+    }
+    const newest = buf.time[buf.time.length - 1];
+    let cut = 0;
+    while (cut < buf.time.length && buf.time[cut] < newest - LIVE_S) {
+      cut++;
+    }
+    if (cut) {
+      buf.time.splice(0, cut);
+      for (const a of axesOf()) {
+        buf[a].splice(0, cut);
+      }
+    }
+    if (!dirty) {
+      dirty = true;
+      setTimeout(redraw, 250); // at most 4 redraws a second, whatever the rate
+    }
+  };
+  // the LIVE_S before the first live batch from the archive (every sample): ingest archives
+  // a packet before it streams it, so asked now the archive has all of them, none missing
+  const seed = async (until) => {
+    try {
+      const d = await ground.get(`/api/web/seismic?node=${encodeURIComponent(node)}&start=${until - LIVE_S}&end=${until}&size=20000`);
+      if (alive && buf && d.time && !d.decimated) {
+        const k = d.time.findIndex((t) => t >= until - 1e-6);
+        const upto = k < 0 ? d.time.length : k;
+        buf.time = d.time.slice(0, upto).concat(buf.time);
+        for (const a of axesOf()) {
+          buf[a] = (d[a] || []).slice(0, upto).concat(buf[a]);
+        }
+        buf.unit = d.unit;
+        rate = rate || d.rate;
+        redraw();
+      }
+    } catch (e) {
+      info.textContent = `${node}: ${e.reason || e.message}`;
+    }
+  };
+  const startLive = () => {
+    buf = null;
+    received = 0;
+    if (!unsub) {
+      unsub = ground.subscribeSeismic(node, onLive);
+    }
+    draw({ axes: axesOf() }, true); // 'no samples' until the first batch
+  };
+  const stopLive = () => {
+    if (unsub) {
+      unsub();
+      unsub = null;
+    }
+  };
   const tick = async () => {
     if (!alive) {
       return;
     }
     const live = openmct.time.isRealTime ? openmct.time.isRealTime() : Boolean(openmct.time.clock());
-    try {
-      if (live) {
-        const d = await ground.get(`/api/seismic?node=${encodeURIComponent(node)}&seconds=30&max_points=${canvas.width * 2}`);
-        draw(d, true);
-      } else {
-        const b = openmct.time.getBounds();
-        const d = await ground.get(`/api/web/seismic?node=${encodeURIComponent(node)}&start=${b.start / 1000}&end=${b.end / 1000}&size=${canvas.width}`);
-        draw(d, false);
+    if (live) {
+      if (!unsub) {
+        startLive();
       }
+      return;
+    }
+    stopLive();
+    try {
+      const b = openmct.time.getBounds();
+      const d = await ground.get(`/api/web/seismic?node=${encodeURIComponent(node)}&start=${b.start / 1000}&end=${b.end / 1000}&size=${canvas.width}`);
+      draw(d, false);
     } catch (e) {
       info.textContent = `${node}: ${e.reason || e.message}`;
     }
-    timer = setTimeout(tick, live ? 1000 : 5000);
   };
   tick();
   const onBounds = (b, isTick) => {
     if (!isTick) {
-      clearTimeout(timer);
       tick();
     }
   };
@@ -570,7 +698,7 @@ function seismic(el, ground, node, openmct) {
   return {
     destroy() {
       alive = false;
-      clearTimeout(timer);
+      stopLive();
       openmct.time.off('boundsChanged', onBounds);
     }
   };
