@@ -200,7 +200,7 @@ class Operations:
             for tfn in list(self.table_listeners):
                 try:
                     tfn(node, pname, sub, result.ticks[rows], received)
-                except Exception:  # noqa: BLE001 - a console's stream must not break ingest
+                except Exception:  # a console's stream must not break ingest
                     self._rlog.error("table_listener", "live telemetry listener failed", exc_info=True)
             if self.telemetry_listeners:
                 for k in range(len(values)):
