@@ -66,6 +66,9 @@ def register(sub: Any) -> None:
                    help="re-sync node clocks every S s (default 600; unsynced nodes at once; -1: never)")
     g.add_argument("--durable", action="store_true",
                    help="SQLite archive: fsync every commit (synchronous=FULL, survives power loss)")
+    g.add_argument("--custody", type=float, default=1.0, metavar="S",
+                   help="tell nodes every S s what the archive committed, so they let go of it "
+                        "(docs/custody.md; default 1; 0: never)")
     g.add_argument("--ack-timeout", type=float, default=5.0, help="s to ACCEPTED, plus the round trip")
     g.add_argument("--exec-timeout", type=float, default=15.0, help="s to EXECUTED, plus the round trip")
     g.add_argument("--grace", type=float, default=30.0, help="s past an announced contact before LOST")
@@ -163,7 +166,7 @@ def run_ground(a: argparse.Namespace) -> int:
                             share=a.share, instance=a.instance, ca=a.ca, tls_cert=a.tls_cert, tls_key=a.tls_key,
                             users=users, allowed_hosts=a.allowed_host,
                             allowed_origins=a.allowed_origin, two_person=policy,
-                            time_sync_s=a.time_sync, durable=a.durable)
+                            time_sync_s=a.time_sync, durable=a.durable, custody_s=a.custody)
     except (AuthError, FileNotFoundError) as e:
         print(f"lunabase ground: {e}", file=sys.stderr)
         return 1

@@ -120,11 +120,16 @@ class GroundService:
         allowed_origins: list[str] | tuple[str, ...] = (),
         two_person: TwoPersonPolicy | None = None,
         durable: bool = False,
+        custody_s: float = 1.0,
     ) -> None:
         """``ca``: the CA that must have signed the broker's certificate (mqtts; default the
-        system's).  ``tls_cert``/``tls_key``: serve the client interface over HTTPS."""
+        system's).  ``tls_cert``/``tls_key``: serve the client interface over HTTPS.
+        ``custody_s``: how often nodes are told what the archive committed (docs/custody.md);
+        0 = never (nodes in custody mode then keep and re-send everything)."""
         self.broker = BrokerUrl.parse(broker)
         self.durable = durable
+        self.custody_s = custody_s
+        self.custody: Any = None
         self.inventory = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
         self.archive_url = archive
         self.ops_db = str(ops_db) if ops_db else _default_ops_db(archive)
@@ -183,9 +188,15 @@ class GroundService:
         ops.raw_fn = self._raw_packets
         # only the inventory's nodes get a link entry each; others are quarantined under one
         known = {(self.inventory.site, n.id) for n in self.inventory.nodes}
+        sinks: list[Any] = [ops]
+        if self.custody_s > 0:
+            from ground.custody import CustodySender
+
+            self.custody = CustodySender(self.inventory, self.cmdlink.publish, self.ops_db, self.custody_s)
+            sinks.append(self.custody)
         self.ingest = IngestWorker(self.archive, self.broker.host, self.broker.port, username=self.username,
                                    password=self.password, client_id=self.client_id, share=self.share,
-                                   sinks=[ops], tls=self.tls, pipeline=None, known=known)
+                                   sinks=sinks, tls=self.tls, pipeline=None, known=known)
         ops.links_fn = self._links
         ops.health_fn = self._health
         self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(ops.commander.pump()))
@@ -200,6 +211,8 @@ class GroundService:
         self._tasks = [asyncio.create_task(self.ingest.run(), name="ingest"),
                        asyncio.create_task(self.cmdlink.run(), name="cmdlink"),
                        asyncio.create_task(self.ops.run(), name="ops-timers")]
+        if self.custody is not None:
+            self._tasks.append(asyncio.create_task(self.custody.run(), name="custody"))
         return self
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
@@ -222,6 +235,8 @@ class GroundService:
             await self.api.stop()
         if self.ops is not None:
             self.ops.store.close()
+        if self.custody is not None:
+            self.custody.close()
         if self.archive is not None:
             self.archive.close()
 

@@ -52,6 +52,14 @@ MAC_LEN = const(16)
 TC_OVERHEAD = const(45)  # OVERHEAD + TC_HEAD_LEN + MAC_LEN; a TC is this + node id + arguments
 NODE_ID_MAX = const(32)
 
+# Custody acknowledgement (docs/custody.md, wire/custody.py): a TC-format packet (same
+# MAC, node id and envelope as a telecommand) on the node's cmd topic with APID
+# CUSTODY_APID and opcode 0.  Its counter is a counter space of its own (strictly
+# increasing, persisted in the journal state); its arguments are 8 big-endian u16, one
+# per APID 0..7: 0 = no statement, else CUSTODY_VALID | s = "every packet of this APID
+# up to sequence count s (mod 2^14, within half the modulus) is committed to the archive".
+CUSTODY_APID = const(0x041)
+CUSTODY_VALID = const(0x8000)
 HEADER_FMT = ">HHHIH"  # id, seq, length, coarse, fine
 TC_HEAD_FMT = ">BBIIIB"
 

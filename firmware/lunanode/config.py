@@ -44,6 +44,7 @@ _DEFAULTS = {
         "flush_ms": 0,  # RAM -> flash at least this often (0: every packet)
         "segment_bytes": 16384,  # one journal file
         "segments": 8,  # journal files kept (bound = segments * segment_bytes)
+        "custody_s": 0,  # >0: keep packets until the ground's custody ack; re-send after this long
     },
     "power": {
         "night_soc": 30.0,  # % below which the node hibernates
@@ -82,6 +83,7 @@ _LIMITS = {
     "journal.flush_ms": (0, 600000),
     "journal.segment_bytes": (1024, 1048576),
     "journal.segments": (2, 1000),
+    "journal.custody_s": (0, 86400),
     "power.night_hk_s": (1, 86400),
     "power.night_keepalive": (0, 65535),
     "power.sleep_s": (1, 2592000),

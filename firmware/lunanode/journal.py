@@ -1,5 +1,7 @@
 # Store-and-forward journal: every telemetry packet goes here first and leaves only
-# after the broker PUBACKed the MQTT message that carried it.
+# when its custody ends: with journal.custody_s > 0 (custody mode) when the ground says it
+# committed the packet to the archive (a custody acknowledgement, docs/custody.md), else
+# when the broker PUBACKed the MQTT message that carried it.
 #
 # Layout: data/j/<n> segment files, n increasing, each the raw packets back to back
 # (packets are self-delimiting and end in their own CRC: a record needs no extra bytes).
@@ -11,19 +13,38 @@
 #
 # Crash safety (kill -9 / reset at any moment): segments are append-only; the boot scan
 # checks every record's CRC and a torn tail is cut off by copying the valid prefix to a
-# temporary file renamed over the segment.  The acknowledgement point (segment, offset)
-# and `dropped` live in data/jstate written with an atomic rename; it lags at most one
-# save period, so a crash re-sends some acknowledged packets (the ground de-duplicates
-# on apid+seq+time) but never skips an unacknowledged one.  data/jseq holds the per-APID
-# next sequence counts when a segment is opened; with the newest segment's records they
-# give the counters back after a reset, so sequence counts stay contiguous.
+# temporary file renamed over the segment.  The acknowledgement (custody) point
+# (segment, offset), `dropped` and the last custody counter live in data/jstate written
+# with an atomic rename; it lags at most one save period, so a crash re-sends some
+# acknowledged packets (the ground de-duplicates on its key) but never skips an
+# unacknowledged one.
+#
+# Custody mode: the acknowledgement point moves only by confirm() (the ground's per-APID
+# "committed through sequence count s"): it walks the packets from the point, in journal
+# order, while each is covered, and stops at the first one that is not.  Whatever the
+# ground has not confirmed custody_s after the last progress is sent again from the
+# point (custody_due(), go-back-N; the archive drops the copies), with the wait doubling
+# up to 8x while nothing moves.  PUBACKs and UART writes only pace the sender.
+#
+# data/jseq holds the per-APID next sequence counts when a segment is opened; with the
+# newest segment's records they give the counters back after a reset, so sequence counts
+# stay contiguous.
 import os
+import time
 from micropython import const
 from wire import ccsds
 from lunanode import store
 
 _NAPID = const(8)  # APIDs 0..7 tracked for sequence recovery (the dictionary uses 1..7)
 _HDR = ccsds.PRIMARY_LEN  # enough to read apid, seq and length
+_HALF = const(0x2000)  # half the sequence modulus: "at or before" for custody
+_WALK = const(4096)  # packets confirmed per custody message at most (bounds the loop)
+# custody state: one preallocated list (one instance attribute: the node's heap is tight)
+_MS = const(0)  # custody_s in ms; 0 = custody off (a PUBACK ends custody)
+_T = const(1)  # ticks_ms of the last custody progress or re-send
+_BACK = const(2)  # re-send wait multiplier (1, 2, 4, 8)
+_COUNTER = const(3)  # last custody counter accepted (persisted: replays stay refused)
+# 4..6: confirmed packets, go-back re-sends, rejected custody messages (this boot; status "custody")
 
 
 def _seg_path(n):
@@ -31,7 +52,7 @@ def _seg_path(n):
 
 
 class Journal:
-    def __init__(self, ram_bytes, segment_bytes, segments, flush_ms=0):
+    def __init__(self, ram_bytes, segment_bytes, segments, flush_ms=0, custody_s=0):
         # the RAM ring only exists when flushes are batched (flush_ms > 0); the default
         # write-through mode writes each PacketBuffer straight to the segment
         self.ram = bytearray(ram_bytes if flush_ms else 0)
@@ -59,93 +80,21 @@ class Journal:
         self._dirty = False
         self.torn = 0  # bytes cut at boot
         self.hdr = bytearray(_HDR)
+        self.cu = [custody_s * 1000, time.ticks_ms(), 1, 0, 0, 0, 0]
 
     # -- boot -------------------------------------------------------------------------
     def open(self):
-        store.ensure_dir(store.DATA)
-        store.ensure_dir(store.DATA + "/j")
-        nums = []
-        for name in os.listdir(store.DATA + "/j"):
-            if name.isdigit():
-                nums.append(int(name))
-            else:
-                os.remove(store.DATA + "/j/" + name)  # a leftover .tmp
-        nums.sort()
-        st = (store.read("jstate") or b"").split()
-        ack_seg = int(st[0]) if len(st) >= 3 else -1
-        ack_off = int(st[1]) if len(st) >= 3 else 0
-        self.dropped = int(st[2]) if len(st) >= 3 else 0
-        sq = (store.read("jseq") or b"").split()
-        for i in range(min(len(sq), _NAPID)):
-            self.next_seq[i] = int(sq[i])
-        buf = bytearray(1100)
-        last = nums[-1] if nums else -1
-        for n in nums:
-            size, count, before = self._scan(n, buf, ack_off if n == ack_seg else -1, n == last)
-            self.segs.append(n)
-            self.counts.append(count)
-            self.sizes.append(size)
-            if n == ack_seg:
-                self.ack_idx = before
-        if not self.segs:
-            self.segs.append(0)
-            self.counts.append(0)
-            self.sizes.append(0)
-        if ack_seg not in self.segs:
-            # never acked, or its segment is gone: everything present is unacknowledged
-            ack_seg = self.segs[0] if ack_seg < self.segs[0] else self.segs[-1]
-            ack_off = 0 if ack_seg == self.segs[0] else self.sizes[-1]
-            self.ack_idx = 0 if ack_seg == self.segs[0] else self.counts[-1]
-        self.ack_seg = ack_seg
-        self.ack_off = ack_off
-        i = self.segs.index(ack_seg)
-        self.depth = sum(self.counts[i:]) - self.ack_idx
-        self.send_seg = ack_seg
-        self.send_off = ack_off
-        self._wf = open(_seg_path(self.segs[-1]), "ab")
+        # the boot scan (jboot.py) is needed once: loaded here and unloaded after, so its
+        # code does not stay on the heap (like the config validator, app.load_config)
+        import sys
+        import lunanode
+        from lunanode import jboot
 
-    def _scan(self, n, buf, ack_off, is_last):
-        # -> (valid bytes, packets, packets before ack_off); cuts a torn tail
-        p = _seg_path(n)
-        size = os.stat(p)[6]
-        off = 0
-        count = 0
-        before = 0
-        mv = memoryview(buf)
-        with open(p, "rb") as f:
-            while off + ccsds.HEADER_LEN + ccsds.CRC_LEN <= size:
-                f.seek(off)
-                if f.readinto(mv[:_HDR]) < _HDR:
-                    break
-                ptype, apid, seq, total, _c, _f = ccsds.peek(buf, 0)
-                if total > len(buf) or total < ccsds.OVERHEAD or off + total > size:
-                    break
-                f.seek(off)
-                if f.readinto(mv[:total]) < total or not ccsds.check(buf, 0, total):
-                    break
-                if is_last and apid < _NAPID:
-                    self.next_seq[apid] = (seq + 1) & ccsds.SEQ_MASK
-                if off < ack_off:
-                    before += 1
-                off += total
-                count += 1
-        if off < size:
-            self.torn += size - off
-            self._truncate(p, off, buf)
-        return off, count, before
-
-    def _truncate(self, p, keep, buf):
-        t = p + ".tmp"
-        with open(p, "rb") as src, open(t, "wb") as dst:
-            left = keep
-            mv = memoryview(buf)
-            while left:
-                k = src.readinto(mv[: min(left, len(buf))])
-                if not k:
-                    break
-                dst.write(mv[:k])
-                left -= k
-        os.rename(t, p)
+        try:
+            jboot.open_journal(self)
+        finally:
+            del sys.modules["lunanode.jboot"]
+            lunanode.__dict__.pop("jboot", None)
 
     # -- write ------------------------------------------------------------------------
     def append(self, pkt, n):
@@ -312,8 +261,9 @@ class Journal:
         return f.readinto(memoryview(buf)[: end - off])
 
     def ack(self, seg, end, npk):
-        # the packets [.., end) of segment seg were PUBACKed (called in send order)
-        if seg not in self.segs or seg < self.ack_seg:
+        # the packets [.., end) of segment seg were PUBACKed (called in send order); in
+        # custody mode that ends nothing (confirm() does)
+        if self.cu[_MS] or seg not in self.segs or seg < self.ack_seg:
             return  # dropped meanwhile (already counted) or stale
         if seg != self.ack_seg:
             self.ack_seg = seg
@@ -333,7 +283,78 @@ class Journal:
         # persist the acknowledgement point (throttled by the caller)
         if self._dirty:
             self._dirty = False
-            store.write_atomic("jstate", ("%d %d %d" % (self.ack_seg, self.ack_off, self.dropped)).encode())
+            store.write_atomic("jstate", ("%d %d %d %d" % (self.ack_seg, self.ack_off, self.dropped,
+                                                           self.cu[_COUNTER])).encode())
+
+    # -- custody ----------------------------------------------------------------------------
+    def confirm(self, counter, buf, a):
+        # an authentic custody acknowledgement with this counter (checked by the caller);
+        # buf[a:a+16]: per APID 0..7 a u16, CUSTODY_VALID | s = committed through sequence
+        # count s.  Moves the custody point over the covered packets in journal order;
+        # -> packets confirmed.  Allocation-free (header read into self.hdr).
+        cu = self.cu
+        cu[_COUNTER] = counter
+        self._dirty = True
+        if not cu[_MS]:
+            return 0
+        if self.ram_n:
+            self.flush()
+        h = self.hdr
+        segs = self.segs
+        i = segs.index(self.ack_seg)  # the custody point is always in a kept segment
+        moved = 0
+        while moved < _WALK:
+            if self.ack_off + _HDR > self.sizes[i]:
+                if i + 1 >= len(segs):
+                    break
+                i += 1
+                self.ack_seg = segs[i]
+                self.ack_off = 0
+                self.ack_idx = 0
+                continue
+            f = self._reader(self.ack_seg)
+            f.seek(self.ack_off)
+            f.readinto(h)
+            p = ((h[0] & 7) << 8) | h[1]
+            if p >= _NAPID:
+                break
+            v = (buf[a + 2 * p] << 8) | buf[a + 2 * p + 1]
+            if v < ccsds.CUSTODY_VALID or ((v - (((h[2] & 0x3F) << 8) | h[3])) & 0x3FFF) >= _HALF:
+                break
+            self.ack_off += ((h[4] << 8) | h[5]) + 7
+            self.ack_idx += 1
+            moved += 1
+        if moved:
+            self.depth -= moved
+            cu[4] += moved
+            cu[_T] = time.ticks_ms()
+            cu[_BACK] = 1
+            # what is confirmed is not sent again (segment numbers only grow)
+            if self.send_seg < self.ack_seg or (self.send_seg == self.ack_seg and self.send_off < self.ack_off):
+                self.rewind(self.ack_seg, self.ack_off)
+        return moved
+
+    def custody_due(self, now=False):
+        # True (and the send cursor back at the custody point) when the ground confirmed
+        # nothing for custody_s x the back-off while packets wait for it, or at once with
+        # now=True (a new session: the broker may have lost what it acknowledged)
+        cu = self.cu
+        if not cu[_MS]:
+            return False
+        t = time.ticks_ms()
+        if self.depth <= 0:
+            cu[_T] = t
+            cu[_BACK] = 1
+            return False
+        if not now:
+            if time.ticks_diff(t, cu[_T]) < cu[_MS] * cu[_BACK]:
+                return False
+            if cu[_BACK] < 8:
+                cu[_BACK] *= 2
+            cu[5] += 1
+        cu[_T] = t
+        self.rewind(self.ack_seg, self.ack_off)
+        return True
 
     def close(self):
         self.flush()

@@ -4,6 +4,10 @@
 # broker.window messages in flight.  A packet leaves the journal only when the PUBACK of
 # its message arrives; after a reconnect the unacknowledged messages are re-sent with DUP
 # and the same packet ids (the broker kept them if CONNACK said Session Present).
+# Custody mode (journal.custody_s > 0, docs/custody.md): the PUBACK only frees the window;
+# a packet leaves the journal when the ground's custody acknowledgement (on the cmd topic)
+# covers it, and every new session, or custody_s without progress, sends again from the
+# custody point (a broker that crashed may have lost what it acknowledged).
 # Keepalive: PINGREQ when idle for keepalive/2; no bytes from the broker for 1.5 x
 # keepalive = dead broker -> reconnect.  Hibernation (NIGHT / EMERGENCY): after a short
 # contact the node publishes a retained "asleep" status with next_contact, disconnects
@@ -130,6 +134,7 @@ class Link:
                 "hk_period": a.sched.hk_period() // 1000,
                 "dict_crc": defs.DICT_CRC,
                 "fw": a.version,
+                "custody": a.journal.cu[4:],  # confirmed, re-sends, rejected acks
             }
         )
 
@@ -213,6 +218,14 @@ class Link:
         try:
             await c.subscribe(self.t_cmd, self._pid(), 1)
             await self._publish_status("online")
+            if j.cu[0]:  # custody mode
+                # custody: everything the ground has not confirmed goes again, from the
+                # custody point (the window's messages are part of it)
+                for k in range(self.w):
+                    if self.kind[k] != _FREE:
+                        self.kind[k] = _FREE
+                        self.pid[k] = 0
+                j.custody_due(True)
             # re-send what the broker has not acknowledged, oldest first, as DUP
             start = self.seqno
             while True:
@@ -254,6 +267,7 @@ class Link:
                         return await self._go_to_sleep()
                 else:
                     awake_from = now
+                j.custody_due()
                 i = self._free()
                 if i >= 0 and self.replay:
                     r = self.replay

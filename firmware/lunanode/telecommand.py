@@ -10,29 +10,43 @@
 import asyncio
 import os
 import struct
+from micropython import const
 from wire import ccsds, defs
 from lunanode import store
 
-_REASON = {
-    ccsds.TC_BAD_MAC: defs.ACK_REASON_BAD_MAC,
-    ccsds.TC_REPLAY: defs.ACK_REASON_REPLAY,
-    ccsds.TC_BAD_LENGTH: defs.ACK_REASON_BAD_LENGTH,
-    ccsds.TC_BAD_CRC: defs.ACK_REASON_BAD_LENGTH,
-    ccsds.TC_NOT_TC: defs.ACK_REASON_BAD_LENGTH,
-    ccsds.TC_WRONG_NODE: defs.ACK_REASON_WRONG_NODE,
-    ccsds.TC_EXPIRED: defs.ACK_REASON_EXPIRED,
-    ccsds.TC_NOT_YET_VALID: defs.ACK_REASON_NOT_YET_VALID,
-}
-_ARGS_LEN = {
-    defs.OP_PING: defs.ARGS_PING_LEN,
-    defs.OP_SET_RATE: defs.ARGS_SET_RATE_LEN,
-    defs.OP_SET_MODE: defs.ARGS_SET_MODE_LEN,
-    defs.OP_TIME_SYNC: defs.ARGS_TIME_SYNC_LEN,
-    defs.OP_REBOOT: defs.ARGS_REBOOT_LEN,
-    defs.OP_REPLAY: defs.ARGS_REPLAY_LEN,
-    defs.OP_CLEAR_SAFE: defs.ARGS_CLEAR_SAFE_LEN,
-    defs.OP_TC_RESYNC: defs.ARGS_TC_RESYNC_LEN,
-}
+def _table(pairs, default):
+    # {small int: small int} as a bytes table indexed by the key: a dict costs ~250 B of
+    # heap, this ~40 (the node has a few KB to spare)
+    t = bytearray([default] * (max([k for k, _v in pairs]) + 1))
+    for k, v in pairs:
+        t[k] = v
+    return bytes(t)
+
+
+# open_tc status -> ACK reason (others: BAD_ARGS)
+_REASON = _table((
+    (ccsds.TC_BAD_MAC, defs.ACK_REASON_BAD_MAC),
+    (ccsds.TC_REPLAY, defs.ACK_REASON_REPLAY),
+    (ccsds.TC_BAD_LENGTH, defs.ACK_REASON_BAD_LENGTH),
+    (ccsds.TC_BAD_CRC, defs.ACK_REASON_BAD_LENGTH),
+    (ccsds.TC_NOT_TC, defs.ACK_REASON_BAD_LENGTH),
+    (ccsds.TC_WRONG_NODE, defs.ACK_REASON_WRONG_NODE),
+    (ccsds.TC_EXPIRED, defs.ACK_REASON_EXPIRED),
+    (ccsds.TC_NOT_YET_VALID, defs.ACK_REASON_NOT_YET_VALID),
+), defs.ACK_REASON_BAD_ARGS)
+_NO_OP = const(255)
+# opcode -> argument bytes (_NO_OP: no such opcode)
+_ARGS_LEN = _table((
+    (defs.OP_PING, defs.ARGS_PING_LEN),
+    (defs.OP_SET_RATE, defs.ARGS_SET_RATE_LEN),
+    (defs.OP_SET_MODE, defs.ARGS_SET_MODE_LEN),
+    (defs.OP_TIME_SYNC, defs.ARGS_TIME_SYNC_LEN),
+    (defs.OP_REBOOT, defs.ARGS_REBOOT_LEN),
+    (defs.OP_REPLAY, defs.ARGS_REPLAY_LEN),
+    (defs.OP_CLEAR_SAFE, defs.ARGS_CLEAR_SAFE_LEN),
+    (defs.OP_TC_RESYNC, defs.ARGS_TC_RESYNC_LEN),
+), _NO_OP)
+del _table
 
 
 class Telecommands:
@@ -79,11 +93,22 @@ class Telecommands:
 
     def reject(self, status, opcode, counter, seq):
         self.rejected += 1
-        reason = _REASON.get(status, defs.ACK_REASON_BAD_ARGS)
+        reason = _REASON[status] if status < len(_REASON) else defs.ACK_REASON_BAD_ARGS
         self.ack(counter, opcode, defs.ACK_STAGE_REJECTED, reason, seq)
         self.app.events.emit(defs.EVENT_TC_REJECTED, defs.SEVERITY_WARNING, reason, counter, "tc op %d" % opcode)
 
     def handle(self, pkt, dup=False):
+        if len(pkt) > 6 and (((pkt[0] & 7) << 8) | pkt[1]) == ccsds.CUSTODY_APID:
+            # the ground's custody acknowledgement (docs/custody.md): authenticated like a
+            # TC but against the journal's own counter (cu[3]); answered by nothing (no ACK,
+            # no event: a forged flood must not fill the journal), only counted (cu[6])
+            j = self.app.journal
+            st, op, counter, a, b, _s = ccsds.open_tc(self.key, self.node, pkt, j.cu[3], 0)
+            if st == ccsds.TC_OK and op == 0 and b - a == 16:  # 8 x u16
+                j.confirm(counter, pkt, a)
+            elif not (st == ccsds.TC_REPLAY and dup):
+                j.cu[6] += 1
+            return
         c = self.app.clock
         c.update()
         lost = self.nonce != 0
@@ -106,7 +131,7 @@ class Telecommands:
                 self.lost_event(counter)
                 return
             self.nonce = 0  # re-armed: this counter is the new floor
-        if op not in _ARGS_LEN:
+        if op >= len(_ARGS_LEN) or _ARGS_LEN[op] == _NO_OP:
             self._persist(counter)
             self.rejected += 1
             self.ack(counter, op, defs.ACK_STAGE_REJECTED, defs.ACK_REASON_BAD_OPCODE, seq)

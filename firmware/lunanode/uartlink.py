@@ -7,11 +7,15 @@
 # Downlink frame: COBS(one or more TC packets back to back) 0x00
 # One 0x00 is written when the port opens, so the gateway resyncs after boot output.
 #
-# There is no acknowledgement on a raw UART: a packet counts as delivered (the journal's
-# acknowledgement point moves) once its whole frame is written to the UART.  Bytes lost
-# on the wire show up on the ground as sequence gaps; the journal still holds them, so
-# REPLAY can re-send them.  A write that fails rewinds the send cursor (the frame is sent
-# again whole).  The link does not hibernate: a UART costs no radio power, so NIGHT and
+# There is no acknowledgement on a raw UART.  In custody mode (journal.custody_s > 0,
+# docs/custody.md) a packet stays in the journal until the ground's custody
+# acknowledgement comes back down the UART through the gateway (a TC-format frame like a
+# command); what is not confirmed within custody_s is sent again from the custody point,
+# so a gateway that dies (with frames read but not yet published, or publishes not yet
+# acknowledged by the broker) loses nothing.  Without custody a packet counts as
+# delivered once its whole frame is written to the UART; bytes lost on the wire show up
+# on the ground as sequence gaps and only REPLAY can re-send them.  A write that fails
+# rewinds the send cursor (the frame is sent again whole).  The link does not hibernate: a UART costs no radio power, so NIGHT and
 # EMERGENCY only slow the sensors (next_contact stays 0).
 #
 # Status: the node has no broker session, so it sends its status JSON (the same fields as
@@ -87,6 +91,7 @@ class UartLink:
                 "link": "uart",
                 "rx_frames": self.rx_frames,
                 "rx_rejected": {"cobs": d.malformed, "short": self.rx_short, "bad_crc": self.rx_crc},
+                "custody": a.journal.cu[4:],  # confirmed, re-sends, rejected acks
             }
         )
 
@@ -222,8 +227,10 @@ class UartLink:
         every = self.u["status_s"] * 1000
         await self._send_status("online")
         last_status = time.ticks_ms()
+        j.custody_due(True)  # the port (re)opened: what the ground has not confirmed goes again
         while True:
             self._pump_rx()
+            j.custody_due()
             if time.ticks_diff(time.ticks_ms(), last_status) >= every or self.status_mode != a.power.mode:
                 last_status = time.ticks_ms()
                 await self._send_status("online")
@@ -246,6 +253,6 @@ class UartLink:
                     except Exception:
                         j.rewind(seg, off)  # not (wholly) written: send it again
                         raise
-                    j.ack(seg, off + n, k)  # written = delivered (no ack on a raw UART)
+                    j.ack(seg, off + n, k)  # written = delivered, unless in custody mode (a no-op then)
                     continue
             await asyncio.sleep_ms(10)  # idle: also the receive poll period (no allocation)
