@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from firmware_helpers import KEY, SITE, node_config
 
 from ground.archive import open_archive
 from ground.service import GroundService
 from sim.accounting import Accounting
 from sim.mosquitto import Mosquitto
 from wire.inventory import Inventory, Node
+
+from firmware_helpers import KEY, SITE, node_config
 
 CUSTODY_S = 3  # the node re-sends what the ground has not confirmed after this long
 
@@ -44,7 +45,7 @@ def _inventory() -> Inventory:
     return Inventory(SITE, [Node("n01", KEY, "pw", hk_period_s=0.5)])
 
 
-async def _until(pred, timeout: float, what: str, detail=None) -> None:  # noqa: ANN001
+async def _until(pred, timeout: float, what: str, detail=None) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
@@ -171,7 +172,7 @@ async def test_gateway_sigkill_loses_nothing(broker, make_node, tmp_path: Path) 
     node.pass_fds = (m,)
     g = GroundService(broker.url, _inventory(), url, ops_db=tmp_path / "ops.db", api_port=0, custody_s=0.5,
                       client_id=f"g-{os.getpid()}-{time.monotonic_ns()}", time_sync_s=-1)
-    gw_log = open(tmp_path / "gateway.log", "ab")  # noqa: SIM115
+    gw_log = open(tmp_path / "gateway.log", "ab")
 
     def gateway() -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "lunabase.cli", "gateway", "--port", str(port), "--node", "n01",
