@@ -237,7 +237,7 @@ def run_command(a: argparse.Namespace) -> int:
                     seen = len(row["history"])
             if a.json:
                 print(json.dumps(row, indent=2))
-            return 0 if row["stage"] in ("EXECUTED", "AWAITING_APPROVAL", "QUEUED", "SENT", "ACCEPTED") else 1
+            return 0 if row["stage"] in ("EXECUTED", "AWAITING_APPROVAL", "QUEUED", "HELD", "SENT", "ACCEPTED") else 1
 
     try:
         return asyncio.run(main())

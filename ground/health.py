@@ -99,7 +99,8 @@ def commands_part(commander: Any, now: float | None = None) -> Part:
     in_flight = sum(1 for c in list(commander._cmds.values()) if c.get("stage") in ("SENT", "ACCEPTED"))
     oldest = min(queued, key=lambda c: c.get("submitted") or now, default=None)
     finals = dict(getattr(commander, "finals", {}))
-    figures: dict[str, Any] = {"queued": len(queued), "in_flight": in_flight, "errors": commander.errors,
+    held = sum(1 for c in list(commander._cmds.values()) if c.get("stage") == "HELD")
+    figures: dict[str, Any] = {"queued": len(queued), "held": held, "in_flight": in_flight, "errors": commander.errors,
                "finished": finals,
                "failures": sum(n for st, n in finals.items() if st not in ("EXECUTED", "CANCELLED")),
                "last_error": commander.last_error,

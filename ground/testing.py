@@ -345,7 +345,7 @@ class RemoteGroundTestAPI:
                                       confirm: bool = False) -> CommandRow:
         row = await self.client.send_command(node, name, args or {}, confirm=confirm)
         deadline = time.monotonic() + timeout
-        pending = ("AWAITING_APPROVAL", "QUEUED", "SENT", "ACCEPTED")
+        pending = ("AWAITING_APPROVAL", "QUEUED", "HELD", "SENT", "ACCEPTED")
         while row["stage"] in pending and time.monotonic() < deadline:
             row = await self.client.command(row["id"], wait=max(0.1, min(5.0, deadline - time.monotonic())))
         if row["stage"] in pending and expect != row["stage"]:

@@ -43,6 +43,7 @@ STAGE_STYLES: dict[str, str] = {
     "APPROVED": "magenta",
     "DENIED": "bold white on red",
     "QUEUED": "dim",
+    "HELD": "yellow",
     "SENT": "cyan",
     "ACCEPTED": "bold cyan",
     "EXECUTED": "bold green",

@@ -6,7 +6,8 @@ Stages of one command (docs/ground-ops.md)::
       ├─ the second account denies ──> DENIED
       └─ nobody approves within the approval timeout ──> EXPIRED
     QUEUED ──release──> SENT ──ACK ACCEPTED──> ACCEPTED ──ACK EXECUTED──> EXECUTED
-      │                   │                       └─ACK FAILED──> FAILED
+      │ ↑                 │                       └─ACK FAILED──> FAILED
+      │ └─ node asleep ─> HELD ──its announced contact − light time──> SENT
       │                   └─ACK REJECTED──> REJECTED       (any open stage) ──> TIMED_OUT
       └─ not_after passed before release ──> EXPIRED
 
@@ -17,6 +18,13 @@ Who may send or approve is checked by the caller (ground.auth); the commander re
 self-approval itself, so no caller can get it wrong.
 
 A command is released when its node is reachable (ONLINE) and ``not_before`` has passed.
+A node that announced a sleep (``hold(node)`` says so) gets nothing released into it: its
+commands wait HELD (a stage in the history, with the announced contact) and are released
+one light time before that contact, so the broker hands them over as the node reconnects;
+a node asleep "until further notice" gets them when it is heard again.  A command already
+SENT when its node falls asleep (the sleep announcement crossed it in flight) is delivered
+by the broker at the next contact: its ACK deadlines run from that contact, so it is not
+TIMED_OUT while the node sleeps (the history gets an ``ASLEEP`` note).
 The window travels inside the signed TC too (wire-epoch seconds), so the node itself
 refuses a TC delivered late (held by the broker through a sleep): REJECTED EXPIRED.
 Its counter is allocated at release (strictly increasing per node, committed to the ops
@@ -44,13 +52,16 @@ from wire.inventory import Inventory
 
 log = logging.getLogger("ground.commanding")
 
-QUEUED, SENT, ACCEPTED, EXECUTED = "QUEUED", "SENT", "ACCEPTED", "EXECUTED"
+QUEUED, HELD, SENT, ACCEPTED, EXECUTED = "QUEUED", "HELD", "SENT", "ACCEPTED", "EXECUTED"
 REJECTED, FAILED, TIMED_OUT, EXPIRED, CANCELLED = "REJECTED", "FAILED", "TIMED_OUT", "EXPIRED", "CANCELLED"
 AWAITING_APPROVAL, APPROVED, DENIED = "AWAITING_APPROVAL", "APPROVED", "DENIED"
-OPEN = (AWAITING_APPROVAL, QUEUED, SENT, ACCEPTED)
+OPEN = (AWAITING_APPROVAL, QUEUED, HELD, SENT, ACCEPTED)
 FINAL = (EXECUTED, REJECTED, FAILED, TIMED_OUT, EXPIRED, CANCELLED, DENIED)
 
 Publish = Callable[[str, bytes], Awaitable[None]]
+#: hold(node) -> None when the node is not known to sleep, else (ground time to release its
+#: commands at, or None = when it is heard again; why, for the history)
+Hold = Callable[[str], "tuple[float | None, str] | None"]
 
 
 class SelfApproval(CommandError):
@@ -78,6 +89,7 @@ class Commander:
         clock: Callable[[], float] = time.time,
         two_person: Callable[[str, bool], bool] | None = None,
         approval_timeout: float = 600.0,
+        hold: Hold | None = None,
     ) -> None:
         self.inventory = inventory
         self.site = inventory.site
@@ -85,6 +97,7 @@ class Commander:
         self.publish = publish
         self.dictionary = dictionary or load()
         self.reachable = reachable or (lambda node: True)
+        self.hold: Hold = hold or (lambda node: None)
         self.light_time = light_time
         self.ack_timeout = ack_timeout
         self.exec_timeout = exec_timeout
@@ -172,9 +185,9 @@ class Commander:
         return dict(c)
 
     def cancel(self, cid: int, user: str = "operator") -> Row:
-        """Cancel a command not yet sent (QUEUED or AWAITING_APPROVAL)."""
+        """Cancel a command not yet sent (QUEUED, HELD or AWAITING_APPROVAL)."""
         c = self._cmds.get(cid)
-        if c is None or c["stage"] not in (QUEUED, AWAITING_APPROVAL):
+        if c is None or c["stage"] not in (QUEUED, HELD, AWAITING_APPROVAL):
             raise CommandError(f"command {cid} is not queued")
         self._stage(c, CANCELLED, f"cancelled by {user}", user=user)
         return dict(c)
@@ -224,14 +237,32 @@ class Commander:
                 self._stage(c, EXPIRED, f"no second account approved within {self.approval_timeout:g} s")
             elif c["not_after"] is not None and now > c["not_after"]:
                 self._stage(c, EXPIRED, "validity window closed while awaiting approval")
-        elif st == QUEUED:
+        elif st in (QUEUED, HELD):
             if c["not_after"] is not None and now > c["not_after"]:
                 self._stage(c, EXPIRED, "validity window closed before the node was reachable")
-            elif (c["not_before"] is None or now >= c["not_before"]) and self.reachable(c["node"]):
-                await self._release(c, now)
+            elif c["not_before"] is None or now >= c["not_before"]:
+                h = self.hold(c["node"])
+                if h is None:
+                    if self.reachable(c["node"]):
+                        await self._release(c, now)
+                elif h[0] is not None and now >= h[0]:
+                    c["_asleep"] = True  # released for the contact: no "went to sleep" note
+                    await self._release(c, now)  # its announced contact: the broker keeps it until then
+                elif st == QUEUED:
+                    self._stage(c, HELD, h[1])
         elif st in (SENT, ACCEPTED):
-            sent = c.get("sent_at") or c["updated"]
             rt = 2.0 * self.light_time
+            h = self.hold(c["node"])
+            if h is not None:
+                # asleep before it answered: the broker delivers it at the next contact, so
+                # the deadlines run from then (from now on, while the contact is unknown)
+                due = now if h[0] is None else h[0] + rt
+                if due > (c.get("sent_at") or 0.0):
+                    c["sent_at"] = due
+                    if not c.get("_asleep"):
+                        c["_asleep"] = True
+                        self._note(c, "ASLEEP", f"the node went to sleep before it answered: {h[1]}")
+            sent = c.get("sent_at") or c["updated"]
             if st == SENT and now > sent + rt + self.ack_timeout:
                 self._stage(c, TIMED_OUT, f"no ACCEPTED ack within {self.ack_timeout:g} s + {rt:g} s light time")
             elif st == ACCEPTED and now > sent + rt + self.exec_timeout:
@@ -283,7 +314,7 @@ class Commander:
         c["history"] = list(c["history"]) + [[stage, now, reason]]
         if stage in FINAL:
             self.finals[stage] = self.finals.get(stage, 0) + 1
-        self.store.update_command({k: v for k, v in c.items() if k != "sent_at"})
+        self.store.update_command(_public(c))
         sev = {REJECTED: "ERROR", FAILED: "ERROR", TIMED_OUT: "WARNING", EXPIRED: "WARNING", DENIED: "WARNING"}.get(stage, "INFO")
         self.store.event("command", f"{c['node']} {c['command']} #{c['id']} {stage}" + (f": {reason}" if reason else ""),
                          site=self.site, node=c["node"], severity=sev,
@@ -301,8 +332,17 @@ class Commander:
                     self._late.pop((old["node"], old["counter"]), None)
         self._notify(c)
 
+    def _note(self, c: Row, what: str, why: str) -> None:
+        """A history entry that is not a stage (the stage stays): stored, pushed, logged."""
+        now = self.clock()
+        c["history"] = list(c["history"]) + [[what, now, why]]
+        self.store.update_command(_public(c))
+        self.store.event("command", f"{c['node']} {c['command']} #{c['id']} {what}: {why}", site=self.site,
+                         node=c["node"], data={"command": c["id"], "stage": what, "reason": why, "counter": c["counter"]})
+        self._notify(c)
+
     def _notify(self, c: Row) -> None:
-        row = {k: v for k, v in c.items() if k != "sent_at"}
+        row = _public(c)
         for fn in list(self.listeners):
             fn(row)
         for fut in self._waiters.pop(c["id"], []) if c["stage"] in FINAL else []:
@@ -347,7 +387,7 @@ class Commander:
         why = f"after {c['stage']}" + ("" if r == "OK" else f": {r}")
         c["history"] = list(c["history"]) + [[late, now, why]]
         c["late"] = s
-        self.store.update_command({k: v for k, v in c.items() if k not in ("sent_at", "late")})
+        self.store.update_command({k: v for k, v in _public(c).items() if k != "late"})
         sev = "WARNING" if s in ("EXECUTED", "ACCEPTED") else "ERROR"
         self.store.event("command", f"{c['node']} {c['command']} #{c['id']} {late} ({why})", site=self.site,
                          node=c["node"], severity=sev,
@@ -360,7 +400,7 @@ class Commander:
     def get(self, cid: int) -> Row | None:
         c = self._cmds.get(cid) or self._finished.get(cid)
         if c is not None:
-            return {k: v for k, v in c.items() if k != "sent_at"}
+            return _public(c)
         rows = self.store.commands(limit=1, cid=cid)
         return rows[0] if rows else None
 
@@ -387,6 +427,11 @@ def wire_window(not_before: float | None, not_after: float | None) -> tuple[int,
     nb = 0 if not_before is None else max(1, math.floor(timetag.unix_to_node(not_before)))
     na = 0 if not_after is None else min(0xFFFFFFFF, max(1, math.ceil(timetag.unix_to_node(not_after))))
     return nb, na
+
+
+def _public(c: Row) -> Row:
+    """The row as stored and shown: without the commander's own bookkeeping keys."""
+    return {k: v for k, v in c.items() if k != "sent_at" and not k.startswith("_")}
 
 
 def _is_time(t: Any) -> bool:

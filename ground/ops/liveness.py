@@ -79,6 +79,8 @@ class NodeTracker:
         self.grace = grace
         self.log = log  # OpsStore.event-like: log(kind, message, site=, node=, severity=, data=)
         self.nodes: dict[str, NodeInfo] = {}
+        #: the node-time (s since the wire epoch) of each node's announced next contact, as sent
+        self.announced: dict[str, float] = {}
         self.listeners: list[Callable[[NodeInfo, str], None]] = []
         for n, hk in (nodes or {}).items():
             self.nodes[n] = NodeInfo(site, n, hk_period=hk)
@@ -145,6 +147,7 @@ class NodeTracker:
         elif st == "asleep":
             offset = info.clock_offset if info.clock_offset is not None else 0.0
             info.next_contact = node_to_unix(nc) + offset if nc > 0 else None
+            self.announced[node] = nc
             info.last_contact = received
             until = time.strftime("%H:%M:%S", time.gmtime(info.next_contact)) if info.next_contact else "further notice"
             self._set(info, ASLEEP, f"announced sleep until {until}", received)

@@ -24,7 +24,7 @@ from ground.ops.alarms import AlarmManager
 from ground.ops.commander import Commander
 from ground.ops.hub import Hub
 from ground.ops.limits import LEVEL_NAMES
-from ground.ops.liveness import ONLINE, NodeInfo, NodeTracker
+from ground.ops.liveness import ASLEEP, ONLINE, NodeInfo, NodeTracker
 from ground.ops.store import OpsStore
 from ground.ops.timekeeper import USER as TIMEKEEPER
 from ground.ops.timekeeper import TimeKeeper
@@ -33,7 +33,7 @@ from ground.ratelog import RateLimitedLog
 from wire.defs import APID_ACK, APID_EVENT, APID_HK, APID_SEISMIC
 from wire.dictionary import Dictionary, load
 from wire.inventory import Inventory
-from wire.timetag import ticks_to_unix
+from wire.timetag import node_to_unix, ticks_to_unix
 
 log = logging.getLogger("ground.ops")
 
@@ -78,7 +78,7 @@ class Operations:
                                  log=self.store.event)
         self.commander = Commander(inventory, self.store, publish, dictionary=self.dictionary,
                                    reachable=self.nodes.reachable, light_time=light_time,
-                                   ack_timeout=ack_timeout, exec_timeout=exec_timeout)
+                                   ack_timeout=ack_timeout, exec_timeout=exec_timeout, hold=self.hold)
         # node clocks: synced automatically (time_sync_s < 0: never), correlated, corrected;
         # ``time_correct`` stores correction ranges (the service points it at the archive)
         self.time_correct: Callable[[str, TimeCorrection], None] | None = None
@@ -133,6 +133,41 @@ class Operations:
         self._resyncs: dict[str, collections.deque[float]] = collections.defaultdict(
             lambda: collections.deque(maxlen=RESYNC_MAX_PER_HOUR))
         self._resync_nonce: dict[str, int] = {}
+
+    def wake(self, node: str) -> float | None:
+        """Ground (Unix) time at which a sleeping node wakes by its announcement, or None.
+
+        Mapped with the time keeper's correlation (ground − node clock) when it has one,
+        else with the liveness offset (receive time − tag), less the light time it includes.
+        """
+        info = self.nodes.get(node)
+        nc = self.nodes.announced.get(node)
+        if info.state != ASLEEP or not nc or info.next_contact is None:
+            return None
+        nt = self.timekeeper.get(node)
+        if nt.synced and nt.offset is not None:
+            return node_to_unix(nc) + nt.offset
+        return info.next_contact - self.timekeeper.owlt(node)
+
+    def hold(self, node: str) -> tuple[float | None, str] | None:
+        """The commander's question: is ``node`` asleep, and until when (docs/ground-ops.md)?
+
+        None when it is not known to sleep; else (release time = its wake − the one-way
+        light time, so a TC reaches the broker before the node reconnects, or None while
+        it sleeps until further notice; the reason for the history)."""
+        info = self.nodes.get(node)
+        if info.state != ASLEEP:
+            return None
+        wake = self.wake(node)
+        if wake is None:
+            return None, "node asleep until further notice: held until it is heard again"
+        owlt = self.timekeeper.owlt(node)
+        at = wake - owlt
+
+        def hms(t: float) -> str:
+            return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 10) % 10}"
+
+        return at, f"node asleep until {hms(wake)} (announced): held, released at {hms(at)} (its contact − {owlt:.2f} s light time)"
 
     # -- sink interface (called by ingest after each archive commit) -----------------------
 

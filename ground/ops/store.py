@@ -73,7 +73,7 @@ class OpsStore:
             n = self.db.execute("DELETE FROM events WHERE t < ?", (cut,)).rowcount
             n += self.db.execute("DELETE FROM alarms WHERE state = 'cleared' AND cleared_at < ?", (cut,)).rowcount
             n += self.db.execute("DELETE FROM commands WHERE stage NOT IN "
-                                 "('AWAITING_APPROVAL','QUEUED','SENT','ACCEPTED') AND updated < ?",
+                                 "('AWAITING_APPROVAL','QUEUED','HELD','SENT','ACCEPTED') AND updated < ?",
                                  (cut,)).rowcount
         return n
 
@@ -175,7 +175,7 @@ class OpsStore:
             q += " WHERE id = ?"
             p.append(cid)
         elif open_only:
-            q += " WHERE stage IN ('AWAITING_APPROVAL','QUEUED','SENT','ACCEPTED')"
+            q += " WHERE stage IN ('AWAITING_APPROVAL','QUEUED','HELD','SENT','ACCEPTED')"
         q += " ORDER BY id DESC LIMIT ?"
         p.append(limit)
         with self._lock:

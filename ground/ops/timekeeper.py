@@ -55,7 +55,7 @@ log = logging.getLogger("ground.time")
 
 I32_MAX_MS = 0x7FFFFFFF  # the node clamps the step it reports in EVENT arg0 to an i32 of ms
 USER = "timekeeper"  # the account the automatic syncs are submitted as (command history)
-_OPEN = ("QUEUED", "SENT", "ACCEPTED")
+_OPEN = ("QUEUED", "HELD", "SENT", "ACCEPTED")
 #: a step beyond the bound within this long after the previous one (a refinement) corrects
 #: the time tags in between; later steps are drift, which the slew keeps inside the bound
 REFINE_SPAN_S = 120

@@ -268,3 +268,59 @@ async def test_counter_lost_event_answered_with_tc_resync(tmp_path):
     for _ in range(50):
         await asyncio.sleep(0.01)
     assert len(sent) == RESYNC_MAX_PER_HOUR
+
+
+async def test_held_for_a_sleeping_node_and_released_before_its_contact(inv):
+    """A node that announced a sleep gets nothing released into it: HELD until its contact
+    less the light time; a command the sleep crossed in flight is not TIMED_OUT meanwhile."""
+    clock = Clock()
+    asleep: dict[str, tuple[float | None, str] | None] = {"n01": (T0 + 100.0, "asleep until +101.28"), "n02": None}
+    reach = {"n01": False, "n02": True}
+    cmd, sent = make(inv, OpsStore(), clock, reach, light_time=1.28, ack_timeout=5.0, exec_timeout=15.0,
+                     hold=lambda n: asleep[n])
+    a = await cmd.submit("n01", "PING")
+    assert a["stage"] == "HELD" and [h[0] for h in a["history"]] == ["QUEUED", "HELD"]
+    assert a["reason"] == "asleep until +101.28" and sent == []
+    clock.t = T0 + 99.9
+    await cmd.pump()
+    assert cmd.get(a["id"])["stage"] == "HELD" and sent == []
+    clock.t = T0 + 100.0  # one light time before the contact: into the broker, for the reconnect
+    await cmd.pump()
+    r = cmd.get(a["id"])
+    assert r["stage"] == "SENT" and len(sent) == 1
+    # the node is still asleep (it wakes at +101.28, answers after its reconnect round trip)
+    clock.t = T0 + 100.0 + 2.56 + 5.0 + 1.0
+    await cmd.pump()
+    assert cmd.get(a["id"])["stage"] == "SENT"
+    asleep["n01"] = None  # awake: its ACK comes
+    cmd.on_ack("n01", acks((r["counter"], 0, 0), (r["counter"], 2, 0)))
+    r = cmd.get(a["id"])
+    assert r["stage"] == "EXECUTED" and "TIMED_OUT" not in [h[0] for h in r["history"]]
+    assert [h[0] for h in r["history"]] == ["QUEUED", "HELD", "SENT", "ACCEPTED", "EXECUTED"]
+    # n02 is awake: sent at once; then it announces a sleep until further notice before it answered
+    clock.t = T0 + 200
+    b = await cmd.submit("n02", "PING")
+    assert b["stage"] == "SENT"
+    asleep["n02"] = (None, "asleep until further notice")
+    clock.t = T0 + 200 + 60  # far beyond ack_timeout + round trip: still waiting for its contact
+    await cmd.pump()
+    r = cmd.get(b["id"])
+    assert r["stage"] == "SENT" and r["history"][-1][0] == "ASLEEP" and "before it answered" in r["history"][-1][2]
+    assert cmd.store.commands(cid=b["id"])[0]["history"][-1][0] == "ASLEEP"  # stored, no private keys
+    asleep["n02"] = None  # heard again at +260: the deadline runs from its last sleeping moment
+    clock.t = T0 + 260 + 2.56 + 5.0 - 0.1
+    await cmd.pump()
+    assert cmd.get(b["id"])["stage"] == "SENT"
+    clock.t = T0 + 260 + 2.56 + 5.0 + 0.1
+    await cmd.pump()
+    assert cmd.get(b["id"])["stage"] == "TIMED_OUT"  # it never answered: a timeout after all
+    # a held command can be cancelled; and expires with its window
+    asleep["n01"] = (T0 + 1000.0, "asleep")
+    clock.t = T0 + 300
+    c = await cmd.submit("n01", "PING")
+    d = await cmd.submit("n01", "PING", not_after=T0 + 310)
+    assert c["stage"] == d["stage"] == "HELD"
+    assert cmd.cancel(c["id"], "bob")["stage"] == "CANCELLED"
+    clock.t = T0 + 311
+    await cmd.pump()
+    assert cmd.get(d["id"])["stage"] == "EXPIRED"

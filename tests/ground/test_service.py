@@ -117,7 +117,9 @@ async def test_queued_for_sleeping_node_released_on_wake_and_counter_survives_re
                 q = await c.send_command("n01", "SET_RATE", {"sensor": "THERMAL", "period_ms": 60000},
                                          not_after=time.time() + 600)
                 exp = await c.send_command("n01", "PING", not_after=time.time() + 0.3)
-                assert q["stage"] == exp["stage"] == "QUEUED"
+                # asleep with an announced contact an hour away: held (a stage in the history)
+                assert q["stage"] == exp["stage"] == "HELD"
+                assert [h[0] for h in q["history"]] == ["QUEUED", "HELD"] and "asleep until" in q["reason"]
                 await asyncio.sleep(1.5)
                 assert (await c.command(exp["id"]))["stage"] == "EXPIRED"
                 assert node.received == []

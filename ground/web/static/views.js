@@ -243,7 +243,7 @@ function commander(el, ground, state, ready, openmct) {
       out.push(h('button', { class: 'lb-approve', onclick: () => act(c, 'approve') }, 'Approve'),
         h('button', { class: 'lb-deny', onclick: () => act(c, 'deny') }, 'Deny'));
     }
-    if ((c.stage === 'QUEUED' || c.stage === 'AWAITING_APPROVAL') && mayCommand &&
+    if ((c.stage === 'QUEUED' || c.stage === 'HELD' || c.stage === 'AWAITING_APPROVAL') && mayCommand &&
       (c.user === me.name || can(me, 'command.cancel_any') || me.anonymous)) {
       out.push(h('button', { class: 'lb-cancel-cmd', onclick: () => act(c, 'cancel') }, 'Cancel'));
     }
