@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from firmware_helpers import KEY, SITE, node_config
 
 from ground.ops import ASLEEP, ONLINE
 from ground.service import GroundService
 from sim.link import LinkProxy
 from wire import defs
 from wire.inventory import Inventory, Node
+
+from firmware_helpers import KEY, SITE, node_config
 
 
 def _inventory() -> Inventory:
