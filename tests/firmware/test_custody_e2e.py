@@ -34,6 +34,7 @@ from ground.archive import open_archive
 from ground.service import GroundService
 from sim.accounting import Accounting
 from sim.mosquitto import Mosquitto
+from wire import custody, topics
 from wire.inventory import Inventory, Node
 
 from firmware_helpers import KEY, SITE, node_config
@@ -87,8 +88,25 @@ def _diag(g: GroundService | None, node: Any) -> str:
     return f"custody {cu}\n--- node log ---\n{node.log()[-3000:]}"
 
 
+def _forge(port: int) -> None:
+    """A custody acknowledgement signed with the wrong key, claiming everything archived."""
+    import paho.mqtt.client as mqtt
+
+    msg = custody.build(bytes(32), b"n01", 2**31, dict.fromkeys(range(8), 8000))
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        c.publish(topics.topic(SITE, "n01", topics.CMD), msg, qos=1).wait_for_publish(5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+
+
 @pytest.mark.slow
-async def test_broker_power_loss_while_the_ground_is_down_loses_nothing(make_node, tmp_path: Path) -> None:
+@pytest.mark.parametrize("persistence", ["deleted", "last_autosave"])
+async def test_broker_power_loss_while_the_ground_is_down_loses_nothing(make_node, tmp_path: Path,
+                                                                        persistence: str) -> None:
     broker = Mosquitto(workdir=tmp_path / "broker").start()
     acct = Accounting(broker.host, broker.port, SITE).start()
     url = f"sqlite:///{tmp_path}/archive.db"
@@ -114,13 +132,22 @@ async def test_broker_power_loss_while_the_ground_is_down_loses_nothing(make_nod
         await g.stop()
         g = None
         down = time.time()
-        await asyncio.sleep(4.0)
+        # a forged acknowledgement (wrong key) claiming everything: the node must not let go
+        _forge(broker.port)
+        await asyncio.sleep(1.5)
+        saved = {f.name: f.read_bytes() for f in broker.dir.glob("*.db")}  # an autosave (every 1 s)
+        assert saved or persistence == "deleted"
+        await asyncio.sleep(3.0)
         seen_before_kill = {(a, s) for a, c in acct.node("n01").apids.items() for s in c.seqs}
         archived_before_kill = set(_archived(url))
-        # host power loss: SIGKILL, and what was not autosaved is gone (here: everything)
+        # host power loss: SIGKILL, and what was not saved is gone: the persistence file
+        # deleted, or put back as it was at an autosave 3 s before the kill
         broker.kill()
         for f in broker.dir.glob("*.db"):
             f.unlink()
+        if persistence == "last_autosave":
+            for name, data in saved.items():
+                (broker.dir / name).write_bytes(data)
         await asyncio.sleep(1.0)
         broker.start()
         g = ground()
@@ -143,9 +170,11 @@ async def test_broker_power_loss_while_the_ground_is_down_loses_nothing(make_nod
         await asyncio.sleep(2.0)
         await _until(caught_up, 30, "the archive to catch up", lambda: _diag(g, node))
         figures = _check(_archived(url), acct)
-        # the node says what custody did: packets confirmed by the ground (status "custody")
-        assert _custody_status(url)[0] > 0
-        print(f"broker power loss: {len(lost_at_broker)} packets acknowledged by the broker and lost with it, "
+        # the node says what custody did: packets confirmed by the ground, the forged
+        # acknowledgement rejected (status "custody": confirmed, re-sends, rejected)
+        st = _custody_status(url)
+        assert st[0] > 0 and st[2] >= 1, st
+        print(f"broker power loss ({persistence}): {len(lost_at_broker)} packets acknowledged by the broker and lost with it, "
               f"all re-sent and archived; {figures}; custody {g.custody.view()['n01']}")
     finally:
         if g is not None:
