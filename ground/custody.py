@@ -79,8 +79,8 @@ class NodeCustody:
     last_sent: float = 0.0
 
     def view(self) -> dict[str, Any]:
-        return {"through": {a: s.through for a, s in sorted(self.apids.items())},
-                "holes": {a: len(s.ahead) for a, s in sorted(self.apids.items()) if s.ahead},
+        return {"through": {str(a): s.through for a, s in sorted(self.apids.items())},
+                "holes": {str(a): len(s.ahead) for a, s in sorted(self.apids.items()) if s.ahead},
                 "counter": self.counter, "sent": self.sent, "failed": self.failed, "skipped": self.skipped}
 
 

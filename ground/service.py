@@ -284,6 +284,12 @@ class GroundService:
                                               w.last_failure)}
         if self.api is not None:
             parts["api"] = health.part(True, **self.api.limiter.stats(), websockets=self.api.clients)
+        if self.custody is not None:
+            nodes = self.custody.view()
+            parts["custody"] = health.part(True, interval_s=self.custody.interval,
+                                           sent=sum(v["sent"] for v in nodes.values()),
+                                           failed=sum(v["failed"] for v in nodes.values()),
+                                           skipped=sum(v["skipped"] for v in nodes.values()), nodes=nodes)
         return parts
 
     def _links(self) -> dict[str, dict[str, Any]]:

@@ -42,10 +42,10 @@ def test_through_holes_and_messages(tmp_path: Path) -> None:
     cs = CustodySender(_inv(), publish, tmp_path / "ops.db", give_up_s=3600)
     _feed(cs, *(hk(s) for s in range(10, 15)))
     _feed(cs, packet(APID_EVENT, 3))
-    assert cs.view()["n01"]["through"] == {APID_HK: 14, APID_EVENT: 3}
+    assert cs.view()["n01"]["through"] == {str(APID_HK): 14, str(APID_EVENT): 3}
     # 15 and 16 lost on the way: 17, 18 wait beyond the hole, custody stays at 14
     _feed(cs, hk(17), hk(18))
-    assert cs.view()["n01"]["through"][APID_HK] == 14 and cs.view()["n01"]["holes"] == {APID_HK: 2}
+    assert cs.view()["n01"]["through"][str(APID_HK)] == 14 and cs.view()["n01"]["holes"] == {str(APID_HK): 2}
     assert asyncio.run(cs.send_due()) == 1
     topic, msg = sent[-1]
     assert topic == topics.topic("s1", "n01", topics.CMD)
@@ -56,7 +56,7 @@ def test_through_holes_and_messages(tmp_path: Path) -> None:
     assert asyncio.run(cs.send_due()) == 1
     # the node re-sends from its custody point: the hole closes, custody jumps over 17, 18
     _feed(cs, hk(15), hk(16), hk(17))
-    assert cs.view()["n01"]["through"][APID_HK] == 18 and not cs.view()["n01"]["holes"]
+    assert cs.view()["n01"]["through"][str(APID_HK)] == 18 and not cs.view()["n01"]["holes"]
     asyncio.run(cs.send_due())
     c1 = cs.nodes["n01"].counter
     assert _open(sent[-1][1], c1 - 1)[APID_HK] == 18
@@ -69,7 +69,7 @@ def test_through_holes_and_messages(tmp_path: Path) -> None:
 
     # a restarted ground: same points, a counter above the last one
     cs2 = CustodySender(_inv(), publish, tmp_path / "ops.db")
-    assert cs2.view()["n01"]["through"] == {APID_HK: 18, APID_EVENT: 3}
+    assert cs2.view()["n01"]["through"] == {str(APID_HK): 18, str(APID_EVENT): 3}
     _feed(cs2, hk(19))
     asyncio.run(cs2.send_due())
     assert cs2.nodes["n01"].counter > c1
@@ -80,10 +80,10 @@ def test_through_holes_and_messages(tmp_path: Path) -> None:
 def test_wrap_and_giving_up_a_hole(tmp_path: Path) -> None:
     cs = CustodySender(_inv(), None, give_up_s=0.0)
     _feed(cs, hk(16382), hk(16383), hk(0), hk(1))  # across the 14-bit wrap
-    assert cs.view()["n01"]["through"][APID_HK] == 1
+    assert cs.view()["n01"]["through"][str(APID_HK)] == 1
     # packets 2..4 never come (the node dropped them): with give_up_s = 0 the hole is skipped
     _feed(cs, hk(5), hk(6))
     _feed(cs, hk(7))
     v = cs.view()["n01"]
-    assert v["through"][APID_HK] == 7 and v["skipped"] == 3, v
+    assert v["through"][str(APID_HK)] == 7 and v["skipped"] == 3, v
     cs.close()
