@@ -142,6 +142,17 @@ class DecodedSpec:
     def columns(self) -> tuple[str, ...]:
         return ("node_id", "ticks", "seq", "received") + self.numeric + self.texts + (("samples",) if self.samples else ())
 
+    @property
+    def summary(self) -> tuple[str, ...]:
+        """The segment's per-field min and max columns (lo0, hi0, lo1, ...: numeric field order),
+        which let the database bucket a long range for a plot (ground.archive._decimate)."""
+        return tuple(c for i in range(len(self.numeric)) for c in (f"lo{i}", f"hi{i}"))
+
+    @property
+    def segment_columns(self) -> tuple[str, ...]:
+        """A decoded table's columns, in the order of ``decoded_segment``'s tuple."""
+        return ("node_id", "t0", "t1", "n", "received", "ticks", "seq", "vals", "texts", "samples") + self.summary
+
 
 def decoded_specs(d: Dictionary | None = None) -> dict[int, DecodedSpec]:
     d = d or load()
@@ -771,5 +782,11 @@ def decoded_segment(spec: DecodedSpec, node_id: int, result: ParseResult, fresh:
     samples = None
     if spec.samples and tab.raw_samples is not None:
         samples = np.ascontiguousarray(tab.raw_samples[sel], dtype="<i2").tobytes()
+    # per field the segment's min and max (NaN ignored; None when all are NaN)
+    if len(vals) == 1:
+        lo = hi = vals[0].tolist()
+    else:
+        lo, hi = np.fmin.reduce(vals, axis=0).tolist(), np.fmax.reduce(vals, axis=0).tolist()
+    summary = [None if x != x else x for pair in zip(lo, hi, strict=True) for x in pair]
     return (node_id, int(ticks.min()), int(ticks.max()), len(ticks), received, ticks.tobytes(), seq.tobytes(),
-            vals.tobytes(), texts, samples)
+            vals.tobytes(), texts, samples, *summary)

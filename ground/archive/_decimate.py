@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ground.archive._base import TICKS_PER_S, Archive, unix_to_ticks
+from ground.archive._base import TICKS_PER_S, TIME_QUALITY, Archive, correct_ticks, unix_to_ticks
+from wire.timetag import ticks_to_unix
 
 
 def _column(archive: Archive, packet: str, field: str, node: str, t0: float | None, t1: float | None,
@@ -23,10 +24,10 @@ def _column(archive: Archive, packet: str, field: str, node: str, t0: float | No
     return np.asarray(tab["time"], dtype=np.float64), np.asarray(tab[field], dtype=np.float64)
 
 
-#: above this many archive segments in the range, the database thins the range first
+#: above this many archive segments in the range, the database buckets the range itself
 EXACT_MAX_SEGMENTS = 20000
-#: database buckets per plot bucket when it thins (the min/max is taken over their samples)
-THIN_FACTOR = 4
+#: extreme segments fetched per statement (one sub-select each)
+_CHUNK = 200
 
 
 def _segments(archive: Archive, packet: str, node: str, t0: float, t1: float, site: str | None) -> int:
@@ -37,33 +38,112 @@ def _segments(archive: Archive, packet: str, node: str, t0: float, t1: float, si
         return 0
     where += [f"t1 >= {archive._ph}", f"t0 < {archive._ph}"]
     params += [unix_to_ticks(t0), unix_to_ticks(t1)]
-    return int(archive._select(f"SELECT COUNT(*) FROM {spec.table} WHERE " + " AND ".join(where), params)[0][0])
+    # counted up to the limit only: all this needs to know is which side of it the range is
+    return int(archive._select(f"SELECT COUNT(*) FROM (SELECT 1 FROM {spec.table} WHERE " + " AND ".join(where)
+                               + f" LIMIT {EXACT_MAX_SEGMENTS + 1}) c", params)[0][0])
 
 
 def minmax(archive: Archive, packet: str, field: str, node: str, t0: float, t1: float, size: int,
-           site: str | None = None, exact_max_segments: int = EXACT_MAX_SEGMENTS) -> dict[str, Any]:
+           site: str | None = None) -> dict[str, Any]:
     """At most 2*size (time, value) points of ``packet.field`` of ``node`` in [t0, t1).
 
-    Up to ``exact_max_segments`` (EXACT_MAX_SEGMENTS) archive segments in the range, every sample is read and the
-    min and max of each bucket are exact (``method`` "exact").  Beyond, the database thins
-    the range to THIN_FACTOR * size buckets first (``Archive.parameter_decimated``: one
-    sample per bucket, the work grows with the plot's width, not with the range), and the
-    min/max envelope is taken over those (``method`` "database"): a week of 1 Hz data costs
-    what an hour does, and a spike narrower than a thinned bucket can be missed.
+    For each of ``size`` equal buckets the lowest and the highest sample, each at its own
+    time, exact for any range.  Up to EXACT_MAX_SEGMENTS archive segments in the range every
+    sample is read (``method`` "exact").  Beyond, the database does the bucketing
+    (``method`` "database", ``_bucketed``): a GROUP BY over the segments' min/max columns,
+    then only the segments holding a bucket's extreme and those that straddle a bucket edge
+    are read, so a week of 1 Hz data costs a few plot widths of segments, not a week of them.
     """
     if not t1 > t0:
         raise ValueError(f"the end ({t1}) must be after the start ({t0})")
     size = max(1, min(int(size), 20000))
-    if _segments(archive, packet, node, t0, t1, site) > exact_max_segments:
-        r = archive.parameter_decimated(f"{packet}.{field}", node, t0, t1, THIN_FACTOR * size, site=site)
-        t, v = np.asarray(r["time"], dtype=np.float64), np.asarray(r["value"], dtype=np.float64)
-        out = _envelope(t, v, t0, t1, size, int(r["count"]))
+    if _segments(archive, packet, node, t0, t1, site) > EXACT_MAX_SEGMENTS:
+        out = _bucketed(archive, packet, field, node, t0, t1, size, site)
         out["method"] = "database"
         return out
     t, v = _column(archive, packet, field, node, t0, t1, site)
     out = _envelope(t, v, t0, t1, size, len(t))
     out["method"] = "exact"
     return out
+
+
+def _bucketed(archive: Archive, packet: str, field: str, node: str, t0: float, t1: float, size: int,
+              site: str | None) -> dict[str, Any]:
+    """Exact min/max per bucket with the bucketing in SQL (SQLite and PostgreSQL alike).
+
+    Buckets are ``width`` ticks of the node's own time tags from ``lo``.  A segment (one
+    node, one packet type, one ingest batch) whose time tags all fall in one bucket inside
+    the range gives its bucket its min/max columns (``lo<j>``/``hi<j>``, computed at ingest);
+    ``GROUP BY (t0 - lo) / width`` reduces them to one min and one max per bucket, then
+    for each bucket the first segment holding that value is read to find the sample (its
+    time).  Segments crossing a bucket edge or the range's, or without min/max columns
+    (archived before they existed) are read whole.  The union of those samples is reduced
+    per bucket again, so every bucket's extreme survives.
+    """
+    spec = archive.spec(packet)
+    j = spec.numeric.index(field)
+    lo_c, hi_c = f"lo{j}", f"hi{j}"
+    m = len(spec.numeric)
+    ph = archive._ph
+    where: list[str] = []
+    params: list[Any] = []
+    if not archive._node_filter(site, node, where, params):
+        return {"time": [], "value": [], "count": 0, "decimated": False}
+    nid = int(where[0][len("node_id IN ("):-1].split(",")[0])
+    lo, hi = unix_to_ticks(t0), unix_to_ticks(t1)
+    width = max(1, -(-(hi - lo) // size))
+    tab = spec.table
+    rng = f"node_id = {nid} AND t1 >= {ph} AND t0 < {ph}"
+    inside = (f"{rng} AND t0 >= {ph} AND t1 < {ph} AND (t0 - {ph}) / {ph} = (t1 - {ph}) / {ph}"
+              f" AND {lo_c} IS NOT NULL")
+    inside_p: list[Any] = [lo, hi, lo, hi, lo, width, lo, width]
+    agg = archive._select(f"SELECT (t0 - {ph}) / {ph}, MIN({lo_c}), MAX({hi_c}), SUM(n) FROM {tab} WHERE {inside}"
+                          " GROUP BY 1", [lo, width, *inside_p])
+    count = sum(int(r[3]) for r in agg)  # + the samples of the segments read whole, below
+    # the segment holding each bucket's min (max): the first one in time, an index walk per bucket
+    subs: list[tuple[str, list[Any]]] = []
+    for b, mn, mx, _n in agg:
+        b_lo, b_hi = lo + int(b) * width, min(hi, lo + (int(b) + 1) * width)
+        for col, val in ((lo_c, mn), (hi_c, mx)):
+            subs.append((f"SELECT * FROM (SELECT ticks, vals FROM {tab} WHERE node_id = {nid} AND t1 >= {ph}"
+                         f" AND t1 < {ph} AND t0 >= {ph} AND {col} = {ph} ORDER BY t1 LIMIT 1) s",
+                         [b_lo, b_hi, b_lo, val]))
+    rows: list[tuple[Any, ...]] = []
+    for k in range(0, len(subs), _CHUNK):
+        part = subs[k:k + _CHUNK]
+        rows += archive._select(" UNION ALL ".join(q for q, _p in part), [x for _q, p in part for x in p])
+    # straddling or without min/max: every sample
+    whole = archive._select(f"SELECT ticks, vals FROM {tab} WHERE {rng} AND NOT ({inside})", [lo, hi, *inside_p])
+    for r in whole:
+        tk = np.frombuffer(bytes(r[0]), "<i8")
+        count += int(((tk >= lo) & (tk < hi)).sum())
+    rows += whole
+    if not rows:
+        return {"time": [], "value": [], "count": count, "decimated": False}
+    ticks = np.concatenate([np.frombuffer(bytes(r[0]), "<i8") for r in rows])
+    vals = np.concatenate([np.frombuffer(bytes(r[1]), "<f8").reshape(-1, m)[:, j] for r in rows])
+    keep = (ticks >= lo) & (ticks < hi) & np.isfinite(vals)
+    ticks, vals = ticks[keep], vals[keep]
+    o = np.lexsort((vals, ticks))
+    ticks, vals = ticks[o], vals[o]
+    b = (ticks - lo) // width
+    starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]]) if len(b) else np.zeros(0, np.int64)
+    if len(starts) == 0:
+        return {"time": [], "value": [], "count": count, "decimated": False}
+    bucket_of = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(vals)]))
+    lo_i = _first(vals == np.minimum.reduceat(vals, starts)[bucket_of], bucket_of, len(starts))
+    hi_i = _first(vals == np.maximum.reduceat(vals, starts)[bucket_of], bucket_of, len(starts))
+    idx = np.unique(np.concatenate([lo_i, hi_i]))
+    sel = ticks[idx].astype(np.int64)
+    # the times as every query reads them: the node's tags corrected by the ground's time ranges
+    quality = np.zeros(len(sel), np.int8)
+    ranges = archive.time_corrections().get(nid)
+    if ranges:
+        sel, quality = correct_ticks(sel, ranges)
+    order = np.argsort(sel, kind="stable")
+    return {"time": ticks_to_unix(sel[order]).astype(np.float64).tolist(), "value": vals[idx][order].tolist(),
+            "count": count, "decimated": True,
+            "time_quality": [TIME_QUALITY.get(int(q), "?") for q in quality[order].tolist()]}
 
 
 def _envelope(t: np.ndarray, v: np.ndarray, t0: float, t1: float, size: int, count: int) -> dict[str, Any]:

@@ -36,7 +36,8 @@ def _create_sql(spec: DecodedSpec) -> str:
     # decoded values in column-wise segments: see ground.archive._base.decoded_segment
     return (f"CREATE TABLE IF NOT EXISTS {spec.table} (node_id INTEGER NOT NULL, t0 BIGINT NOT NULL,"
             f" t1 BIGINT NOT NULL, n INTEGER NOT NULL, received DOUBLE PRECISION NOT NULL, ticks BYTEA NOT NULL,"
-            f" seq BYTEA NOT NULL, vals BYTEA NOT NULL, texts TEXT, samples BYTEA)")
+            f" seq BYTEA NOT NULL, vals BYTEA NOT NULL, texts TEXT, samples BYTEA"
+            + "".join(f", {c} DOUBLE PRECISION" for c in spec.summary) + ")")
 
 
 class PostgresArchive(Archive):
@@ -93,6 +94,13 @@ class PostgresArchive(Archive):
             db.execute("CREATE INDEX IF NOT EXISTS quarantine_received ON quarantine (received)")
             for spec in self.specs.values():
                 db.execute(_create_sql(spec))
+                # an archive from before the min/max columns: NULL there (such segments are read whole)
+                have = {r[0] for r in db.execute("SELECT column_name FROM information_schema.columns WHERE"
+                                                 " table_name = %s AND table_schema = current_schema()",
+                                                 (spec.table,)).fetchall()}
+                for c in spec.summary:
+                    if c not in have:
+                        db.execute(f"ALTER TABLE {spec.table} ADD COLUMN IF NOT EXISTS {c} DOUBLE PRECISION")
                 db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_received ON {spec.table} (received)")
                 db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_node_t1 ON {spec.table} (node_id, t1)")
         db.execute("CREATE TEMP TABLE IF NOT EXISTS _stage (i INTEGER, node_id INTEGER, apid INTEGER,"
@@ -212,4 +220,6 @@ class _PgTx(Transaction):
             spec = self.a.specs.get(apid_)
             seg = decoded_segment(spec, nid, result, fresh, received) if spec else None
             if seg is not None and spec is not None:
-                self.db.execute(f"INSERT INTO {spec.table} VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", seg)
+                cols = spec.segment_columns
+                self.db.execute(f"INSERT INTO {spec.table} ({', '.join(cols)}) VALUES ({','.join(['%s'] * len(cols))})",
+                                seg)

@@ -43,7 +43,8 @@ def _create_sql(spec: DecodedSpec) -> str:
     # decoded values in column-wise segments: see ground.archive._base.decoded_segment
     return (f"CREATE TABLE IF NOT EXISTS {spec.table} (node_id INTEGER NOT NULL, t0 INTEGER NOT NULL,"
             f" t1 INTEGER NOT NULL, n INTEGER NOT NULL, received REAL NOT NULL, ticks BLOB NOT NULL,"
-            f" seq BLOB NOT NULL, vals BLOB NOT NULL, texts TEXT, samples BLOB)")
+            f" seq BLOB NOT NULL, vals BLOB NOT NULL, texts TEXT, samples BLOB"
+            + "".join(f", {c} REAL" for c in spec.summary) + ")")
 
 
 class SQLiteArchive(Archive):
@@ -98,6 +99,10 @@ class SQLiteArchive(Archive):
         db.execute("CREATE INDEX IF NOT EXISTS quarantine_received ON quarantine (received)")
         for spec in self.specs.values():
             db.execute(_create_sql(spec))
+            have = {r[1] for r in db.execute(f"PRAGMA table_info({spec.table})")}
+            for c in spec.summary:  # an archive from before the min/max columns: NULL there (read whole)
+                if c not in have:
+                    db.execute(f"ALTER TABLE {spec.table} ADD COLUMN {c} REAL")
             db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_received ON {spec.table} (received)")
             db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_node_t1 ON {spec.table} (node_id, t1)")
         db.execute("COMMIT")
@@ -112,7 +117,8 @@ class SQLiteArchive(Archive):
                                           name="sqlite-checkpoint", daemon=True)
             self._ckpt.start()
         self._insert_sql = {
-            spec.apid: f"INSERT INTO {spec.table} VALUES (?,?,?,?,?,?,?,?,?,?)"
+            spec.apid: f"INSERT INTO {spec.table} ({', '.join(spec.segment_columns)})"
+                       f" VALUES ({','.join('?' * len(spec.segment_columns))})"
             for spec in self.specs.values()
         }
 

@@ -20,6 +20,7 @@ from ground.parse import Parser
 from ground.testing import make_packet, test_auth
 from wire import ccsds
 from wire.inventory import Inventory
+from wire.timetag import unix_to_ticks
 
 PG_DSN = os.environ.get("LUNABASE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = 1_780_000_000.0
@@ -81,18 +82,55 @@ def test_minmax_keeps_every_bucket_extreme_and_its_time(archive: Archive) -> Non
     assert not small["decimated"] and small["value"] == pytest.approx(list(v[:50]))
 
 
-def test_long_ranges_are_thinned_by_the_database(archive: Archive) -> None:
-    v = np.round(np.arange(4000) % 100 - 50.0, 2)
-    _fill(archive, v, per_segment=5)
-    r = _decimate.minmax(archive, "HK", "cpu_temp", "n01", T0, T0 + 4000, size=50, site="moon",
-                         exact_max_segments=100)  # 800 segments: over the limit
-    assert r["method"] == "database"
-    assert r["count"] == 4000
-    assert 0 < len(r["time"]) <= 100 and r["time"] == sorted(r["time"])
-    for t, x in zip(r["time"], r["value"], strict=True):  # real samples, each at its own time
-        assert x == v[round(t - T0)]
-    # spread over the whole range (a sample per thinned bucket, not the first rows only)
-    assert r["time"][0] < T0 + 100 and r["time"][-1] > T0 + 3800
+def test_long_ranges_are_bucketed_by_the_database_exactly(archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over EXACT_MAX_SEGMENTS the database buckets the range (GROUP BY over the segments'
+    min/max columns) and the answer is still every bucket's exact min and max at its own time:
+    with segments inside a bucket, segments straddling bucket edges and the range's, single
+    spikes, and segments archived before the min/max columns existed."""
+    rng = np.random.default_rng(7)
+    v = np.round(rng.normal(0, 10, 6000), 2)
+    v[[17, 2222, 4321, 5999]] = [300.0, -300.0, 255.5, -320.0]  # one-sample spikes, one at the very end
+    p = Parser()
+    k = 0
+    sizes = [1, 7, 1, 1, 13, 2, 1, 40]  # segments of 1 to 40 packets: some cross bucket edges
+    while k < len(v):
+        n = sizes[k % len(sizes)]
+        payload = b"".join(make_packet("HK", t=T0 + i, node="n01", cpu_temp=float(v[i]))
+                           for i in range(k, min(k + n, len(v))))
+        with archive.transaction() as tx:
+            tx.append_packets("moon", "n01", p.parse(payload), payload, T0 + k)
+        k += n
+    spec = archive.spec("HK")
+    j = spec.numeric.index("cpu_temp")
+    # an archive from before the min/max columns: some segments without them
+    with archive.transaction() as tx:
+        tx.db.execute(f"UPDATE {spec.table} SET lo{j} = NULL, hi{j} = NULL WHERE t0 < {unix_to_ticks(T0 + 500)}")
+    t_all, v_all = _decimate._column(archive, "HK", "cpu_temp", "n01", None, None, "moon")
+    assert len(v_all) == len(v) and np.allclose(v_all, v)
+    v = v_all  # as archived (engineering values of the raw integers)
+    monkeypatch.setattr(_decimate, "EXACT_MAX_SEGMENTS", 10)
+    for t0, t1, size in [(T0, T0 + 6000, 50), (T0 + 3.5, T0 + 5999.5, 37), (T0 + 100, T0 + 400, 7), (T0, T0 + 6000, 5000)]:
+        r = _decimate.minmax(archive, "HK", "cpu_temp", "n01", t0, t1, size, site="moon")
+        assert r["method"] == "database"
+        # the exact answer from every sample, bucketed the same way (node time tags, buckets of whole ticks)
+        ticks = np.array([unix_to_ticks(T0 + i) for i in range(len(v))], dtype=np.int64)
+        lo, hi = unix_to_ticks(t0), unix_to_ticks(t1)
+        width = -(-(hi - lo) // size)
+        ok = (ticks >= lo) & (ticks < hi) & np.isfinite(v)
+        b = (ticks[ok] - lo) // width
+        want = {}
+        for bb, x in zip(b.tolist(), v[ok].tolist(), strict=True):
+            mn, mx = want.get(bb, (x, x))
+            want[bb] = (min(mn, x), max(mx, x))
+        got: dict[int, list[float]] = {}
+        for t, x in zip(r["time"], r["value"], strict=True):
+            i = round(t - T0)
+            assert x == v[i], (t, x)  # a real sample at its own time
+            got.setdefault(int((ticks[i] - lo) // width), []).append(x)
+        assert sorted(got) == sorted(want)
+        for bb, (mn, mx) in want.items():
+            assert min(got[bb]) == mn and max(got[bb]) == mx, (t0, t1, size, bb)
+        assert r["time"] == sorted(r["time"]) and len(r["time"]) <= 2 * size
 
 
 def test_pages_and_latest(archive: Archive) -> None:
