@@ -150,6 +150,11 @@ class Page:
     async def text(self, css: str) -> str:
         return await self.js(f"const e = document.querySelector({css!r}); return e ? e.textContent : ''")
 
+    async def painted(self) -> None:
+        """Until the browser has rendered what the page has now (two animation frames)."""
+        await self.call(self.d.execute_async_script, "const done = arguments[arguments.length - 1];"
+                        " requestAnimationFrame(() => requestAnimationFrame(() => done(true)));")
+
     async def shot(self, name: str) -> Path:
         SHOTS.mkdir(parents=True, exist_ok=True)
         p = SHOTS / f"{name}.png"

@@ -73,6 +73,48 @@ async def open_console(page: Any, url: str, hash_: str = "") -> None:
                     what="the console connected to the ground")
 
 
+async def test_login_page_refuses_a_wrong_password_then_logs_in_and_out(console: Any, page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    async def log_in(user: str, password: str) -> None:
+        def typing() -> None:
+            for name, text in (("username", user), ("password", password)):
+                e = page.d.find_element(By.CSS_SELECTOR, f"#lb-login input[name={name}]")
+                e.clear()
+                e.send_keys(text)
+            page.d.find_element(By.CSS_SELECTOR, "#lb-login button[type=submit]").click()
+
+        await page.call(typing)
+
+    await page.open(f"{console.url}/console/")  # no session: the login page, not the console
+    await page.wait("const f = document.getElementById('lb-login'); return f && !f.hidden", what="the login page")
+    assert await page.js("return window.lunabaseGround.state") != "connected"
+    await page.shot("login-page")
+    await log_in("operator", "not-the-password")
+    msg = await page.wait("const e = document.querySelector('.lb-login-error'); return e && e.textContent",
+                          what="the refusal")
+    assert "Wrong account or password" in msg
+    assert await page.js("return document.getElementById('lb-login') !== null")  # still the login page
+    await page.shot("login-refused")
+    await log_in("operator", TEST_PASSWORD)
+    await page.wait("return window.lunabaseGround && window.lunabaseGround.state === 'connected'"
+                    " && !document.getElementById('lb-login')", what="the console after logging in")
+    who = await page.wait("return [...document.querySelectorAll('.c-indicator.icon-person')].map(e => e.textContent)"
+                          ".find(t => t.includes('operator ('))", what="who is logged in")
+    assert "operator (operator)" in who
+    assert await page.js("return document.body.dataset.canCommand") == "1"
+    await page.wait("return document.querySelector('.lb-overview tr[data-node=\"n01\"]')", what="the overview")
+    await page.shot("login-console")
+    # the session is an HttpOnly cookie: the page's script cannot read it
+    assert "lb_session" not in (await page.js("return document.cookie")) and await page.js("return document.cookie") == ""
+    await page.click_text(".c-indicator.icon-person", "operator (")  # lunabase's: click to log out
+    await page.wait("const f = document.getElementById('lb-login'); return f && !f.hidden", what="the login page again")
+    status = await page.call(page.d.execute_async_script, """const done = arguments[arguments.length - 1];
+        fetch('/api/auth/me').then(r => done(r.status), e => done(String(e)));""")
+    assert status == 401  # the ground ended the session, not only the page
+    await page.shot("logged-out")
+
+
 async def test_overview_is_the_landing_page_and_tells_asleep_from_lost(console: Any, page: Any) -> None:
     await open_console(page, console.url)
     await page.wait("return document.querySelector('.lb-overview tr[data-node=\"n03\"] .lb-state')",
@@ -93,7 +135,7 @@ async def test_hk_plot_receives_live_points(console: Any, page: Any) -> None:
     later = await page.wait(f"const n = window.lunabaseGround.delivered['n01.HK.cpu_temp']; return n >= {first + 4} && n",
                             what="more live points")
     assert later >= first + 4
-    await asyncio.sleep(1.0)
+    await page.painted()
     await page.shot("hk-plot-live")
 
 
@@ -117,7 +159,7 @@ async def test_last_hour_plots_from_the_archive_decimated(console: Any, page: An
     assert got["first"] < now - 3000  # the old pass, only in the archive
     # min/max per pixel: fewer points than samples, never more than two per bucket
     assert got["count"] >= 2400 and got["points"] < got["count"], got
-    await asyncio.sleep(1.0)
+    await page.painted()
     await page.shot("hk-plot-last-hour")
 
 
