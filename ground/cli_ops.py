@@ -75,6 +75,11 @@ def register(sub: Any) -> None:
     g.add_argument("--keep-days", type=float, default=90.0, help="ops database retention (events, closed alarms)")
     g.add_argument("--client-id", default="lunabase-ground", help="MQTT client id (the persistent session's name)")
     g.add_argument("--share", default=None, help="shared-subscription group ($share/GROUP/...) for several workers")
+    g.add_argument("--leader-lock", choices=("auto", "on", "off"), default="auto",
+                   help="several grounds on one archive: only the lock holder runs alarms, commanding and "
+                        "time syncs; the others ingest and serve reads (auto: on for PostgreSQL; "
+                        "docs/ground-ops.md, Several grounds)")
+    g.add_argument("--ground-id", default=None, help="this ground's name for the others (default: the client id)")
     g.add_argument("--ca", default=None, help="with mqtts://: the CA certificate (PEM) that signed the broker's "
                    "(broker-config's tls/ca.crt; default: the system's CAs)")
     g.add_argument("--tls-cert", default=None, help="serve the client interface over HTTPS with this PEM certificate")
@@ -166,7 +171,9 @@ def run_ground(a: argparse.Namespace) -> int:
                             share=a.share, instance=a.instance, ca=a.ca, tls_cert=a.tls_cert, tls_key=a.tls_key,
                             users=users, allowed_hosts=a.allowed_host,
                             allowed_origins=a.allowed_origin, two_person=policy,
-                            time_sync_s=a.time_sync, durable=a.durable, custody_s=a.custody)
+                            time_sync_s=a.time_sync, durable=a.durable, custody_s=a.custody,
+                            leader_lock={"auto": None, "on": True, "off": False}[a.leader_lock],
+                            ground_id=a.ground_id)
     except (AuthError, FileNotFoundError) as e:
         print(f"lunabase ground: {e}", file=sys.stderr)
         return 1

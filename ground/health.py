@@ -3,9 +3,9 @@
 ``GET /api/health`` (and ``lunabase health``, exit code 0/1/2 for monitoring) answer::
 
     {"ok": false, "reasons": ["archive: 0.4 GB free on /var/lib/lunabase (< 1 GB)"],
-     "site": "shackleton", "time": 1780000000.0,
+     "site": "shackleton", "role": "leader", "time": 1780000000.0,
      "parts": {"ingest": {...}, "archive": {...}, "broker": {...}, "commands": {...},
-               "ticks": {...}, "api": {...}}}
+               "ticks": {...}, "api": {...}, "leader": {...}}}
 
 Every part is ``{"ok": bool, "reason": str | None, ...figures}``; ``reasons`` lists the
 reason of every part that is not ok.  What each part checks, with its thresholds, is in
@@ -115,6 +115,18 @@ def commands_part(commander: Any, now: float | None = None) -> Part:
                                f"{now - due_since:.0f} s but not released ({c.get('reason') or 'no reason given'})",
                         **figures)
     return part(True, **figures)
+
+
+def leader_part(leadership: Any, now: float | None = None) -> Part:
+    """The leader lock (ground/ops/leader.py): this ground's role and who leads; not ok when
+    the lock cannot be checked (its database unreachable: this ground cannot lead)."""
+    now = time.time() if now is None else now
+    v = leadership.view()
+    if v["error"]:
+        return part(False, f"leader: the leader lock cannot be checked ({v['error']}): this ground follows", **v)
+    if v["last_check"] is not None and now - v["last_check"] > max(5.0, 5 * v["poll_s"]):
+        return part(False, f"leader: lock not checked for {now - v['last_check']:.0f} s", **v)
+    return part(True, **v)
 
 
 def ticks_part(ops: Any, now: float | None = None) -> Part:

@@ -121,11 +121,20 @@ class GroundService:
         two_person: TwoPersonPolicy | None = None,
         durable: bool = False,
         custody_s: float = 1.0,
+        leader_lock: bool | None = None,
+        ground_id: str | None = None,
     ) -> None:
         """``ca``: the CA that must have signed the broker's certificate (mqtts; default the
         system's).  ``tls_cert``/``tls_key``: serve the client interface over HTTPS.
         ``custody_s``: how often nodes are told what the archive committed (docs/custody.md);
-        0 = never (nodes in custody mode then keep and re-send everything)."""
+        0 = never (nodes in custody mode then keep and re-send everything).
+        ``leader_lock``: take part in the archive's leader lock, so that of several grounds
+        sharing it only one runs the ops actions (ground/ops/leader.py); None = on for a
+        PostgreSQL archive, off for SQLite.  ``ground_id`` names this ground to the others."""
+        self.leader_lock = leader_lock if leader_lock is not None else archive.startswith(("postgresql://",
+                                                                                             "postgres://"))
+        self.ground_id = ground_id or f"{client_id}{'-' + instance if instance else ''}"
+        self.leadership: Any = None
         self.broker = BrokerUrl.parse(broker)
         self.durable = durable
         self.custody_s = custody_s
@@ -200,8 +209,20 @@ class GroundService:
         ops.links_fn = self._links
         ops.health_fn = self._health
         self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(ops.commander.pump()))
+        if self.leader_lock:
+            from ground.ops.leader import Leadership, identity, open_lock
+
+            # a follower until the lock says otherwise: the first check runs before the API
+            # opens (a ground alone leads from its first request)
+            self.leadership = ops.leadership = Leadership(open_lock(self.archive_url, site, identity(self.ground_id, None)))
+            ops.fresh_to_me = True  # the other grounds archive packets first: ops must see them all
+            await self.leadership.step()
         self.api = await ApiServer(self.ops, self.api_host, self.api_port, auth=self.auth, archive=self.archive,
                                    ssl_context=self.api_tls).start()
+        if self.leadership is not None:
+            self.leadership.lock.me["api"] = self.api.url
+            if self.leadership.leading:  # the holder row said "no client interface" until now
+                await asyncio.to_thread(self.leadership.lock.refresh)
         if not self.users.users:
             log.warning("no accounts: nobody can use the client interface (lunabase users add NAME --role admin)")
         log.info("site %s: %d nodes in the inventory; broker %s as %s; client interface %s",
@@ -213,6 +234,8 @@ class GroundService:
                        asyncio.create_task(self.ops.run(), name="ops-timers")]
         if self.custody is not None:
             self._tasks.append(asyncio.create_task(self.custody.run(), name="custody"))
+        if self.leadership is not None:
+            self._tasks.append(asyncio.create_task(self.leadership.run(), name="leader-lock"))
         return self
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
@@ -233,6 +256,8 @@ class GroundService:
         self._tasks = []
         if self.api is not None:
             await self.api.stop()
+        if self.leadership is not None:
+            self.leadership.close()  # the next ground takes over at its next check
         if self.ops is not None:
             self.ops.store.close()
         if self.custody is not None:

@@ -24,6 +24,7 @@ from ground.api.limits import ConnectionLimiter, LimitedSite
 from ground.auth import IDENTITY, Auth, Identity, identity, requires
 from ground.auth import roles as R
 from ground.ops import FINAL, AlarmError, CommandError, Operations, SelfApproval
+from ground.ops.leader import NotLeader
 
 log = logging.getLogger("ground.api")
 
@@ -70,6 +71,8 @@ def _handler(fn: Any) -> Any:
             return await fn(self, req)
         except (Forbidden, SelfApproval) as e:
             return _err(403, str(e))
+        except NotLeader as e:  # a follower ground: the client is told where the leader is
+            return _json({"error": str(e), "leader": e.leader}, 409)
         except (CommandError, ValueError, json.JSONDecodeError) as e:
             return _err(400, str(e))
         except (AlarmError, KeyError) as e:

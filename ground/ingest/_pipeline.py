@@ -183,7 +183,10 @@ class IngestSink(Protocol):
     Exceptions raised by a sink are counted (``totals.sink_errors``) and logged at most
     every ``log_interval_s`` per hook, never raised into ingest: the data is already
     committed.  A sink may also define ``on_quarantined(topic, reason, detail, received)``
-    (optional) to hear of every quarantined message.
+    (optional) to hear of every quarantined message.  A sink whose ``fresh_to_me`` is true
+    gets ``fresh`` as *new to this process* instead (only its own recent window's
+    duplicates false): the ops layer of one of several grounds sharing an archive must
+    see the packets the other ground archived first.
     """
 
     def on_packets(self, site: str, node: str, result: ParseResult, fresh: np.ndarray, received: float) -> None: ...
@@ -341,6 +344,7 @@ class Pipeline:
         fresh_masks: list[np.ndarray] = []
         collided: list[int] = [0] * len(tm)
         stored: list[bool] = [self._sample_quota(q.reason, received) for _st, _t, _p, received, q in quarantined]
+        items: list[Any] = []
         if tm or status or any(stored):
             items = [(st.site, st.node, res, payload, received, self._known_fresh(st.site, st.node, res, payload))
                      for st, res, payload, received in tm]
@@ -365,7 +369,8 @@ class Pipeline:
             st.messages += 1
             st.bytes += nbytes
             st.last_contact = max(st.last_contact, received)
-        for (st, res, payload, received), fresh, ncoll in zip(tm, fresh_masks, collided, strict=False):
+        known = [it[5] for it in items]
+        for (st, res, payload, received), fresh, ncoll, kn in zip(tm, fresh_masks, collided, known, strict=False):
             try:
                 nfresh = st.count_packets(res, fresh, received, ncoll)
                 if ncoll:
@@ -375,9 +380,15 @@ class Pipeline:
             except Exception:  # counters only; the packets are archived
                 self.sink_errors["counters"] = self.sink_errors.get("counters", 0) + 1
                 self.rlog.error("counters", "ingest counters failed for %s/%s", st.site, st.node, exc_info=True)
+            mine = None  # fresh to this process (another ground may have archived them first)
             for sink in self.sinks:
+                f = fresh
+                if getattr(sink, "fresh_to_me", False):
+                    if mine is None:
+                        mine = kn if kn is not None else np.ones(res.count, dtype=bool)
+                    f = mine
                 try:
-                    sink.on_packets(st.site, st.node, res, fresh, received)
+                    sink.on_packets(st.site, st.node, res, f, received)
                 except Exception:
                     self._sink_failed("on_packets", sink)
         for st, body, received in status:

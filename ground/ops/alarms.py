@@ -54,6 +54,8 @@ class AlarmManager:
         self._tracks: dict[tuple[str, str, int, int], _Track] = {}
         self._open: dict[tuple[str, str, str, str], Row] = {}
         self.listeners: list[Callable[[Row], None]] = []
+        #: raises (ground.ops.leader.NotLeader) when this ground may not act: a follower
+        self.guard: Callable[[str], None] = lambda what: None
         for a in store.alarms(open_only=True):  # resume open alarms after a restart
             _sane(a)
             self._open[(a["site"], a["node"], a["packet"], a["field"])] = a
@@ -171,6 +173,7 @@ class AlarmManager:
 
     def acknowledge(self, alarm_id: int, user: str = "operator", now: float | None = None) -> Row:
         """Acknowledge an open alarm; one whose value is already back in limits clears."""
+        self.guard("acknowledging an alarm")
         now = time.time() if now is None else now
         a = self._get(alarm_id)
         a.update(acked_by=user, acked_at=now, updated_at=now)
@@ -186,6 +189,7 @@ class AlarmManager:
 
     def shelve(self, alarm_id: int, minutes: float, user: str = "operator", now: float | None = None) -> Row:
         """Hide an open alarm from the active list for ``minutes``."""
+        self.guard("shelving an alarm")
         now = time.time() if now is None else now
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= MAX_SHELVE_MIN:
             raise ValueError(f"minutes must be a number in (0, {MAX_SHELVE_MIN}], got {minutes!r:.40}")
@@ -196,6 +200,7 @@ class AlarmManager:
         return dict(a)
 
     def unshelve(self, alarm_id: int, user: str = "operator", now: float | None = None) -> Row:
+        self.guard("unshelving an alarm")
         now = time.time() if now is None else now
         a = self._get(alarm_id)
         a.update(shelved_until=None, shelved_by=None, updated_at=now)

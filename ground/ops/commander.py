@@ -98,6 +98,10 @@ class Commander:
         self.dictionary = dictionary or load()
         self.reachable = reachable or (lambda node: True)
         self.hold: Hold = hold or (lambda node: None)
+        #: raises (ground.ops.leader.NotLeader) on a follower ground; ``active()`` false there:
+        #: nothing is released, expired or timed out (the leader's commander does that)
+        self.guard: Callable[[str], None] = lambda what: None
+        self.active: Callable[[], bool] = lambda: True
         self.light_time = light_time
         self.ack_timeout = ack_timeout
         self.exec_timeout = exec_timeout
@@ -159,6 +163,7 @@ class Commander:
         not_after: float | None = None,
     ) -> Row:
         """Queue a command (released at once when the node is in contact); returns its row."""
+        self.guard("sending a command")
         if args is not None and not isinstance(args, dict):
             raise CommandError("args must be an object of argument name -> value")
         args = dict(args or {})
@@ -186,6 +191,7 @@ class Commander:
 
     def cancel(self, cid: int, user: str = "operator") -> Row:
         """Cancel a command not yet sent (QUEUED, HELD or AWAITING_APPROVAL)."""
+        self.guard("cancelling a command")
         c = self._cmds.get(cid)
         if c is None or c["stage"] not in (QUEUED, HELD, AWAITING_APPROVAL):
             raise CommandError(f"command {cid} is not queued")
@@ -193,6 +199,7 @@ class Commander:
         return dict(c)
 
     def _awaiting(self, cid: int, user: str) -> Row:
+        self.guard("approving or denying a command")
         c = self._cmds.get(cid)
         if c is None or c["stage"] != AWAITING_APPROVAL:
             raise CommandError(f"command {cid} is not awaiting approval")
@@ -219,6 +226,8 @@ class Commander:
 
     async def pump(self, now: float | None = None) -> None:
         """Release due commands, expire stale queued ones, time out silent ones."""
+        if not self.active():
+            return
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:

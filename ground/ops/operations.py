@@ -23,6 +23,7 @@ from ground.ingest import LinkStats
 from ground.ops.alarms import AlarmManager
 from ground.ops.commander import Commander
 from ground.ops.hub import Hub
+from ground.ops.leader import FOLLOWER, LEADER, Leadership
 from ground.ops.limits import LEVEL_NAMES
 from ground.ops.liveness import ASLEEP, ONLINE, NodeInfo, NodeTracker
 from ground.ops.store import OpsStore
@@ -86,6 +87,13 @@ class Operations:
                                      correct=lambda n, c: self.time_correct(n, c) if self.time_correct else None,
                                      reachable=self.nodes.reachable)
         self.commander.owlt = self.timekeeper.owlt
+        # one ops layer per site however many grounds share the archive (ground/ops/leader.py):
+        # without a Leadership this ground is the only one and leads
+        self.leadership: Leadership | None = None
+        #: ingest hands us packets new to this process, not only to the archive (several grounds)
+        self.fresh_to_me = False
+        self.commander.guard = self.alarms.guard = self.guard
+        self.commander.active = self.timekeeper.active = self.leading
         self.commander.released.append(self.timekeeper.on_sent)
         self.commander.listeners.append(self.timekeeper.on_command)
         self.param_period = 1.0 / param_hz
@@ -133,6 +141,15 @@ class Operations:
         self._resyncs: dict[str, collections.deque[float]] = collections.defaultdict(
             lambda: collections.deque(maxlen=RESYNC_MAX_PER_HOUR))
         self._resync_nonce: dict[str, int] = {}
+
+    def leading(self) -> bool:
+        """Whether this ground runs the ops actions (it holds the leader lock, or has none)."""
+        return self.leadership is None or self.leadership.leading
+
+    def guard(self, what: str) -> None:
+        """NotLeader (naming the leader) when this ground is a follower."""
+        if self.leadership is not None:
+            self.leadership.guard(what)
 
     def wake(self, node: str) -> float | None:
         """Ground (Unix) time at which a sleeping node wakes by its announcement, or None.
@@ -211,7 +228,7 @@ class Operations:
                 values, rows = sub.values, sub.rows
             ls.track(apid, result.seq[rows], result.ticks[rows], received)
             pname = table.name
-            lv = self.alarms.check(site, node, sub, None)
+            lv = self.alarms.check(site, node, sub, None) if self.leading() else None
             last = values[-1]
             entry = {"t": received, "ticks": int(result.ticks[rows[-1]]),
                      "values": dict(zip(table.columns, last.tolist(), strict=False))}
@@ -317,7 +334,7 @@ class Operations:
                              site=site, node=node, severity=sev, t=received,
                              data={"code": code, "arg0": a0, "arg1": a1, "text": text,
                                    "ticks": int(result.ticks[rows[k]])})
-            if code == "TC_COUNTER_LOST" and a0 > 0:
+            if code == "TC_COUNTER_LOST" and a0 > 0 and self.leading():
                 self._auto_resync(node, a0, received)
 
     def _auto_resync(self, node: str, nonce: int, now: float) -> None:
@@ -353,7 +370,7 @@ class Operations:
     def _node_changed(self, info: NodeInfo, old: str) -> None:
         # liveness is an alarm too: STALE yellow, LOST red (value = seconds since last contact)
         level = LIVENESS_LEVEL.get(info.state)
-        if level is not None:
+        if level is not None and self.leading():
             silent = (info.since - info.last_contact) if info.last_contact else 0.0
             self.alarms.set_condition(self.site, info.node, "NODE", "liveness", level, round(silent, 1), "s",
                                       t=info.since)
@@ -515,16 +532,18 @@ class Operations:
         # each step isolated: one that raises is counted, reported (an event when it starts
         # failing, a rate-limited log line) and the others still run, every second
         self._step("liveness", failing, self.nodes.tick, now)
-        self._step("shelving", failing, self.alarms.expire_shelves, now)
-        try:
-            await self.timekeeper.tick(now)
-        except Exception as e:
-            self._step_failed("time", failing, e)
-        try:
-            await self.commander.pump(now)
-        except Exception as e:
-            self._step_failed("commands", failing, e)
-        if now - self._pruned > 3600.0:  # ops database retention, hourly
+        lead = self.leading()  # a follower only watches: no alarms, syncs, releases, pruning
+        if lead:
+            self._step("shelving", failing, self.alarms.expire_shelves, now)
+            try:
+                await self.timekeeper.tick(now)
+            except Exception as e:
+                self._step_failed("time", failing, e)
+            try:
+                await self.commander.pump(now)
+            except Exception as e:
+                self._step_failed("commands", failing, e)
+        if lead and now - self._pruned > 3600.0:  # ops database retention, hourly
             self._pruned = now
             self._step("prune", failing, self.store.prune, self.keep_days, now)
         nd, self._node_dirty = self._node_dirty, set()
@@ -565,7 +584,9 @@ class Operations:
                 parts["service"] = _health.part(False, f"service: health check failed: {type(e).__name__}: {e}")
         parts["commands"] = _health.commands_part(self.commander, now)
         parts["ticks"] = _health.ticks_part(self, now)
-        return _health.combine(parts, site=self.site)
+        if self.leadership is not None:
+            parts["leader"] = _health.leader_part(self.leadership, now)
+        return _health.combine(parts, site=self.site, role=LEADER if self.leading() else FOLLOWER)
 
     async def run(self) -> None:
         """The timers (param flush at ``param_hz``, ``tick`` every second) until cancelled."""

@@ -149,6 +149,7 @@ class TimeKeeper:
         self.clock = clock
         self.nodes: dict[str, NodeTime] = {}
         self.enabled = period_s >= 0
+        self.active: Callable[[], bool] = lambda: True  # false on a follower ground: it only watches
 
     def get(self, node: str) -> NodeTime:
         nt = self.nodes.get(node)
@@ -356,7 +357,7 @@ class TimeKeeper:
         nt.pending = nt.pending_counter = nt.t_tx = None
 
     def _write(self, node: str, c: TimeCorrection) -> None:
-        if self.correct is None:
+        if self.correct is None or not self.active():
             return
         try:
             self.correct(node, c)
@@ -365,7 +366,7 @@ class TimeKeeper:
 
     async def maybe_sync(self, node: str, now: float) -> int | None:
         """Queue a TIME_SYNC for ``node`` if one is due; returns its command id."""
-        if not self.enabled or self.submit is None:
+        if not self.enabled or self.submit is None or not self.active():
             return None
         nt = self.get(node)
         if nt.pending is not None or not self.reachable(node):
