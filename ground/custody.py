@@ -93,6 +93,9 @@ class CustodySender:
         self.keys = {n.id: n.key for n in inventory.nodes}
         self.publish = publish
         self.interval, self.give_up_s = interval, give_up_s
+        #: false on a follower ground (ground/ops/leader.py): it keeps the picture, the leader
+        #: alone speaks (two senders' counters would interleave and the node refuse half)
+        self.active: Callable[[], bool] = lambda: True
         self.nodes: dict[str, NodeCustody] = {}
         self._lock = threading.Lock()  # on_packets may run in ingest's thread, the sender in the loop's
         self.db = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
@@ -194,7 +197,7 @@ class CustodySender:
 
     async def send_due(self) -> int:
         """Publish an acknowledgement to every node with news; -> how many were sent."""
-        if self.publish is None:
+        if self.publish is None or not self.active():
             return 0
         n = 0
         for node, nc in list(self.nodes.items()):

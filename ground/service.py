@@ -216,6 +216,8 @@ class GroundService:
             # opens (a ground alone leads from its first request)
             self.leadership = ops.leadership = Leadership(open_lock(self.archive_url, site, identity(self.ground_id, None)))
             ops.fresh_to_me = True  # the other grounds archive packets first: ops must see them all
+            if self.custody is not None:
+                self.custody.active = ops.leading
             await self.leadership.step()
         self.api = await ApiServer(self.ops, self.api_host, self.api_port, auth=self.auth, archive=self.archive,
                                    ssl_context=self.api_tls).start()
