@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,47 @@ async def test_sqlite_file_lock_one_holder_released_with_its_holder(tmp_path) ->
             p.kill()
             p.wait()
         b.close()
+
+
+async def test_the_ops_layer_acts_once_with_two_grounds_on_one_archive(broker, tmp_path) -> None:
+    """Two grounds, one node that boots unsynced with a low free heap: one TIME_SYNC reaches
+    it (from the leader, verified by the leader whichever ground archived the ACKs), one
+    alarm is raised (at the leader), none at the follower."""
+    from ground.service import GroundService
+    from ground.testing import FakeNode, make_packet
+
+    site = f"lo{os.getpid() % 100000}"
+    key = bytes(range(32))
+    inv = Inventory(site, [Node("n01", key, "pw")], ground_password="")
+    gs = [GroundService(broker.url, inv, PG_DSN, ops_db=tmp_path / f"{n}-ops.db", api_port=0, light_time=0,
+                        custody_s=0, client_id=f"lo-{n}-{os.getpid()}", ground_id=n) for n in ("g1", "g2")]
+    async with FakeNode(broker.host, broker.port, site, "n01", key) as node:
+        try:
+            for g in gs:
+                await g.start()
+                await g.wait_connected()
+            ops = [g.ops for g in gs]
+            assert all(o is not None for o in ops)
+            leaders = [o for o in ops if o is not None and o.leading()]
+            followers = [o for o in ops if o is not None and not o.leading()]
+            assert len(leaders) == 1 and len(followers) == 1
+            lead, follow = leaders[0], followers[0]
+            await node.publish_status("online", synced=False)
+            await node.publish_tm(make_packet("HK", node="n01", free_heap=1000, boot_count=1))
+
+            def synced() -> list[Any]:
+                return [r for r in lead.commander.list() if r["command"] == "TIME_SYNC" and r["stage"] == "EXECUTED"]
+
+            deadline = time.monotonic() + 15
+            while not (synced() and lead.alarms.active()):
+                assert time.monotonic() < deadline, (lead.commander.list(), lead.alarms.active(), node.received)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(2.0)  # time for a second ground to have acted, if it would
+            assert [r[1] for r in node.received] == [lead.dictionary.command("TIME_SYNC").opcode], node.received
+            assert follow.commander.list() == [] and follow.alarms.active() == []
+            assert [a["field"] for a in lead.alarms.active()] == ["free_heap"]
+            # the follower still shows the node (liveness, latest values) for reads
+            assert follow.nodes.get("n01").state == "ONLINE" and "HK" in follow.latest["n01"]
+        finally:
+            for g in gs:
+                await g.stop()
