@@ -64,6 +64,9 @@ async def test_node_at_the_epoch_is_synced_and_early_packets_corrected(broker, m
         await _until(lambda: tk.get("n01").syncs >= 1, 20, "the first automatic sync", node,
                      lambda: (tk.view("n01"), [e["message"] for e in ops.store.events(limit=20)]))
         first = time.time() - birth
+        # within seconds of its birth: the status's trip down, the sync's trip up and its
+        # ACK's trip down (3 light times) plus the node's handling and the ground's batching
+        assert first < 3 * LIGHT_TIME + 5.0, first
         # the first sync used the wrong configured light time; the measured one refines it
         await _until(lambda: tk.get("n01").syncs >= 2 and tk.get("n01").pending is None
                      and not tk.get("n01").refine, 40, "refined syncs to settle", node, lambda: tk.view("n01"))
