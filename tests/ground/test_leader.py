@@ -16,6 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +33,31 @@ from wire.inventory import Inventory, Node
 PG_DSN = os.environ.get("LUNABASE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+@pytest.fixture
+def pg() -> Iterator[str]:
+    """PG_DSN with a schema of this test's own on the search path (dropped after)."""
+    import psycopg
+
+    schema = f"lb_leader_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as db:
+        db.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_DSN else "?"
+    try:
+        yield f"{PG_DSN}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as db:
+            db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 class GroundProc:
     """One ``lunabase ground`` process; ``api`` once it printed its client interface URL."""
 
-    def __init__(self, name: str, tmp: Path, inv: Path, users: Path, broker_url: str, site: str) -> None:
+    def __init__(self, name: str, tmp: Path, inv: Path, users: Path, broker_url: str, site: str, dsn: str) -> None:
         self.name = name
         self.log = tmp / f"{name}.log"
         self.lines: queue.Queue[str] = queue.Queue()
         argv = [sys.executable, "-m", "lunabase.cli", "ground", "--inventory", str(inv), "--users", str(users),
-                "--broker", broker_url, "--archive", PG_DSN, "--ops-db", str(tmp / f"{name}-ops.db"),
+                "--broker", broker_url, "--archive", dsn, "--ops-db", str(tmp / f"{name}-ops.db"),
                 "--api-port", "0", "--client-id", f"lt-{name}-{os.getpid()}-{site}", "--ground-id", name,
                 "--custody", "0", "--time-sync", "-1"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(self.log, "wb"),
@@ -73,13 +91,13 @@ async def _role(c: GroundClient) -> str | None:
         return None  # dead
 
 
-async def test_two_grounds_one_leader_and_failover_after_sigkill(broker, tmp_path) -> None:
+async def test_two_grounds_one_leader_and_failover_after_sigkill(broker, tmp_path, pg) -> None:
     site = f"lt{os.getpid() % 100000}"
     inv = Inventory(site, [Node("n01", bytes(range(32)), "pw")], ground_password="").save(tmp_path / "inv.toml")
     users = AccountStore.open(tmp_path / "users.json", create=True)
     add_test_accounts(users)
     users.save()
-    grounds = [GroundProc(n, tmp_path, inv, tmp_path / "users.json", broker.url, site) for n in ("g1", "g2")]
+    grounds = [GroundProc(n, tmp_path, inv, tmp_path / "users.json", broker.url, site, pg) for n in ("g1", "g2")]
     clients = [GroundClient(g.api, user="commander", password=TEST_PASSWORD) for g in grounds]
     try:
         # exactly one leader (both started at once; the lock decides)
@@ -117,7 +135,7 @@ async def test_two_grounds_one_leader_and_failover_after_sigkill(broker, tmp_pat
         row = await fc.send_command("n01", "PING")  # the new leader commands
         assert row["stage"] in ("QUEUED", "SENT")
         # the old one restarts: a follower now, naming the new leader
-        again = GroundProc(leader.name, tmp_path, inv, tmp_path / "users.json", broker.url, site)
+        again = GroundProc(leader.name, tmp_path, inv, tmp_path / "users.json", broker.url, site, pg)
         grounds.append(again)
         ac = GroundClient(again.api, user="commander", password=TEST_PASSWORD)
         clients.append(ac)
@@ -130,10 +148,10 @@ async def test_two_grounds_one_leader_and_failover_after_sigkill(broker, tmp_pat
             g.kill()
 
 
-async def test_pg_lock_exactly_one_holder_and_release(tmp_path) -> None:
+async def test_pg_lock_exactly_one_holder_and_release(pg) -> None:
     site = f"lt-unit-{os.getpid()}"
-    a = Leadership(PgLeaderLock(PG_DSN, site, {"id": "a", "api": None}))
-    b = Leadership(PgLeaderLock(PG_DSN, site, {"id": "b", "api": None}))
+    a = Leadership(PgLeaderLock(pg, site, {"id": "a", "api": None}))
+    b = Leadership(PgLeaderLock(pg, site, {"id": "b", "api": None}))
     try:
         await a.step()
         await b.step()
@@ -179,7 +197,7 @@ async def test_sqlite_file_lock_one_holder_released_with_its_holder(tmp_path) ->
         b.close()
 
 
-async def test_the_ops_layer_acts_once_with_two_grounds_on_one_archive(broker, tmp_path) -> None:
+async def test_the_ops_layer_acts_once_with_two_grounds_on_one_archive(broker, tmp_path, pg) -> None:
     """Two grounds, one node that boots unsynced with a low free heap: one TIME_SYNC reaches
     it (from the leader, verified by the leader whichever ground archived the ACKs), one
     alarm is raised (at the leader), none at the follower."""
@@ -189,7 +207,7 @@ async def test_the_ops_layer_acts_once_with_two_grounds_on_one_archive(broker, t
     site = f"lo{os.getpid() % 100000}"
     key = bytes(range(32))
     inv = Inventory(site, [Node("n01", key, "pw")], ground_password="")
-    gs = [GroundService(broker.url, inv, PG_DSN, ops_db=tmp_path / f"{n}-ops.db", api_port=0, light_time=0,
+    gs = [GroundService(broker.url, inv, pg, ops_db=tmp_path / f"{n}-ops.db", api_port=0, light_time=0,
                         custody_s=0, client_id=f"lo-{n}-{os.getpid()}", ground_id=n) for n in ("g1", "g2")]
     async with FakeNode(broker.host, broker.port, site, "n01", key) as node:
         try:
