@@ -33,6 +33,7 @@ from ground.client_types import (
     Alarm,
     CommandRow,
     Event,
+    GapsView,
     LatestView,
     LinkCounters,
     NodeView,
@@ -225,6 +226,10 @@ class GroundClient:
 
     async def links(self) -> dict[str, LinkCounters]:
         return await self._req("GET", "/api/links")
+
+    async def gaps(self, node: str | None = None, state: str | None = None, limit: int = 200) -> GapsView:
+        """Sequence gaps (newest first) and the automatic refill's state."""
+        return await self._req("GET", "/api/gaps", {"node": node, "state": state, "limit": limit})
 
     async def seismic(self, node: str, seconds: float = 60.0, max_points: int = 2000) -> SeismicView:
         return await self._req("GET", "/api/seismic", {"node": node, "seconds": seconds, "max_points": max_points})

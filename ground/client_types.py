@@ -6,7 +6,7 @@ gains or loses a key, so a change of shape is a change here and in the doc, not 
 
 from typing import Any, NotRequired, TypedDict
 
-__all__ = ["Alarm", "CommandRow", "Event", "FieldValue", "LatestPacket", "LatestView", "LinkCounters",
+__all__ = ["Alarm", "CommandRow", "Event", "FieldValue", "Gap", "GapsView", "LatestPacket", "LatestView", "LinkCounters",
            "NodeTime", "NodeView", "PacketRow", "ParamHistory", "SeismicView"]
 
 
@@ -20,11 +20,60 @@ class LinkCounters(TypedDict):
     bytes_per_s: float
     errors: dict[str, int]
     rejected_bytes: int
-    gaps: int
-    missing: int
+    gaps: int  # sequence gaps reported (every state; from the archive when the ground has one)
+    missing: int  # packets still missing (open, refilling and lost gaps)
     duplicates: int
     collisions: int
     last_contact: float | None
+    lost: NotRequired[int]  # packets of lost gaps (archive-backed grounds)
+    gap_states: NotRequired[dict[str, int]]  # gaps by state: open, refilling, filled, lost
+
+
+class Gap(TypedDict):
+    """One sequence gap (``GET /api/gaps``; docs/ground-api.md "Gaps")."""
+
+    id: int
+    site: str
+    node: str
+    apid: int
+    first: int  # first missing sequence count
+    last: int  # last missing sequence count (mod 16384)
+    count: int
+    missing: int  # of them, not archived yet
+    filled: int
+    t_lo: int  # time tags (ticks) of the packets around the gap
+    t_hi: int
+    detected: float
+    updated: float
+    state: str  # "open", "refilling", "filled", "lost"
+    requests: int  # REPLAYs the ground sent for it
+    last_request: float | None
+    node_dropped: int | None  # lost: the node's own journal drop count (HK journal_dropped) then
+    reason: str
+
+
+class RefillNode(TypedDict):
+    in_flight: int | None  # the REPLAY command in flight
+    gap: int | None
+    next_at: float | None
+    failures: int
+    waiting: str  # why nothing is requested now ("node ASLEEP", "command link down", ...)
+
+
+class RefillView(TypedDict):
+    enabled: bool
+    requests: int
+    filled: int
+    lost: int
+    max_per_minute: int
+    nodes: dict[str, RefillNode]
+
+
+class GapsView(TypedDict):
+    """``GET /api/gaps``."""
+
+    gaps: list[Gap]
+    refill: RefillView
 
 
 class NodeTime(TypedDict):

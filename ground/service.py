@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ground.api import ApiServer
+from ground.archive._gaps import GAP_STATES
 from ground.auth import AccountStore, Auth, TwoPersonPolicy
 from ground.ingest import link_view
 from ground.ops import Operations, OpsStore
@@ -207,6 +208,8 @@ class GroundService:
                                    password=self.password, client_id=self.client_id, share=self.share,
                                    sinks=sinks, tls=self.tls, pipeline=None, known=known)
         ops.links_fn = self._links
+        ops.refiller.archive = self.archive
+        ops.refiller.link_up = self.cmdlink.connected.is_set
         ops.health_fn = self._health
         self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(ops.commander.pump()))
         if self.leader_lock:
@@ -320,8 +323,20 @@ class GroundService:
         return parts
 
     def _links(self) -> dict[str, dict[str, Any]]:
+        """Per-link counters: this ground's ingest stream, gaps from the archive (every worker's)."""
+        site = self.inventory.site
         snap = self.ingest.pipeline.snapshot()["links"]
-        return {d["node"]: link_view(d) for d in snap.values() if d["site"] == self.inventory.site}
+        out = {d["node"]: link_view(d) for d in snap.values() if d["site"] == site}
+        gaps = self.archive.gap_summary(site)
+        for (_s, node), g in gaps.items():
+            v = out.get(node)
+            if v is not None:
+                v.update(gaps=g["gaps"], missing=g["missing"], lost=g["lost"],
+                         gap_states=g["states"])
+        for node, v in out.items():
+            if (site, node) not in gaps:
+                v.update(gaps=0, missing=0, lost=0, gap_states=dict.fromkeys(GAP_STATES, 0))
+        return out
 
 
 def stride(xs: list[Any], limit: int) -> list[Any]:

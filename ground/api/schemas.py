@@ -203,6 +203,7 @@ SCHEMAS: dict[tuple[str, str], Schema] = {
     ("POST", "/api/commands/{id}/cancel"): Schema(path={"id": _ID}, body=_USER_BODY),
     ("GET", "/api/packets"): Schema(query={"node": F("name", required=True), "limit": F("int", 1, 1000)}),
     ("GET", "/api/links"): Schema(),
+    ("GET", "/api/gaps"): Schema(query={"node": F("name"), "state": F("name", max_len=16), "limit": F("int", 1, 2000)}),
     ("GET", "/api/seismic"): Schema(query={
         "node": F("name", required=True), "seconds": F("num", 0.01, 3600), "max_points": F("int", 1, 20000)}),
     ("GET", "/api/ws"): Schema(),

@@ -21,6 +21,7 @@ from aiohttp import WSMsgType, web
 
 from ground.api import schemas
 from ground.api.limits import ConnectionLimiter, LimitedSite
+from ground.archive._gaps import GAP_STATES
 from ground.auth import IDENTITY, Auth, Identity, identity, requires
 from ground.auth import roles as R
 from ground.ops import FINAL, AlarmError, CommandError, Operations, SelfApproval
@@ -136,6 +137,7 @@ class ApiServer:
         r.add_post("/api/commands/{id}/deny", self.deny_command)
         r.add_get("/api/packets", self.packets)
         r.add_get("/api/links", self.links)
+        r.add_get("/api/gaps", self.gaps)
         r.add_get("/api/seismic", self.seismic)
         r.add_get("/api/health", self.health)
         r.add_get("/api/ws", self.ws)
@@ -355,6 +357,16 @@ class ApiServer:
     @_handler
     async def links(self, req: web.Request) -> web.Response:
         return _json(self.ops.links())
+
+    @requires(R.READ)
+    @_handler
+    async def gaps(self, req: web.Request) -> web.Response:
+        q = req.query
+        state = q.get("state")
+        if state is not None and state not in GAP_STATES:
+            return _err(400, f"state must be one of {', '.join(GAP_STATES)}")
+        return _json(await asyncio.get_running_loop().run_in_executor(  # archive read: off the event loop
+            None, self.ops.gaps_view, q.get("node"), state, int(q.get("limit", 200))))
 
     @requires(R.READ)
     @_handler

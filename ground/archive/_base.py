@@ -19,6 +19,11 @@ Schema (both backends; SQL types differ slightly)::
                                                   row per node and APID per ingest batch; see
                                                   decoded_segment); SEISMIC keeps int16 samples
     status(node_id, received, state, body)        every status message (birth, sleep, last will)
+    seqstate(node_id, apid, expected, last_ticks, late, resets, updated)
+    gaps(id, node_id, apid, first, count, missing, t_lo, t_hi, detected, updated, state,
+         requests, last_request, node_dropped, reason)
+                                                  sequence-gap accounting shared by every
+                                                  ingest worker (ground/archive/_gaps.py)
     quarantine(received, topic, reason, size, detail, sample)
                                                   messages ingest could not accept whole (bad
                                                   topic, oversized, malformed status, an
@@ -43,7 +48,9 @@ corrected by the step the node reported), "estimated" (pre-sync, corrected by th
 correlation; the sync is still to come), "unsynced" (no correction known).
 
 Schema versions: 1 = key (node_id, apid, ticks, seq); 2 = crc in the key, collisions,
-timecorr.  Opening a version-1 archive migrates it in one transaction.
+timecorr; 3 = seqstate and gaps (gap accounting in the archive).  Opening an older archive
+migrates it in one transaction (v2 -> v3 seeds ``seqstate`` from the newest archived
+packet of every node and APID, so the first packets after the upgrade are accounted).
 """
 
 from __future__ import annotations
@@ -58,11 +65,12 @@ from typing import Any
 
 import numpy as np
 
+from ground.archive import _gaps
 from ground.parse import Parser, ParseResult
 from wire.dictionary import Dictionary, PacketDef, load
 from wire.timetag import TICKS_PER_S, ticks_to_unix, unix_to_ticks
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: time quality codes in ``timecorr.quality`` -> names in query results
 SYNCED, CORRECTED, ESTIMATED, UNSYNCED = 0, 1, 2, 3
 TIME_QUALITY = {SYNCED: "synced", CORRECTED: "corrected", ESTIMATED: "estimated", UNSYNCED: "unsynced"}
@@ -182,6 +190,8 @@ class Transaction(abc.ABC):
         #: after append_many: per item, packets that collided with an archived key (other
         #: bytes) and went to the collisions table; their fresh mask entry is False
         self.collisions: list[int] = []
+        #: gaps this transaction opened (ground/archive/_gaps.py; reported once settled)
+        self.opened_gaps: list[_gaps.Opened] = []
 
     def append_packets(self, site: str, node: str, result: ParseResult, payload: bytes, received: float,
                        known_fresh: np.ndarray | None = None) -> np.ndarray:
@@ -194,6 +204,13 @@ class Transaction(abc.ABC):
         (False entries are skipped).
         """
         return self.append_many([(site, node, result, payload, received, known_fresh)])[0]
+
+    def _account_gaps(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]],
+                      masks: Sequence[np.ndarray], nids: Sequence[int]) -> None:
+        """Sequence-gap accounting of what this transaction archives fresh (ground/archive/_gaps.py)."""
+        groups = _gaps.groups_of(items, masks, nids)
+        if groups:
+            self.opened_gaps += _gaps.account(self, groups, now(), self.a.gap_settle_s)
 
     @abc.abstractmethod
     def append_many(self, items: Sequence[tuple[str, str, ParseResult, bytes, float, np.ndarray | None]]
@@ -250,6 +267,12 @@ class Archive(abc.ABC):
         self.specs = decoded_specs(self.dictionary)
         self._node_ids: dict[tuple[str, str], int] = {}
         self._node_names: dict[int, tuple[str, str]] = {}
+        self._seq_known: set[tuple[int, int]] = set()  # seqstate rows known to exist
+        #: seconds a gap must stay open before it is reported (reordering between workers)
+        self.gap_settle_s = _gaps.SETTLE_S
+
+    #: the backend takes per-node advisory locks for gap accounting (PostgreSQL); SQLite has one writer
+    _row_locks = False
 
     # -- writing -------------------------------------------------------------------
     @abc.abstractmethod
@@ -346,6 +369,103 @@ class Archive(abc.ABC):
             self.db.execute(f"DELETE FROM timecorr WHERE node_id = {p} AND lo = {p}", (nid, c.lo))
             self.db.execute(f"INSERT INTO timecorr VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})",
                             (nid, c.lo, min(c.hi, OPEN_END), c.corr, c.quality, c.boot, c.updated or now()))
+
+    # -- sequence gaps (ground/archive/_gaps.py) -------------------------------------
+    def gaps(self, site: str | None = None, node: str | None = None, states: Sequence[str] | None = None,
+             apid: int | None = None, limit: int = 1000, now_: float | None = None) -> list[dict[str, Any]]:
+        """Reported gaps, newest first: open ones only once older than ``gap_settle_s``."""
+        where: list[str] = []
+        params: list[Any] = []
+        if not self._node_filter(site, node, where, params):
+            return []
+        p = self._ph
+        if states is not None:
+            bad = [s for s in states if s not in _gaps.GAP_STATES]
+            if bad:
+                raise ValueError(f"unknown gap state {bad[0]!r} (states: {', '.join(_gaps.GAP_STATES)})")
+            if not states:
+                return []
+            where.append("state IN (" + ",".join([p] * len(states)) + ")")
+            params += list(states)
+        if apid is not None:
+            where.append(f"apid = {p}")
+            params.append(int(apid))
+        t = (now_ if now_ is not None else now()) - self.gap_settle_s
+        where.append(f"(state <> {p} OR detected <= {p})")
+        params += [_gaps.OPEN, t]
+        sql = (f"SELECT {', '.join(_gaps.GAP_COLUMNS)} FROM gaps WHERE " + " AND ".join(where)
+               + f" ORDER BY id DESC LIMIT {max(0, int(limit))}")
+        rows = self._select(sql, params)
+        names = self._names() if rows else {}
+        return [_gaps.gap_row(r, names) for r in rows]
+
+    def gap_summary(self, site: str | None = None, now_: float | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+        """Per (site, node): {"gaps": reported gaps, "missing": packets still missing, "lost":
+        packets lost for good, "states": {state: gaps}}."""
+        p = self._ph
+        t = (now_ if now_ is not None else now()) - self.gap_settle_s
+        rows = self._select(f"SELECT node_id, state, COUNT(*), SUM(missing) FROM gaps WHERE (state <> {p} OR"
+                            f" detected <= {p}) GROUP BY node_id, state", (_gaps.OPEN, t))
+        names = self._names() if rows else {}
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for nid, state, n, missing in rows:
+            key = names.get(int(nid), ("?", "?"))
+            if site is not None and key[0] != site:
+                continue
+            d = out.setdefault(key, {"gaps": 0, "missing": 0, "lost": 0, "states": dict.fromkeys(_gaps.GAP_STATES, 0)})
+            d["states"][str(state)] = int(n)
+            d["gaps"] += int(n)
+            if state != _gaps.FILLED:
+                d["missing"] += int(missing or 0)
+            if state == _gaps.LOST:
+                d["lost"] += int(missing or 0)
+        return out
+
+    def update_gap(self, gap_id: int, *, state: str | None = None, request: float | None = None,
+                   node_dropped: int | None = None, reason: str | None = None) -> None:
+        """The refiller's side of a gap: its state, a REPLAY request made at ``request``, why.
+
+        A gap ingest filled meanwhile stays filled (its state is never set back)."""
+        if state is not None and state not in _gaps.GAP_STATES:
+            raise ValueError(f"unknown gap state {state!r}")
+        p = self._ph
+        sets = [f"updated = {p}"]
+        params: list[Any] = [now()]
+        if state is not None:
+            sets.append(f"state = {p}")
+            params.append(state)
+        if request is not None:
+            sets += ["requests = requests + 1", f"last_request = {p}"]
+            params.append(request)
+        if node_dropped is not None:
+            sets.append(f"node_dropped = {p}")
+            params.append(int(node_dropped))
+        if reason is not None:
+            sets.append(f"reason = {p}")
+            params.append(_printable(reason, 300))
+        with self.transaction():
+            self.db.execute(f"UPDATE gaps SET {', '.join(sets)} WHERE id = {p} AND state <> {p}",
+                            (*params, int(gap_id), _gaps.FILLED))
+
+    def gap_archived_seqs(self, gap: dict[str, Any]) -> set[int]:
+        """Sequence counts of a gap already archived (its tag range, its counts)."""
+        p = self._ph
+        with self._lock:
+            nid = self.node_id(gap["site"], gap["node"])
+        first, count = int(gap["first"]), int(gap["count"])
+        rows = self._select(f"SELECT seq FROM raw WHERE node_id = {p} AND apid = {p} AND ticks >= {p} AND ticks <= {p}",
+                            (nid, int(gap["apid"]), int(gap["t_lo"]), int(gap["t_hi"])))
+        return {int(s) for (s,) in rows if (int(s) - first) % _gaps.SEQ_MOD < count}
+
+    def bytes_since(self, site: str, node: str, ticks: int) -> int:
+        """Bytes of the packets of ``node`` archived with a time tag after ``ticks`` (every APID)."""
+        p = self._ph
+        with self._lock:
+            nid = self.node_id(site, node)
+        apids = ",".join(str(int(a)) for a in sorted(self.specs))
+        r = self._select(f"SELECT SUM(length(data)) FROM raw WHERE node_id = {p} AND apid IN ({apids})"
+                         f" AND ticks > {p}", (nid, int(ticks)))
+        return int(r[0][0] or 0) if r else 0
 
     # -- collisions ----------------------------------------------------------------
     def collisions(self, node: str | None = None, site: str | None = None) -> list[tuple[RawPacket, str]]:
@@ -698,6 +818,8 @@ class Archive(abc.ABC):
                 self.db.execute(f"DELETE FROM {spec.table} WHERE received < {p}", (cutoff,))
             self.db.execute(f"DELETE FROM status WHERE received < {p}", (cutoff,))
             self.db.execute(f"DELETE FROM quarantine WHERE received < {p}", (cutoff,))
+            self.db.execute(f"DELETE FROM gaps WHERE updated < {p} AND state IN ({p}, {p})",
+                            (cutoff, _gaps.FILLED, _gaps.LOST))
         return int(n)
 
     def rebuild(self, batch: int = 5000) -> int:
@@ -749,6 +871,14 @@ class Archive(abc.ABC):
 
 def now() -> float:
     return time.time()
+
+
+def seed_seqstate(db: Any) -> None:
+    """Schema v2 -> v3: the sequence state of every (node, APID) from its newest archived packet."""
+    db.execute("INSERT INTO seqstate (node_id, apid, expected, last_ticks, late, resets, updated)"
+               f" SELECT r.node_id, r.apid, MAX((r.seq + 1) % {_gaps.SEQ_MOD}), r.ticks, 0, 0, MAX(r.received)"
+               " FROM raw r JOIN (SELECT node_id, apid, MAX(ticks) AS t FROM raw GROUP BY node_id, apid) m"
+               " ON r.node_id = m.node_id AND r.apid = m.apid AND r.ticks = m.t GROUP BY r.node_id, r.apid, r.ticks")
 
 
 def decoded_segment(spec: DecodedSpec, node_id: int, result: ParseResult, fresh: np.ndarray,

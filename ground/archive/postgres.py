@@ -1,8 +1,10 @@
 """PostgreSQL archive (psycopg 3): the backend for scale-out.
 
 Several ingest workers (MQTT shared subscription) can write into one database: the
-primary key (node_id, apid, ticks, seq) and ``ON CONFLICT DO NOTHING`` keep it free of
-duplicates whichever worker gets a redelivery.  Packets are staged with COPY into a
+primary key (node_id, apid, ticks, seq, crc) and ``ON CONFLICT DO NOTHING`` keep it free of
+duplicates whichever worker gets a redelivery, and the sequence-gap accounting lives in
+the database too (a per-node advisory lock while a batch commits:
+ground/archive/_gaps.py), so the workers share one account of gaps.  Packets are staged with COPY into a
 temporary table and moved with one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING
 RETURNING``, which tells exactly which packets were fresh.
 """
@@ -25,6 +27,7 @@ from ground.archive._base import (
     Transaction,
     decoded_segment,
     packet_crcs,
+    seed_seqstate,
 )
 from ground.errors import ArchiveError
 from ground.parse import ParseResult
@@ -73,10 +76,27 @@ class PostgresArchive(Archive):
             if has and ("crc",) not in has:
                 self.migrated_from = 1
                 self._migrate_v1(db)
+            had_seqstate = bool(db.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'seqstate'"
+                                           " AND table_schema = current_schema()").fetchall())
+            if has and not had_seqstate and not self.migrated_from:
+                self.migrated_from = 2
+                log.warning("archive schema v2 -> v%d: sequence-gap accounting in the archive", SCHEMA_VERSION)
+            db.execute("CREATE TABLE IF NOT EXISTS seqstate (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
+                       " expected INTEGER NOT NULL, last_ticks BIGINT NOT NULL, late BIGINT NOT NULL,"
+                       " resets BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (node_id, apid))")
+            db.execute("CREATE TABLE IF NOT EXISTS gaps (id BIGSERIAL PRIMARY KEY, node_id INTEGER NOT NULL,"
+                       " apid INTEGER NOT NULL, first INTEGER NOT NULL, count INTEGER NOT NULL,"
+                       " missing INTEGER NOT NULL, t_lo BIGINT NOT NULL, t_hi BIGINT NOT NULL,"
+                       " detected DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,"
+                       " requests INTEGER NOT NULL, last_request DOUBLE PRECISION, node_dropped BIGINT,"
+                       " reason TEXT NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS gaps_node ON gaps (node_id, apid, state)")
             db.execute("CREATE TABLE IF NOT EXISTS raw (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
                        " ticks BIGINT NOT NULL, seq INTEGER NOT NULL, crc INTEGER NOT NULL,"
                        " received DOUBLE PRECISION NOT NULL, data BYTEA NOT NULL,"
                        " PRIMARY KEY (node_id, apid, ticks, seq, crc))")
+            if has and not had_seqstate:
+                seed_seqstate(db)
             db.execute("CREATE INDEX IF NOT EXISTS raw_received ON raw (received)")
             db.execute("CREATE TABLE IF NOT EXISTS collisions (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
                        " ticks BIGINT NOT NULL, seq INTEGER NOT NULL, crc INTEGER NOT NULL,"
@@ -105,6 +125,8 @@ class PostgresArchive(Archive):
                 db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_node_t1 ON {spec.table} (node_id, t1)")
         db.execute("CREATE TEMP TABLE IF NOT EXISTS _stage (i INTEGER, node_id INTEGER, apid INTEGER,"
                    " ticks BIGINT, seq INTEGER, crc INTEGER, received DOUBLE PRECISION, data BYTEA)")
+
+    _row_locks = True  # gap accounting: an advisory lock per node (workers take turns per node)
 
     @property
     def _ph(self) -> str:
@@ -140,6 +162,7 @@ class PostgresArchive(Archive):
                     yield _PgTx(self)
             except BaseException:
                 self._node_ids.clear()
+                self._seq_known.clear()
                 raise
 
     def _truncate_decoded(self) -> None:
@@ -213,6 +236,7 @@ class _PgTx(Transaction):
                         self.collisions[first[tuple(key)]] += 1
         for (_site, _node, result, _payload, received, _k), fresh, nid in zip(items, masks, nids, strict=False):
             self._decoded(nid, result, fresh, received)
+        self._account_gaps(items, masks, nids)
         return masks
 
     def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, received: float) -> None:

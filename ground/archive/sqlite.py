@@ -26,6 +26,7 @@ from ground.archive._base import (
     Transaction,
     decoded_segment,
     packet_crcs,
+    seed_seqstate,
 )
 from ground.errors import ArchiveError
 from ground.parse import ParseResult
@@ -37,6 +38,16 @@ log = logging.getLogger("lunabase.archive")
 _RAW_SQL = ("CREATE TABLE IF NOT EXISTS {name} (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
             " ticks INTEGER NOT NULL, seq INTEGER NOT NULL, crc INTEGER NOT NULL, received REAL NOT NULL,"
             " data BLOB NOT NULL, PRIMARY KEY (node_id, apid, ticks, seq, crc)) WITHOUT ROWID")
+
+
+_SEQSTATE_SQL = ("CREATE TABLE IF NOT EXISTS seqstate (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
+                 " expected INTEGER NOT NULL, last_ticks INTEGER NOT NULL, late INTEGER NOT NULL,"
+                 " resets INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (node_id, apid))")
+_GAPS_SQL = ("CREATE TABLE IF NOT EXISTS gaps (id INTEGER PRIMARY KEY, node_id INTEGER NOT NULL,"
+             " apid INTEGER NOT NULL, first INTEGER NOT NULL, count INTEGER NOT NULL, missing INTEGER NOT NULL,"
+             " t_lo INTEGER NOT NULL, t_hi INTEGER NOT NULL, detected REAL NOT NULL, updated REAL NOT NULL,"
+             " state TEXT NOT NULL, requests INTEGER NOT NULL, last_request REAL, node_dropped INTEGER,"
+             " reason TEXT NOT NULL)")
 
 
 def _create_sql(spec: DecodedSpec) -> str:
@@ -79,9 +90,12 @@ class SQLiteArchive(Archive):
         db.execute("CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, site TEXT NOT NULL, node TEXT NOT NULL,"
                    " UNIQUE (site, node))")
         cols = [r[1] for r in db.execute("PRAGMA table_info(raw)").fetchall()]
+        had_seqstate = bool(db.execute("SELECT 1 FROM sqlite_master WHERE name = 'seqstate'").fetchall())
         if cols and "crc" not in cols:
             self.migrated_from = 1
             self._migrate_v1(db)
+        elif cols and not had_seqstate:
+            self.migrated_from = 2
         db.execute(_RAW_SQL.format(name="raw"))
         db.execute("CREATE INDEX IF NOT EXISTS raw_received ON raw (received)")
         db.execute("CREATE TABLE IF NOT EXISTS collisions (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
@@ -90,6 +104,11 @@ class SQLiteArchive(Archive):
         db.execute("CREATE TABLE IF NOT EXISTS timecorr (node_id INTEGER NOT NULL, lo INTEGER NOT NULL,"
                    " hi INTEGER NOT NULL, corr INTEGER NOT NULL, quality INTEGER NOT NULL, boot INTEGER NOT NULL,"
                    " updated REAL NOT NULL, PRIMARY KEY (node_id, lo))")
+        db.execute(_SEQSTATE_SQL)
+        db.execute(_GAPS_SQL)
+        db.execute("CREATE INDEX IF NOT EXISTS gaps_node ON gaps (node_id, apid, state)")
+        if cols and not had_seqstate:
+            seed_seqstate(db)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("CREATE TABLE IF NOT EXISTS status (node_id INTEGER NOT NULL, received REAL NOT NULL,"
                    " state TEXT, body TEXT NOT NULL)")
@@ -157,6 +176,7 @@ class SQLiteArchive(Archive):
             except BaseException:
                 self.db.execute("ROLLBACK")
                 self._node_ids.clear()  # ids created in the rolled-back transaction are gone
+                self._seq_known.clear()
                 raise
             self.db.execute("COMMIT")
 
@@ -281,6 +301,7 @@ class _SQLiteTx(Transaction):
         for apid_, drows in by_apid.items():
             if drows:
                 self.db.executemany(self.a._insert_sql[apid_], drows)
+        self._account_gaps(items, masks, nids)
         return masks
 
     def _decoded(self, nid: int, result: ParseResult, fresh: np.ndarray, received: float) -> None:

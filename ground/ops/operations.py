@@ -26,6 +26,7 @@ from ground.ops.hub import Hub
 from ground.ops.leader import FOLLOWER, LEADER, Leadership
 from ground.ops.limits import LEVEL_NAMES
 from ground.ops.liveness import ASLEEP, ONLINE, NodeInfo, NodeTracker
+from ground.ops.refill import Refiller
 from ground.ops.store import OpsStore
 from ground.ops.timekeeper import USER as TIMEKEEPER
 from ground.ops.timekeeper import TimeKeeper
@@ -94,6 +95,12 @@ class Operations:
         self.fresh_to_me = False
         self.commander.guard = self.alarms.guard = self.guard
         self.commander.active = self.timekeeper.active = self.leading
+        # automatic refill of sequence gaps (idle until the service gives it the archive)
+        self.journal_bytes: dict[str, int] = {}  # node -> journal capacity from its status
+        self.refiller = Refiller(self.site, submit=self.commander.submit, command=self.commander.get,
+                                 reachable=self.nodes.reachable, state=lambda n: self.nodes.get(n).state,
+                                 owlt=self.timekeeper.owlt, journal_bytes=self.journal_bytes.get,
+                                 node_dropped=self._journal_dropped, event=self.store.event)
         self.commander.released.append(self.timekeeper.on_sent)
         self.commander.listeners.append(self.timekeeper.on_command)
         self.param_period = 1.0 / param_hz
@@ -279,6 +286,9 @@ class Operations:
             return
         self.nodes.on_status(node, status, received)
         self.timekeeper.on_status(node, status, received)
+        jb = status.get("journal_bytes")
+        if isinstance(jb, int) and not isinstance(jb, bool) and jb > 0:
+            self.journal_bytes[node] = jb
         self._dirty.add(node)
         self.hub.publish({"type": "node", **self.node_view(self.nodes.get(node))})
 
@@ -364,6 +374,11 @@ class Operations:
         except RuntimeError:
             log.warning("%s: TC_COUNTER_LOST outside the event loop; send TC_RESYNC by hand", node)
 
+    def _journal_dropped(self, node: str) -> int | None:
+        """The node's own count of packets its journal dropped (latest HK), if known."""
+        v = self.latest.get(node, {}).get("HK", {}).get("values", {}).get("journal_dropped")
+        return None if v is None else int(v)
+
     async def _submit_sync(self, node: str) -> dict[str, Any]:
         return await self.commander.submit(node, "TIME_SYNC", {}, user=TIMEKEEPER)
 
@@ -416,6 +431,13 @@ class Operations:
                 log.exception("link counters from ingest failed")
         now = time.time()
         return {n: ls.view(now) for n, ls in self.link.items()}
+
+    def gaps_view(self, node: str | None = None, state: str | None = None, limit: int = 200) -> dict[str, Any]:
+        """Sequence gaps from the archive (none without one) and the refiller's state."""
+        a = self.refiller.archive
+        gaps = [] if a is None else a.gaps(site=self.site, node=node, states=None if state is None else (state,),
+                                           limit=limit)
+        return {"gaps": gaps, "refill": self.refiller.view()}
 
     def latest_view(self, node: str) -> dict[str, Any]:
         """Latest engineering values per packet/field with unit, enum name and limit state."""
@@ -526,7 +548,7 @@ class Operations:
                                           for p, e in lat.items()}})
 
     async def tick(self, now: float | None = None) -> None:
-        """Once a second: liveness rules, shelving expiry, command queue, link rates."""
+        """Once a second: liveness rules, shelving expiry, command queue, gap refill, link rates."""
         now = time.time() if now is None else now
         failing: set[str] = set()
         # each step isolated: one that raises is counted, reported (an event when it starts
@@ -543,6 +565,10 @@ class Operations:
                 await self.commander.pump(now)
             except Exception as e:
                 self._step_failed("commands", failing, e)
+            try:
+                await self.refiller.tick(now)
+            except Exception as e:
+                self._step_failed("refill", failing, e)
         if lead and now - self._pruned > 3600.0:  # ops database retention, hourly
             self._pruned = now
             self._step("prune", failing, self.store.prune, self.keep_days, now)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ground.archive import Archive, open_archive, unix_to_ticks
+from ground.archive._base import SCHEMA_VERSION
 from ground.ingest.testing import hk, packet
 from ground.parse import Parser
 from wire import defs
@@ -261,7 +262,7 @@ def test_v1_archive_is_migrated(tmp_path) -> None:
         assert a.count_raw() == 1
         assert not _store(a, "n01", pk).any()  # the migrated key still de-duplicates
         assert _store(a, "n01", hk(4, unix_to_ticks(T0), uptime=5)).all()
-        assert a.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert a.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         a.close()
 
