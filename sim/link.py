@@ -19,6 +19,11 @@ the broker (the node's config points at the proxy).
   PUBACK, and the ground parser rejects the damaged CCSDS packet (bad CRC) — a packet
   lost in the stream without any journal drop.  ``corrupt_raw`` instead flips a byte
   anywhere in the stream (MQTT framing breaks: the broker drops the connection).
+- **Drops** (:meth:`LinkProxy.drop`, ``drop_rate``): the next N (or a random share of the)
+  node->broker PUBLISH packets are swallowed and the emulator answers the node's QoS 1
+  PUBACK itself, one round trip later, like a relay that acknowledged and then lost them:
+  the node forgets them (its journal still has them), the broker never sees them, and the
+  ground sees a sequence gap that only a REPLAY can fill.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class LinkStats:
     publishes: int = 0  # MQTT PUBLISH packets node -> broker
     corrupted: int = 0  # PUBLISH payloads with a flipped byte
     corrupted_raw: int = 0
+    dropped: int = 0  # PUBLISH packets swallowed (the emulator acknowledged them)
     lost_bytes: int = 0  # in flight when the link was cut
 
 
@@ -95,6 +101,19 @@ class _MqttFramer:
         return out
 
 
+def _publish_pid(pkt: bytearray) -> int | None:
+    """The packet id of a QoS 1/2 MQTT PUBLISH packet (None for QoS 0)."""
+    if not (pkt[0] >> 1) & 3:
+        return None
+    i = 1
+    while pkt[i] & 0x80:
+        i += 1
+    i += 1
+    tl = (pkt[i] << 8) | pkt[i + 1]
+    i += 2 + tl
+    return (pkt[i] << 8) | pkt[i + 1] if i + 2 <= len(pkt) else None
+
+
 def _publish_payload(pkt: bytearray) -> tuple[int, int] | None:
     """(start, end) of the payload of an MQTT PUBLISH packet, else None."""
     if pkt[0] >> 4 != 3:
@@ -125,6 +144,14 @@ class _Pipe:
         self.busy_until = 0.0
         self.last_at = 0.0
         self.pending = 0
+        self.peer: _Pipe | None = None  # the other direction (drops answer the node through it)
+
+    def inject(self, data: bytes, delay: float) -> None:
+        """Deliver ``data`` ``delay`` seconds from now, in order with what this pipe carries."""
+        at = max(time.monotonic() + delay, self.last_at)
+        self.last_at = at
+        self.pending += len(data)
+        self.queue.put_nowait((at, data))
 
     def _transform(self, data: bytes) -> bytes:
         link = self.link
@@ -139,8 +166,18 @@ class _Pipe:
         pkts = self.framer.feed(data)
         if not pkts:
             return b""
+        kept = []
         for p in pkts:
             span = _publish_payload(p)
+            if span is not None and (link._drop_next > 0 or (link.drop_rate and link.rng.random() < link.drop_rate)):
+                link.stats.publishes += 1
+                link._drop_next = max(0, link._drop_next - 1)
+                link.stats.dropped += 1
+                pid = _publish_pid(p)
+                if pid is not None and self.peer is not None:  # the node's PUBACK, one round trip later
+                    self.peer.inject(bytes((0x40, 2, pid >> 8, pid & 0xFF)), 2 * link.delay)
+                continue
+            kept.append(p)
             if span is not None:
                 link.stats.publishes += 1
                 if link._corrupt_next > 0 or (link.corrupt_rate and link.rng.random() < link.corrupt_rate):
@@ -149,7 +186,7 @@ class _Pipe:
                     k = link.rng.randrange(span[0], span[1])
                     p[k] ^= link.rng.randrange(1, 256)
                     link.stats.corrupted += 1
-        out = b"".join(pkts)
+        out = b"".join(kept)
         if link._corrupt_raw_next > 0 and out:
             link._corrupt_raw_next -= 1
             b = bytearray(out)
@@ -246,6 +283,8 @@ class LinkProxy:
         self.stats = LinkStats()
         self.corrupt_rate = 0.0
         self._corrupt_next = 0
+        self.drop_rate = 0.0  # share of PUBLISH packets dropped (and acknowledged to the node)
+        self._drop_next = 0
         self._corrupt_raw_next = 0
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
@@ -284,6 +323,10 @@ class LinkProxy:
         """Flip one byte in the payload of each of the next ``count`` PUBLISH packets."""
         self._corrupt_next += count
 
+    def drop(self, count: int = 1) -> None:
+        """Swallow the next ``count`` PUBLISH packets, acknowledging them to the node (see the module)."""
+        self._drop_next += count
+
     def corrupt_raw(self, count: int = 1) -> None:
         """Flip one byte anywhere in the next ``count`` node->broker chunks (breaks MQTT framing)."""
         self._corrupt_raw_next += count
@@ -315,6 +358,7 @@ class LinkProxy:
         self._conns.add(pair)
         up = _Pipe(self, reader, uw, up=True)
         down = _Pipe(self, ur, writer, up=False)
+        up.peer = down
         tasks = [asyncio.create_task(c) for c in (up.read_loop(), up.write_loop(), down.read_loop(), down.write_loop())]
         self._tasks.update(tasks)
         try:

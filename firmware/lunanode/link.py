@@ -135,6 +135,8 @@ class Link:
                 "dict_crc": defs.DICT_CRC,
                 "fw": a.version,
                 "custody": a.journal.cu[4:],  # confirmed, re-sends, rejected acks
+                # what the journal can hold: the ground's refiller does not ask for older gaps
+                "journal_bytes": a.journal.seg_bytes * a.journal.max_segs,
             }
         )
 

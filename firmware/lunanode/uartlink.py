@@ -88,6 +88,7 @@ class UartLink:
                 "hk_period": a.sched.hk_period() // 1000,
                 "dict_crc": defs.DICT_CRC,
                 "fw": a.version,
+                "journal_bytes": a.journal.seg_bytes * a.journal.max_segs,
                 "link": "uart",
                 "rx_frames": self.rx_frames,
                 "rx_rejected": {"cobs": d.malformed, "short": self.rx_short, "bad_crc": self.rx_crc},

@@ -60,7 +60,8 @@ UNKNOWN = ("?", "?")  # the one link entry every bad topic and unknown node is c
 
 #: status fields the ground reads, with their accepted types and ranges (others: any JSON)
 _STATUS_STR = {"state": 32, "mode": 32, "fw": 64, "via": 64, "reason": 256}
-_STATUS_NUM = {"boot": (0, 2**32), "hk_period": (0, 30 * 86400), "next_contact": (0, 2**32), "dict_crc": (0, 2**32)}
+_STATUS_NUM = {"boot": (0, 2**32), "hk_period": (0, 30 * 86400), "next_contact": (0, 2**32), "dict_crc": (0, 2**32),
+               "journal_bytes": (0, 2**40)}
 
 
 class Quarantined(ValueError):
