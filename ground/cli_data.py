@@ -117,9 +117,12 @@ def run_ingest(a: argparse.Namespace) -> int:
                 os.replace(tmp, a.stats_file)
             if a.log_stats and now - last_log >= a.log_stats:
                 last_log = now
-                t = w.stats()["totals"]
-                log.info("ingest: %d packets (%.0f/s), %d duplicates, %d gaps, rejected %s", t["fresh"],
-                         t["packets_per_s"], t["duplicates"], t["gaps"],
+                snap = w.stats()
+                t = snap["totals"]
+                ag = [d for d in snap.get("archive_gaps", {}).values() if isinstance(d, dict)]
+                log.info("ingest: %d packets (%.0f/s), %d duplicates, %d gaps in the archive (%d packets missing),"
+                         " rejected %s", t["fresh"], t["packets_per_s"], t["duplicates"],
+                         sum(d["gaps"] for d in ag), sum(d["missing"] for d in ag),
                          {r: e["count"] for r, e in t["errors"].items()} or "nothing")
         await task
 

@@ -325,7 +325,7 @@ class GroundService:
     def _links(self) -> dict[str, dict[str, Any]]:
         """Per-link counters: this ground's ingest stream, gaps from the archive (every worker's)."""
         site = self.inventory.site
-        snap = self.ingest.pipeline.snapshot()["links"]
+        snap = self.ingest.pipeline.snapshot(archive_gaps=False)["links"]
         out = {d["node"]: link_view(d) for d in snap.values() if d["site"] == site}
         gaps = self.archive.gap_summary(site)
         for (_s, node), g in gaps.items():

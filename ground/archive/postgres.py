@@ -63,10 +63,30 @@ class PostgresArchive(Archive):
             raise ArchiveError(f"{dsn}: {e}") from None
         self._lock = threading.RLock()
         db = self.db
+        if schema:
+            db.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            db.execute(f'SET search_path TO "{schema}"')
+        if not self._schema_current(db):
+            self._create(db)
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS _stage (i INTEGER, node_id INTEGER, apid INTEGER,"
+                   " ticks BIGINT, seq INTEGER, crc INTEGER, received DOUBLE PRECISION, data BYTEA)")
+
+    def _schema_current(self, db: Any) -> bool:
+        """True when every table and index of this schema version exists already.
+
+        Then opening takes no lock at all: ``CREATE INDEX IF NOT EXISTS`` locks its table
+        even when the index exists, and a worker joining others that ingest could deadlock
+        with their transactions."""
+        names = ["nodes", "raw_received", "collisions", "timecorr", "status_node", "quarantine_received",
+                 "seqstate", "gaps_node"]
+        for spec in self.specs.values():
+            names += [f"{spec.table}_received", f"{spec.table}_node_t1"]
+        row = db.execute("SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(%s::text[]) n", (names,)).fetchone()
+        return bool(row and row[0])
+
+    def _create(self, db: Any) -> None:
+        """Create (or migrate to) this schema version, in one transaction."""
         with db.transaction():
-            if schema:
-                db.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-                db.execute(f'SET search_path TO "{schema}"')
             db.execute("CREATE TABLE IF NOT EXISTS nodes (id SERIAL PRIMARY KEY, site TEXT NOT NULL,"
                        " node TEXT NOT NULL, UNIQUE (site, node))")
             # several workers may open a v1 archive at once: one migrates, the others wait
@@ -76,27 +96,10 @@ class PostgresArchive(Archive):
             if has and ("crc",) not in has:
                 self.migrated_from = 1
                 self._migrate_v1(db)
-            had_seqstate = bool(db.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'seqstate'"
-                                           " AND table_schema = current_schema()").fetchall())
-            if has and not had_seqstate and not self.migrated_from:
-                self.migrated_from = 2
-                log.warning("archive schema v2 -> v%d: sequence-gap accounting in the archive", SCHEMA_VERSION)
-            db.execute("CREATE TABLE IF NOT EXISTS seqstate (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
-                       " expected INTEGER NOT NULL, last_ticks BIGINT NOT NULL, late BIGINT NOT NULL,"
-                       " resets BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (node_id, apid))")
-            db.execute("CREATE TABLE IF NOT EXISTS gaps (id BIGSERIAL PRIMARY KEY, node_id INTEGER NOT NULL,"
-                       " apid INTEGER NOT NULL, first INTEGER NOT NULL, count INTEGER NOT NULL,"
-                       " missing INTEGER NOT NULL, t_lo BIGINT NOT NULL, t_hi BIGINT NOT NULL,"
-                       " detected DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,"
-                       " requests INTEGER NOT NULL, last_request DOUBLE PRECISION, node_dropped BIGINT,"
-                       " reason TEXT NOT NULL)")
-            db.execute("CREATE INDEX IF NOT EXISTS gaps_node ON gaps (node_id, apid, state)")
             db.execute("CREATE TABLE IF NOT EXISTS raw (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
                        " ticks BIGINT NOT NULL, seq INTEGER NOT NULL, crc INTEGER NOT NULL,"
                        " received DOUBLE PRECISION NOT NULL, data BYTEA NOT NULL,"
                        " PRIMARY KEY (node_id, apid, ticks, seq, crc))")
-            if has and not had_seqstate:
-                seed_seqstate(db)
             db.execute("CREATE INDEX IF NOT EXISTS raw_received ON raw (received)")
             db.execute("CREATE TABLE IF NOT EXISTS collisions (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
                        " ticks BIGINT NOT NULL, seq INTEGER NOT NULL, crc INTEGER NOT NULL,"
@@ -123,8 +126,25 @@ class PostgresArchive(Archive):
                         db.execute(f"ALTER TABLE {spec.table} ADD COLUMN IF NOT EXISTS {c} DOUBLE PRECISION")
                 db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_received ON {spec.table} (received)")
                 db.execute(f"CREATE INDEX IF NOT EXISTS {spec.table}_node_t1 ON {spec.table} (node_id, t1)")
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS _stage (i INTEGER, node_id INTEGER, apid INTEGER,"
-                   " ticks BIGINT, seq INTEGER, crc INTEGER, received DOUBLE PRECISION, data BYTEA)")
+            # last: a worker starting while others ingest takes its table locks in the order
+            # their transactions do (raw, decoded tables, status, gap accounting), never a deadlock
+            had_seqstate = bool(db.execute("SELECT 1 FROM information_schema.tables WHERE table_name = 'seqstate'"
+                                           " AND table_schema = current_schema()").fetchall())
+            if has and not had_seqstate and not self.migrated_from:
+                self.migrated_from = 2
+                log.warning("archive schema v2 -> v%d: sequence-gap accounting in the archive", SCHEMA_VERSION)
+            db.execute("CREATE TABLE IF NOT EXISTS seqstate (node_id INTEGER NOT NULL, apid INTEGER NOT NULL,"
+                       " expected INTEGER NOT NULL, last_ticks BIGINT NOT NULL, late BIGINT NOT NULL,"
+                       " resets BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (node_id, apid))")
+            db.execute("CREATE TABLE IF NOT EXISTS gaps (id BIGSERIAL PRIMARY KEY, node_id INTEGER NOT NULL,"
+                       " apid INTEGER NOT NULL, first INTEGER NOT NULL, count INTEGER NOT NULL,"
+                       " missing INTEGER NOT NULL, t_lo BIGINT NOT NULL, t_hi BIGINT NOT NULL,"
+                       " detected DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL, state TEXT NOT NULL,"
+                       " requests INTEGER NOT NULL, last_request DOUBLE PRECISION, node_dropped BIGINT,"
+                       " reason TEXT NOT NULL)")
+            db.execute("CREATE INDEX IF NOT EXISTS gaps_node ON gaps (node_id, apid, state)")
+            if has and not had_seqstate:
+                seed_seqstate(db)
 
     _row_locks = True  # gap accounting: an advisory lock per node (workers take turns per node)
 

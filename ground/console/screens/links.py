@@ -1,4 +1,4 @@
-"""Screen 6, links: per-link rates, errors by reason, rejected bytes, gaps, duplicates."""
+"""Screen 6, links: per-link rates, errors by reason, rejected bytes, gaps (by refill state), duplicates."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ class LinksScreen(BaseScreen):
 
     def body(self) -> ComposeResult:
         yield LiveTable([("link", "link"), ("pkt/s", "pps"), ("B/s", "bps"), ("packets", "packets"),
-                         ("gaps", "gaps"), ("dup", "dup"), ("rej B", "rej"), ("errors by reason", "errors")],
+                         ("gaps", "gaps"), ("open/refill/filled/lost", "states"), ("missing", "missing"),
+                         ("lost pkt", "lost"), ("dup", "dup"), ("rej B", "rej"), ("errors by reason", "errors")],
                         id="links")
         yield Static("", id="linkhelp")
 
@@ -46,10 +47,29 @@ class LinksScreen(BaseScreen):
                 Text(render.fmt_number(as_number(lk.get("bytes_per_s")))),
                 Text(render.fmt_number(lk.get("packets") or lk.get("packets_total"))),
                 Text(str(lk.get("gaps", 0) or 0), style="yellow" if lk.get("gaps") else "dim"),
+                gap_states(lk.get("gap_states")),
+                Text(str(lk.get("missing", 0) or 0), style="yellow" if lk.get("missing") else "dim"),
+                Text(str(lk.get("lost", 0) or 0), style="bold red" if lk.get("lost") else "dim"),
                 Text(str(lk.get("duplicates", 0) or 0), style="yellow" if lk.get("duplicates") else "dim"),
                 Text(str(lk.get("rejected_bytes", 0) or 0), style="red" if lk.get("rejected_bytes") else "dim"),
                 etxt,
             ]))
         self.query_one(LiveTable).sync(rows)
         self.query_one("#linkhelp", Static).update(
-            Text("gaps: missing sequence counts · dup: duplicates discarded · rej B: bytes rejected (reason beside)", style="dim"))
+            Text("gaps: runs of missing sequence counts, refilled by the ground with REPLAY while the node's journal"
+                 " holds them (open → refilling → filled, or lost for good) · missing: packets not archived yet ·"
+                 " lost pkt: never coming back · dup: duplicates discarded · rej B: bytes rejected (reason beside)",
+                 style="dim"))
+
+
+def gap_states(states: object) -> Text:
+    """``open/refilling/filled/lost`` counts of one link, coloured (open yellow, lost red)."""
+    t = Text()
+    if not isinstance(states, dict):
+        return Text("-", style="dim")
+    for name, style in (("open", "yellow"), ("refilling", "cyan"), ("filled", "green"), ("lost", "bold red")):
+        n = states.get(name) or 0
+        if t.plain:
+            t.append("/", style="dim")
+        t.append(str(n), style=style if n else "dim")
+    return t
