@@ -177,7 +177,7 @@ class Refiller:
         args = {"apid": g["apid"], "from_seq": first, "count": count}
         try:
             row = await self.submit(node, "REPLAY", args, user=REFILL_USER)
-        except Exception as e:  # noqa: BLE001 - e.g. the node left the inventory: back off, say why
+        except Exception as e:
             st.waiting = f"REPLAY refused: {e}"[:200]
             st.next_at = now + self.backoff_max_s
             log.warning("%s: automatic REPLAY refused: %s", node, e)

@@ -17,8 +17,8 @@ import os
 import time
 
 import pytest
-from firmware_helpers import KEY, SITE, node_config
 
+from ground.ops import FINAL
 from ground.ops.refill import REFILL_USER
 from ground.service import GroundService
 from sim.link import LinkProxy
@@ -26,11 +26,13 @@ from wire import defs
 from wire.ccsds import SEQ_MOD
 from wire.inventory import Inventory, Node
 
+from firmware_helpers import KEY, SITE, node_config
+
 LIGHT_TIME = 0.3
 APIDS = (defs.APID_HK, defs.APID_POWER, defs.APID_THERMAL, defs.APID_RADIATION, defs.APID_SEISMIC, defs.APID_EVENT)
 
 
-async def _until(pred, timeout: float, what: str, node=None, detail=None) -> None:  # noqa: ANN001
+async def _until(pred, timeout: float, what: str, node=None, detail=None) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
@@ -39,7 +41,7 @@ async def _until(pred, timeout: float, what: str, node=None, detail=None) -> Non
         await asyncio.sleep(0.1)
 
 
-def _ground(broker, tmp_path) -> GroundService:  # noqa: ANN001
+def _ground(broker, tmp_path) -> GroundService:
     inv = Inventory(SITE, [Node("n01", KEY, "pw", hk_period_s=0.5)])
     return GroundService(broker.url, inv, f"sqlite:///{tmp_path}/archive.db", api_port=0, light_time=LIGHT_TIME,
                          time_sync_s=-1, client_id=f"g-{os.getpid()}-{time.monotonic_ns()}")
@@ -91,7 +93,10 @@ async def test_dropped_messages_are_refilled_without_an_operator(broker, make_no
         for apid in APIDS[:4]:
             seqs = {s for a, s, _t in keys if a == apid}
             assert seqs == set(range(max(seqs) + 1)), (apid, sorted(set(range(max(seqs) + 1)) - seqs))
-        # no operator: every REPLAY is the refiller's, and the node executed it
+        # no operator: every REPLAY is the refiller's, and the node executed it (the last one
+        # may still be on its way back when the gap it asked for is filled)
+        await _until(lambda: all(r["stage"] in FINAL for r in ops.commander.list()), 30, "the last REPLAY's ack",
+                     node, lambda: [(r["id"], r["stage"]) for r in ops.commander.list()])
         replays = [r for r in ops.commander.list() if r["command"] == "REPLAY"]
         assert replays and all(r["user"] == REFILL_USER and r["stage"] == "EXECUTED" for r in replays), replays
         assert {r["user"] for r in ops.commander.list()} == {REFILL_USER}

@@ -26,7 +26,7 @@ def _pg_reason() -> str | None:
 
         psycopg.connect(PG_DSN, connect_timeout=3).close()
         return None
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return f"no PostgreSQL at {PG_DSN}: {e}"
 
 

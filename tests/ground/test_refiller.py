@@ -48,7 +48,7 @@ def setup(tmp_path):
     a.close()
 
 
-def store(a, seqs: list[int], node: str = "n01") -> None:  # noqa: ANN001
+def store(a, seqs: list[int], node: str = "n01") -> None:
     payload = b"".join(hk(s, unix_to_ticks(T0 + s)) for s in seqs)
     with a.transaction() as tx:
         tx.append_packets("moon", node, Parser().parse(payload), payload, time.time())

@@ -97,7 +97,7 @@ async def test_three_workers_into_postgres(broker: Mosquitto, tmp_path: Path, fa
         import psycopg
 
         psycopg.connect(PG_DSN, connect_timeout=3).close()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         pytest.skip(f"no PostgreSQL at {PG_DSN}: {e}")
     schema = f"lb_scale_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_DSN, autocommit=True) as c:
