@@ -72,7 +72,7 @@ class PostgresArchive(Archive):
                    " ticks BIGINT, seq INTEGER, crc INTEGER, received DOUBLE PRECISION, data BYTEA)")
 
     def _schema_current(self, db: Any) -> bool:
-        """True when every table and index of this schema version exists already.
+        """True when every table, index and column of this schema version exists already.
 
         Then opening takes no lock at all: ``CREATE INDEX IF NOT EXISTS`` locks its table
         even when the index exists, and a worker joining others that ingest could deadlock
@@ -82,7 +82,11 @@ class PostgresArchive(Archive):
         for spec in self.specs.values():
             names += [f"{spec.table}_received", f"{spec.table}_node_t1"]
         row = db.execute("SELECT bool_and(to_regclass(n) IS NOT NULL) FROM unnest(%s::text[]) n", (names,)).fetchone()
-        return bool(row and row[0])
+        if not (row and row[0]):
+            return False
+        have = {(str(t), str(c)) for t, c in db.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()")}
+        return all((spec.table, c) in have for spec in self.specs.values() for c in spec.summary)
 
     def _create(self, db: Any) -> None:
         """Create (or migrate to) this schema version, in one transaction."""
