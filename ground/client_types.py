@@ -6,8 +6,9 @@ gains or loses a key, so a change of shape is a change here and in the doc, not 
 
 from typing import Any, NotRequired, TypedDict
 
-__all__ = ["Alarm", "CommandRow", "Event", "FieldValue", "Gap", "GapsView", "LatestPacket", "LatestView", "LinkCounters",
-           "NodeTime", "NodeView", "PacketRow", "ParamHistory", "SeismicView"]
+__all__ = ["Alarm", "CommandRow", "Event", "FieldValue", "Gap", "GapsView", "LatestPacket", "LatestView",
+           "LinkCounters", "NodeTime", "NodeView", "PacketRow", "ParamHistory", "RefillNode", "RefillView",
+           "SeismicView"]
 
 
 class LinkCounters(TypedDict):

@@ -67,3 +67,45 @@ async def test_every_response_has_its_documented_shape(ground: GroundClient) -> 
     same_shape((await g.commands())[0], ct.CommandRow)
     same_shape((await g.packets("n01"))[0], ct.PacketRow)
     same_shape(await g.seismic("n01"), ct.SeismicView)
+
+
+async def test_gaps_have_their_documented_shape(tmp_path) -> None:
+    """``GET /api/gaps`` with an archive holding a gap: the Gap, refill and link shapes."""
+    from ground.archive import open_archive, unix_to_ticks
+    from ground.errors import ApiError
+    from ground.ingest.testing import hk
+    from ground.parse import Parser
+
+    async def publish(topic: str, payload: bytes) -> None:
+        pass
+
+    ops = Operations(Inventory.generate("moon", ["n01"]), OpsStore(tmp_path / "ops.db"), publish=publish,
+                     light_time=0)
+    a = open_archive(f"sqlite:///{tmp_path}/a.db")
+    a.gap_settle_s = 0.0
+    ops.refiller.archive = a
+    payload = b"".join(hk(s, unix_to_ticks(time.time() - 10 + s)) for s in (0, 1, 5))
+    with a.transaction() as tx:
+        tx.append_packets("moon", "n01", Parser().parse(payload), payload, time.time())
+    auth = Auth(AccountStore())
+    add_test_accounts(auth.accounts)
+    server = await ApiServer(ops, port=0, auth=auth).start()
+    g = GroundClient(server.url, user="viewer", password=TEST_PASSWORD)
+    try:
+        await ops.refiller.tick(time.time() + 5)  # asks for it (the node is not ONLINE: it waits)
+        view = await g.gaps()
+        same_shape(view, ct.GapsView)
+        same_shape(view["refill"], ct.RefillView)
+        (gap,) = view["gaps"]
+        same_shape(gap, ct.Gap)
+        assert (gap["first"], gap["last"], gap["missing"], gap["state"]) == (2, 4, 3, "open")
+        same_shape(view["refill"]["nodes"]["n01"], ct.RefillNode)
+        assert view["refill"]["nodes"]["n01"]["waiting"] == "node UNKNOWN"
+        assert (await g.gaps(state="filled"))["gaps"] == []
+        with pytest.raises(ApiError) as e:
+            await g.gaps(state="bogus")
+        assert e.value.status == 400
+    finally:
+        await g.close()
+        await server.stop()
+        a.close()
