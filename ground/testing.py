@@ -131,6 +131,7 @@ class FakeNode:
         self.light_time = light_time
         self.username, self.password = username, password
         self.received: list[tuple[int, int, int, bytes]] = []
+        self.custody: list[bytes] = []  # custody acknowledgements from the ground (not TCs)
         self.last_counter = 0
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
@@ -172,6 +173,11 @@ class FakeNode:
             self._ready.set()
             async for msg in c.messages:
                 buf = bytes(msg.payload)  # type: ignore[arg-type]
+                if len(buf) >= ccsds.HEADER_LEN and ccsds.peek(buf)[1] == ccsds.CUSTODY_APID:
+                    # a custody acknowledgement: a real node checks it against a counter of its
+                    # own and answers nothing (firmware/lunanode/telecommand.py); it is no TC
+                    self.custody.append(buf)
+                    continue
                 now = int(timetag.unix_to_node(time.time()))
                 st, opcode, counter, a0, a1, seq = ccsds.open_tc(self.key, self.node.encode(), buf, self.last_counter, now)
                 self.received.append((st, opcode, counter, buf[a0:a1]))
