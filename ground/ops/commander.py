@@ -254,7 +254,9 @@ class Commander:
                 if h is None:
                     if self.reachable(c["node"]):
                         await self._release(c, now)
-                elif h[0] is not None and now >= h[0]:
+                elif h[0] is not None and now >= h[0] and not (c["command"] == "TIME_SYNC" and not c["args"]):
+                    # (a TIME_SYNC filled at release waits until the node is heard: the broker
+                    # holding it until the reconnect would make its value late)
                     c["_asleep"] = True  # released for the contact: no "went to sleep" note
                     await self._release(c, now)  # its announced contact: the broker keeps it until then
                 elif st == QUEUED:

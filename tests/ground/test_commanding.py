@@ -314,6 +314,19 @@ async def test_held_for_a_sleeping_node_and_released_before_its_contact(inv):
     clock.t = T0 + 260 + 2.56 + 5.0 + 0.1
     await cmd.pump()
     assert cmd.get(b["id"])["stage"] == "TIMED_OUT"  # it never answered: a timeout after all
+    # a TIME_SYNC filled at release waits until the node is heard (its value must not age in
+    # the broker); one with explicit values goes at the contact like any command
+    asleep["n01"] = (T0 + 280.0, "asleep")
+    clock.t = T0 + 270
+    ts = await cmd.submit("n01", "TIME_SYNC")
+    ts2 = await cmd.submit("n01", "TIME_SYNC", {"coarse": NOW + 282, "fine": 0})
+    clock.t = T0 + 281
+    await cmd.pump()
+    assert cmd.get(ts["id"])["stage"] == "HELD" and cmd.get(ts2["id"])["stage"] == "SENT"
+    asleep["n01"], reach["n01"] = None, True  # heard again
+    await cmd.pump()
+    assert cmd.get(ts["id"])["stage"] == "SENT"
+    reach["n01"] = False
     # a held command can be cancelled; and expires with its window
     asleep["n01"] = (T0 + 1000.0, "asleep")
     clock.t = T0 + 300
