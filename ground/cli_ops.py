@@ -45,7 +45,9 @@ under the two-person rule, wait AWAITING_APPROVAL until another commander runs
 $LUNABASE_USER + $LUNABASE_PASSWORD, ~/.config/lunabase/credentials (lunabase login), or
 a password prompt.
 The command goes through a running ground's API (--api, or $LUNABASE_API); a node that is
-asleep or out of contact gets it queued until it is back (within --not-before/--not-after).
+asleep gets it HELD until its announced contact, one out of contact QUEUED until it is back
+(within --not-before/--not-after).  A follower ground (several grounds on one archive)
+refuses it and names the leader.
 Exit status: 0 executed (or queued/sent without --wait), 1 refused/rejected/failed/timed out.
 """
 
