@@ -106,8 +106,8 @@ def account(tx: Any, groups: dict[tuple[int, int], tuple[list[int], list[int]]],
     if a._row_locks:
         # PostgreSQL: one transaction at a time per node, locks taken in node order (no
         # deadlock between workers), before the new seqstate rows are inserted
-        for n in nids:
-            db.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {int(n)})")
+        db.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, n) FROM (SELECT unnest(ARRAY["
+                   f"{','.join(str(int(n)) for n in nids)}]::int[]) AS n ORDER BY 1) AS s").fetchall()
     new = [k for k in keys if k not in a._seq_known]
     if new:
         db.cursor().executemany(f"INSERT INTO seqstate VALUES ({p}, {p}, -1, -1, 0, 0, {p}) ON CONFLICT DO NOTHING",
