@@ -174,3 +174,14 @@ async def test_the_fake_grounds_history_has_the_real_shape() -> None:
     m = BaseModel()
     m.seed_series("n01", "HK", "cpu_temp", hist)
     assert len(m.series[("n01", "HK", "cpu_temp")]) == 60
+
+
+def test_link_screen_gap_states() -> None:
+    """The link screen's open/refilling/filled/lost cell: counts in order, lost in red, '-' without."""
+    from ground.console.screens.links import gap_states
+
+    t = gap_states({"open": 1, "refilling": 0, "filled": 5, "lost": 2})
+    assert t.plain == "1/0/5/2"
+    styles = {t.plain[s.start:s.end]: str(s.style) for s in t.spans}
+    assert styles["2"] == "bold red" and styles["1"] == "yellow" and styles["0"] == "dim"
+    assert gap_states(None).plain == "-"
