@@ -71,6 +71,9 @@ def register(sub: Any) -> None:
     g.add_argument("--custody", type=float, default=1.0, metavar="S",
                    help="tell nodes every S s what the archive committed, so they let go of it "
                         "(docs/custody.md; default 1; 0: never)")
+    g.add_argument("--custody-give-up", type=float, default=600.0, metavar="S",
+                   help="a sequence hole stalling a node's custody this long is taken as dropped by the node "
+                        "(default 600; about the span its journal holds)")
     g.add_argument("--ack-timeout", type=float, default=5.0, help="s to ACCEPTED, plus the round trip")
     g.add_argument("--exec-timeout", type=float, default=15.0, help="s to EXECUTED, plus the round trip")
     g.add_argument("--grace", type=float, default=30.0, help="s past an announced contact before LOST")
@@ -174,6 +177,7 @@ def run_ground(a: argparse.Namespace) -> int:
                             users=users, allowed_hosts=a.allowed_host,
                             allowed_origins=a.allowed_origin, two_person=policy,
                             time_sync_s=a.time_sync, durable=a.durable, custody_s=a.custody,
+                            custody_give_up_s=a.custody_give_up,
                             leader_lock={"auto": None, "on": True, "off": False}[a.leader_lock],
                             ground_id=a.ground_id)
     except (AuthError, FileNotFoundError) as e:

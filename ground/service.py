@@ -122,6 +122,7 @@ class GroundService:
         two_person: TwoPersonPolicy | None = None,
         durable: bool = False,
         custody_s: float = 1.0,
+        custody_give_up_s: float = 600.0,
         leader_lock: bool | None = None,
         ground_id: str | None = None,
     ) -> None:
@@ -129,6 +130,8 @@ class GroundService:
         system's).  ``tls_cert``/``tls_key``: serve the client interface over HTTPS.
         ``custody_s``: how often nodes are told what the archive committed (docs/custody.md);
         0 = never (nodes in custody mode then keep and re-send everything).
+        ``custody_give_up_s``: how long a hole may stall a node's custody before the ground
+        takes those packets for gone (dropped by the node).
         ``leader_lock``: take part in the archive's leader lock, so that of several grounds
         sharing it only one runs the ops actions (ground/ops/leader.py); None = on for a
         PostgreSQL archive, off for SQLite.  ``ground_id`` names this ground to the others."""
@@ -138,7 +141,7 @@ class GroundService:
         self.leadership: Any = None
         self.broker = BrokerUrl.parse(broker)
         self.durable = durable
-        self.custody_s = custody_s
+        self.custody_s, self.custody_give_up_s = custody_s, custody_give_up_s
         self.custody: Any = None
         self.inventory = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
         self.archive_url = archive
@@ -202,7 +205,8 @@ class GroundService:
         if self.custody_s > 0:
             from ground.custody import CustodySender
 
-            self.custody = CustodySender(self.inventory, self.cmdlink.publish, self.ops_db, self.custody_s)
+            self.custody = CustodySender(self.inventory, self.cmdlink.publish, self.ops_db, self.custody_s,
+                                          self.custody_give_up_s)
             sinks.append(self.custody)
         self.ingest = IngestWorker(self.archive, self.broker.host, self.broker.port, username=self.username,
                                    password=self.password, client_id=self.client_id, share=self.share,
