@@ -64,6 +64,7 @@ class _Apid:
     through: int  # every packet up to this sequence count is archived
     ahead: set[int] = field(default_factory=set)
     hole_since: float = 0.0  # when packets first arrived beyond the current hole
+    dropped: int | None = None  # the node says it dropped unconfirmed packets up to this count
 
 
 @dataclass
@@ -127,7 +128,20 @@ class CustodySender:
             nc.dirty = True
 
     def on_status(self, site: str, node: str, status: dict[str, Any], received: float) -> None:
-        pass
+        """A node's status says up to which count it dropped unconfirmed packets of each APID
+        (``custody[3:11]``, 0x8000 | count; firmware journal): the ground stops waiting for them."""
+        cu = status.get("custody")
+        if site != self.site or node not in self.keys or not isinstance(cu, list) or len(cu) < 11:
+            return
+        with self._lock:
+            nc = self.nodes.setdefault(node, NodeCustody())
+            for apid, v in enumerate(cu[3:11]):
+                st = nc.apids.get(apid)
+                if st is None or not isinstance(v, int) or isinstance(v, bool) or not v & ccsds.CUSTODY_VALID:
+                    continue
+                st.dropped = v & ccsds.SEQ_MASK
+                if self._apply_dropped(nc, apid, st):
+                    nc.dirty = True
 
     def on_rejected(self, site: str, node: str, rejected: Sequence[Rejected], payload: bytes) -> None:
         pass  # a rejected packet is not archived: nothing to acknowledge
@@ -152,8 +166,29 @@ class CustodySender:
                 if not st.ahead:
                     st.hole_since = now
                 st.ahead.add(s)
+        if st.dropped is not None:
+            self._apply_dropped(nc, apid, st)
         if st.ahead and (len(st.ahead) > MAX_AHEAD or now - st.hole_since > self.give_up_s):
             self._give_up(nc, apid, st, now)
+
+    def _apply_dropped(self, nc: NodeCustody, apid: int, st: _Apid) -> bool:
+        """Skip the hole the node's drops left: only when the dropped count lies between the
+        custody point and the newest count archived (so a stale statement, e.g. from before
+        a sequence wrap, can never move custody past a hole the node still holds)."""
+        d = st.dropped
+        if d is None or not st.ahead:
+            return False
+        ahead = (d - st.through) % SEQ_MOD
+        newest = max(st.ahead, key=lambda s: (s - st.through) % SEQ_MOD)
+        if not 0 < ahead < HALF or (newest - d) % SEQ_MOD >= HALF:
+            return False
+        log.info("custody: APID %d counts %d..%d were dropped by the node (its status): custody moves past them",
+                 apid, (st.through + 1) % SEQ_MOD, d)
+        nc.skipped += sum(1 for k in range(1, ahead + 1) if (st.through + k) % SEQ_MOD not in st.ahead)
+        st.ahead = {s for s in st.ahead if (s - st.through) % SEQ_MOD > ahead}
+        st.through = d
+        self._close_up(st)
+        return True
 
     @staticmethod
     def _close_up(st: _Apid) -> None:

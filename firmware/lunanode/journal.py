@@ -44,7 +44,9 @@ _MS = const(0)  # custody_s in ms; 0 = custody off (a PUBACK ends custody)
 _T = const(1)  # ticks_ms of the last custody progress or re-send
 _BACK = const(2)  # re-send wait multiplier (1, 2, 4, 8)
 _COUNTER = const(3)  # last custody counter accepted (persisted: replays stay refused)
-# 4..6: confirmed packets, go-back re-sends, rejected custody messages (this boot; status "custody")
+# 4..6: confirmed packets, go-back re-sends, rejected custody messages (this boot); 7..14: per
+# APID 0x8000 | the last count dropped unconfirmed from a full journal (this boot); status
+# "custody" = cu[4:]
 
 
 def _seg_path(n):
@@ -80,7 +82,7 @@ class Journal:
         self._dirty = False
         self.torn = 0  # bytes cut at boot
         self.hdr = bytearray(_HDR)
-        self.cu = [custody_s * 1000, time.ticks_ms(), 1, 0, 0, 0, 0]
+        self.cu = [custody_s * 1000, time.ticks_ms(), 1, 0, 0, 0, 0] + [0] * _NAPID
 
     # -- boot -------------------------------------------------------------------------
     def open(self):
@@ -167,6 +169,19 @@ class Journal:
         lost = 0
         if n >= self.ack_seg:
             lost = self.counts[0] - (self.ack_idx if n == self.ack_seg else 0)
+            if lost and self.cu[_MS]:
+                # custody: per APID the last count dropped unconfirmed (cu[7 + apid]), so
+                # the ground stops waiting for what will never come (status "custody")
+                h = self.hdr
+                f = self._reader(n)
+                o = self.ack_off if n == self.ack_seg else 0
+                while o + _HDR <= self.sizes[0]:
+                    f.seek(o)
+                    f.readinto(h)
+                    p = ((h[0] & 7) << 8) | h[1]
+                    if p < _NAPID:
+                        self.cu[7 + p] = 0x8000 | ((h[2] & 0x3F) << 8) | h[3]
+                    o += ((h[4] << 8) | h[5]) + 7
             nxt = self.segs[1]
             self.ack_seg = nxt
             self.ack_off = 0

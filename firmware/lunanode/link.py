@@ -134,7 +134,7 @@ class Link:
                 "hk_period": a.sched.hk_period() // 1000,
                 "dict_crc": defs.DICT_CRC,
                 "fw": a.version,
-                "custody": a.journal.cu[4:],  # confirmed, re-sends, rejected acks
+                "custody": a.journal.cu[4:],  # confirmed, re-sends, rejected acks, dropped-through x 8
                 # what the journal can hold: the ground's refiller does not ask for older gaps
                 "journal_bytes": a.journal.seg_bytes * a.journal.max_segs,
             }

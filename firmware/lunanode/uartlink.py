@@ -92,7 +92,7 @@ class UartLink:
                 "link": "uart",
                 "rx_frames": self.rx_frames,
                 "rx_rejected": {"cobs": d.malformed, "short": self.rx_short, "bad_crc": self.rx_crc},
-                "custody": a.journal.cu[4:],  # confirmed, re-sends, rejected acks
+                "custody": a.journal.cu[4:],  # confirmed, re-sends, rejected acks, dropped-through x 8
             }
         )
 

@@ -10,6 +10,10 @@ the node produced.
     then lost) part of them.
 (b) A UART node behind `lunabase gateway` (a real subprocess): the gateway is SIGKILLed
     mid-stream and restarted: nothing lost, nothing archived twice.
+(c) The node's link is cut longer than its (small) journal holds: the node drops the
+    oldest packets and counts them; its status tells the ground which counts it dropped, so
+    custody goes on at once (no give-up wait); what the archive lacks is exactly what the
+    ground skipped, never more than the node's own drop count.
 
 Compared: per APID, the archive holds every sequence count from 0 to the highest the node
 produced (the accounting's and the archive's view), each exactly once.
@@ -33,8 +37,10 @@ import pytest
 from ground.archive import open_archive
 from ground.service import GroundService
 from sim.accounting import Accounting
+from sim.link import LinkProxy
 from sim.mosquitto import Mosquitto
 from wire import custody, topics
+from wire.dictionary import load
 from wire.inventory import Inventory, Node
 
 from firmware_helpers import KEY, SITE, node_config
@@ -245,3 +251,72 @@ async def test_gateway_sigkill_loses_nothing(broker, make_node, tmp_path: Path) 
         await g.stop()
         acct.stop()
         os.close(m)
+
+
+def _hk_field(url: str, name: str) -> int:
+    """A field of the newest archived HK packet of n01."""
+    import struct
+
+    from wire.defs import APID_HK
+
+    pd = load().packet(APID_HK)
+    i = [f.name for f in pd.fields].index(name)
+    with open_archive(url) as a:
+        last = max(a.raw_packets(node="n01", apid=APID_HK, limit=1_000_000), key=lambda p: p.ticks)
+    return int(struct.unpack_from(pd.payload_format, last.data, 12)[i])
+
+
+@pytest.mark.slow
+async def test_outage_longer_than_the_journal_drops_counted_and_custody_goes_on(broker, make_node,
+                                                                                tmp_path: Path) -> None:
+    link = await LinkProxy(broker.host, broker.port, delay=0.0, name="n01").start()
+    acct = Accounting(broker.host, broker.port, SITE).start()
+    url = f"sqlite:///{tmp_path}/archive.db"
+    # a 3 KB journal: about 50 packets at these rates fill it in ~12 s
+    cfg = node_config(link.port, journal={"custody_s": CUSTODY_S, "segment_bytes": 1024, "segments": 3},
+                      rates={"hk_ms": 500, "power_ms": 1000, "thermal_ms": 2000, "radiation_ms": 2000, "seismic_hz": 0})
+    cfg["broker"].update(max_msg=512, window=4)
+    node = make_node(cfg, "n01")
+    g = GroundService(broker.url, _inventory(), url, ops_db=tmp_path / "ops.db", api_port=0, custody_s=0.5,
+                      client_id=f"g-{os.getpid()}-{time.monotonic_ns()}", time_sync_s=-1)
+    try:
+        assert acct.wait_connected()
+        await g.start()
+        await g.wait_connected()
+        node.start()
+        await _until(lambda: g.custody.view().get("n01", {}).get("sent", 0) >= 4, 60, "custody acks",
+                     lambda: _diag(g, node))
+        link.cut()
+        await asyncio.sleep(25.0)
+        link.restore()
+        await _until(lambda: _hk_field(url, "journal_dropped") > 0, 60, "the node's drop count in HK",
+                     lambda: _diag(g, node))
+
+        def settled() -> bool:
+            v = g.custody.view().get("n01", {})
+            return v.get("skipped", 0) > 0 and not v.get("holes")
+
+        # custody moves past the dropped counts long before --custody-give-up (600 s)
+        await _until(settled, 60, "custody past the dropped counts", lambda: _diag(g, node))
+        await asyncio.sleep(2.0)
+        arch = _archived(url)
+        assert not [k for k, n in arch.items() if n > 1], "archived twice"
+        missing = []
+        for apid in {a for a, _ in arch}:
+            top = max(s for a, s in arch if a == apid)
+            missing += [(apid, s) for s in range(top + 1) if (apid, s) not in arch]
+        dropped = _hk_field(url, "journal_dropped")
+        v = g.custody.view()["n01"]
+        # what the archive lacks is what the node dropped; the node may count more: packets
+        # on their way when the link was cut (archived, never confirmed), at most the
+        # window of messages in flight
+        assert missing and len(missing) == v["skipped"] <= dropped, (len(missing), v, dropped,
+                                                                     Counter(a for a, _ in missing))
+        smallest = min(p.length for p in load().packets)
+        assert dropped - len(missing) <= 4 * (512 // smallest), (dropped, len(missing))
+        print(f"outage longer than the journal: node dropped {dropped}, archive lacks {len(missing)} "
+              f"(= skipped by custody), custody {v}")
+    finally:
+        await g.stop()
+        acct.stop()
+        await link.stop()

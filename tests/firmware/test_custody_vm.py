@@ -98,7 +98,7 @@ print("c3", j2.confirm(counter, m, a), j2.depth, "due", j2.custody_due())
 # fill the journal with nothing confirmed: the oldest unconfirmed packets dropped, exactly
 for i in range(100):
     j2.append(hk.finish(200 + i, 0), defs.HK_LEN)
-print("full", j2.dropped, j2.depth, j2.dropped + j2.depth)
+print("full", j2.dropped, j2.depth, j2.dropped + j2.depth, j2.cu[7 + defs.APID_HK], j2.cu[7 + defs.APID_EVENT])
 """
 
 
@@ -117,5 +117,8 @@ def test_journal_custody_cursor(micropython_bin, firmware_image, tmp_path) -> No
     assert out[9] == "stale True", out
     assert out[10] == "c3 13 0 due False", out
     # 100 HK of 56 B into 3 segments of 18: what is dropped is counted; nothing else is lost
-    dropped, depth, total = (int(x) for x in out[11].split()[1:])
+    dropped, depth, total, hk_mark, ev_mark = (int(x) for x in out[11].split()[1:])
     assert total == 100 and dropped > 0, out
+    # what the status tells the ground: HK dropped unconfirmed through count 25 + dropped - 1
+    # (HK 0..24 were confirmed, the 100 new ones are 25..124); no EVENT was dropped
+    assert hk_mark == 0x8000 | (25 + dropped - 1) and ev_mark == 0, out

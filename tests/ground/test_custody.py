@@ -87,3 +87,34 @@ def test_wrap_and_giving_up_a_hole(tmp_path: Path) -> None:
     v = cs.view()["n01"]
     assert v["through"][str(APID_HK)] == 7 and v["skipped"] == 3, v
     cs.close()
+
+
+def test_a_node_that_dropped_packets_says_so(tmp_path: Path) -> None:
+    cs = CustodySender(_inv(), None, give_up_s=3600)
+    _feed(cs, *(hk(s) for s in range(1, 6)))
+    _feed(cs, hk(20), hk(21), hk(22))  # 6..19 missing
+    hold = [0, 0, 0] + [0] * 8
+
+    def status(apid_marks: dict[int, int]) -> dict:
+        cu = list(hold)
+        for a, s in apid_marks.items():
+            cu[3 + a] = 0x8000 | s
+        return {"state": "online", "custody": cu}
+
+    # a statement behind the custody point, or beyond the newest archived count: ignored
+    cs.on_status("s1", "n01", status({APID_HK: 3}), 0.0)
+    cs.on_status("s1", "n01", status({APID_HK: 30}), 0.0)
+    assert cs.view()["n01"]["through"][str(APID_HK)] == 5
+    # dropped through 12 only: custody waits at 13 (the node still holds 13..19)
+    cs.on_status("s1", "n01", status({APID_HK: 12}), 0.0)
+    v = cs.view()["n01"]
+    assert v["through"][str(APID_HK)] == 12 and v["skipped"] == 7, v
+    # the node re-sends 13..19: custody closes up to 22
+    _feed(cs, *(hk(s) for s in range(13, 20)))
+    assert cs.view()["n01"]["through"][str(APID_HK)] == 22
+    # dropped through 27, learned before the packets after the hole arrive: applied then
+    cs.on_status("s1", "n01", status({APID_HK: 27}), 0.0)
+    _feed(cs, hk(28), hk(29))
+    v = cs.view()["n01"]
+    assert v["through"][str(APID_HK)] == 29 and v["skipped"] == 7 + 5, v
+    cs.close()
