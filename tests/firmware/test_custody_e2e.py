@@ -66,18 +66,25 @@ def _archived(url: str) -> Counter[tuple[int, int]]:
         return Counter((p.apid, p.seq) for p in a.raw_packets(node="n01", limit=1_000_000))
 
 
-def _check(archive: Counter[tuple[int, int]], acct: Accounting) -> dict[str, Any]:
-    """Every produced packet archived exactly once; -> figures for the report."""
+def _complete(archive: Counter[tuple[int, int]], acct: Accounting) -> bool:
+    """Every count up to the highest produced (accounting) or archived one is archived, per APID."""
     produced = {apid: c.produced for apid, c in acct.node("n01").apids.items()}
-    dup = {k: n for k, n in archive.items() if n > 1}
-    assert not dup, f"archived more than once: {sorted(dup)[:20]}"
-    missing: dict[int, list[int]] = {}
     for apid in set(produced) | {a for a, _ in archive}:
         top = max([s for a, s in archive if a == apid] + [produced.get(apid, 0) - 1])
-        gone = [s for s in range(top + 1) if (apid, s) not in archive]
-        if gone:
-            missing[apid] = gone
-    assert not missing, f"produced but not archived: {missing}"
+        if any((apid, s) not in archive for s in range(top + 1)):
+            return False
+    return True
+
+
+def _check(archive: Counter[tuple[int, int]], acct: Accounting) -> dict[str, Any]:
+    """No packet archived twice; every count up to the highest archived one is there (the
+    caller took ``archive`` when it was complete against the accounting); -> figures."""
+    dup = {k: n for k, n in archive.items() if n > 1}
+    assert not dup, f"archived more than once: {sorted(dup)[:20]}"
+    missing = {a: [s for s in range(max(x for b, x in archive if b == a) + 1) if (a, s) not in archive]
+               for a in {a for a, _ in archive}}
+    assert not any(missing.values()), f"produced but not archived: {missing}"
+    produced = {apid: c.produced for apid, c in acct.node("n01").apids.items()}
     return {"archived": sum(archive.values()), "produced_seen_by_accounting": sum(produced.values())}
 
 
@@ -163,19 +170,18 @@ async def test_broker_power_loss_while_the_ground_is_down_loses_nothing(make_nod
         # the broker had acknowledged (then lost) packets the archive never got
         assert len(lost_at_broker) >= 4, (len(lost_at_broker), time.time() - down)
 
-        def caught_up() -> bool:
-            arch = _archived(url)
-            if not lost_at_broker <= set(arch):
-                return False
-            prod = {a: c.produced for a, c in acct.node("n01").apids.items()}
-            return all((a, p - 1) in arch for a, p in prod.items() if p)
+        snap: list[Counter[tuple[int, int]]] = []
+
+        def caught_up() -> bool:  # the snapshot the final check reads: complete when taken
+            snap[:] = [_archived(url)]
+            return lost_at_broker <= set(snap[0]) and _complete(snap[0], acct)
 
         await _until(caught_up, 90, "every packet lost at the broker to be re-sent and archived",
                      lambda: _diag(g, node))
         # a little more live streaming after the recovery, then compare everything
         await asyncio.sleep(2.0)
         await _until(caught_up, 30, "the archive to catch up", lambda: _diag(g, node))
-        figures = _check(_archived(url), acct)
+        figures = _check(snap[0], acct)
         # the node says what custody did: packets confirmed by the ground, the forged
         # acknowledgement rejected (status "custody": confirmed, re-sends, rejected)
         st = _custody_status(url)
@@ -233,15 +239,14 @@ async def test_gateway_sigkill_loses_nothing(broker, make_node, tmp_path: Path) 
         n0 = len(_archived(url))
         await _until(lambda: len(_archived(url)) >= n0 + 10, 60, "telemetry after the restarts", lambda: _diag(g, node))
 
-        def caught_up() -> bool:
-            arch = _archived(url)
-            prod = {a: c.produced for a, c in acct.node("n01").apids.items()}
-            have = {a: max([s for x, s in arch if x == a], default=-1) for a in prod}
-            return all(have[a] + 1 >= p and len({s for x, s in arch if x == a}) == have[a] + 1
-                       for a, p in prod.items() if p)
+        snap: list[Counter[tuple[int, int]]] = []
+
+        def caught_up() -> bool:  # the snapshot the final check reads: complete when taken
+            snap[:] = [_archived(url)]
+            return _complete(snap[0], acct)
 
         await _until(caught_up, 60, "every produced packet archived", lambda: _diag(g, node))
-        figures = _check(_archived(url), acct)
+        figures = _check(snap[0], acct)
         print(f"gateway SIGKILL x{kills}: {figures}; custody {g.custody.view()['n01']}")
     finally:
         if gw.poll() is None:
