@@ -141,3 +141,22 @@ async def test_corruption_hits_only_publish_payloads() -> None:
     finally:
         await link.stop()
         srv.close()
+
+
+async def test_drop_swallows_a_publish_and_acknowledges_it_to_the_node() -> None:
+    """A dropped PUBLISH never reaches the broker; the node gets its PUBACK from the emulator."""
+    srv, port = await _echo_server()  # the "broker" echoes what it receives
+    link = await LinkProxy("127.0.0.1", port, delay=0, seed=3).start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", link.port)
+        lost, kept = _publish(b"lunabase/s/n/tm", b"A" * 40, pid=7), _publish(b"lunabase/s/n/tm", b"B" * 40, pid=8)
+        link.drop(1)
+        w.write(b"\xc0\x00" + lost + kept)
+        got = await asyncio.wait_for(r.readexactly(2 + len(kept) + 4), 10)
+        assert b"\x40\x02\x00\x07" in got  # the PUBACK of packet id 7, from the emulator
+        assert kept in got and lost not in got and b"A" * 40 not in got
+        assert link.stats.dropped == 1 and link.stats.publishes == 2 and link._drop_next == 0
+        w.close()
+    finally:
+        await link.stop()
+        srv.close()
