@@ -202,7 +202,12 @@ class GroundService:
         # only the inventory's nodes get a link entry each; others are quarantined under one
         known = {(self.inventory.site, n.id) for n in self.inventory.nodes}
         sinks: list[Any] = [ops]
-        if self.custody_s > 0:
+        if self.custody_s > 0 and self.share:
+            # each worker of a shared group sees part of a node's packets: custody computed
+            # from one part would stall, then skip holes it cannot judge (docs/custody.md)
+            log.warning("custody acknowledgements off: ingest shares a subscription (--share %s); nodes in "
+                        "custody mode keep their packets until a ground without --share confirms them", self.share)
+        elif self.custody_s > 0:
             from ground.custody import CustodySender
 
             self.custody = CustodySender(self.inventory, self.cmdlink.publish, self.ops_db, self.custody_s,

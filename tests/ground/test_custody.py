@@ -118,3 +118,18 @@ def test_a_node_that_dropped_packets_says_so(tmp_path: Path) -> None:
     v = cs.view()["n01"]
     assert v["through"][str(APID_HK)] == 29 and v["skipped"] == 7 + 5, v
     cs.close()
+
+
+async def test_a_ground_sharing_its_subscription_sends_no_custody(broker, tmp_path: Path) -> None:
+    """A worker of a shared group sees part of each node's packets: it must not judge custody."""
+    from ground.service import GroundService
+
+    for share, expect in ((None, True), ("grp", False)):
+        g = GroundService(broker.url, _inv(), f"sqlite:///{tmp_path}/a-{share}.db", api_port=0, share=share,
+                          client_id=f"g-custody-{share}")
+        await g.start()
+        try:
+            assert (g.custody is not None) is expect, share
+            assert ("custody" in g._health()) is expect
+        finally:
+            await g.stop()
