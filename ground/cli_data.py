@@ -96,6 +96,7 @@ def run_ingest(a: argparse.Namespace) -> int:
     host, port, user, pw, tls = _broker(a.broker)
     user, pw = _creds(a, user, pw)
     archive = open_archive(a.archive)
+    archive.gap_settle_s = a.gap_settle
     log.info("archive %s; parser %s", archive.url, gp.IMPLEMENTATION)
     w = IngestWorker(archive, host, port, username=user, password=pw, client_id=a.client_id, share=a.share,
                      tls=_tls(tls, a.ca), protocol=a.protocol, max_batch=a.max_batch)
@@ -256,6 +257,9 @@ def register(sub: Any) -> None:
                         "worker: the broker ties client ids to accounts); default the main ground account")
     p.add_argument("--protocol", type=int, choices=(4, 5), default=4, help="MQTT 3.1.1 (4, default) or 5")
     p.add_argument("--max-batch", type=int, default=4000, help="messages per archive transaction at most")
+    p.add_argument("--gap-settle", type=float, default=10.0, metavar="S",
+                   help="a sequence gap is reported after it stayed open S s (default 10; the same on every "
+                        "worker and the ground)")
     p.add_argument("--stats-file", help="write the counter snapshot (JSON) here every --stats-interval s")
     p.add_argument("--stats-interval", type=float, default=1.0, metavar="S", help="seconds between --stats-file writes")
     p.add_argument("--log-stats", type=float, default=0.0, metavar="S", help="log a counter summary every S s")

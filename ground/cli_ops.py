@@ -74,6 +74,12 @@ def register(sub: Any) -> None:
     g.add_argument("--custody-give-up", type=float, default=600.0, metavar="S",
                    help="a sequence hole stalling a node's custody this long is taken as dropped by the node "
                         "(default 600; about the span its journal holds)")
+    g.add_argument("--gap-settle", type=float, default=10.0, metavar="S",
+                   help="a sequence gap is reported after it stayed open S s (default 10; give every ingest "
+                        "worker the same; docs/ground-ops.md, Automatic refill)")
+    g.add_argument("--refill", type=int, default=30, metavar="N",
+                   help="REPLAY the gaps nodes' journals still hold, at most N commands a minute "
+                        "(default 30; 0: no automatic refill)")
     g.add_argument("--ack-timeout", type=float, default=5.0, help="s to ACCEPTED, plus the round trip")
     g.add_argument("--exec-timeout", type=float, default=15.0, help="s to EXECUTED, plus the round trip")
     g.add_argument("--grace", type=float, default=30.0, help="s past an announced contact before LOST")
@@ -177,7 +183,8 @@ def run_ground(a: argparse.Namespace) -> int:
                             users=users, allowed_hosts=a.allowed_host,
                             allowed_origins=a.allowed_origin, two_person=policy,
                             time_sync_s=a.time_sync, durable=a.durable, custody_s=a.custody,
-                            custody_give_up_s=a.custody_give_up,
+                            custody_give_up_s=a.custody_give_up, gap_settle_s=a.gap_settle,
+                            refill_per_minute=a.refill,
                             leader_lock={"auto": None, "on": True, "off": False}[a.leader_lock],
                             ground_id=a.ground_id)
     except (AuthError, FileNotFoundError) as e:

@@ -122,6 +122,8 @@ class GroundService:
         two_person: TwoPersonPolicy | None = None,
         durable: bool = False,
         custody_s: float = 1.0,
+        gap_settle_s: float = 10.0,
+        refill_per_minute: int = 30,
         custody_give_up_s: float = 600.0,
         leader_lock: bool | None = None,
         ground_id: str | None = None,
@@ -132,6 +134,9 @@ class GroundService:
         0 = never (nodes in custody mode then keep and re-send everything).
         ``custody_give_up_s``: how long a hole may stall a node's custody before the ground
         takes those packets for gone (dropped by the node).
+        ``gap_settle_s``: a sequence gap is reported once it stayed open this long (give every
+        ingest worker the same; ground/archive/_gaps.py).  ``refill_per_minute``: at most this
+        many automatic REPLAYs a minute (0: no automatic refill; ground/ops/refill.py).
         ``leader_lock``: take part in the archive's leader lock, so that of several grounds
         sharing it only one runs the ops actions (ground/ops/leader.py); None = on for a
         PostgreSQL archive, off for SQLite.  ``ground_id`` names this ground to the others."""
@@ -142,6 +147,8 @@ class GroundService:
         self.broker = BrokerUrl.parse(broker)
         self.durable = durable
         self.custody_s, self.custody_give_up_s = custody_s, custody_give_up_s
+        self.gap_settle_s = gap_settle_s  # ground/archive/_gaps.py: the same on every worker
+        self.refill_per_minute = refill_per_minute  # automatic REPLAYs a minute at most (0: no refill)
         self.custody: Any = None
         self.inventory = inventory if isinstance(inventory, Inventory) else Inventory.load(inventory)
         self.archive_url = archive
@@ -191,6 +198,7 @@ class GroundService:
         is_sqlite = not self.archive_url.startswith(("postgresql://", "postgres://"))
         archive_kw: dict[str, Any] = {"durable": True} if self.durable and is_sqlite else {}  # a SQLite option
         self.archive = open_archive(self.archive_url, **archive_kw)
+        self.archive.gap_settle_s = self.gap_settle_s
         log.info("archive %s; ops database %s", self.archive_url, self.ops_db)
         self.cmdlink = CommandLink(self.broker, self.cmd_username, self.cmd_password, self.tls, self.client_id + "-cmd")
         store = OpsStore(self.ops_db)
@@ -218,6 +226,8 @@ class GroundService:
                                    sinks=sinks, tls=self.tls, pipeline=None, known=known)
         ops.links_fn = self._links
         ops.refiller.archive = self.archive
+        ops.refiller.max_per_minute = max(0, self.refill_per_minute)
+        ops.refiller.enabled = self.refill_per_minute > 0
         ops.refiller.link_up = self.cmdlink.connected.is_set
         ops.health_fn = self._health
         self.cmdlink.on_connect.append(lambda: asyncio.ensure_future(ops.commander.pump()))

@@ -43,8 +43,9 @@ async def _until(pred, timeout: float, what: str, node=None, detail=None) -> Non
 
 def _ground(broker, tmp_path) -> GroundService:
     inv = Inventory(SITE, [Node("n01", KEY, "pw", hk_period_s=0.5)])
+    # one ingest worker: no reordering between workers to wait out
     return GroundService(broker.url, inv, f"sqlite:///{tmp_path}/archive.db", api_port=0, light_time=LIGHT_TIME,
-                         time_sync_s=-1, client_id=f"g-{os.getpid()}-{time.monotonic_ns()}")
+                         time_sync_s=-1, gap_settle_s=1.0, client_id=f"g-{os.getpid()}-{time.monotonic_ns()}")
 
 
 def _holes(g: GroundService) -> dict[int, list[int]]:
@@ -72,7 +73,7 @@ async def test_dropped_messages_are_refilled_without_an_operator(broker, make_no
         await g.wait_connected()
         ops = g.ops
         assert ops is not None
-        g.archive.gap_settle_s = 1.0  # one ingest worker: no reordering to wait out
+        assert g.archive.gap_settle_s == 1.0
         node.start()
         await _until(lambda: ops.nodes.get("n01").status == "online", 30, "the node's birth", node)
         await _until(lambda: ops.journal_bytes.get("n01") == 8 * 8192, 10, "the journal size in the birth", node)
@@ -122,7 +123,6 @@ async def test_gap_beyond_the_journal_ends_lost_with_the_nodes_drop_count(broker
         await g.wait_connected()
         ops = g.ops
         assert ops is not None
-        g.archive.gap_settle_s = 1.0
         ops.refiller.backoff_s = 0.5  # three fruitless REPLAYs in a few seconds
         node.start()
         await _until(lambda: g.archive.count_raw(node="n01", apid=defs.APID_HK) >= 8, 30, "telemetry", node)
