@@ -339,7 +339,7 @@ def test_sim_seismometer_keeps_samples_past_a_batch_when_polls_are_late(micropyt
     # 40 polls 300 ms apart at 100 Hz: 1,200 samples due.  Every one is delivered or still
     # buffered (at most one poll's worth); the old sim board dropped the samples due past
     # each batch boundary (1,000 delivered: the SEISMIC rate fell with the polls' lateness)
-    for line in run_vm(micropython_bin, firmware_image, SEISMIC_LATE, cwd=tmp_path, heap="128K").split("\n"):
+    for line in run_vm(micropython_bin, firmware_image, SEISMIC_LATE, cwd=tmp_path, heap="128K").splitlines():
         got, waiting, stall, left = map(int, line.split())
         assert got + waiting == 1200 and waiting <= 30, line
         assert stall == 100 and left == 0, line
