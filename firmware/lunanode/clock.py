@@ -58,7 +58,7 @@ class Clock:
         self.up_ms = u
         if self.drift:
             # slew: a clock estimated slow by drift ppm x 100 runs d * drift / 1e8 ms faster
-            # (of at most 20 s since the last update: the scheduler runs it every few seconds;
+            # (of at most 20 s since the last update: the health task runs it every second;
             # the product stays a small int on 32-bit ports)
             global _slew
             acc = _slew + min(d, _SLEW_MAX) * self.drift

@@ -1,8 +1,9 @@
 # Health and safety: boot count and consecutive failed boots (persisted), reset cause,
-# free heap, loop lag, and the watchdog.  A boot is "failed" until it has run healthy_s
-# seconds; safe_after failed boots in a row put the node in SAFE mode (boot-loop guard,
-# like ESPHome/Tasmota).  The hardware watchdog is fed only while the loop is healthy:
-# lag below max_lag_ms and the HK task seen within 3 periods (+ 5 s).
+# free heap, loop lag (how late this task's 1 s tick wakes up), and the watchdog.  A
+# boot is "failed" until it has run healthy_s seconds; safe_after failed boots in a row
+# put the node in SAFE mode (boot-loop guard, like ESPHome/Tasmota).  The hardware
+# watchdog is fed only while the loop is healthy: lag below max_lag_ms and the HK task
+# seen within 3 periods (+ 5 s).
 import asyncio
 import gc
 import time
@@ -52,7 +53,13 @@ class Health:
         t0 = time.ticks_ms()
         saves = 0
         while True:
+            t = time.ticks_ms()
             await asyncio.sleep_ms(1000)
+            # loop lag (HK loop_lag): how late this tick woke up, the largest since the last HK
+            late = time.ticks_diff(time.ticks_ms(), t) - 1000
+            if late > self.lag_max:
+                self.lag_max = late
+            app.clock.update()
             try:
                 saves = self._check(saves, t0)
             except MemoryError:

@@ -224,14 +224,18 @@ class Client:
             a += n
 
     async def _read_packet(self):
-        # one packet into self.rx; returns the first byte, sets self.n (body length)
-        await self._readinto(0, 1)
+        # one packet into self.rx; returns the first byte, sets self.n (body length).
+        # Every packet has at least 2 bytes: type and length are read together (each read
+        # is a pass through the event loop: a PUBACK takes 2 instead of 3)
+        await self._readinto(0, 2)
         t = self.rx[0]
+        b = self.rx[1]
         n = 0
         sh = 0
         while True:
-            await self._readinto(0, 1)
-            b = self.rx[0]
+            if sh:
+                await self._readinto(0, 1)
+                b = self.rx[0]
             n |= (b & 0x7F) << sh
             sh += 7
             if not b & 0x80:
@@ -297,8 +301,13 @@ class Client:
             self.hdr = bytearray(len(topic) + 8)  # once per longer topic, never per message
         async with self.lock:
             h = enc_publish_head(self.hdr, topic, plen, qos, retain, dup, pid)
-            await self._write(self.hdr, h)
-            await self._write(payload, plen)
+            w = self.w
+            if w is None:
+                raise MQTTError("not connected")
+            # header and payload, then one drain (each drain is a pass through the loop)
+            w.write(memoryview(self.hdr)[:h])
+            w.write(memoryview(payload)[:plen])
+            await w.drain()
             self.last_tx = time.ticks_ms()
 
     async def puback(self, pid):

@@ -1,13 +1,11 @@
 # Periodic work on asyncio: one task per sensor with its own period (config "rates",
 # changed by SET_RATE), the seismometer polled often and batched 100 samples per packet,
-# and a lag probe that measures how late the loop wakes up (HK loop_lag).  Deadlines
+# (how late the loop wakes up, HK loop_lag, is measured by the health task's 1 s tick:
+# a separate probe 4x a second was a third of an idle node's wake-ups).  Deadlines
 # advance by the period (no drift); after a stall they skip forward instead of bursting.
 import asyncio
 import time
-from micropython import const
 from wire import defs
-
-_LAG_PROBE_MS = const(250)
 
 
 class Scheduler:
@@ -44,7 +42,6 @@ class Scheduler:
         c(self._every(defs.SENSOR_THERMAL))
         c(self._every(defs.SENSOR_RADIATION))
         c(self._seismic())
-        c(self._lag())
 
     def _period(self, sensor):
         if sensor == defs.SENSOR_HK:
@@ -108,13 +105,3 @@ class Scheduler:
             # (<= 25 ms at 1 kHz); few wakeups matter when 200 nodes share 2 cores
             await asyncio.sleep_ms(max(5, min(250, 25000 // rate)))
             s.poll_seismic(rate)
-
-    async def _lag(self):
-        h = self.app.health
-        while True:
-            t = time.ticks_ms()
-            await asyncio.sleep_ms(_LAG_PROBE_MS)
-            late = time.ticks_diff(time.ticks_ms(), t) - _LAG_PROBE_MS
-            if late > h.lag_max:
-                h.lag_max = late
-            self.app.clock.update()
