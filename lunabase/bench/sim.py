@@ -133,15 +133,12 @@ def _proc_pss_mb(pid: int) -> float:
     return _proc_rss_mb(pid)
 
 
-def _cpu_total(base: Any) -> float:
+def _cpu_parts(base: Any) -> tuple[float, float, float]:
+    """CPU-seconds so far (user + system) of the node VMs together, the broker, this process."""
     t = os.times()
-    total = t.user + t.system
-    for n in base.nodes.values():
-        if n.pid:
-            total += _proc_cpu(n.pid)
-    if base.broker is not None and base.broker.proc is not None:
-        total += _proc_cpu(base.broker.proc.pid)
-    return total
+    vms = sum(_proc_cpu(n.pid) for n in base.nodes.values() if n.pid)
+    broker = _proc_cpu(base.broker.proc.pid) if base.broker is not None and base.broker.proc is not None else 0.0
+    return vms, broker, t.user + t.system
 
 
 async def _step_in(n: int, seconds: float, heap: str, log: Any, workdir: str) -> dict[str, Any]:
@@ -186,11 +183,11 @@ async def _step_in(n: int, seconds: float, heap: str, log: Any, workdir: str) ->
         from sim.sensorbus import node_time
         from wire import ccsds
 
-        own0 = sum(os.times()[:2])
-        cpu0, t0, w0 = _cpu_total(base), time.monotonic(), int(node_time() * ccsds.FINE_PER_S)
+        parts0, t0, w0 = _cpu_parts(base), time.monotonic(), int(node_time() * ccsds.FINE_PER_S)
         await asyncio.sleep(seconds)
-        cpu1, t1, w1 = _cpu_total(base), time.monotonic(), int(node_time() * ccsds.FINE_PER_S)
-        own1 = sum(os.times()[:2])
+        parts1, t1, w1 = _cpu_parts(base), time.monotonic(), int(node_time() * ccsds.FINE_PER_S)
+        cpu0, cpu1 = sum(parts0), sum(parts1)
+        own0, own1 = parts0[2], parts1[2]
         rss = sum(_proc_rss_mb(nd.pid) for nd in base.nodes.values() if nd.pid)
         pss = sum(_proc_pss_mb(nd.pid) for nd in base.nodes.values() if nd.pid)
         # drain: wait until every node's journal is (nearly) empty, at most 15 s
@@ -211,6 +208,7 @@ async def _step_in(n: int, seconds: float, heap: str, log: Any, workdir: str) ->
             modes[m] = modes.get(m, 0) + 1
         produced = delivered = dup = 0
         slow = []
+        low = {"hk": float("inf"), "seismic": float("inf")}  # the slowest node's packets / nominal
         with acct.lock:
             for nid in base.nodes:
                 nc = acct.nodes.get(nid)
@@ -225,6 +223,7 @@ async def _step_in(n: int, seconds: float, heap: str, log: Any, workdir: str) ->
                     delivered += d_
                     rates[apid] = p_
                 hk, seis = rates.get(1, 0), rates.get(5, 0)
+                low = {"hk": min(low["hk"], hk / window), "seismic": min(low["seismic"], seis / window)}
                 if hk < 0.95 * window - 2 or seis < 0.95 * window - 2:  # 2: packets at the window edges
                     slow.append((nid, hk, seis))
         delivery = delivered / produced if produced else 0.0
@@ -236,12 +235,21 @@ async def _step_in(n: int, seconds: float, heap: str, log: Any, workdir: str) ->
             "duplicated": dup,
             "boot_s": round(boot_s, 1),
             "cpu": round((cpu1 - cpu0) / window / (os.cpu_count() or 1), 3),
+            # CPU per node per second of the window, ms (robust under load from elsewhere:
+            # CPU time, not wall time): the VMs, the broker, this process, and their sum
+            "cpu_ms_per_node_s": {k: round((b - a) / window / n * 1000, 3) for k, a, b in
+                                  zip(("vm", "broker", "sim"), parts0, parts1, strict=True)}
+                                 | {"total": round((cpu1 - cpu0) / window / n * 1000, 3)},
             # the simulator process itself (link proxies, sensor bus, accounting): one core at most
             "sim_process_cpu": round((own1 - own0) / window, 3),
             "rss_mb": round(rss, 1),
             "rss_mb_per_node": round(rss / n, 2),
             "pss_mb": round(pss, 1),
+            "pss_mb_per_node": round(pss / n, 2),
             "slow_nodes": len(slow),
+            # the slowest node's HK and SEISMIC packets over the window / the nominal 1 per
+            # second (a step fails below 0.95, less 2 packets for the window's edges)
+            "rate_min": {k: round(v, 3) if v != float("inf") else None for k, v in low.items()},
             "pending_max": pending_max,  # largest node journal backlog after the drain (HK journal_depth)
             "loop_lag_max_ms": lag_max,  # largest node scheduler lateness in its last HK
             "modes": modes,
