@@ -101,7 +101,8 @@ class Scheduler:
                 s.seis_n = 0
                 await asyncio.sleep_ms(500)
                 continue
-            # poll 4x per 100-sample batch, and often enough for a 32-deep FIFO
-            # (<= 25 ms at 1 kHz); few wakeups matter when 200 nodes share 2 cores
-            await asyncio.sleep_ms(max(5, min(250, 25000 // rate)))
+            # poll often enough for the sensor's buffer: the board says how often (the hw
+            # board's 32-deep FIFO: 4x per 100-sample batch, <= 25 ms at 1 kHz); few wakeups
+            # matter when a thousand simulated nodes share 2 cores
+            await asyncio.sleep_ms(self.app.board.seismic_poll_ms(rate))
             s.poll_seismic(rate)

@@ -268,6 +268,10 @@ class HwBoard:
     def seismic_rate(self, rate):
         return Adxl345.supported(rate) if rate else 0
 
+    def seismic_poll_ms(self, rate):
+        # the ADXL345 FIFO holds 32 samples: drain it every 25 (4x per 100-sample batch)
+        return max(5, min(250, 25000 // rate))
+
     def seismic(self, buf, off, n, rate):
         if not self.acc or not self.sensors_on:
             return 0
