@@ -5,8 +5,9 @@ topic ("nodes", "alarms", ...) has a version number that is bumped on every chan
 screen redraws only when something it shows changed, and at most a few times per second
 however fast the ground pushes: updates are coalesced here, never queued per message.
 
-Field names follow docs/ground-api.md; lookups are tolerant (``.get`` with fallbacks) so a
-renamed or missing field shows as "—" instead of breaking the console.
+Records are the client interface's shapes (ground/client_types.py, docs/ground-api.md),
+read by their documented keys only, with no fallback to other names: a change of shape
+fails tests/ground/test_api_contract.py and the type check instead of showing "—" here.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from __future__ import annotations
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from ground.client_types import ParamHistory
+from ground.client_types import Alarm, CommandRow, Event, LatestView, LinkCounters, NodeView, ParamHistory
 
 TOPICS = ("nodes", "latest", "alarms", "events", "commands", "links", "dictionary", "connection", "series", "health")
 SERIES_LEN = 600  # samples kept per plotted parameter
 
 
-def node_key(d: dict[str, Any]) -> str:
-    """The node id of a node / param / alarm record (its ``node`` field, else ``id``)."""
-    return str(d.get("node") or d.get("id") or d.get("name") or "?")
+def node_key(d: Any) -> str:
+    """The node id of a node / param / alarm record (its ``node`` field)."""
+    return str(d["node"])
 
 
 @dataclass
@@ -45,12 +46,13 @@ class BaseModel:
 
     def __init__(self, url: str = "") -> None:
         self.conn = Connection(url)
-        self.nodes: dict[str, dict[str, Any]] = {}
+        self.nodes: dict[str, NodeView] = {}
+        # (packet, field) -> the model's own record: node, packet, field, time, value, unit, limit, text
         self.latest: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
-        self.alarms: dict[str, dict[str, Any]] = {}
-        self.events: deque[dict[str, Any]] = deque(maxlen=500)
-        self.commands: dict[str, dict[str, Any]] = {}
-        self.links: dict[str, dict[str, Any]] = {}
+        self.alarms: dict[str, Alarm] = {}
+        self.events: deque[Event] = deque(maxlen=500)
+        self.commands: dict[str, CommandRow] = {}
+        self.links: dict[str, LinkCounters] = {}
         self.dictionary: dict[str, Any] = {}
         self.health: dict[str, Any] = {}  # GET /api/health: {"ok", "reasons", "parts"}
         self.series: dict[tuple[str, str, str], deque[tuple[float, float]]] = {}
@@ -94,52 +96,49 @@ class BaseModel:
         reasons = self.health.get("reasons") or ["not ok"]
         return str(reasons[0]) + (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "")
 
-    def set_nodes(self, nodes: list[dict[str, Any]]) -> None:
+    def set_nodes(self, nodes: list[NodeView]) -> None:
         self.nodes = {node_key(n): n for n in nodes}
         self.bump("nodes")
 
-    def set_latest(self, node: str, latest: Any) -> None:
+    def set_latest(self, node: str, latest: LatestView) -> None:
         table: dict[tuple[str, str], dict[str, Any]] = {}
         for rec in _param_records(latest):
             table[(str(rec.get("packet", "")), str(rec.get("field", "")))] = rec
         self.latest[node] = table
         self.bump("latest")
 
-    def set_alarms(self, alarms: list[dict[str, Any]]) -> None:
-        self.alarms = {str(a.get("id")): a for a in alarms}
+    def set_alarms(self, alarms: list[Alarm]) -> None:
+        self.alarms = {str(a["id"]): a for a in alarms}
         self.bump("alarms")
 
-    def add_events(self, events: list[dict[str, Any]]) -> None:
+    def add_events(self, events: list[Event]) -> None:
         changed = False
         for e in events:
-            k = e.get("id") or (e.get("time") or e.get("t"), e.get("node"), e.get("text") or e.get("message"), e.get("code"))
+            k = e["id"]
             if k in self._event_keys:
                 continue
             self._event_keys.add(k)
             self.events.append(e)
             changed = True
         if len(self._event_keys) > 4 * (self.events.maxlen or 500):
-            self._event_keys = {e.get("id") or (e.get("time") or e.get("t"), e.get("node"), e.get("text") or e.get("message"), e.get("code")) for e in self.events}
+            self._event_keys = {e["id"] for e in self.events}
         if changed:
-            ordered = sorted(self.events, key=lambda e: (_num(e.get("t") or e.get("time")), _num(e.get("id"))))
+            ordered = sorted(self.events, key=lambda e: (e["t"], e["id"]))
             self.events.clear()
             self.events.extend(ordered)
-            ids = [e["id"] for e in ordered if isinstance(e.get("id"), int)]
+            ids = [e["id"] for e in ordered]
             if ids:
                 self.max_event_id = max(self.max_event_id or 0, max(ids))
             self.bump("events")
 
-    def set_commands(self, commands: list[dict[str, Any]]) -> None:
+    def set_commands(self, commands: list[CommandRow]) -> None:
         for c in commands:
-            self.commands[str(c.get("id"))] = c
+            self.commands[str(c["id"])] = c
         self.bump("commands")
 
-    def set_links(self, links: Any) -> None:
-        if isinstance(links, dict):
-            items = [dict(v, link=k) if isinstance(v, dict) else {"link": k, "value": v} for k, v in links.items()]
-        else:
-            items = list(links)
-        self.links = {str(lk.get("link") or lk.get("name") or lk.get("node") or i): lk for i, lk in enumerate(items)}
+    def set_links(self, links: dict[str, LinkCounters]) -> None:
+        """GET /api/links (and the "link" push): counters by node."""
+        self.links = dict(links)
         self.bump("links")
 
     def set_dictionary(self, d: dict[str, Any]) -> None:
@@ -174,7 +173,7 @@ class BaseModel:
         elif kind == "node":
             for n in items:
                 k = node_key(n)
-                self.nodes[k] = {**self.nodes.get(k, {}), **{a: b for a, b in n.items() if a != "type"}}
+                self.nodes[k] = cast(NodeView, {**self.nodes.get(k, {}), **{a: b for a, b in n.items() if a != "type"}})
             self.bump("nodes")
         elif kind == "param":
             for rec in items:
@@ -183,40 +182,35 @@ class BaseModel:
             self.bump("latest")
         elif kind == "alarm":
             for a in items:
-                aid = str(a.get("id"))
-                st = str(a.get("state", "")).upper()
-                if st in ("CLEARED", "CLOSED", "RESOLVED") or a.get("cleared") is True:
+                aid = str(a["id"])
+                if a["state"] == "cleared":
                     self.alarms.pop(aid, None)
                 else:
-                    self.alarms[aid] = {**self.alarms.get(aid, {}), **{x: y for x, y in a.items() if x != "type"}}
+                    self.alarms[aid] = cast(Alarm, {**self.alarms.get(aid, {}), **{x: y for x, y in a.items() if x != "type"}})
             self.bump("alarms")
         elif kind == "event":
-            self.add_events([{x: y for x, y in e.items() if x != "type"} for e in items])
+            self.add_events([cast(Event, {x: y for x, y in e.items() if x != "type"}) for e in items])
         elif kind == "command":
             for c in items:
-                cid = str(c.get("id"))
-                self.commands[cid] = {**self.commands.get(cid, {}), **{x: y for x, y in c.items() if x != "type"}}
+                cid = str(c["id"])
+                self.commands[cid] = cast(CommandRow, {**self.commands.get(cid, {}),
+                                                       **{x: y for x, y in c.items() if x != "type"}})
             self.bump("commands")
-        elif kind == "link" and isinstance(msg.get("links"), (dict, list)):
-            self.set_links(msg["links"])
         elif kind == "link":
-            for lk in items:
-                k = str(lk.get("link") or lk.get("name") or lk.get("node") or "?")
-                self.links[k] = {**self.links.get(k, {}), **{x: y for x, y in lk.items() if x != "type"}}
-            self.bump("links")
+            self.set_links(msg["links"])
 
     def _apply_param(self, r: dict[str, Any]) -> None:
         node = node_key(r)
         key = (str(r.get("packet", "")), str(r.get("field", "")))
         rec = {**self.latest[node].get(key, {}), **r}
         enum = self._enums().get(key)
-        if enum is not None and isinstance(r.get("value"), (int, float)):
-            rec["text"] = enum.get(str(int(r["value"])), str(int(r["value"])))
+        v = r["value"]
+        if enum is not None and isinstance(v, (int, float)):
+            rec["text"] = enum.get(str(int(v)), str(int(v)))
         self.latest[node][key] = rec
         s = self.series.get((node, key[0], key[1]))
-        v = _value(r)
         if s is not None and isinstance(v, (int, float)):
-            t = float(_time(r))
+            t = time.time() if r["time"] is None else float(r["time"])
             if not s or t > s[-1][0]:
                 s.append((t, float(v)))
                 self.bump("series")
@@ -231,22 +225,22 @@ class BaseModel:
     def node_ids(self) -> list[str]:
         return sorted(self.nodes)
 
-    def active_alarms(self) -> list[dict[str, Any]]:
+    def active_alarms(self) -> list[Alarm]:
         """Alarms worst first (severity, then unacknowledged, then newest)."""
         from ground.console.render import SEVERITY_RANK
 
-        def key(a: dict[str, Any]) -> tuple[int, int, float]:
-            sev = SEVERITY_RANK.get(str(a.get("severity", "")).upper(), 9)
+        def key(a: Alarm) -> tuple[int, int, float]:
+            sev = SEVERITY_RANK.get(a["severity"].upper(), 9)
             acked = 1 if _is_acked(a) else 0
-            return (sev, acked, -_num(a.get("raised_at") or a.get("time") or a.get("t")))
+            return (sev, acked, -(a["raised_at"] or 0.0))
 
         return sorted(self.alarms.values(), key=key)
 
     def unacked_count(self) -> int:
         return sum(1 for a in self.alarms.values() if not _is_acked(a) and not _is_shelved(a))
 
-    def commands_list(self) -> list[dict[str, Any]]:
-        return sorted(self.commands.values(), key=lambda c: -_num(c.get("id")))
+    def commands_list(self) -> list[CommandRow]:
+        return sorted(self.commands.values(), key=lambda c: -c["id"])
 
     def dict_commands(self) -> list[dict[str, Any]]:
         cmds = self.dictionary.get("commands", [])
@@ -262,80 +256,34 @@ class BaseModel:
         return out
 
 
-def _is_acked(a: dict[str, Any]) -> bool:
-    st = str(a.get("state", "")).upper()
-    return bool(a.get("acked") or a.get("acknowledged") or st.startswith("ACK"))
+def _is_acked(a: Alarm) -> bool:
+    return a["state"] == "acknowledged"
 
 
-def _is_shelved(a: dict[str, Any]) -> bool:
-    st = str(a.get("state", "")).upper()
+def _is_shelved(a: Alarm) -> bool:
     until = a.get("shelved_until")
-    return bool(a.get("shelved") or (until and _num(until) > time.time()) or st == "SHELVED")
-
-
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        from ground.console.render import _epoch
-
-        return _epoch(v) or 0.0
-
-
-def _value(r: dict[str, Any]) -> Any:
-    for k in ("value", "eng", "v"):
-        if k in r:
-            return r[k]
-    return None
-
-
-def _time(r: dict[str, Any]) -> float:
-    for k in ("time", "t", "ts", "timestamp", "received"):
-        if k in r and r[k] is not None:
-            return _num(r[k])
-    return time.time()
+    return bool(a.get("shelved") or (until and until > time.time()))
 
 
 def _param_records(data: Any) -> list[dict[str, Any]]:
-    """Flatten the shapes /api/latest or a "param" push take into records with
-    ``node, packet, field, value, unit, limit, time`` (and ``text`` for enum names).
-
-    Shapes (docs/ground-api.md): a flat record with ``field``; ``{"node", "packets":
-    {packet: {"t", "fields": {field: {value, unit, state, text}}}}}`` (GET /api/latest);
-    ``{"node", "packets": {packet: {"t", "values": {field: v}, "levels": {field: lvl}}}}``
-    (the "param" push).
-    """
-    if isinstance(data, list):
-        out: list[dict[str, Any]] = []
-        for d in data:
-            out.extend(_param_records(d))
-        return out
-    if not isinstance(data, dict):
-        return []
-    if "field" in data and ("value" in data or "eng" in data or "v" in data):
-        rec = dict(data)
-        if "limit" not in rec and "state" in rec:
-            rec["limit"] = rec["state"]
-        return [rec]
-    node = data.get("node")
-    packets = data.get("packets")
-    if not isinstance(packets, dict):
-        return []
-    out = []
-    for p, e in packets.items():
-        if not isinstance(e, dict):
-            continue
-        t = e.get("t", e.get("time"))
-        if isinstance(e.get("fields"), dict):
+    """Flatten GET /api/latest (``LatestView``: ``{"node", "packets": {packet: {"t",
+    "fields": {field: {value, unit, state, text}}}}}``) or a "param" push (``{"node",
+    "packets": {packet: {"t", "values": {field: v}, "levels": {field: level}}}}``) into the
+    model's records: ``node, packet, field, time, value`` and ``unit``, ``limit``, ``text``
+    where the shape carries them (docs/ground-api.md)."""
+    node = data["node"]
+    out: list[dict[str, Any]] = []
+    for p, e in data["packets"].items():
+        t = e["t"]
+        if "fields" in e:  # GET /api/latest
             for f, fd in e["fields"].items():
-                fd = fd if isinstance(fd, dict) else {"value": fd}
                 rec = {"node": node, "packet": p, "field": f, "time": t, "value": fd.get("value"),
-                       "unit": fd.get("unit", ""), "limit": fd.get("state", fd.get("limit", "ok"))}
+                       "unit": fd.get("unit", ""), "limit": fd.get("state", "ok")}
                 if "text" in fd:
                     rec["text"] = fd["text"]
                 out.append(rec)
-        elif isinstance(e.get("values"), dict):
-            levels = e.get("levels") or {}
+        else:  # the "param" push
+            levels = e.get("levels", {})
             for f, v in e["values"].items():
                 rec = {"node": node, "packet": p, "field": f, "time": t, "value": v}
                 if f in levels:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
+
+from ground.client_types import PacketRow
 
 LIMIT_STYLES: dict[str, str] = {
     "ok": "green",
@@ -238,7 +240,7 @@ def _bucket(values: list[float], cols: int) -> list[float]:
 class Waveform:
     """A 3-axis seismic waveform: one envelope strip (min..max per column) per axis."""
 
-    def __init__(self, axes: dict[str, Sequence[float]], unit: str = "", rate: float | None = None,
+    def __init__(self, axes: Mapping[str, Sequence[float]], unit: str = "", rate: float | None = None,
                  height: int = 2, title: str = "seismic") -> None:
         self.axes = {k: [float(x) for x in v] for k, v in axes.items()}
         self.unit = unit
@@ -293,9 +295,9 @@ def hexdump(data: bytes, width: int = 8) -> Text:
     return t
 
 
-def packet_view(packet: dict[str, Any]) -> Table:
-    """Raw hex beside the decoded fields of one packet dict from GET /api/packets."""
-    raw_hex = str(packet.get("hex") or packet.get("raw") or "")
+def packet_view(packet: PacketRow) -> Table:
+    """Raw hex beside the decoded fields of one packet of GET /api/packets."""
+    raw_hex = packet["hex"]
     try:
         data = bytes.fromhex(raw_hex)
     except ValueError:
@@ -303,23 +305,15 @@ def packet_view(packet: dict[str, Any]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(no_wrap=True)
     grid.add_column()
-    fields = packet.get("fields") or packet.get("decoded") or {}
     dec = Table.grid(padding=(0, 1))
     dec.add_column(style="bold", no_wrap=True)
     dec.add_column()
-    head = packet.get("header") or {}
     for k in ("apid", "seq", "length", "received"):
-        v = head.get(k, packet.get(k))
+        v = packet.get(k)
         if v is not None:
             dec.add_row(Text(k, style="dim"), Text(fmt_clock(v) if k == "received" else str(v), style="dim"))
-    if isinstance(fields, dict):
-        items = list(fields.items())
-    else:
-        items = [(f.get("field") or f.get("name"), f) for f in fields]
-    for name, v in items:
-        if isinstance(v, dict):
-            dec.add_row(str(name), limit_cell(v.get("value"), v.get("limit"), v.get("unit", "")))
-        elif isinstance(v, list):
+    for name, v in packet["fields"].items():  # engineering values; a sample block as a list
+        if isinstance(v, list):
             dec.add_row(str(name), Text(f"[{len(v)} values]", style="dim"))
         else:
             dec.add_row(str(name), Text(fmt_number(v)))

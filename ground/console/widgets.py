@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from ground.client_types import SeismicView
 from ground.console import render
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class PlotPanel(Static):
     DEFAULT_CSS = "PlotPanel { height: auto; max-height: 50%; }"
 
     def show(self, model: BaseModel, node: str | None, chosen: list[tuple[str, str]],
-             seismic: dict[str, Any] | None, width: int, height: int) -> None:
+             seismic: SeismicView | None, width: int, height: int) -> None:
         parts: list[Any] = []
         if not node:
             self.update(Text("no node selected", style="dim"))
@@ -153,9 +154,9 @@ class PlotPanel(Static):
             parts.append(render.Plot([v for _, v in series], title=f"{pk}.{f}", unit=unit,
                                      height=max(1, per - 1), limit=rec.get("limit")))
         if seismic is not None:
-            axes = seismic.get("axes") or {k: seismic[k] for k in ("x", "y", "z") if k in seismic}
-            unit = seismic.get("unit") or next((str((p.get("samples") or {}).get("unit", "")) for p in
-                                                  model.dictionary.get("packets", []) if p.get("name") == "SEISMIC"), "")
-            parts.append(render.Waveform(axes or {}, unit=str(unit),
+            axes: dict[str, list[float]] = {k: seismic.get(k, []) for k in ("x", "y", "z")}  # one list per axis
+            unit = next((str((p.get("samples") or {}).get("unit", "")) for p in  # the dictionary's
+                         model.dictionary.get("packets", []) if p.get("name") == "SEISMIC"), "")
+            parts.append(render.Waveform(axes, unit=unit,
                                          rate=seismic.get("rate"), height=max(1, (per - 1) // 3 or 1)))
         self.update(Group(*parts))

@@ -33,6 +33,11 @@ log = logging.getLogger("ground.ops")
 MAX_SHELVE_MIN = 7 * 24 * 60
 
 
+def _view(a: Row, now: float) -> Row:
+    """An alarm row as clients see it: the stored row plus ``shelved`` (shelving not expired)."""
+    return dict(a, shelved=bool(a["shelved_until"] and a["shelved_until"] > now))
+
+
 @dataclass
 class _Track:
     viol: int = 0  # consecutive violating samples so far
@@ -161,7 +166,7 @@ class AlarmManager:
                          data={"alarm": a["id"], "state": a["state"], "severity": a["severity"],
                                "param": f"{a['packet']}.{a['field']}"}, t=t)
         for fn in list(self.listeners):
-            fn(dict(a))
+            fn(_view(a, t))  # the shape GET /api/alarms answers (client_types.Alarm)
 
     # -- operator actions --------------------------------------------------------------
 
@@ -224,7 +229,7 @@ class AlarmManager:
     def active(self, include_shelved: bool = False, now: float | None = None) -> list[Row]:
         """Open alarms (raised or acknowledged), red first, newest first."""
         now = time.time() if now is None else now
-        out = [dict(a, shelved=bool(a["shelved_until"] and a["shelved_until"] > now)) for a in self._open.values()]
+        out = [_view(a, now) for a in self._open.values()]
         if not include_shelved:
             out = [a for a in out if not a["shelved"]]
         out.sort(key=lambda a: (a["severity"] != "red", a["state"] != "raised", -a["id"]))

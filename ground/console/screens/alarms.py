@@ -74,43 +74,41 @@ class AlarmsScreen(BaseScreen):
     def redraw(self) -> None:
         m = self.capp.model
         rows = []
+        now = time.time()
         for a in m.active_alarms():
-            st = str(a.get("state") or "raised").upper()
-            if a.get("shelved") or (a.get("shelved_until") and float(a["shelved_until"]) > time.time()):
-                st = f"SHELVED→{render.fmt_clock(a['shelved_until'])[:5]}" if a.get("shelved_until") else "SHELVED"
+            st = a["state"].upper()
+            until = a["shelved_until"]
+            if a["shelved"] or (until is not None and until > now):
+                st = f"SHELVED→{render.fmt_clock(until)[:5]}" if until is not None else "SHELVED"
             elif st == "ACKNOWLEDGED":
                 st = "ACKED"
-            param = a.get("parameter") or ".".join(str(a[k]) for k in ("packet", "field") if a.get(k)) or str(a.get("name", ""))
-            sev = str(a.get("severity") or "").upper()
+            sev = a["severity"].upper()
             note = []
-            if a.get("returned"):
+            if a["returned"]:
                 note.append("back in limits")
-            if a.get("acked_by"):
+            if a["acked_by"]:
                 note.append(f"ack {a['acked_by']}")
-            if a.get("max_severity") and a.get("max_severity") != a.get("severity"):
+            if a["max_severity"] != a["severity"]:
                 note.append(f"max {a['max_severity']}")
-            if a.get("message"):
-                note.append(str(a["message"]))
-            rows.append((str(a.get("id")), [
+            rows.append((str(a["id"]), [
                 render.severity_cell(sev),
-                Text(str(a.get("node", ""))),
-                Text(param),
-                render.limit_cell(a.get("value"), a.get("limit") or ("red" if sev in ("CRITICAL", "RED") else "yellow"), str(a.get("unit") or "")),
-                Text(st, style="bold" if st in ("RAISED", "ACTIVE", "UNACKED") else "dim"),
-                Text(render.fmt_age(a.get("raised_at") or a.get("time") or a.get("t")).replace(" ago", "")),
+                Text(a["node"]),
+                Text(f"{a['packet']}.{a['field']}"),
+                render.limit_cell(a["value"], "red" if sev in ("CRITICAL", "RED") else "yellow", a["unit"] or ""),
+                Text(st, style="bold" if st == "RAISED" else "dim"),
+                Text(render.fmt_age(a["raised_at"]).replace(" ago", "")),
                 Text(", ".join(note), style="dim"),
             ]))
         self.query_one("#alarms", LiveTable).sync(rows)
         evs = list(m.events)[-200:][::-1]
         erows = []
-        for i, e in enumerate(evs):
-            key = str(e.get("id") or f"{e.get('time') or e.get('t')}-{e.get('node')}-{i}")
-            erows.append((key, [
-                Text(render.fmt_clock(e.get("time") or e.get("t")), style="dim"),
-                Text(str(e.get("node") or "")),
-                render.severity_cell(e.get("severity")),
-                Text(str(e.get("event") or (e.get("data") or {}).get("code") or e.get("kind") or "")),
-                Text(str(e.get("message") or e.get("text") or e.get("detail") or "")),
+        for e in evs:
+            erows.append((str(e["id"]), [
+                Text(render.fmt_clock(e["t"]), style="dim"),
+                Text(e["node"] or ""),
+                render.severity_cell(e["severity"]),
+                Text(str(e["data"].get("code") or e["kind"])),  # an EVENT packet's code, else the kind
+                Text(e["message"]),
             ]))
         # the event log only grows; rebuild it only when its keys changed
         self.query_one("#events", LiveTable).sync(erows)

@@ -4,8 +4,7 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from rich.text import Text
 from textual import on, work
@@ -15,6 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
+from ground.client_types import CommandRow
 from ground.console import render
 from ground.console.commands import command_def, validate_arg
 from ground.console.screens.base import BaseScreen
@@ -113,13 +113,12 @@ class CommandScreen(BaseScreen):
             cmd_sel.set_options([(f"{c['name']}{' ⚠' if c.get('hazardous') else ''}", c["name"]) for c in m.dict_commands()])
         rows = []
         for c in m.commands_list()[:100]:
-            args = c.get("args") or {}
-            rows.append((str(c.get("id")), [
-                Text(str(c.get("id"))), Text(str(c.get("node", ""))), Text(str(c.get("command", ""))),
-                Text(" ".join(f"{k}={v}" for k, v in args.items()) if isinstance(args, dict) else str(args), style="dim"),
-                render.stage_cell(c.get("stage")),
-                Text(str(c.get("reason") or c.get("detail") or c.get("error") or ""), style="dim"),
-                Text(render.fmt_clock(c.get("updated") or c.get("submitted") or c.get("created")), style="dim"),
+            rows.append((str(c["id"]), [
+                Text(str(c["id"])), Text(c["node"]), Text(c["command"]),
+                Text(" ".join(f"{k}={v}" for k, v in c["args"].items()), style="dim"),
+                render.stage_cell(c["stage"]),
+                Text(c["reason"] or "", style="dim"),
+                Text(render.fmt_clock(c["updated"]), style="dim"),
             ]))
         self.query_one("#history", LiveTable).sync(rows)
 
@@ -218,8 +217,9 @@ class CommandScreen(BaseScreen):
         if not isinstance(res, dict) or "id" not in res:
             err_box.update(f"{verb} #{cid}: refused ({feed.last_error or res!r})"[:200])
             return
-        err_box.update(Text(f"#{cid} {res.get('command', '')}: {res.get('stage', '')} ({verb}d by you)", style="green"))
-        self.capp.model.set_commands([res])
+        row = cast(CommandRow, res)
+        err_box.update(Text(f"#{cid} {row['command']}: {row['stage']} ({verb}d by you)", style="green"))
+        self.capp.model.set_commands([row])
 
     def action_send(self) -> None:
         if not self.is_current:
@@ -256,10 +256,10 @@ class CommandScreen(BaseScreen):
         if not isinstance(res, dict) or "id" not in res:
             err_box.update(f"{command}: the ground refused or did not answer ({feed.last_error or res!r})"[:200])
             return
-        note = f" (another commander: lunabase approve {res['id']})" if res.get("stage") == "AWAITING_APPROVAL" else ""
-        err_box.update(Text(f"{command} → {node}: id {res['id']} {res.get('stage', '')}{note}", style="green"))
-        self.capp.model.set_commands([{"node": node, "command": command, "args": args, **res,
-                                       "created": time.time()}])
+        row = cast(CommandRow, res)  # POST /api/commands answers the command's row
+        note = f" (another commander: lunabase approve {row['id']})" if row["stage"] == "AWAITING_APPROVAL" else ""
+        err_box.update(Text(f"{command} → {node}: id {row['id']} {row['stage']}{note}", style="green"))
+        self.capp.model.set_commands([row])
 
     def poll(self) -> None:
         self._fetch()

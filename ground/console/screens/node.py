@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Static
 
+from ground.client_types import SeismicView
 from ground.console import render
 from ground.console.screens.base import BaseScreen
 from ground.console.widgets import LiveTable, PlotPanel
@@ -38,7 +39,7 @@ class NodeScreen(BaseScreen):
         super().__init__()
         self.chosen: dict[str, list[tuple[str, str]]] = {}
         self.show_wave: bool = False
-        self.seismic: dict[str, dict[str, Any]] = {}
+        self.seismic: dict[str, SeismicView] = {}
 
     def body(self) -> ComposeResult:
         yield Static("", id="nodehead")
@@ -73,13 +74,13 @@ class NodeScreen(BaseScreen):
                  else render.limit_cell(rec.get("value"), lim, str(rec.get("unit") or ""))),
                 Text(lim, style=render.LIMIT_STYLES.get(lim, "")),
                 Text("◆" if (pk, f) in chosen else "", style="cyan"),
-                Text(render.fmt_clock(rec.get("time") or rec.get("t")), style="dim"),
+                Text(render.fmt_clock(rec["time"]), style="dim"),
             ]))
         self.query_one(LiveTable).sync(rows)
         plots = self.query_one(PlotPanel)
         h = max(4, self.size.height // 2)
         plots.display = bool(chosen or self.show_wave)
-        plots.show(m, node, chosen, self.seismic.get(node, {}) if self.show_wave else None,
+        plots.show(m, node, chosen, self.seismic.get(node, SeismicView()) if self.show_wave else None,
                    max(self.size.width - 2, 20), h)
 
     def poll(self) -> None:

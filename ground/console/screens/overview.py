@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on
@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
 from ground.console import render
-from ground.console.screens.base import BaseScreen, as_number
+from ground.console.screens.base import BaseScreen
 from ground.console.widgets import LiveTable
 
 
@@ -36,38 +36,37 @@ class OverviewScreen(BaseScreen):
         now = time.time()
         for nid in m.node_ids():
             n = m.nodes[nid]
-            link = n.get("link") or m.links.get(nid) or {}
-            errs = link.get("errors") or {}
-            n_err = sum(errs.values()) if isinstance(errs, dict) else (errs or 0)
-            gaps, dups = link.get("gaps") or 0, link.get("duplicates") or 0
+            link = n["link"]
+            n_err = sum(link["errors"].values())
+            gaps, dups = link["gaps"], link["duplicates"]
             egd = Text()
             egd.append(str(n_err), style="bold red" if n_err else "dim")
             egd.append("/", style="dim")
             egd.append(str(gaps), style="yellow" if gaps else "dim")
             egd.append("/", style="dim")
             egd.append(str(dups), style="yellow" if dups else "dim")
-            mode = str(n.get("mode") or "—")
-            dropped = n.get("journal_dropped", m.latest.get(nid, {}).get(("HK", "journal_dropped"), {}).get("value"))
+            mode = n["mode"] or "—"
+            dropped = m.latest.get(nid, {}).get(("HK", "journal_dropped"), {}).get("value")
             rows.append((nid, [
                 Text(nid, style="bold"),
-                render.state_cell(n.get("state"), n.get("next_contact"), now, compact=True),
-                Text(render.fmt_age(n.get("last_contact"), now).replace(" ago", "")),
+                render.state_cell(n["state"], n["next_contact"], now, compact=True),
+                Text(render.fmt_age(n["last_contact"], now).replace(" ago", "")),
                 Text(self.MODE_SHORT.get(mode, mode), style="bold magenta" if mode in ("SAFE", "EMERGENCY") else ""),
-                self._val(nid, n, "soc", "POWER", "battery_soc"),
-                self._val(nid, n, "battery_voltage", "POWER", "battery_voltage"),
-                self._val(nid, n, "electronics_temp", "THERMAL", "electronics_temp"),
-                self._val(nid, n, "battery_temp", "POWER", "battery_temp"),
-                Text(render.fmt_number(as_number(link.get("packets_per_s")))),
+                self._val(nid, n["soc"], "POWER", "battery_soc"),
+                self._val(nid, n["battery_voltage"], "POWER", "battery_voltage"),
+                self._val(nid, n["electronics_temp"], "THERMAL", "electronics_temp"),
+                self._val(nid, n["battery_temp"], "POWER", "battery_temp"),
+                Text(render.fmt_number(link["packets_per_s"])),
                 egd,
                 Text(render.fmt_number(dropped or 0), style="yellow" if dropped else "dim"),
             ]))
         self.query_one(LiveTable).sync(rows)
 
-    def _val(self, nid: str, n: dict[str, Any], key: str, packet: str, fld: str) -> Text:
-        m = self.capp.model
-        rec = m.latest.get(nid, {}).get((packet, fld), {})
-        v = n.get(key, rec.get("value"))
-        lim = (n.get("limits") or {}).get(key) or (n.get("limits") or {}).get(fld) or rec.get("limit")
+    def _val(self, nid: str, value: float | None, packet: str, fld: str) -> Text:
+        """The node's value, coloured by the limit state of the latest ``packet.fld``."""
+        rec = self.capp.model.latest.get(nid, {}).get((packet, fld), {})
+        v = rec.get("value") if value is None else value
+        lim = rec.get("limit")
         if v is None:
             return Text("—", style="dim")
         return render.limit_cell(v, lim)

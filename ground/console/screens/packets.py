@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -11,6 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
+from ground.client_types import PacketRow
 from ground.console import render
 from ground.console.screens.base import BaseScreen
 from ground.console.widgets import LiveTable
@@ -34,7 +35,7 @@ class PacketsScreen(BaseScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.packets: dict[str, list[dict[str, Any]]] = {}
+        self.packets: dict[str, list[PacketRow]] = {}
         self.frozen = False
         self._pv = 0
 
@@ -52,14 +53,12 @@ class PacketsScreen(BaseScreen):
         pkts = self.packets.get(node or "", [])
         rows = []
         for i, p in enumerate(pkts):
-            h = p.get("header") or {}
-            key = f"{p.get('packet') or p.get('name')}-{h.get('seq', p.get('seq'))}-{p.get('received') or p.get('time') or i}"
-            rows.append((key, [
-                Text(render.fmt_clock(p.get("received") or p.get("time")), style="dim"),
-                Text(str(p.get("packet") or p.get("name") or "?"), style="bold"),
-                Text(str(h.get("apid", p.get("apid", "")))),
-                Text(str(h.get("seq", p.get("seq", "")))),
-                Text(str(len(str(p.get("hex") or p.get("raw") or "")) // 2)),
+            rows.append((f"{p['packet']}-{p['seq']}-{p['received']}-{i}", [
+                Text(render.fmt_clock(p["received"]), style="dim"),
+                Text(p["packet"], style="bold"),
+                Text(str(p["apid"])),
+                Text(str(p["seq"])),
+                Text(str(p["length"])),
             ]))
         table = self.query_one(LiveTable)
         table.sync(rows)
@@ -75,7 +74,7 @@ class PacketsScreen(BaseScreen):
             return
         idx = min(table.cursor_row, len(pkts) - 1) if table.row_count else 0
         p = pkts[max(idx, 0)]
-        title = Text(f"{p.get('packet') or p.get('name')}  ", style="bold")
+        title = Text(f"{p['packet']}  ", style="bold")
         title.append("hdr", style="bold cyan")
         title.append(" time", style="magenta")
         title.append(" payload")
@@ -98,8 +97,6 @@ class PacketsScreen(BaseScreen):
     async def _fetch(self, node: str) -> None:
         res = await self.capp.feed.call("packets", node, limit=20)
         if res is not None:
-            if isinstance(res, dict):
-                res = res.get("packets", [])
             self.packets[node] = list(res)
             self.force_redraw()
 
