@@ -150,7 +150,7 @@ class PlotPanel(Static):
         for pk, f in chosen:
             series = model.series.get((node, pk, f), [])
             rec = model.latest.get(node, {}).get((pk, f), {})
-            unit = rec.get("unit") or fdefs.get((pk, f), {}).get("unit", "")
+            unit = rec.get("unit") or fdefs.get((pk, f), {}).get("unit", "")  # pushes carry no unit: the dictionary
             parts.append(render.Plot([v for _, v in series], title=f"{pk}.{f}", unit=unit,
                                      height=max(1, per - 1), limit=rec.get("limit")))
         if seismic is not None:

@@ -109,3 +109,34 @@ async def test_gaps_have_their_documented_shape(tmp_path) -> None:
         await g.close()
         await server.stop()
         a.close()
+
+
+async def test_pushes_have_the_shapes_of_the_responses(ground: GroundClient) -> None:
+    """The WebSocket snapshot and the alarm/command pushes carry the rows GET answers."""
+    import asyncio
+
+    g = ground
+    seen: dict[str, dict[str, Any]] = {}
+
+    async def watch() -> None:
+        async for m in g.live():
+            if m["type"] == "snapshot" and "snapshot" not in seen:
+                seen["snapshot"] = m
+                (alarm,) = await g.alarms()
+                await g.ack(alarm["id"])  # an alarm push
+                await g.send_command("n01", "PING")  # command pushes
+            elif m["type"] in ("alarm", "command"):
+                seen.setdefault(m["type"], m)
+            if {"snapshot", "alarm", "command"} <= set(seen):
+                return
+
+    await asyncio.wait_for(watch(), 15)
+    snap = seen["snapshot"]
+    for n in snap["nodes"]:
+        same_shape(n, ct.NodeView)
+    for a in snap["alarms"]:
+        same_shape(a, ct.Alarm)
+    for lk in snap["links"].values():
+        same_shape(lk, ct.LinkCounters)
+    same_shape({k: v for k, v in seen["alarm"].items() if k != "type"}, ct.Alarm)
+    same_shape({k: v for k, v in seen["command"].items() if k != "type"}, ct.CommandRow)
