@@ -288,6 +288,7 @@ def _short(v: Any) -> str:
 
 
 def run_health(a: argparse.Namespace) -> int:
+    from ground.auth import AuthError
     from ground.auth.credentials import load_credentials
     from ground.client import ApiError, GroundClient, GroundError, GroundUnavailable
 
@@ -297,6 +298,8 @@ def run_health(a: argparse.Namespace) -> int:
 
     try:
         h = asyncio.run(main())
+    except AuthError:
+        raise  # a local credentials problem, not the ground's answer
     except ApiError as e:
         if not isinstance(e, GroundUnavailable) and e.status in (401, 403, 429):
             print(f"lunabase health: {a.api} refused: {e.message} (a viewer account's token: LUNABASE_TOKEN)",

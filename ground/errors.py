@@ -4,7 +4,13 @@
     ├── ArchiveError            the archive cannot be opened or used (also a RuntimeError)
     ├── AlarmError              no such alarm, or the action does not apply to its state (also a KeyError)
     ├── CommandError            a telecommand refused: unknown node/command, bad arguments,
-    │                           hazardous without confirmation, bad window (also a ValueError)
+    │   │                       hazardous without confirmation, bad window (also a ValueError)
+    │   └── SelfApproval        a commander approving their own command (ground.ops.commander)
+    ├── AuthError               ground.auth: accounts, credentials, secrets files
+    │   ├── InsecureFile        a secrets/credentials file others can read, or not a regular file
+    │   └── AccountError        a refused account change (also a ValueError)
+    ├── SchemaError             a request field outside its schema, answered 400
+    │                           (ground.api.schemas; also a ValueError)
     └── ApiError                the ground's client interface refused a request; ``status``,
         │                       ``message`` (also a RuntimeError)
         └── GroundUnavailable   the interface could not be reached (``status`` 0)

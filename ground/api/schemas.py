@@ -30,6 +30,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ground.errors import GroundError
+
 MAX_BODY = 64 * 1024
 MAX_QUERY = 4096
 MAX_LINE = 8190
@@ -44,7 +46,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _INT = re.compile(r"^[+-]?[0-9]{1,19}$")
 
 
-class SchemaError(ValueError):
+class SchemaError(GroundError, ValueError):
     """A request field outside its schema (answered 400)."""
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ground.auth.roles import check_roles
+from ground.errors import GroundError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1   # ~16 MiB, ~50 ms per check on a small machine
@@ -44,8 +45,8 @@ AUDIT_KEEP = 1000
 KEY_PREFIX = "lbk_"
 
 
-class AuthError(Exception):
-    """Root of ground.auth's errors.
+class AuthError(GroundError):
+    """Root of ground.auth's errors (under ``ground.errors.GroundError``).
 
     AuthError
     ├── InsecureFile    a secrets/credentials file others can read (mode), or not a regular file
