@@ -65,8 +65,7 @@ class OverviewScreen(BaseScreen):
     def _val(self, nid: str, value: float | None, packet: str, fld: str) -> Text:
         """The node's value, coloured by the limit state of the latest ``packet.fld``."""
         rec = self.capp.model.latest.get(nid, {}).get((packet, fld), {})
-        v = rec.get("value") if value is None else value
-        lim = rec.get("limit")
+        v, lim = value, rec.get("limit")
         if v is None:
             return Text("—", style="dim")
         return render.limit_cell(v, lim)
