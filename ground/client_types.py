@@ -38,7 +38,7 @@ class Gap(TypedDict):
     node: str
     apid: int
     first: int  # first missing sequence count
-    last: int  # last missing sequence count (mod 16384)
+    last: int  # last missing sequence count (modulo the 14-bit count)
     count: int
     missing: int  # of them, not archived yet
     filled: int

@@ -334,7 +334,7 @@ class Journal:
             if p >= _NAPID:
                 break
             v = (buf[a + 2 * p] << 8) | buf[a + 2 * p + 1]
-            if v < ccsds.CUSTODY_VALID or ((v - (((h[2] & 0x3F) << 8) | h[3])) & 0x3FFF) >= _HALF:
+            if v < ccsds.CUSTODY_VALID or ((v - (((h[2] & 0x3F) << 8) | h[3])) & ccsds.SEQ_MASK) >= _HALF:
                 break
             self.ack_off += ((h[4] << 8) | h[5]) + 7
             self.ack_idx += 1

@@ -79,7 +79,7 @@ def test_through_holes_and_messages(tmp_path: Path) -> None:
 
 def test_wrap_and_giving_up_a_hole(tmp_path: Path) -> None:
     cs = CustodySender(_inv(), None, give_up_s=0.0)
-    _feed(cs, hk(16382), hk(16383), hk(0), hk(1))  # across the 14-bit wrap
+    _feed(cs, hk(ccsds.SEQ_MOD - 2), hk(ccsds.SEQ_MASK), hk(0), hk(1))  # across the 14-bit wrap
     assert cs.view()["n01"]["through"][str(APID_HK)] == 1
     # packets 2..4 never come (the node dropped them): with give_up_s = 0 the hole is skipped
     _feed(cs, hk(5), hk(6))

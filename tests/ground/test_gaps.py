@@ -15,6 +15,7 @@ from ground.archive import Archive, open_archive, unix_to_ticks
 from ground.archive._base import SCHEMA_VERSION
 from ground.ingest.testing import hk
 from ground.parse import Parser
+from wire import ccsds
 
 PG_DSN = os.environ.get("LUNABASE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = 1_780_000_000.0
@@ -54,7 +55,7 @@ def two(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[Archive, Arc
 
 def store(a: Archive, seqs: list[int], node: str = "n01", dt: float = 1.0) -> np.ndarray:
     """HK packets with these counts, time tag T0 + count * dt (so a late packet has an older tag)."""
-    payload = b"".join(hk(s % 16384, unix_to_ticks(T0 + s * dt)) for s in seqs)
+    payload = b"".join(hk(s % ccsds.SEQ_MOD, unix_to_ticks(T0 + s * dt)) for s in seqs)
     res = Parser().parse(payload)
     with a.transaction() as tx:
         return tx.append_packets("moon", node, res, payload, time.time())
@@ -102,8 +103,8 @@ def test_reordering_between_workers_is_no_gap(two) -> None:
 
 def test_wraparound_reset_lost_and_duplicates(two) -> None:
     a, b = two
-    store(a, list(range(16380, 16390)))  # counts 16380..16383, 0..5: a wrap, no gap
-    store(b, list(range(16380, 16390)))  # all duplicates: nothing counted twice
+    store(a, list(range(ccsds.SEQ_MOD - 4, ccsds.SEQ_MOD + 6)))  # the last 4 counts, then 0..5: a wrap, no gap
+    store(b, list(range(ccsds.SEQ_MOD - 4, ccsds.SEQ_MOD + 6)))  # all duplicates: nothing counted twice
     assert a.gaps(site="moon", now_=later(a)) == []
     # a node that restarts its counter (newer tag, lower count) is not a gap
     payload = b"".join(hk(s, unix_to_ticks(T0 + 20000 + s)) for s in range(3))
@@ -112,9 +113,9 @@ def test_wraparound_reset_lost_and_duplicates(two) -> None:
         tx.append_packets("moon", "n01", res, payload, time.time())
     assert a.gaps(site="moon", now_=later(a)) == []
     # a gap across the wrap (another node)
-    store(a, [16000, 16001, 16384 + 2], node="n02")
+    store(a, [16000, 16001, ccsds.SEQ_MOD + 2], node="n02")
     (g,) = a.gaps(site="moon", now_=later(a))
-    assert (g["node"], g["first"], g["count"], g["last"]) == ("n02", 16002, 16384 - 16002 + 2, 1)
+    assert (g["node"], g["first"], g["count"], g["last"]) == ("n02", 16002, ccsds.SEQ_MOD - 16002 + 2, 1)
     a.update_gap(g["id"], state="lost", node_dropped=7, reason="beyond the journal window")
     (g,) = a.gaps(site="moon", states=("lost",))
     assert (g["node_dropped"], g["reason"]) == (7, "beyond the journal window")

@@ -26,7 +26,7 @@ from ground.archive import open_archive, unix_to_ticks
 from ground.ingest.testing import hk
 from lunabase import ROOT
 from sim.mosquitto import Mosquitto
-from wire import topics
+from wire import ccsds, topics
 
 PG_DSN = os.environ.get("LUNABASE_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = 1_780_000_000.0
@@ -43,7 +43,7 @@ def _dsn(schema: str) -> str:
 
 
 def container(m: int) -> bytes:
-    return b"".join(hk((m * PER_MSG + k) % 16384, unix_to_ticks(T0) + m * PER_MSG + k) for k in range(PER_MSG))
+    return b"".join(hk((m * PER_MSG + k) % ccsds.SEQ_MOD, unix_to_ticks(T0) + m * PER_MSG + k) for k in range(PER_MSG))
 
 
 async def publish(b: Mosquitto, node: str, progress: dict[str, int]) -> None:
@@ -142,12 +142,12 @@ async def test_three_workers_into_postgres(broker: Mosquitto, tmp_path: Path, fa
         covered: set[tuple[str, int]] = set()
         for n in NODES:
             keys = a.packet_keys(node=n)
-            exp = {(1, i % 16384, unix_to_ticks(T0) + i) for i in range(MESSAGES * PER_MSG)}
+            exp = {(1, i % ccsds.SEQ_MOD, unix_to_ticks(T0) + i) for i in range(MESSAGES * PER_MSG)}
             assert keys <= exp and len(keys) == a.count_raw(node=n)
             lost = {s for _a, s, _t in exp - keys}
             mine = [g for g in gaps if g["node"] == n]
             for g in mine:
-                counts = {(g["first"] + k) % 16384 for k in range(g["count"])}
+                counts = {(g["first"] + k) % ccsds.SEQ_MOD for k in range(g["count"])}
                 # no false gap: each reported gap still misses packets (none here is refilled), and
                 # its count of missing packets is exactly what the archive lacks of its range
                 assert g["state"] == "open" and g["missing"] == len(counts & lost) > 0, (g, counts - lost)
