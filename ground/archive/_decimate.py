@@ -30,7 +30,8 @@ EXACT_MAX_SEGMENTS = 20000
 _CHUNK = 200
 
 
-def _segments(archive: Archive, packet: str, node: str, t0: float, t1: float, site: str | None) -> int:
+def _segments(archive: Archive, packet: str, node: str, t0: float, t1: float, site: str | None,
+              limit: int = EXACT_MAX_SEGMENTS) -> int:
     spec = archive.spec(packet)
     where: list[str] = []
     params: list[Any] = []
@@ -40,15 +41,15 @@ def _segments(archive: Archive, packet: str, node: str, t0: float, t1: float, si
     params += [unix_to_ticks(t0), unix_to_ticks(t1)]
     # counted up to the limit only: all this needs to know is which side of it the range is
     return int(archive._select(f"SELECT COUNT(*) FROM (SELECT 1 FROM {spec.table} WHERE " + " AND ".join(where)
-                               + f" LIMIT {EXACT_MAX_SEGMENTS + 1}) c", params)[0][0])
+                               + f" LIMIT {int(limit) + 1}) c", params)[0][0])
 
 
 def minmax(archive: Archive, packet: str, field: str, node: str, t0: float, t1: float, size: int,
-           site: str | None = None) -> dict[str, Any]:
+           site: str | None = None, exact_max_segments: int = EXACT_MAX_SEGMENTS) -> dict[str, Any]:
     """At most 2*size (time, value) points of ``packet.field`` of ``node`` in [t0, t1).
 
     For each of ``size`` equal buckets the lowest and the highest sample, each at its own
-    time, exact for any range.  Up to EXACT_MAX_SEGMENTS archive segments in the range every
+    time, exact for any range.  Up to ``exact_max_segments`` (EXACT_MAX_SEGMENTS) archive segments in the range every
     sample is read (``method`` "exact").  Beyond, the database does the bucketing
     (``method`` "database", ``_bucketed``): a GROUP BY over the segments' min/max columns,
     then only the segments holding a bucket's extreme and those that straddle a bucket edge
@@ -57,7 +58,7 @@ def minmax(archive: Archive, packet: str, field: str, node: str, t0: float, t1: 
     if not t1 > t0:
         raise ValueError(f"the end ({t1}) must be after the start ({t0})")
     size = max(1, min(int(size), 20000))
-    if _segments(archive, packet, node, t0, t1, site) > EXACT_MAX_SEGMENTS:
+    if _segments(archive, packet, node, t0, t1, site, exact_max_segments) > exact_max_segments:
         out = _bucketed(archive, packet, field, node, t0, t1, size, site)
         out["method"] = "database"
         return out

@@ -82,7 +82,7 @@ def test_minmax_keeps_every_bucket_extreme_and_its_time(archive: Archive) -> Non
     assert not small["decimated"] and small["value"] == pytest.approx(list(v[:50]))
 
 
-def test_long_ranges_are_bucketed_by_the_database_exactly(archive: Archive, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_ranges_are_bucketed_by_the_database_exactly(archive: Archive) -> None:
     """Over EXACT_MAX_SEGMENTS the database buckets the range (GROUP BY over the segments'
     min/max columns) and the answer is still every bucket's exact min and max at its own time:
     with segments inside a bucket, segments straddling bucket edges and the range's, single
@@ -108,9 +108,8 @@ def test_long_ranges_are_bucketed_by_the_database_exactly(archive: Archive, monk
     t_all, v_all = _decimate._column(archive, "HK", "cpu_temp", "n01", None, None, "moon")
     assert len(v_all) == len(v) and np.allclose(v_all, v)
     v = v_all  # as archived (engineering values of the raw integers)
-    monkeypatch.setattr(_decimate, "EXACT_MAX_SEGMENTS", 10)
     for t0, t1, size in [(T0, T0 + 6000, 50), (T0 + 3.5, T0 + 5999.5, 37), (T0 + 100, T0 + 400, 7), (T0, T0 + 6000, 5000)]:
-        r = _decimate.minmax(archive, "HK", "cpu_temp", "n01", t0, t1, size, site="moon")
+        r = _decimate.minmax(archive, "HK", "cpu_temp", "n01", t0, t1, size, site="moon", exact_max_segments=10)
         assert r["method"] == "database"
         # the exact answer from every sample, bucketed the same way (node time tags, buckets of whole ticks)
         ticks = np.array([unix_to_ticks(T0 + i) for i in range(len(v))], dtype=np.int64)
