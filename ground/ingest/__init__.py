@@ -20,6 +20,7 @@ from ground.ingest._pipeline import (
     INTERNAL,
     OVERSIZED,
     QUARANTINE_REASONS,
+    RETAINED,
     TOO_DEEP,
     UNKNOWN_NODE,
     IngestSink,
@@ -31,6 +32,7 @@ from ground.ingest._stats import Gap, LinkStats, SeqTracker, link_view
 from ground.ingest._worker import IngestWorker, subscriptions
 
 __all__ = [
+    "RETAINED",
     "BAD_STATUS",
     "BAD_TOPIC",
     "EMPTY",

@@ -1,6 +1,6 @@
 """The transport-independent half of ingest: parse, de-duplicate, archive, count, notify.
 
-``Pipeline.process(batch)`` takes (topic, payload, received) triples, parses every TM
+``Pipeline.process(batch)`` takes (topic, payload, received[, retained]) items, parses every TM
 payload, writes all of them in ONE archive transaction, then updates counters and gap
 trackers and calls the sinks.  The MQTT worker acknowledges the batch only after
 ``process`` returned; replay and tests call ``process`` directly.
@@ -40,6 +40,13 @@ from wire import topics
 from wire.inventory import NODE_ID
 
 log = logging.getLogger("lunabase.ingest")
+
+#: one message: (topic, payload, received) or (topic, payload, received, retained), where
+#: ``retained`` is the MQTT retain flag as delivered (a retained message replayed by the
+#: broker on our subscription, not one published now)
+Item = tuple[str, bytes, float] | tuple[str, bytes, float, bool]
+#: the key a status handed to the sinks (and archived) carries when it was such a replay
+RETAINED = "_retained"
 
 #: ingest-level reasons, next to the parser's (ground.parse.REASONS); each is a quarantine reason
 OVERSIZED = "oversized"  # payload larger than max_payload (TM) or max_status (status): not parsed at all
@@ -288,7 +295,7 @@ class Pipeline:
         return out
 
     # -- the batch -------------------------------------------------------------------
-    def process(self, batch: Sequence[tuple[str, bytes, float]]) -> None:
+    def process(self, batch: Sequence[Item]) -> None:
         """Parse and archive a batch of (topic, payload, received) in one transaction.
 
         Raises only if the archive fails (then nothing of the batch is committed and the
@@ -310,23 +317,28 @@ class Pipeline:
             for item in batch:
                 self.process([item])
             return
-        topic, payload, received = batch[0]
+        topic, payload, received = batch[0][0], batch[0][1], batch[0][2]
         self._quarantine_alone(topic, payload, received, INTERNAL, f"{type(first).__name__}: {first}")
 
-    def _process(self, batch: Sequence[tuple[str, bytes, float]]) -> None:
+    def _process(self, batch: Sequence[Item]) -> None:
         # group TM payloads by link (order kept within a link): one parse per link per batch
         groups: dict[tuple[str, str], tuple[LinkStats, list[bytes], float]] = {}
         status: list[tuple[LinkStats, dict[str, Any], float]] = []
         rejects: list[tuple[LinkStats, list[Rejected], bytes]] = []
         quarantined: list[tuple[LinkStats, str, bytes, float, Quarantined]] = []
         seen: list[tuple[LinkStats, int, float]] = []  # (link, bytes, received) of every message
-        for topic, payload, received in batch:
+        for item in batch:
+            topic, payload, received = item[0], item[1], item[2]
             st: LinkStats | None = None
             try:
                 site, node, kind = self._route(topic)
                 st = self.links.get((site, node)) or self.link(site, node)
                 if kind == topics.STATUS:
-                    status.append((st, check_status(payload, self.max_status, self.max_depth), received))
+                    body = check_status(payload, self.max_status, self.max_depth)
+                    body.pop(RETAINED, None)  # the ground's mark, never the node's
+                    if len(item) > 3 and item[3]:
+                        body[RETAINED] = True  # a replay: the sinks must not take it for a contact now
+                    status.append((st, body, received))
                 elif len(payload) > self.max_payload:
                     raise Quarantined(OVERSIZED, f"{len(payload)} B > {self.max_payload} B")
                 elif not payload:

@@ -45,15 +45,20 @@ _PUBACK = 0x40
 
 
 class _Inbox:
-    """PUBLISH messages taken straight from paho, in arrival order: (topic, payload, mid, qos)."""
+    """PUBLISH messages taken straight from paho, in arrival order: (topic, payload, mid, qos, retain).
+
+    ``retain`` is the flag as delivered: set when the broker sends a *retained* message
+    because of our (re)subscription (a node's birth from before we connected), clear for a
+    message forwarded as it is published (MQTT 3.1.1 §3.3.1.3).
+    """
 
     def __init__(self) -> None:
-        self.items: collections.deque[tuple[str, bytes, int, int]] = collections.deque()
+        self.items: collections.deque[tuple[str, bytes, int, int, bool]] = collections.deque()
         self.wake = asyncio.Event()
 
-    def put(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+    def put(self, topic: bytes, payload: bytes, mid: int, qos: int, retain: bool = False) -> None:
         # an invalid UTF-8 topic becomes one the pipeline quarantines (bad_topic), never an exception here
-        self.items.append((topic.decode("utf-8", "replace"), payload, mid, qos))
+        self.items.append((topic.decode("utf-8", "replace"), payload, mid, qos, retain))
         self.wake.set()
 
 
@@ -100,19 +105,20 @@ def _install_fast_path(client: aiomqtt.Client, inbox: _Inbox) -> bool:
 
     def fast_publish() -> Any:
         pkt = paho._in_packet["packet"]  # the body after the fixed header
-        qos = (paho._in_packet["command"] & 0x06) >> 1
+        cmd = paho._in_packet["command"]
+        qos = (cmd & 0x06) >> 1
         n = len(pkt)
         if v311 and qos < 2 and n >= 2:
             tl = (pkt[0] << 8) | pkt[1]
             p = 2 + tl + (2 if qos else 0)
             if tl and p <= n:
                 mid = (pkt[p - 2] << 8) | pkt[p - 1] if qos else 0
-                inbox.put(bytes(pkt[2:2 + tl]), bytes(memoryview(pkt)[p:]), mid, qos)
+                inbox.put(bytes(pkt[2:2 + tl]), bytes(memoryview(pkt)[p:]), mid, qos, bool(cmd & 0x01))
                 return 0  # MQTT_ERR_SUCCESS; manual ack: the PUBACK is the consumer's
         return handle_publish()  # malformed, MQTT 5 properties, QoS 2: paho's way (ends in on_message below)
 
     def on_message(message: Any) -> None:
-        inbox.put(message._topic, message.payload, message.mid, message.qos)  # raw topic bytes
+        inbox.put(message._topic, message.payload, message.mid, message.qos, bool(message.retain))  # raw topic bytes
 
     paho._sock_recv = buffered_recv
     paho._handle_publish = fast_publish
@@ -143,14 +149,14 @@ def _install_fast_path(client: aiomqtt.Client, inbox: _Inbox) -> bool:
     return True
 
 
-def _ack(paho: Any, batch: list[tuple[str, bytes, int, int]]) -> None:
+def _ack(paho: Any, batch: list[tuple[str, bytes, int, int, bool]]) -> None:
     """Acknowledge a committed batch in arrival order: all its PUBACKs in one socket write."""
-    if any(q == 2 for _t, _p, _m, q in batch):
-        for _t, _p, mid, qos in batch:
+    if any(q == 2 for _t, _p, _m, q, _r in batch):
+        for _t, _p, mid, qos, _r in batch:
             if qos:
                 paho.ack(mid, qos)
         return
-    mids = [0x40020000 | mid for _t, _p, mid, qos in batch if qos]
+    mids = [0x40020000 | mid for _t, _p, mid, qos, _r in batch if qos]
     if mids:  # PUBACK = 0x40, remaining length 2, packet id (the same 4 bytes in MQTT 3.1.1 and 5)
         paho._packet_queue(_PUBACK, struct.pack(f">{len(mids)}I", *mids), 0, 0)
 
@@ -312,7 +318,7 @@ class IngestWorker:
                 early = []
                 while not queue.empty():
                     m = queue.get_nowait()
-                    early.append((m.topic.value, m.payload, m.mid, m.qos))
+                    early.append((m.topic.value, m.payload, m.mid, m.qos, bool(m.retain)))
                 inbox.items.extendleft(reversed(early))  # type: ignore[union-attr, arg-type]
             for f in subscriptions(self.share):
                 if self.protocol == 5:
@@ -356,7 +362,7 @@ class IngestWorker:
                 if self.oldest_pending is None:
                     self.oldest_pending = received
                 self.backlog = len(batch) + len(items)
-                self.pipeline.process([(t, p, received) for t, p, _m, _q in batch])
+                self.pipeline.process([(t, p, received, r) for t, p, _m, _q, r in batch])
                 _ack(paho, batch)  # only now: the batch is committed
                 self.acked += len(batch)
                 self.last_batch = time.time()
@@ -397,7 +403,8 @@ class IngestWorker:
                 if self.oldest_pending is None:
                     self.oldest_pending = received
                 self.backlog = len(batch) + queue.qsize()
-                self.pipeline.process([(m.topic.value, m.payload, received) for m in batch])  # type: ignore[misc]
+                self.pipeline.process([(m.topic.value, m.payload, received, bool(m.retain))  # type: ignore[misc]
+                                       for m in batch])
                 for m in batch:
                     if m.qos:
                         paho.ack(m.mid, m.qos)

@@ -3,7 +3,8 @@
 States (see docs/ground-ops.md):
 
 - ``UNKNOWN``: nothing heard since the ground started.
-- ``ONLINE``: fresh packets, or a retained ``online`` status.
+- ``ONLINE``: fresh packets, or an ``online`` status (a retained one replayed by the broker
+  only while the node is UNKNOWN: it is no contact now).
 - ``ASLEEP``: the node announced sleep (status ``asleep`` with ``next_contact``); it stays
   ASLEEP, not stale, until the announced contact plus ``grace``.
 - ``STALE``: supposed to be online, but no packet for ``stale_factor`` × hk_period.
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ground.ingest import RETAINED
 from ground.ratelog import RateLimitedLog
 from wire.timetag import node_to_unix, ticks_to_unix
 
@@ -127,8 +129,16 @@ class NodeTracker:
         return info
 
     def on_status(self, node: str, status: dict[str, Any], received: float) -> NodeInfo:
-        """A (retained) status JSON from the node's status topic."""
+        """A status JSON from the node's status topic.
+
+        A *retained* status the broker replays because the ground (re)subscribed (ingest
+        marks it ``RETAINED``) was sent at some unknown time before: it is no contact now.
+        It only tells a ground that knows nothing of the node yet (UNKNOWN, e.g. just
+        started) what the node last said; otherwise the ground already heard it, or newer.
+        """
         info = self.get(node)
+        if status.get(RETAINED) and info.state != UNKNOWN:
+            return info
         st = str(status.get("state", ""))
         info.status = st
         if status.get("mode") is not None:
@@ -143,7 +153,8 @@ class NodeTracker:
         if st == "online":
             info.last_contact = received
             info.next_contact = None
-            self._set(info, ONLINE, "birth", received)
+            self._set(info, ONLINE, "birth (retained, sent before the ground connected)" if status.get(RETAINED)
+                      else "birth", received)
         elif st == "asleep":
             offset = info.clock_offset if info.clock_offset is not None else 0.0
             info.next_contact = node_to_unix(nc) + offset if nc > 0 else None

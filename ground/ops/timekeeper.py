@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ground.archive import CORRECTED, ESTIMATED, TimeCorrection
+from ground.ingest import RETAINED
 from ground.parse import ParseResult
 from wire import defs
 from wire.ccsds import FINE_PER_S
@@ -169,6 +170,8 @@ class TimeKeeper:
 
     def on_status(self, node: str, status: dict[str, Any], received: float) -> None:
         nt = self.get(node)
+        if status.get(RETAINED) and nt.synced is not None:
+            return  # a birth the broker replayed to our new subscription: old news about the clock
         boot = status.get("boot")
         if isinstance(boot, int) and boot != nt.boot:
             nt.boot = boot

@@ -196,3 +196,31 @@ async def test_archive_failure_acks_nothing_and_recovers(parser_cls, broker: Mos
     await asyncio.wait_for(task, 10)
     assert w.connections >= 2 and archive.count_raw() == 5
     archive.close()
+
+
+@pytest.mark.parametrize("batch_reader", [True, False], ids=["fast-path", "aiomqtt"])
+async def test_a_retained_status_replayed_on_subscribe_is_marked(parser_cls, broker: Mosquitto, tmp_path,
+                                                                  batch_reader: bool) -> None:
+    """The retain flag as delivered: a birth the broker replays to a new subscription (sent
+    before ingest connected) reaches the sinks marked RETAINED; one published now does not,
+    nor can a node set the mark itself."""
+    from ground.ingest import RETAINED
+
+    archive = open_archive(f"sqlite:///{tmp_path}/a.db")
+    st = topics.topic("moon", f"n0{int(batch_reader)}", "status")
+    async with aiomqtt.Client(broker.host, broker.port, identifier=f"pub-ret-{batch_reader}") as pub:
+        await pub.publish(st, json.dumps({"state": "online", "boot": 1}), qos=1, retain=True)
+        sink = RecordingSink()
+        w = IngestWorker(archive, broker.host, broker.port, client_id=f"ing-ret-{batch_reader}", sinks=[sink],
+                         parser=parser_cls(archive.dictionary), batch_reader=batch_reader)
+        task = asyncio.create_task(w.run())
+        await asyncio.wait_for(w.connected.wait(), 10)
+        await wait_for(lambda: len(sink.status) >= 1)
+        await pub.publish(st, json.dumps({"state": "online", "boot": 2, RETAINED: True}), qos=1, retain=True)
+        await wait_for(lambda: len(sink.status) >= 2)
+        await pub.publish(st, b"", qos=1, retain=True)  # (clear it for the broker's next test)
+    w.stop()
+    await asyncio.wait_for(task, 10)
+    assert sink.status[0]["boot"] == 1 and sink.status[0].get(RETAINED) is True
+    assert sink.status[1]["boot"] == 2 and RETAINED not in sink.status[1]  # live, and not the node's to say
+    archive.close()

@@ -82,3 +82,21 @@ def test_duty_cycle_from_hk_next_contact_and_hk_period():
     assert info.state == ONLINE
     tr.tick(T0 + 126)
     assert info.state == STALE
+
+
+def test_a_retained_status_replayed_by_the_broker_is_no_contact():
+    """Ingest reconnected and the broker replays each node's retained birth: a node the
+    ground knows stays as it is (a LOST one does not come back ONLINE, its last contact does
+    not move); one it knows nothing of yet learns what the node last said."""
+    from ground.ingest import RETAINED
+
+    t = NodeTracker("s", {"n01": 1.0, "n02": 1.0})
+    t.on_packets("n01", 0, 1000.0)
+    t.tick(1100.0)
+    assert t.get("n01").state == LOST
+    t.on_status("n01", {"state": "online", "boot": 3, RETAINED: True}, 1101.0)
+    assert t.get("n01").state == LOST and t.get("n01").last_contact == 1000.0
+    t.on_status("n02", {"state": "online", "boot": 3, RETAINED: True}, 1101.0)
+    assert t.get("n02").state == ONLINE and "retained" in t.get("n02").reason
+    t.on_status("n01", {"state": "online", "boot": 4}, 1102.0)  # a birth published now is contact
+    assert t.get("n01").state == ONLINE and t.get("n01").last_contact == 1102.0
