@@ -102,6 +102,7 @@ class CustodySender:
         self.db = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
         if str(db) != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         for node, apid, value in self.db.execute("SELECT node, apid, value FROM custody WHERE site = ?", (self.site,)):
@@ -215,34 +216,49 @@ class CustodySender:
         self._close_up(st)
 
     # -- sending ---------------------------------------------------------------------------------
+    def messages(self, nodes: list[str]) -> list[tuple[str, str, bytes]]:
+        """The next acknowledgement of each of ``nodes``: [(node, topic, message)].  Their
+        counters and points are persisted first, in one transaction (WAL, synchronous
+        NORMAL: a counter lost to a power cut is made up by the clock it starts from)."""
+        out: list[tuple[str, str, bytes]] = []
+        rows: list[tuple[str, str, int, int]] = []
+        now_s = int(time.time()) - ccsds.EPOCH_UNIX
+        with self._lock:
+            for node in nodes:
+                nc = self.nodes.get(node)
+                if nc is None or not nc.apids:
+                    continue
+                through = {a: s.through for a, s in nc.apids.items()}
+                nc.counter = max(now_s, nc.counter + 1) & 0xFFFFFFFF
+                nc.dirty = False
+                rows += [(self.site, node, a, v) for a, v in through.items()] + [(self.site, node, _COUNTER, nc.counter)]
+                out.append((node, topics.topic(self.site, node, topics.CMD),
+                            custody.build(self.keys[node], node.encode(), nc.counter, through)))
+        if rows:
+            self.db.execute("BEGIN")
+            try:
+                self.db.executemany("INSERT OR REPLACE INTO custody (site, node, apid, value) VALUES (?, ?, ?, ?)",
+                                    rows)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        return out
+
     def message(self, node: str) -> tuple[str, bytes] | None:
         """The next acknowledgement for ``node`` (persisting its counter and points first)."""
-        with self._lock:
-            nc = self.nodes.get(node)
-            if nc is None or not nc.apids:
-                return None
-            through = {a: s.through for a, s in nc.apids.items()}
-            nc.counter = max(int(time.time()) - ccsds.EPOCH_UNIX, nc.counter + 1) & 0xFFFFFFFF
-            counter = nc.counter
-            nc.dirty = False
-        rows = [(self.site, node, a, v) for a, v in through.items()] + [(self.site, node, _COUNTER, counter)]
-        self.db.executemany("INSERT OR REPLACE INTO custody (site, node, apid, value) VALUES (?, ?, ?, ?)", rows)
-        msg = custody.build(self.keys[node], node.encode(), counter, through)
-        return topics.topic(self.site, node, topics.CMD), msg
+        m = self.messages([node])
+        return (m[0][1], m[0][2]) if m else None
 
     async def send_due(self) -> int:
         """Publish an acknowledgement to every node with news; -> how many were sent."""
         if self.publish is None or not self.active():
             return 0
         n = 0
-        for node, nc in list(self.nodes.items()):
-            if not nc.dirty:
-                continue
-            m = self.message(node)
-            if m is None:
-                continue
+        for node, topic, msg in self.messages([node for node, nc in list(self.nodes.items()) if nc.dirty]):
+            nc = self.nodes[node]
             try:
-                await self.publish(*m)
+                await self.publish(topic, msg)
             except Exception as e:  # broker down: the node re-sends, which makes it dirty again
                 nc.failed += 1
                 nc.dirty = True
