@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true", help="upload every file even when its sha256 matches")
     p.add_argument("--no-compile", action="store_true", help="upload .py sources instead of .mpy")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="extra config.json entry (repeatable)")
+    p.add_argument("--custody", type=int, default=10, metavar="S",
+                   help="journal.custody_s: keep every packet until the lunabase ground confirms the archive has it, "
+                   "re-send after S s without progress (docs/custody.md; default %(default)s); 0 = off, for a "
+                   "receiver that sends no custody acknowledgements (lunabase ground --custody 0 or --share)")
     p.set_defaults(func=_flash)
 
     p = sub.add_parser(

@@ -157,6 +157,12 @@ def build_image(info: BoardInfo | None, compile_mpy: bool = True, timeout: float
     return image
 
 
+#: journal.custody_s a flashed node gets unless told otherwise: the inventory it is flashed
+#: from is a lunabase ground's, and that ground confirms custody every second by default, so
+#: the node keeps every packet until the archive has it (docs/custody.md "Which nodes")
+FLASH_CUSTODY_S = 10
+
+
 def node_config(
     inventory_path: str | Path,
     node_id: str,
@@ -164,8 +170,10 @@ def node_config(
     wifi_ssid: str = "",
     wifi_password: str = "",
     extra: dict[str, Any] | None = None,
+    custody_s: int = FLASH_CUSTODY_S,
 ) -> dict[str, Any]:
-    """The node's config.json (docs/firmware.md) from the inventory: key, broker credentials, WiFi."""
+    """The node's config.json (docs/firmware.md) from the inventory: key, broker credentials, WiFi;
+    ``journal.custody_s`` = ``custody_s`` (0: custody off; docs/custody.md "Which nodes")."""
     from wire.inventory import Inventory, InventoryError
 
     try:
@@ -180,6 +188,7 @@ def node_config(
         "key": node.key.hex(),
         "broker": {"host": broker.host, "port": broker.port, "user": node.id, "password": node.password},
         "rates": {"hk_ms": int(node.hk_period_s * 1000)},
+        "journal": {"custody_s": int(custody_s)},
     }
     if broker.tls:
         cfg["broker"].update(tls=True, ca=CA_FILE)
@@ -436,6 +445,8 @@ def main_flash(args: argparse.Namespace) -> int:
     from wire.inventory import Inventory
 
     broker = Broker.parse(args.broker, getattr(args, "ca", None))
+    if not 0 <= args.custody <= 86400:  # the firmware's range for journal.custody_s
+        raise FlashError(f"--custody {args.custody}: seconds from 0 (off) to 86400")
     extra = {}
     for kv in args.set:
         k, _, v = kv.partition("=")
@@ -443,7 +454,8 @@ def main_flash(args: argparse.Namespace) -> int:
             extra[k] = json.loads(v)
         except ValueError:
             extra[k] = v
-    cfg = node_config(args.inventory, args.node, broker, args.wifi_ssid, args.wifi_password, extra)
+    cfg = node_config(args.inventory, args.node, broker, args.wifi_ssid, args.wifi_password, extra,
+                      custody_s=args.custody)
     monitor = None
     if not broker.user:
         inv = Inventory.load(args.inventory)

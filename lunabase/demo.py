@@ -50,6 +50,12 @@ secrets), broker/ (mosquitto config, passwords, ACLs, log), archive.db, nodes/, 
 users.json (ground accounts, 0600), demo-passwords (their passwords, 0600)
 """
 
+#: the demo nodes' journal.custody_s: the demo's ground acknowledges custody every second
+#: (GroundService default), so a packet is confirmed about light time + 1 s + light time after it
+#: is sent (≈ 4 s at 1.28 s); 10 s without progress before a node re-sends leaves room for a
+#: busy machine without re-sending what is merely in flight (docs/custody.md)
+DEMO_CUSTODY_S = 10
+
 DEMO_ACCOUNTS = (("flight", "commander"), ("capcom", "commander"), ("ops", "operator"), ("guest", "viewer"),
                  ("admin", "admin"))
 
@@ -240,8 +246,11 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
         say(f"ground   archive {work / 'archive.db'}; client interface http://127.0.0.1:{api_port}")
         if print_summaries:
             say(login_help(f"http://127.0.0.1:{api_port}", accounts))
+        # the ground sends custody acknowledgements: the nodes keep every packet until the
+        # archive has it (docs/custody.md), what a base with a lunabase ground gets
         sim = SimBase(scenario, broker_url=broker.url, workdir=work / "sim", inventory=inv, ca=tls.cafile,
-                      progress=(print if print_summaries else log.info))
+                      progress=(print if print_summaries else log.info),
+                      custody_s=DEMO_CUSTODY_S if ground.custody is not None else 0)
         await sim.start()
         say(f"base     {len(ids)} virtual nodes ({', '.join(ids)}) at site {inv.site}, light time "
             f"{scenario.link_delay_s:g} s, environment ×{scenario.acceleration:g}")

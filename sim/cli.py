@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Start a private mosquitto (unless --broker), the sensor bus, one link proxy per node "
         "and the nodes; print progress; end with a report per node.",
         epilog="examples:\n  lunabase sim run demo --duration 60\n  lunabase sim run lunar-night\n"
-        "  lunabase sim run my.toml --broker mqtt://127.0.0.1:18830 --ground-inventory base.toml",
+        "  lunabase sim run my.toml --broker mqtt://127.0.0.1:18830 --ground-inventory base.toml --custody 10",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("scenario", help="scenario name (see `lunabase sim list`) or path to a .toml")
@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PATH",
         help="base inventory (keys, passwords) to use; written there (mode 0600) if missing, so the ground can use it",
     )
+    r.add_argument("--custody", type=float, default=0.0, metavar="S",
+                   help="nodes in custody mode (journal.custody_s = S, docs/custody.md): set it when `lunabase ground` "
+                   "(custody acknowledgements on by default) ingests from --broker; default 0 = off (no ground)")
     r.add_argument("--duration", type=float, help="real seconds to run (0 = until Ctrl-C); default: the scenario's")
     r.add_argument("--workdir", help="keep node data dirs, logs and the broker here (default: a temporary dir)")
     r.add_argument("--json", action="store_true", help="print the final report as JSON")
@@ -68,11 +71,15 @@ def _run(args: argparse.Namespace) -> int:
         print(f"lunabase sim: --broker {args.broker.split('@')[-1]}: mqtts needs --ca (the CA that signed the "
               "broker's certificate)", file=sys.stderr)
         return 2
+    if args.custody < 0 or (args.custody > 0 and not args.broker):
+        print("lunabase sim: --custody needs S >= 0 and --broker (a private broker has no ground to confirm "
+              "custody: its nodes would keep and re-send everything)", file=sys.stderr)
+        return 2
     progress = None if args.quiet else (lambda line: print(line, flush=True))
 
     async def main() -> dict[str, dict[str, Any]]:
         base = SimBase(sc, broker_url=args.broker, workdir=args.workdir, inventory_path=args.ground_inventory,
-                       progress=progress, ca=args.ca)
+                       progress=progress, ca=args.ca, custody_s=args.custody)
         try:
             async with base:
                 try:

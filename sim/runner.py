@@ -288,10 +288,19 @@ class SimBase:
         broker_user: str = "",
         broker_password: str = "",
         ca: str | Path | None = None,
+        custody_s: float = 0.0,
     ) -> None:
         """``ca``: with an mqtts:// ``broker_url``, the CA (PEM) that signed the broker's
         certificate: every node verifies the broker with it (uploaded as ca.der), and so
-        does the delivery observer."""
+        does the delivery observer.
+
+        ``custody_s``: > 0 when a ground that sends custody acknowledgements (``lunabase
+        ground``, its default) ingests from the broker: every node's ``journal.custody_s``
+        (docs/custody.md) unless the scenario's firmware overrides set it.  0 (the default):
+        custody off, as a node without such a ground needs (it would keep and re-send all)."""
+        if custody_s < 0:
+            raise ValueError(f"custody_s must be >= 0, got {custody_s}")
+        self.custody_s = custody_s
         self.scenario = scenario
         self.tls = bool(broker_url) and BrokerUrl.parse(broker_url or "", schemes=("mqtt", "mqtts")).tls
         if self.tls and not ca:
@@ -459,6 +468,8 @@ class SimBase:
         }
         if self.tls:  # the node verifies the broker (behind its link proxy: 127.0.0.1 is in the certificate)
             cfg["broker"].update(tls=True, ca="ca.der")
+        if self.custody_s > 0:  # the firmware takes whole seconds
+            cfg["journal"] = {"custody_s": max(1, round(self.custody_s))}
         return _merge(cfg, copy.deepcopy(spec.firmware))
 
     async def stop(self) -> None:
@@ -632,10 +643,12 @@ async def run_scenario(
     progress: Callable[[str], None] | None = print,
     inventory_path: str | Path | None = None,
     workdir: str | Path | None = None,
+    custody_s: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
-    """Run a scenario to its end and return the per-node report."""
+    """Run a scenario to its end and return the per-node report (``custody_s``: see SimBase)."""
     sc = scenario if isinstance(scenario, Scenario) else Scenario.load(scenario)
-    base = SimBase(sc, broker_url=broker_url, progress=progress, inventory_path=inventory_path, workdir=workdir)
+    base = SimBase(sc, broker_url=broker_url, progress=progress, inventory_path=inventory_path, workdir=workdir,
+                   custody_s=custody_s)
     try:
         async with base:
             await base.run(duration_s)

@@ -75,3 +75,18 @@ def test_flash_rejects_an_unknown_node(tmp_path: Path) -> None:
     inv = Inventory.generate("hiltest", ["n01"]).save(tmp_path / "base.toml")
     with pytest.raises(FlashError, match="no node 'nX'"):
         node_config(inv, "nX", Broker("127.0.0.1", 1))
+
+
+def test_flash_config_has_custody_on_unless_told_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A flashed node's receiver is a lunabase ground (custody acks by default): custody on;
+    `--custody 0` turns it off; a value the firmware would refuse fails before the board is touched."""
+    from lunabase.cli import main
+
+    inv = Inventory.generate("hiltest", ["n01"]).save(tmp_path / "base.toml")
+    br = Broker("127.0.0.1", 1)
+    assert node_config(inv, "n01", br)["journal"]["custody_s"] == 10
+    assert node_config(inv, "n01", br, custody_s=0)["journal"]["custody_s"] == 0
+    assert node_config(inv, "n01", br, extra={"journal.segments": 4})["journal"] == {"custody_s": 10, "segments": 4}
+    rc = main(["flash", "--port", str(tmp_path / "no-such-port"), "--node", "n01", "--inventory", str(inv),
+               "--broker", "mqtt://127.0.0.1:1", "--custody", "-1"])
+    assert rc != 0 and "--custody -1" in capsys.readouterr().err

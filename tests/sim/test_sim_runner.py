@@ -68,6 +68,28 @@ def test_node_config_from_inventory(tmp_path) -> None:  # type: ignore[no-untype
     assert again.node("n1").key == inv.node("n1").key
 
 
+def test_custody_s_turns_custody_on_unless_the_scenario_says_otherwise(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SimBase(custody_s=S) (a ground that confirms custody is the receiver) gives every node
+    journal.custody_s = S; a scenario's own firmware override wins; without it custody stays off."""
+    sc = Scenario.from_dict({"node": [{"id": "n1", "firmware": {"journal": {"segments": 4}}},
+                                      {"id": "n2", "firmware": {"journal": {"custody_s": 0}}}]})
+    on = SimBase(sc, workdir=tmp_path / "w", custody_s=10)
+    inv = on.inventory = on._inventory()
+    assert on.node_config(sc.nodes[0], inv.node("n1"), 1)["journal"] == {"segments": 4, "custody_s": 10}
+    assert on.node_config(sc.nodes[1], inv.node("n2"), 1)["journal"] == {"custody_s": 0}
+    off = SimBase(sc, workdir=tmp_path / "w2", inventory=inv)
+    assert "custody_s" not in off.node_config(sc.nodes[0], inv.node("n1"), 1)["journal"]
+    with pytest.raises(ValueError, match="custody_s"):
+        SimBase(sc, custody_s=-1)
+
+
+def test_cli_custody_needs_a_ground_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    from lunabase.cli import main
+
+    assert main(["sim", "run", "demo", "--custody", "10"]) == 2
+    assert "--custody needs" in capsys.readouterr().err
+
+
 async def test_sensor_bus_with_a_stand_in_node() -> None:
     """The protocol from the simulator's side; a few lines of asyncio play the node."""
     reports: list[tuple[str, dict]] = []
