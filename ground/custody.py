@@ -65,6 +65,11 @@ class _Apid:
     ahead: set[int] = field(default_factory=set)
     hole_since: float = 0.0  # when packets first arrived beyond the current hole
     dropped: int | None = None  # the node says it dropped unconfirmed packets up to this count
+    stated: int = -1  # the through the last acknowledgement sent (-1: none yet, = the start point)
+
+    def __post_init__(self) -> None:
+        if self.stated < 0:
+            self.stated = self.through
 
 
 @dataclass
@@ -77,12 +82,14 @@ class NodeCustody:
     sent: int = 0  # acknowledgements published
     failed: int = 0  # publishes that failed (broker down): retried at the next interval
     skipped: int = 0  # sequence counts given up (never archived)
+    confirmed: int = 0  # sequence counts newly covered by the acknowledgements built (skipped ones too)
     last_sent: float = 0.0
 
     def view(self) -> dict[str, Any]:
         return {"through": {str(a): s.through for a, s in sorted(self.apids.items())},
                 "holes": {str(a): len(s.ahead) for a, s in sorted(self.apids.items()) if s.ahead},
-                "counter": self.counter, "sent": self.sent, "failed": self.failed, "skipped": self.skipped}
+                "counter": self.counter, "sent": self.sent, "failed": self.failed, "skipped": self.skipped,
+                "confirmed": self.confirmed}
 
 
 class CustodySender:
@@ -229,6 +236,11 @@ class CustodySender:
                 if nc is None or not nc.apids:
                     continue
                 through = {a: s.through for a, s in nc.apids.items()}
+                for st in nc.apids.values():
+                    d = (st.through - st.stated) % SEQ_MOD
+                    if d < HALF:  # (a stale point behind the stated one confirms nothing new)
+                        nc.confirmed += d
+                        st.stated = st.through
                 nc.counter = max(now_s, nc.counter + 1) & 0xFFFFFFFF
                 nc.dirty = False
                 rows += [(self.site, node, a, v) for a, v in through.items()] + [(self.site, node, _COUNTER, nc.counter)]

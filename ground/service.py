@@ -338,7 +338,8 @@ class GroundService:
             parts["custody"] = health.part(True, interval_s=self.custody.interval,
                                            sent=sum(v["sent"] for v in nodes.values()),
                                            failed=sum(v["failed"] for v in nodes.values()),
-                                           skipped=sum(v["skipped"] for v in nodes.values()), nodes=nodes)
+                                           skipped=sum(v["skipped"] for v in nodes.values()),
+                                           confirmed=sum(v["confirmed"] for v in nodes.values()), nodes=nodes)
         return parts
 
     def _links(self) -> dict[str, dict[str, Any]]:

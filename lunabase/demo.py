@@ -308,7 +308,10 @@ def _print_nodes(ground: Any) -> None:
                     + (f" soc {soc:.0f}%" if isinstance(soc, (int, float)) else ""))
     h = ops.health()
     ground_state = "ground ok" if h["ok"] else "GROUND NOT OK: " + "; ".join(h["reasons"])
-    print(f"[ground] {'  '.join(line) or 'no nodes yet'}  | active alarms: {len(alarms)} | {ground_state}",
+    cu = (h.get("parts") or {}).get("custody")
+    custody = (f" | custody: {cu.get('confirmed', 0)} confirmed in {cu.get('sent', 0)} acks" if cu else
+               " | custody: off")
+    print(f"[ground] {'  '.join(line) or 'no nodes yet'}  | active alarms: {len(alarms)}{custody} | {ground_state}",
           flush=True)
 
 
@@ -320,8 +323,30 @@ def _print_ground(ground: Any) -> None:
     # what the ground says of itself (the same answer as /api/health and `lunabase health`)
     for ln in format_health(ground.ops.health()).splitlines():
         print(f"[ground] health {ln.strip()}")
+    _print_custody(ground)
     for node, link in sorted(ground.ops.links().items()):
         errors = link.get("errors") or {}
         print(f"[ground] link {node}: {link.get('packets', '?')} packets, gaps {link.get('gaps', 0)}, "
               f"duplicates {link.get('duplicates', 0)}, rejected {sum(errors.values()) if errors else 0} "
               f"{errors if errors else ''}")
+
+
+def _print_custody(ground: Any) -> None:
+    """Per node what custody did: the ground's side (acknowledgements, the committed-through
+    point per APID, holes, skipped counts) and the node's own (its latest status: packets it
+    let go on the ground's word this boot, re-sends, rejected acknowledgements)."""
+    if ground.custody is None:
+        print("[ground] custody off: the nodes' PUBACK ends custody (docs/custody.md)")
+        return
+    for node, v in ground.custody.view().items():
+        sts = [st for st in ground.archive.status_history(node=node, site=ground.inventory.site)
+               if isinstance(st.get("custody"), list) and len(st["custody"]) >= 3]
+        own = "; node: no status yet"
+        if sts:  # a node sends its status at connect (and going to sleep): its figures are from then
+            st = sts[-1]
+            age = time.time() - float(st.get("received") or time.time())
+            own = (f"; node's last status ({st.get('state')}, {age:.0f} s ago): confirmed {st['custody'][0]}, "
+                   f"re-sends {st['custody'][1]}, rejected acks {st['custody'][2]}")
+        through = " ".join(f"{a}:{t}" for a, t in v["through"].items())
+        print(f"[ground] custody {node}: {v['confirmed']} confirmed in {v['sent']} acks (failed {v['failed']}), "
+              f"through {through or '-'}, holes {sum(v['holes'].values())}, skipped {v['skipped']}{own}")

@@ -50,6 +50,8 @@ def test_through_holes_and_messages(tmp_path: Path) -> None:
     topic, msg = sent[-1]
     assert topic == topics.topic("s1", "n01", topics.CMD)
     assert _open(msg) == {APID_HK: 14, APID_EVENT: 3}
+    # confirmed: the counts the acknowledgements newly cover, HK 10..14 and EVENT 3
+    assert cs.view()["n01"]["confirmed"] == 6
     # nothing new: nothing sent; a duplicate (already archived) is news again (the node re-sends)
     assert asyncio.run(cs.send_due()) == 0
     _feed(cs, hk(12))
@@ -59,6 +61,7 @@ def test_through_holes_and_messages(tmp_path: Path) -> None:
     assert cs.view()["n01"]["through"][str(APID_HK)] == 18 and not cs.view()["n01"]["holes"]
     asyncio.run(cs.send_due())
     c1 = cs.nodes["n01"].counter
+    assert cs.view()["n01"]["confirmed"] == 10  # + HK 15..18; the duplicate's message covered nothing new
     assert _open(sent[-1][1], c1 - 1)[APID_HK] == 18
     # a replay of the same message is refused by the node's check
     assert ccsds.open_tc(KEY, b"n01", sent[-1][1], c1, 0)[0] == ccsds.TC_REPLAY
@@ -74,6 +77,7 @@ def test_through_holes_and_messages(tmp_path: Path) -> None:
     asyncio.run(cs2.send_due())
     assert cs2.nodes["n01"].counter > c1
     assert _open(sent[-1][1], c1)[APID_HK] == 19
+    assert cs2.view()["n01"]["confirmed"] == 1  # from the persisted point: only 19 is new
     cs2.close()
 
 
