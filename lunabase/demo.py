@@ -200,7 +200,7 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
     from ground.broker import acl_text, make_self_signed, security_config, write_password_file
     from ground.service import GroundService
     from sim.mosquitto import Mosquitto, free_port
-    from sim.runner import Scenario, SimBase, format_report
+    from sim.runner import Scenario, format_report
     from wire.inventory import Inventory
 
     scenario = Scenario.load(args.scenario)
@@ -246,11 +246,8 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
         say(f"ground   archive {work / 'archive.db'}; client interface http://127.0.0.1:{api_port}")
         if print_summaries:
             say(login_help(f"http://127.0.0.1:{api_port}", accounts))
-        # the ground sends custody acknowledgements: the nodes keep every packet until the
-        # archive has it (docs/custody.md), what a base with a lunabase ground gets
-        sim = SimBase(scenario, broker_url=broker.url, workdir=work / "sim", inventory=inv, ca=tls.cafile,
-                      progress=(print if print_summaries else log.info),
-                      custody_s=DEMO_CUSTODY_S if ground.custody is not None else 0)
+        sim = demo_base(scenario, ground, broker.url, work / "sim", inv, ca=tls.cafile,
+                        progress=(print if print_summaries else log.info))
         await sim.start()
         say(f"base     {len(ids)} virtual nodes ({', '.join(ids)}) at site {inv.site}, light time "
             f"{scenario.link_delay_s:g} s, environment ×{scenario.acceleration:g}")
@@ -280,6 +277,19 @@ async def serve(args: argparse.Namespace, work: Path, print_summaries: bool) -> 
         await ground.stop()
         await asyncio.to_thread(broker.stop)
         (work / "ready").unlink(missing_ok=True)
+
+
+def demo_base(scenario: Any, ground: Any, broker_url: str, workdir: Path, inventory: Any,
+              ca: str | Path | None = None, progress: Any = None) -> Any:
+    """The demo's simulated base (a ``sim.runner.SimBase``, not started) on a started ``ground``'s broker.
+
+    When the ground sends custody acknowledgements (``GroundService`` default) the nodes run
+    in custody mode (``journal.custody_s`` = DEMO_CUSTODY_S): they keep every packet until the
+    archive has it (docs/custody.md), what a base with a lunabase ground gets."""
+    from sim.runner import SimBase
+
+    return SimBase(scenario, broker_url=broker_url, workdir=workdir, inventory=inventory, ca=ca, progress=progress,
+                   custody_s=DEMO_CUSTODY_S if ground.custody is not None else 0)
 
 
 async def _archived_report(sim: Any, ground: Any, settle_s: float = 3.0) -> dict[str, dict[str, Any]]:
