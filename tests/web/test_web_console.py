@@ -236,6 +236,49 @@ async def test_command_to_the_real_firmware_reaches_executed(console: Any, firmw
                     what="history row")
 
 
+async def test_command_status_keeps_the_newest_row_when_the_post_answer_comes_last(console: Any, page: Any) -> None:
+    """The POST /api/commands answer holds the row as released (SENT); the node's ACCEPTED
+    and EXECUTED pushes can overtake it on the WebSocket (a fast node, a loaded browser).  The
+    page keeps the newest row, not the last to arrive: before, the late answer put SENT back
+    for good (the real-firmware test above failed so about half the time).  The page's fetch
+    holds the answer here until the ground has finished the command and the push is shown."""
+    await _command_form(page, console.url, "n01", "PING")
+    await page.js("""const real = window.fetch;
+        window.__lbHeld = new Promise((ok) => { window.__lbRelease = ok; });
+        window.fetch = async (path, init) => {
+          const r = await real(path, init);
+          if (init && init.method === 'POST' && String(path).endsWith('/api/commands')) {
+            window.__lbAnswered = true;
+            await window.__lbHeld;
+          }
+          return r;
+        };""")
+    before = max((c["id"] for c in await aapi(console.url, "/api/commands")), default=0)
+    await page.click(".lb-send")
+
+    async def mine() -> Any:
+        return next((c for c in await aapi(console.url, "/api/commands") if c["id"] > before and c["node"] == "n01"
+                     and c["command"] == "PING"), None)  # (not one of the time keeper's syncs)
+
+    row = await poll(mine, lambda c: c is not None and c["stage"] == "EXECUTED", 30)
+    assert row and row["stage"] == "EXECUTED", row
+    cid = row["id"]
+    # the EXECUTED push reached the page (its history table) while the answer is still held
+    await page.wait(f"return window.__lbAnswered && [...document.querySelectorAll('.lb-cmd-history .lb-cmd-row')]"
+                    f".some(r => r.dataset.id === '{cid}' && r.classList.contains('lb-cmd-EXECUTED'))",
+                    what="the EXECUTED push before the POST answer")
+    await page.js("window.__lbRelease()")
+    shown = await page.wait(f"const s = document.querySelector('.lb-cmd-status');"
+                            f" return s && s.textContent.startsWith('#{cid} ') && s.querySelector('.lb-cmd-stage').textContent",
+                            what="the status of the command sent")
+    await page.shot("command-post-answer-late")
+    assert shown == "EXECUTED", shown
+    stages = await page.js("return [...document.querySelectorAll('.lb-cmd-status .lb-stage')].map(e => e.textContent)")
+    assert stages[-1] == "EXECUTED" and "SENT" in stages, stages
+    hist = await page.js(f"return document.querySelector('.lb-cmd-history .lb-cmd-row[data-id=\"{cid}\"]').className")
+    assert "lb-cmd-EXECUTED" in hist, hist
+
+
 async def test_refused_command_shows_the_grounds_reason(console: Any, page: Any) -> None:
     await _command_form(page, console.url, "n01", "SET_RATE")
     # a value the form itself refuses, before anything is sent

@@ -202,6 +202,14 @@ export function checkArg(a, raw) {
   return { value: v };
 }
 
+/** True when command row ``a`` is an older state of the same command than ``b``: its history
+ * (which only grows) is shorter, or as long and last updated earlier. */
+export function isOlder(a, b) {
+  const na = (a.history || []).length;
+  const nb = (b.history || []).length;
+  return na < nb || (na === nb && (a.updated || 0) < (b.updated || 0));
+}
+
 function stagesOf(c) {
   return (c.history || []).map(([stage, t, reason]) => h('span', { class: `lb-stage lb-stage-${stage}`,
     title: `${utc(t)}${reason ? `: ${reason}` : ''}` }, stage));
@@ -217,6 +225,7 @@ function commander(el, ground, state, ready, openmct) {
   const history = new Map();
   const histBody = h('tbody', {});
   const status = h('div', { class: 'lb-cmd-status', role: 'status' });
+  const err = h('div', { class: 'lb-cmd-error', role: 'alert' });
   const renderHistory = () => {
     const rows = [...history.values()].sort((a, b) => b.id - a.id).slice(0, 100);
     histBody.replaceChildren(...rows.map((c) => h('tr', { class: `lb-cmd-row lb-cmd-${c.stage}`, dataset: { id: c.id } },
@@ -250,14 +259,48 @@ function commander(el, ground, state, ready, openmct) {
     return out;
   }
   let fill = () => {};
-  const off = ground.on('command', (c) => {
+  let current = null;
+  // A command row reaches this view three ways: the WebSocket push of every change, the
+  // POST /api/commands answer and GET /api/commands.  They race: a fast node's ACCEPTED and
+  // EXECUTED pushes can arrive before the POST answer, which holds the row as it was at
+  // release (SENT).  The newest row wins (a row's history only grows), never the last to
+  // arrive.  -> the row kept.
+  const remember = (c) => {
+    const had = history.get(c.id);
+    if (had && isOlder(c, had)) {
+      return had;
+    }
     history.set(c.id, c);
+    return c;
+  };
+  const offCommand = ground.on('command', (c) => {
+    const row = remember(c);
     renderHistory();
-    if (current && c.id === current) {
-      showStatus(c);
+    if (current && row.id === current) {
+      showStatus(row);
     }
   });
-  let current = null;
+  // a resync means the ground dropped pushes meant for this page (command changes among
+  // them): ask for the rows again
+  const offResync = ground.on('resync', () => refetch());
+  async function refetch() {
+    try {
+      for (const c of await ground.get('/api/commands?limit=100')) {
+        remember(c);
+      }
+    } catch (e) {
+      err.textContent = `Command history: ${e.reason || e.message}`;
+      return;
+    }
+    renderHistory();
+    if (current && history.has(current)) {
+      showStatus(history.get(current));
+    }
+  }
+  const off = () => {
+    offCommand();
+    offResync();
+  };
   function showStatus(c) {
     status.className = `lb-cmd-status lb-cmd-${c.stage}`;
     status.replaceChildren(h('b', {}, `#${c.id} ${c.node} ${c.command}: `), h('span', { class: 'lb-cmd-stage' }, c.stage),
@@ -272,7 +315,6 @@ function commander(el, ground, state, ready, openmct) {
       (c.hazardous && !mayHazard ? ' - needs commander' : ''))));
     const argBox = h('div', { class: 'lb-cmd-args' });
     const desc = h('p', { class: 'lb-cmd-desc' });
-    const err = h('div', { class: 'lb-cmd-error', role: 'alert' });
     const confirmBox = h('div', { class: 'lb-cmd-confirm', hidden: true });
     const send = h('button', { class: 'lb-send c-button c-button--major', type: 'button' }, 'Send');
     // validity window (seconds from now): held by the ground until not-before, expired after not-after
@@ -347,9 +389,8 @@ function commander(el, ground, state, ready, openmct) {
         if (notAfter.value !== '') {
           body.not_after = now + Number(notAfter.value);
         }
-        const row = await ground.post('/api/commands', body);
+        const row = remember(await ground.post('/api/commands', body));
         current = row.id;
-        history.set(row.id, row);
         renderHistory();
         showStatus(row);
         confirmBox.hidden = true;
@@ -386,14 +427,7 @@ function commander(el, ground, state, ready, openmct) {
     root.replaceChildren(h('h2', {}, 'Command sender'), form, h('h3', {}, 'Command history'),
       h('table', { class: 'lb-table lb-cmd-history' }, h('thead', {}, h('tr', {},
         ['Id', 'Submitted (UTC)', 'Node', 'Command', 'Args', 'By', 'Stage', 'Stages', 'Reason', ''].map((t) => h('th', {}, t)))), histBody));
-    try {
-      for (const c of await ground.get('/api/commands?limit=100')) {
-        history.set(c.id, c);
-      }
-    } catch (e) {
-      err.textContent = `Command history: ${e.reason || e.message}`;
-    }
-    renderHistory();
+    await refetch();
   });
   return { destroy: off };
 }
