@@ -25,6 +25,56 @@ export class GroundError extends Error {
   }
 }
 
+// A WebSocket to `path` on this ground that reopens itself after a close (0.5 s, doubling to
+// 4 s, back to 0.5 s once open).  `slot` holds the current socket and the retry delay; `on`
+// gets open(), message(parsed JSON: a frame that is not JSON is ignored) and close().
+function keepSocket(path, slot, on) {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const again = () => {
+    const delay = slot.retry;
+    slot.retry = Math.min(slot.retry * 2, 4000);
+    setTimeout(open, delay);
+  };
+  const open = () => {
+    let ws;
+    try {
+      ws = new WebSocket(`${proto}//${location.host}${path}`);
+    } catch (e) {
+      again();
+      return;
+    }
+    slot.ws = ws;
+    ws.onopen = () => {
+      slot.retry = 500;
+      on.open();
+    };
+    ws.onmessage = (ev) => {
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      on.message(msg);
+    };
+    ws.onclose = () => {
+      if (slot.ws === ws) {
+        slot.ws = null;
+        on.close();
+        again();
+      }
+    };
+    ws.onerror = () => {
+      try {
+        ws.close();
+      } catch (e) {
+        /* closed already */
+      }
+    };
+  };
+  open();
+}
+
 export class Ground {
   constructor() {
     this.state = 'connecting'; // connecting | connected | disconnected
@@ -39,8 +89,7 @@ export class Ground {
     this.delivered = {}; // parameter id -> live samples handed to Open MCT (tests, benchmark)
     this.history = {}; // parameter id -> the last history answer's summary (tests, benchmark)
     this.trace = null; // [node, packet, ticks, receipt ms] per live packet when a benchmark asks
-    this.ws = null;
-    this._retry = 500;
+    this.sock = { ws: null, retry: 500 }; // the state socket /api/ws
     this.onStateChange = () => {};
     // the full-rate stream: its socket, what this page follows, counters (tests, benchmark)
     this.live = { ws: null, state: 'connecting', retry: 500, batches: 0, samples: 0, resyncs: 0, dropped: 0,
@@ -114,111 +163,36 @@ export class Ground {
   }
 
   connect() {
-    this.connectLive();
-    this._connectState();
-  }
-
-  _connectState() {
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    let ws;
-    try {
-      ws = new WebSocket(`${proto}//${location.host}/api/ws`);
-    } catch (e) {
-      this._reconnect();
-      return;
-    }
-    this.ws = ws;
-    ws.onopen = () => {
-      this._retry = 500;
-    };
-    ws.onmessage = (ev) => {
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch (e) {
-        return;
-      }
-      this._handle(msg);
-    };
-    ws.onclose = () => {
-      if (this.ws === ws) {
-        this.ws = null;
-        this._setState('disconnected');
-        this._reconnect();
-      }
-    };
-    ws.onerror = () => {
-      try {
-        ws.close();
-      } catch (e) {
-        /* closed already */
-      }
-    };
-  }
-
-  _reconnect() {
-    const delay = this._retry;
-    this._retry = Math.min(this._retry * 2, 4000);
-    setTimeout(() => this._connectState(), delay);
+    const live = this.live;
+    keepSocket('/api/web/live', live, {
+      open: () => {
+        live.state = 'connected';
+        // everything this page follows, again after a reconnect
+        this._liveSend({ subscribe: [...this.subs.keys()], seismic: [...this.seismicSubs.keys()] });
+      },
+      message: (msg) => {
+        if (msg.type === 'batch') {
+          this._batch(msg);
+        } else if (msg.type === 'resync') {
+          live.resyncs = msg.resyncs;
+          live.dropped = msg.dropped;
+          this._resynced();
+        } else if (msg.type === 'error') {
+          console.error('lunabase live stream:', msg.error);
+        }
+      },
+      close: () => {
+        live.state = 'disconnected';
+      },
+    });
+    keepSocket('/api/ws', this.sock, {
+      open: () => {},
+      message: (msg) => this._handle(msg),
+      close: () => this._setState('disconnected'),
+    });
   }
 
   // -- the full-rate stream --------------------------------------------------------------
-
-  connectLive() {
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const live = this.live;
-    let ws;
-    try {
-      ws = new WebSocket(`${proto}//${location.host}/api/web/live`);
-    } catch (e) {
-      this._reconnectLive();
-      return;
-    }
-    live.ws = ws;
-    ws.onopen = () => {
-      live.retry = 500;
-      live.state = 'connected';
-      // everything this page follows, again after a reconnect
-      this._liveSend({ subscribe: [...this.subs.keys()], seismic: [...this.seismicSubs.keys()] });
-    };
-    ws.onmessage = (ev) => {
-      let msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch (e) {
-        return;
-      }
-      if (msg.type === 'batch') {
-        this._batch(msg);
-      } else if (msg.type === 'resync') {
-        live.resyncs = msg.resyncs;
-        live.dropped = msg.dropped;
-        this._resynced();
-      } else if (msg.type === 'error') {
-        console.error('lunabase live stream:', msg.error);
-      }
-    };
-    ws.onclose = () => {
-      if (live.ws === ws) {
-        live.ws = null;
-        live.state = 'disconnected';
-        this._reconnectLive();
-      }
-    };
-    ws.onerror = () => {
-      try {
-        ws.close();
-      } catch (e) {
-        /* closed already */
-      }
-    };
-  }
-
-  _reconnectLive() {
-    const delay = this.live.retry;
-    this.live.retry = Math.min(this.live.retry * 2, 4000);
-    setTimeout(() => this.connectLive(), delay);
-  }
 
   _liveSend(msg) {
     const ws = this.live.ws;
