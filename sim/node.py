@@ -21,6 +21,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,24 @@ def _elf_undefined_symbols(path: Path) -> list[str]:
     return out
 
 
+def _build_cache(cache: str | Path | None) -> Path:
+    """``cache``, or the default build cache: a folder of this user's own in the temp directory.
+
+    Images and the VM launcher built there are run later, so in a shared temp directory
+    another local user who made the folder first could plant what this user runs: the
+    default folder must belong to this user and be writable by nobody else.
+    """
+    if cache:
+        return Path(cache)
+    d = Path(tempfile.gettempdir()) / f"lunabase-fw-{os.getuid()}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise RuntimeError(f"{d} is not a private folder of this user (owner uid {st.st_uid}, mode "
+                           f"{stat.filemode(st.st_mode)}): remove it, or pass a build cache folder of your own")
+    return d
+
+
 def build_vm_launcher(cache: str | Path | None = None) -> Path | None:
     """Compile sim/vmhost.c against the installed port (micropython_run.*.so) into the
     firmware cache, once per port build; None when that is not possible here (no port
@@ -106,7 +125,7 @@ def build_vm_launcher(cache: str | Path | None = None) -> Path | None:
     src = Path(__file__).with_name("vmhost.c")
     st = so.stat()
     h = hashlib.sha256(f"{so}:{st.st_size}:{st.st_mtime_ns}".encode() + src.read_bytes()).hexdigest()[:16]
-    cache = Path(cache) if cache else Path(tempfile.gettempdir()) / f"lunabase-fw-{os.getuid()}"
+    cache = _build_cache(cache)
     out = cache / f"vm-{h}" / "micropython"
     if out.exists():
         return out
@@ -179,7 +198,7 @@ def build_firmware(cache: str | Path | None = None) -> Path:
     """
     if not (FIRMWARE / "MANIFEST").exists() or not MAIN.exists():
         raise FileNotFoundError(f"{MAIN} / firmware/MANIFEST missing: the firmware is not in this checkout")
-    cache = Path(cache) if cache else Path(tempfile.gettempdir()) / f"lunabase-fw-{os.getuid()}"
+    cache = _build_cache(cache)
     out = cache / _sources_digest()
     if (out / "main.py").exists() and (out / ".done").exists():
         return out
